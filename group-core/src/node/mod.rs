@@ -1,0 +1,396 @@
+//! [`Node`]: the whole group logic of one server process, as a deterministic state machine.
+//!
+//! Inputs are `handle_*` methods (and the server-side operations such as [`Node::join`]), each taking
+//! `now`. Outputs are drained after every input, in this order:
+//! 1. [`Node::poll_transmit`] until `None`: frames for connections;
+//! 2. [`Node::poll_event`] until `None`: things the driver acts on (close a connection, run a tick
+//!    callback, answer a custom command);
+//! 3. [`Node::poll_timeout`]: when to call [`Node::handle_timeout`] next.
+//!
+//! Transmits come before events so that a response queued just before a `Close` event reaches the
+//! connection's writer before the driver closes it.
+
+mod error;
+mod group;
+mod ops;
+mod session;
+mod timers;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use error::{
+    BroadcastError, ConnectError, CreateError, GroupError, JoinError, LeaveError, RandJoinError,
+    TickError,
+};
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::id::{GroupId, NodeAddr};
+use crate::rng::SplitMix64;
+use crate::time::Instant;
+use group::Group;
+use timers::Timers;
+
+/// A user ID: 1 to 64 bytes of UTF-8, shared between the session and every group it is in.
+pub type Uid = Arc<str>;
+
+/// A connection, named by the driver. The driver must not reuse an ID while the node still tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// A session ID: 16 bytes issued by Hello, unique per session.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sid(pub [u8; 16]);
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sid({self})")
+    }
+}
+
+/// A frame to write to a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Transmit {
+    /// Where to send it.
+    pub conn: ConnId,
+    /// A whole server frame. Shared: the same allocation goes to every recipient of a push.
+    pub frame: Bytes,
+    /// For UDP members: send on the reliable (KCP) channel. Stream transports ignore it.
+    pub reliable: bool,
+}
+
+/// Why the node asks the driver to close a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client sent Fin.
+    Fin,
+    /// No traffic for `connectionTtl`.
+    Idle,
+    /// Another connection said Hello with the same uid.
+    Replaced,
+    /// A frame declared a payload above `maxPayload`; a stream cannot resynchronise after that.
+    FrameTooLarge,
+}
+
+/// Why a session ended and its user left every group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiscardReason {
+    /// The client sent Fin.
+    Fin,
+    /// The transport reported the connection closed.
+    Disconnected,
+    /// No traffic for `connectionTtl`.
+    Idle,
+    /// A newer Hello with the same uid took over.
+    Replaced,
+    /// The connection was closed for a protocol violation.
+    ProtocolViolation,
+}
+
+/// Something for the driver to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Close the connection after writing what was queued for it. The node has already forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A Hello succeeded.
+    SessionOpened {
+        /// The connection.
+        conn: ConnId,
+        /// The user.
+        uid: Uid,
+        /// The new session ID.
+        sid: Sid,
+    },
+    /// A session ended; its user has left every group.
+    SessionDiscarded {
+        /// The connection it was on.
+        conn: ConnId,
+        /// The user.
+        uid: Uid,
+        /// The session ID.
+        sid: Sid,
+        /// Why.
+        reason: DiscardReason,
+    },
+    /// A group was removed (last member left, or its ttl ran out while empty).
+    GroupDeleted {
+        /// The group.
+        group: GroupId,
+    },
+    /// A group's tick timer fired: run its tick callback.
+    Tick {
+        /// The group.
+        group: GroupId,
+    },
+    /// A client sent a command with ver >= 2: server code answers it with [`Node::respond`].
+    Custom {
+        /// The connection.
+        conn: ConnId,
+        /// The sender.
+        uid: Uid,
+        /// Version byte.
+        ver: u8,
+        /// Command number.
+        cmd: u16,
+        /// Payload.
+        payload: Bytes,
+    },
+}
+
+/// What a group looks like right now (Diarkis's group data for server code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    /// The group's ID.
+    pub id: GroupId,
+    /// Kept while empty until ttl runs out.
+    pub allow_empty: bool,
+    /// Configured in `staticGroups`: never deleted.
+    pub is_static: bool,
+    /// How long an allow_empty group survives emptiness.
+    pub ttl: Duration,
+    /// Merge interval (zero: no merging).
+    pub interval: Duration,
+    /// Owner node (none for static groups).
+    pub owner: Option<NodeAddr>,
+    /// Backup nodes, in takeover order.
+    pub backups: Vec<NodeAddr>,
+    /// Members: uid -> sid, ordered by uid.
+    pub members: BTreeMap<String, Sid>,
+    /// Nodes that hold members.
+    pub member_nodes: BTreeSet<NodeAddr>,
+}
+
+/// Produces the custom message pushed (as a 112 leave) to a group's remaining members when a member's
+/// session is discarded. Arguments: the group, the discarded uid, its sid.
+pub type DiscardMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
+
+#[derive(Debug)]
+struct Conn {
+    last_activity: Instant,
+    /// Matches this connection's idle-timer entries; stale entries for a reused ID are ignored.
+    epoch: u64,
+    uid: Option<Uid>,
+}
+
+#[derive(Debug)]
+struct Session {
+    sid: Sid,
+    conn: ConnId,
+    /// Groups in join order: GetGroupIDList and the latest group.
+    groups: Vec<GroupId>,
+}
+
+/// One server process's group logic. See the module docs for the drive loop.
+pub struct Node {
+    config: NodeConfig,
+    conns: BTreeMap<ConnId, Conn>,
+    sessions: BTreeMap<Uid, Session>,
+    groups: BTreeMap<GroupId, Group>,
+    /// Groups random join may pick.
+    random_pool: BTreeSet<GroupId>,
+    timers: Timers,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rng: SplitMix64,
+    offline: bool,
+    /// Creation time of the last ID issued: IDs never repeat even when `now` does.
+    last_id_ns: u64,
+    next_epoch: u64,
+    /// Latest `now` seen: time must not go backwards.
+    now: Instant,
+    discard_message: DiscardMessageFn,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("addr", &self.config.addr)
+            .field("conns", &self.conns.len())
+            .field("sessions", &self.sessions.len())
+            .field("groups", &self.groups.len())
+            .field("offline", &self.offline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with the configured static groups in place.
+    pub fn new(config: NodeConfig, now: Instant) -> Result<Node, ConfigError> {
+        if config.group.static_groups.len() > config.limits.max_groups {
+            return Err(ConfigError {
+                key: "limits.maxGroups".into(),
+                problem: "must be at least the number of static groups".into(),
+                value: config.limits.max_groups.to_string(),
+            });
+        }
+        let mut node = Node {
+            rng: SplitMix64::new(config.seed),
+            conns: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            random_pool: BTreeSet::new(),
+            timers: Timers::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            offline: false,
+            last_id_ns: 0,
+            next_epoch: 0,
+            now,
+            discard_message: Box::new(|_, _, _| Bytes::new()),
+            config,
+        };
+        for spec in node.config.group.static_groups.clone() {
+            let mut group = Group::new(spec.id, true, Duration::ZERO, spec.interval);
+            group.is_static = true;
+            group.owner = None;
+            group.backups.clear();
+            group.empty_since = Some(now);
+            node.groups.insert(spec.id, group);
+        }
+        Ok(node)
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Replaces the function that makes the discard custom message (default: empty message).
+    pub fn set_discard_message(&mut self, f: DiscardMessageFn) {
+        self.discard_message = f;
+    }
+
+    /// Next frame to write, if any. Drain until `None` after every input.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event, if any. Drain after the transmits.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should be called next, if anything is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Moves the node's notion of time forward. Time never goes backwards: an earlier `now` is a driver
+    /// bug, caught in debug builds and clamped in release builds.
+    fn advance(&mut self, now: Instant) -> Instant {
+        debug_assert!(
+            now >= self.now,
+            "time went backwards: {now:?} < {:?}",
+            self.now
+        );
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    // ----- queries -----
+
+    /// The groups `uid` is in, in join order (Diarkis's GetGroupIDList). `None` if no such session.
+    pub fn user_group_ids(&self, uid: &str) -> Option<&[GroupId]> {
+        self.sessions.get(uid).map(|s| s.groups.as_slice())
+    }
+
+    /// The group `uid` joined most recently (Diarkis's GetGroupID).
+    pub fn latest_group_id(&self, uid: &str) -> Option<GroupId> {
+        self.user_group_ids(uid)?.last().copied()
+    }
+
+    /// A snapshot of a group, or `None` if the node has no such group.
+    pub fn group_snapshot(&self, id: &GroupId) -> Option<GroupSnapshot> {
+        let g = self.groups.get(id)?;
+        Some(GroupSnapshot {
+            id: g.id,
+            allow_empty: g.allow_empty,
+            is_static: g.is_static,
+            ttl: g.ttl,
+            interval: g.interval,
+            owner: g.owner,
+            backups: g.backups.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(uid, m)| (uid.to_string(), m.sid))
+                .collect(),
+            member_nodes: g.members.values().map(|m| m.node).collect(),
+        })
+    }
+
+    /// The nodes that hold members of a group (Diarkis's GetMemberMeshNodes).
+    pub fn member_nodes(&self, id: &GroupId) -> Option<BTreeSet<NodeAddr>> {
+        Some(
+            self.groups
+                .get(id)?
+                .members
+                .values()
+                .map(|m| m.node)
+                .collect(),
+        )
+    }
+
+    /// Every group on this node, in ID order.
+    pub fn group_ids(&self) -> impl Iterator<Item = &GroupId> {
+        self.groups.keys()
+    }
+
+    /// Every session on this node, in uid order, with its session ID.
+    pub fn sessions(&self) -> impl Iterator<Item = (&str, Sid)> {
+        self.sessions.iter().map(|(uid, s)| (&**uid, s.sid))
+    }
+
+    /// The session on a connection, if it has said Hello.
+    pub fn session_of(&self, conn: ConnId) -> Option<(&str, Sid)> {
+        let uid = self.conns.get(&conn)?.uid.as_ref()?;
+        Some((&**uid, self.sessions.get(uid)?.sid))
+    }
+
+    /// Number of connections tracked.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Pending timer entries (live or stale), bounded by connections plus three per group.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Whether the node refuses new groups because it is draining.
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    fn next_sid(&mut self) -> Sid {
+        let mut sid = [0u8; 16];
+        sid[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        sid[8..].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        Sid(sid)
+    }
+}
+
+#[cfg(test)]
+mod tests;

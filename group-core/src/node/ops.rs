@@ -1,0 +1,339 @@
+//! Group operations: create, join, leave, broadcast, announce, random join, tick timers, offline.
+//!
+//! These are the server-side API (Diarkis's Group package) and also what client commands run. Each takes
+//! the ver and cmd to use for the notification it pushes, as Diarkis's API does; client commands pass
+//! their own (1/111, 1/112, 1/113).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::group::{Group, Member, PendingEntry, Tick};
+use super::session::arm_ttl;
+use super::timers::TimerKind;
+use super::{BroadcastError, CreateError, JoinError, LeaveError, Node, RandJoinError, TickError};
+use crate::config::merge_interval;
+use crate::id::GroupId;
+use crate::proto::{CreateRequest, RandJoinRequest, VER_GROUP, cmd, member_push};
+use crate::time::Instant;
+
+/// Groups must outlive this ttl (Diarkis: "TTL must be greater than 10 seconds").
+pub const MIN_TTL_S: u16 = 10;
+
+impl Node {
+    /// Creates a group owned by this node. With `params.join`, `creator` joins it (no push: nobody else is
+    /// there yet). Server code may create a group with no creator when `allow_empty` is set.
+    pub fn create(
+        &mut self,
+        params: &CreateRequest,
+        creator: Option<&str>,
+        now: Instant,
+    ) -> Result<GroupId, CreateError> {
+        let now = self.advance(now);
+        if self.offline {
+            return Err(CreateError::NodeOffline);
+        }
+        if params.ttl_s <= MIN_TTL_S {
+            return Err(CreateError::TtlTooShort {
+                ttl_s: params.ttl_s,
+            });
+        }
+        let joiner = if params.join { creator } else { None };
+        if !params.allow_empty && joiner.is_none() {
+            return Err(CreateError::EmptyWithoutJoin);
+        }
+        let limits = &self.config.limits;
+        if self.groups.len() >= limits.max_groups {
+            return Err(CreateError::TooManyGroups {
+                max: limits.max_groups,
+            });
+        }
+        if let Some(uid) = joiner {
+            let session = self
+                .sessions
+                .get(uid)
+                .ok_or_else(|| CreateError::UnknownUser { uid: uid.into() })?;
+            if session.groups.len() >= limits.max_groups_per_user {
+                return Err(CreateError::UserGroupLimit {
+                    max: limits.max_groups_per_user,
+                });
+            }
+        }
+        let id = self.next_group_id(now);
+        let ttl = Duration::from_secs(u64::from(params.ttl_s));
+        let mut group = Group::new(
+            id,
+            params.allow_empty,
+            ttl,
+            merge_interval(u64::from(params.interval_ms)),
+        );
+        group.empty_since = Some(now);
+        self.groups.insert(id, group);
+        match joiner {
+            Some(uid) => self.add_member(&id, uid),
+            None => {
+                if let Some(group) = self.groups.get_mut(&id) {
+                    arm_ttl(group, &mut self.timers);
+                }
+            }
+        }
+        Ok(id)
+    }
+
+    fn next_group_id(&mut self, now: Instant) -> GroupId {
+        let wall_ns = self.config.clock_origin_ns.saturating_add(now.as_nanos());
+        self.last_id_ns = wall_ns.max(self.last_id_ns.saturating_add(1));
+        GroupId::generate(self.last_id_ns, self.config.addr, &[])
+    }
+
+    /// Adds `uid` to `id` (both checked by the caller) and records the group in the user's join order.
+    fn add_member(&mut self, id: &GroupId, uid: &str) {
+        let Some((key, session)) = self.sessions.get_key_value(uid) else {
+            return;
+        };
+        let Some(group) = self.groups.get_mut(id) else {
+            return;
+        };
+        let member = Member {
+            sid: session.sid,
+            node: self.config.addr,
+            conn: Some(session.conn),
+        };
+        group.members.insert(key.clone(), member);
+        group.empty_since = None;
+        if let Some(session) = self.sessions.get_mut(uid) {
+            session.groups.push(*id);
+        }
+    }
+
+    /// Joins `uid` to a group. When `message` is non-empty the other members get a push with `ver`/`cmd`
+    /// (`group_id | uid_len | uid | message`).
+    pub fn join(
+        &mut self,
+        id: &GroupId,
+        uid: &str,
+        message: Bytes,
+        ver: u8,
+        cmd: u16,
+    ) -> Result<(), JoinError> {
+        let limits = &self.config.limits;
+        let session = self
+            .sessions
+            .get(uid)
+            .ok_or_else(|| JoinError::UnknownUser { uid: uid.into() })?;
+        let group = self.groups.get(id).ok_or(JoinError::GroupNotFound)?;
+        if group.members.contains_key(uid) {
+            return Err(JoinError::AlreadyMember);
+        }
+        if group.members.len() >= limits.max_members_per_group {
+            return Err(JoinError::GroupFull {
+                max: limits.max_members_per_group,
+            });
+        }
+        if session.groups.len() >= limits.max_groups_per_user {
+            return Err(JoinError::UserGroupLimit {
+                max: limits.max_groups_per_user,
+            });
+        }
+        if !message.is_empty() {
+            let frame = member_push(ver, cmd, id, uid, &message);
+            group.send_to_members(&frame, true, None, &mut self.transmits);
+        }
+        self.add_member(id, uid);
+        Ok(())
+    }
+
+    /// Removes `uid` from a group. When `message` is non-empty the remaining members get a push with
+    /// `ver`/`cmd`. A group without allow_empty is deleted when its last member leaves.
+    pub fn leave(
+        &mut self,
+        id: &GroupId,
+        uid: &str,
+        message: Bytes,
+        ver: u8,
+        cmd: u16,
+    ) -> Result<(), LeaveError> {
+        let session = self
+            .sessions
+            .get_mut(uid)
+            .ok_or_else(|| LeaveError::UnknownUser { uid: uid.into() })?;
+        let group = self.groups.get_mut(id).ok_or(LeaveError::GroupNotFound)?;
+        if group.members.remove(uid).is_none() {
+            return Err(LeaveError::NotMember);
+        }
+        session.groups.retain(|g| g != id);
+        if !message.is_empty() {
+            let frame = member_push(ver, cmd, id, uid, &message);
+            group.send_to_members(&frame, true, None, &mut self.transmits);
+        }
+        self.after_member_removed(id);
+        Ok(())
+    }
+
+    /// Sends `message` from `uid` to the other members, at once or through the merge buffer.
+    pub fn broadcast(
+        &mut self,
+        id: &GroupId,
+        uid: &str,
+        ver: u8,
+        cmd: u16,
+        message: Bytes,
+        reliable: bool,
+    ) -> Result<(), BroadcastError> {
+        if !self.sessions.contains_key(uid) {
+            return Err(BroadcastError::UnknownUser { uid: uid.into() });
+        }
+        let group = self.groups.get(id).ok_or(BroadcastError::GroupNotFound)?;
+        let sender = group
+            .members
+            .get_key_value(uid)
+            .ok_or(BroadcastError::NotMember)?
+            .0
+            .clone();
+        self.send_entry(
+            id,
+            PendingEntry {
+                ver,
+                cmd,
+                reliable,
+                sender: Some(sender),
+                message,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sends `message` to every member, from no one (an entry with an empty uid). Server-side only: no
+    /// client command reaches this.
+    pub fn announce(
+        &mut self,
+        id: &GroupId,
+        ver: u8,
+        cmd: u16,
+        message: Bytes,
+        reliable: bool,
+    ) -> Result<(), BroadcastError> {
+        if !self.groups.contains_key(id) {
+            return Err(BroadcastError::GroupNotFound);
+        }
+        self.send_entry(
+            id,
+            PendingEntry {
+                ver,
+                cmd,
+                reliable,
+                sender: None,
+                message,
+            },
+        );
+        Ok(())
+    }
+
+    fn send_entry(&mut self, id: &GroupId, entry: PendingEntry) {
+        let Some(group) = self.groups.get_mut(id) else {
+            return;
+        };
+        if group.interval.is_zero() {
+            group.deliver_now(&entry, &mut self.transmits);
+            return;
+        }
+        if group.needs_flush_before(&entry, self.config.limits.max_merge_bytes) {
+            group.flush(&mut self.transmits);
+        }
+        group.buffer(entry);
+        if !group.flush_armed {
+            group.flush_armed = true;
+            self.timers.arm(
+                self.now.saturating_add(group.interval),
+                TimerKind::Flush(*id),
+            );
+        }
+    }
+
+    /// Joins a group created by random join that `uid` is not in and that has room, picked with the
+    /// node's seeded generator; creates one (with `params`) when there is none.
+    pub fn rand_join(
+        &mut self,
+        params: &RandJoinRequest,
+        uid: &str,
+        now: Instant,
+    ) -> Result<GroupId, RandJoinError> {
+        self.advance(now);
+        let max_members = self.config.limits.max_members_per_group;
+        let candidates: Vec<GroupId> = self
+            .random_pool
+            .iter()
+            .filter(|id| {
+                self.groups
+                    .get(*id)
+                    .is_some_and(|g| !g.members.contains_key(uid) && g.members.len() < max_members)
+            })
+            .copied()
+            .collect();
+        if !candidates.is_empty() {
+            let pick = candidates.get(self.rng.below(candidates.len())).copied();
+            if let Some(id) = pick {
+                self.join(&id, uid, params.message.clone(), VER_GROUP, cmd::JOIN)?;
+                return Ok(id);
+            }
+        }
+        let create = CreateRequest {
+            allow_empty: params.allow_empty,
+            join: true,
+            ttl_s: params.ttl_s,
+            interval_ms: params.interval_ms,
+        };
+        let id = self.create(&create, Some(uid), now)?;
+        if let Some(group) = self.groups.get_mut(&id) {
+            group.random_pool = true;
+        }
+        self.random_pool.insert(id);
+        Ok(id)
+    }
+
+    /// Sets (or with `None` clears) a group's tick timer: an [`super::Event::Tick`] every `interval`, the
+    /// first one `interval` from now. Stops by itself when the group is deleted.
+    pub fn set_tick(
+        &mut self,
+        id: &GroupId,
+        interval: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), TickError> {
+        let now = self.advance(now);
+        if interval.is_some_and(|i| i < Duration::from_secs(1)) {
+            return Err(TickError::ZeroInterval);
+        }
+        self.next_epoch += 1;
+        let generation = self.next_epoch;
+        let group = self.groups.get_mut(id).ok_or(TickError::GroupNotFound)?;
+        group.tick = interval.map(|interval| Tick {
+            interval,
+            generation,
+        });
+        if let Some(interval) = interval {
+            self.timers.arm(
+                now.saturating_add(interval),
+                TimerKind::Tick(*id, generation),
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes the node offline: it refuses new groups and pushes Offline (ver 0, cmd 6) to every session so
+    /// clients create groups elsewhere. Idempotent.
+    pub fn set_offline(&mut self, now: Instant) {
+        self.advance(now);
+        if self.offline {
+            return;
+        }
+        self.offline = true;
+        let frame = Node::offline_frame();
+        for session in self.sessions.values() {
+            self.transmits.push_back(super::Transmit {
+                conn: session.conn,
+                frame: frame.clone(),
+                reliable: true,
+            });
+        }
+    }
+}

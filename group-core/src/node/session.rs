@@ -1,0 +1,350 @@
+//! Connections and sessions: the client-facing inputs, Hello and the other control commands, the dispatch
+//! of group commands, and discard (a session's user leaving every group when the session ends).
+
+use bytes::Bytes;
+
+use super::group::Group;
+use super::timers::TimerKind;
+use super::{
+    CloseReason, Conn, ConnId, ConnectError, DiscardReason, Event, Node, Session, Transmit, Uid,
+};
+use crate::id::GroupId;
+use crate::proto::{
+    ClientFrame, Request, Status, VER_CONTROL, cmd, code, encode_error_payload,
+    encode_server_frame, member_push,
+};
+use crate::time::Instant;
+
+impl Node {
+    /// A transport accepted a connection. Its idle clock starts now; it must say Hello before anything else.
+    pub fn handle_connect(&mut self, conn: ConnId, now: Instant) -> Result<(), ConnectError> {
+        let now = self.advance(now);
+        if self.conns.contains_key(&conn) {
+            return Err(ConnectError::DuplicateConnection);
+        }
+        if self.conns.len() >= self.config.limits.max_connections {
+            return Err(ConnectError::TooManyConnections {
+                max: self.config.limits.max_connections,
+            });
+        }
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.conns.insert(
+            conn,
+            Conn {
+                last_activity: now,
+                epoch,
+                uid: None,
+            },
+        );
+        let deadline = now.saturating_add(self.config.limits.connection_ttl);
+        self.timers.arm(deadline, TimerKind::Idle(conn, epoch));
+        Ok(())
+    }
+
+    /// The transport closed the connection (or the driver gave up on it, e.g. a slow consumer). Its user,
+    /// if any, leaves every group. No `Close` event follows: the connection is already gone.
+    pub fn handle_disconnect(&mut self, conn: ConnId, now: Instant) {
+        self.advance(now);
+        if let Some(uid) = self.conns.remove(&conn).and_then(|state| state.uid) {
+            self.discard(&uid, DiscardReason::Disconnected);
+        }
+    }
+
+    /// A whole frame arrived. Malformed payloads are answered with Bad and the connection stays usable:
+    /// framing is intact, so the next frame can be read.
+    pub fn handle_frame(&mut self, conn: ConnId, frame: ClientFrame, now: Instant) {
+        match Request::parse(&frame) {
+            Ok(request) => self.handle_request(conn, request, now),
+            Err(e) => {
+                self.advance(now);
+                if self.touch(conn, now) {
+                    self.refuse(conn, frame.ver, frame.cmd, e.code(), None, &e.to_string());
+                }
+            }
+        }
+    }
+
+    /// A frame header declared more than `maxPayload` bytes. The client gets Bad PAYLOAD_TOO_LARGE and the
+    /// connection is closed: on a stream the rest of that frame cannot be skipped safely.
+    pub fn handle_oversized_frame(
+        &mut self,
+        conn: ConnId,
+        ver: u8,
+        cmd: u16,
+        len: u32,
+        now: Instant,
+    ) {
+        self.advance(now);
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let max = self.config.limits.max_payload;
+        let reason = format!("frame payload of {len} bytes exceeds the maximum of {max}");
+        self.refuse(conn, ver, cmd, code::PAYLOAD_TOO_LARGE, None, &reason);
+        self.close(
+            conn,
+            CloseReason::FrameTooLarge,
+            DiscardReason::ProtocolViolation,
+        );
+    }
+
+    /// A decoded request arrived (drivers that run Before hooks decode first, then call this).
+    pub fn handle_request(&mut self, conn: ConnId, request: Request, now: Instant) {
+        let now = self.advance(now);
+        if !self.touch(conn, now) {
+            return; // Closed already (e.g. replaced); late frames are dropped.
+        }
+        let (ver, cmd) = request.ver_cmd();
+        let uid = match (&request, self.conns.get(&conn).and_then(|c| c.uid.clone())) {
+            (Request::Hello { uid, .. }, None) => return self.hello(conn, uid, now),
+            (Request::Hello { .. }, Some(_)) => {
+                return self.refuse(
+                    conn,
+                    ver,
+                    cmd,
+                    code::ALREADY_GREETED,
+                    None,
+                    "session already open",
+                );
+            }
+            (_, None) => {
+                return self.refuse(conn, ver, cmd, code::NOT_GREETED, None, "send Hello first");
+            }
+            (_, Some(uid)) => uid,
+        };
+        match request {
+            Request::Hello { .. } => {}
+            Request::KeepAlive => self.respond(conn, ver, cmd, &[]),
+            Request::Ping(bytes) => self.respond(conn, ver, cmd, &bytes),
+            Request::Fin => {
+                self.respond(conn, ver, cmd, &[]);
+                self.close(conn, CloseReason::Fin, DiscardReason::Fin);
+            }
+            Request::Create(params) => match self.create(&params, Some(&uid), now) {
+                Ok(id) => self.respond(conn, ver, cmd, id.as_bytes()),
+                Err(e) => self.refuse(conn, ver, cmd, e.code(), None, &e.to_string()),
+            },
+            Request::Join { group, message } => {
+                let result = self.join(&group, &uid, message, ver, cmd);
+                self.answer(
+                    conn,
+                    ver,
+                    cmd,
+                    &group,
+                    result.map_err(|e| (e.code(), e.to_string())),
+                );
+            }
+            Request::Leave { group, message } => {
+                let result = self.leave(&group, &uid, message, ver, cmd);
+                self.answer(
+                    conn,
+                    ver,
+                    cmd,
+                    &group,
+                    result.map_err(|e| (e.code(), e.to_string())),
+                );
+            }
+            Request::Broadcast {
+                group,
+                reliable,
+                message,
+            } => {
+                if let Err(e) = self.broadcast(&group, &uid, ver, cmd, message, reliable) {
+                    self.refuse(conn, ver, cmd, e.code(), Some(&group), &e.to_string());
+                }
+            }
+            Request::RandJoin(params) => match self.rand_join(&params, &uid, now) {
+                Ok(id) => self.respond(conn, ver, cmd, id.as_bytes()),
+                Err(e) => self.refuse(conn, ver, cmd, e.code(), None, &e.to_string()),
+            },
+            Request::Custom { ver, cmd, payload } => {
+                self.events.push_back(Event::Custom {
+                    conn,
+                    uid,
+                    ver,
+                    cmd,
+                    payload,
+                });
+            }
+        }
+    }
+
+    fn answer(
+        &mut self,
+        conn: ConnId,
+        ver: u8,
+        cmd: u16,
+        group: &GroupId,
+        result: Result<(), (u16, String)>,
+    ) {
+        match result {
+            Ok(()) => self.respond(conn, ver, cmd, group.as_bytes()),
+            Err((code, message)) => self.refuse(conn, ver, cmd, code, Some(group), &message),
+        }
+    }
+
+    /// Queues an Ok response. Server code uses this to answer custom commands.
+    pub fn respond(&mut self, conn: ConnId, ver: u8, cmd: u16, payload: &[u8]) {
+        self.send_frame(conn, ver, cmd, Status::Ok, payload);
+    }
+
+    /// Queues a Bad response carrying `code`, the group the request named (if any) and a reason. Drivers
+    /// use this for hook rejections (codes from [`code::APP_MIN`] up).
+    pub fn refuse(
+        &mut self,
+        conn: ConnId,
+        ver: u8,
+        cmd: u16,
+        code: u16,
+        group: Option<&GroupId>,
+        reason: &str,
+    ) {
+        if self.conns.contains_key(&conn) {
+            let frame = encode_error_payload(ver, cmd, Status::Bad, code, group, reason);
+            self.transmits.push_back(Transmit {
+                conn,
+                frame,
+                reliable: true,
+            });
+        }
+    }
+
+    /// Queues a push (status 0xFF) to a user's connection. Returns false if the user has no session here.
+    pub fn push_to_user(&mut self, uid: &str, ver: u8, cmd: u16, payload: &[u8]) -> bool {
+        let Some(conn) = self.sessions.get(uid).map(|s| s.conn) else {
+            return false;
+        };
+        self.send_frame(conn, ver, cmd, Status::Push, payload);
+        true
+    }
+
+    fn send_frame(&mut self, conn: ConnId, ver: u8, cmd: u16, status: Status, payload: &[u8]) {
+        if self.conns.contains_key(&conn) {
+            let mut out = bytes::BytesMut::new();
+            encode_server_frame(ver, cmd, status, payload, &mut out);
+            self.transmits.push_back(Transmit {
+                conn,
+                frame: out.freeze(),
+                reliable: true,
+            });
+        }
+    }
+
+    /// Records traffic on a connection; false if the node does not know it.
+    fn touch(&mut self, conn: ConnId, now: Instant) -> bool {
+        match self.conns.get_mut(&conn) {
+            Some(state) => {
+                state.last_activity = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn hello(&mut self, conn: ConnId, uid: &str, _now: Instant) {
+        debug_assert!(!uid.is_empty() && uid.len() <= crate::proto::MAX_UID_LEN);
+        if let Some(older) = self.sessions.get(uid).map(|s| s.conn) {
+            self.close(older, CloseReason::Replaced, DiscardReason::Replaced);
+        }
+        let uid: Uid = uid.into();
+        let sid = self.next_sid();
+        self.sessions.insert(
+            uid.clone(),
+            Session {
+                sid,
+                conn,
+                groups: Vec::new(),
+            },
+        );
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.uid = Some(uid.clone());
+        }
+        self.respond(conn, VER_CONTROL, cmd::HELLO, &sid.0);
+        self.events
+            .push_back(Event::SessionOpened { conn, uid, sid });
+    }
+
+    /// Forgets a connection, discards its session, and asks the driver to close it.
+    pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason, discard: DiscardReason) {
+        if let Some(state) = self.conns.remove(&conn) {
+            if let Some(uid) = state.uid {
+                self.discard(&uid, discard);
+            }
+            self.events.push_back(Event::Close { conn, reason });
+        }
+    }
+
+    /// Ends a session: the user leaves every group (in join order); each group's remaining members get a
+    /// 112 push with the discard custom message, even when it is empty.
+    fn discard(&mut self, uid: &Uid, reason: DiscardReason) {
+        let Some(session) = self.sessions.remove(uid) else {
+            return;
+        };
+        for id in &session.groups {
+            let Some(group) = self.groups.get_mut(id) else {
+                continue;
+            };
+            if group.members.remove(uid).is_none() {
+                continue;
+            }
+            let message = (self.discard_message)(id, uid, &session.sid);
+            let frame = member_push(crate::proto::VER_GROUP, cmd::LEAVE, id, uid, &message);
+            group.send_to_members(&frame, true, None, &mut self.transmits);
+            self.after_member_removed(id);
+        }
+        self.events.push_back(Event::SessionDiscarded {
+            conn: session.conn,
+            uid: uid.clone(),
+            sid: session.sid,
+            reason,
+        });
+    }
+
+    /// Applies the emptiness rules after a member left: delete at once, or start the ttl countdown.
+    pub(super) fn after_member_removed(&mut self, id: &GroupId) {
+        let now = self.now;
+        let Some(group) = self.groups.get_mut(id) else {
+            return;
+        };
+        if !group.members.is_empty() {
+            return;
+        }
+        if group.deleted_when_empty() {
+            self.delete_group(id);
+            return;
+        }
+        group.empty_since = Some(now);
+        arm_ttl(group, &mut self.timers);
+    }
+
+    pub(super) fn delete_group(&mut self, id: &GroupId) {
+        if let Some(group) = self.groups.remove(id) {
+            debug_assert!(!group.is_static, "static groups are never deleted");
+            debug_assert!(group.members.is_empty(), "only empty groups are deleted");
+            self.random_pool.remove(id);
+            self.events.push_back(Event::GroupDeleted { group: *id });
+        }
+    }
+
+    /// A message for the byte payload of an Offline push; kept here with the other control frames.
+    pub(super) fn offline_frame() -> Bytes {
+        let mut out = bytes::BytesMut::new();
+        encode_server_frame(VER_CONTROL, cmd::OFFLINE, Status::Push, &[], &mut out);
+        out.freeze()
+    }
+}
+
+/// Arms the ttl check of an empty allow_empty group unless one is already pending.
+pub(super) fn arm_ttl(group: &mut Group, timers: &mut super::timers::Timers) {
+    if group.is_static || group.ttl_timer_armed {
+        return;
+    }
+    if let Some(since) = group.empty_since {
+        group.ttl_timer_armed = true;
+        timers.arm(
+            since.saturating_add(group.ttl),
+            TimerKind::GroupTtl(group.id),
+        );
+    }
+}
