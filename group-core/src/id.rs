@@ -69,8 +69,9 @@ pub enum GroupIdError {
         /// The offending byte.
         byte: u8,
     },
-    /// A generated ID has a character that is not a hex digit where the layout expects one.
-    #[error("group ID character {index} is {byte:?}, not a hex digit")]
+    /// A generated ID has a character that is not a lowercase hex digit where the layout expects one.
+    /// Generated IDs are always lowercase, so uppercase static IDs are never mistaken for routable ones.
+    #[error("group ID character {index} is {byte:?}, not a lowercase hex digit")]
     NotHex {
         /// Position of the offending character.
         index: usize,
@@ -129,9 +130,11 @@ impl GroupId {
     }
 
     /// Reads the generated layout (creation time, owner, backups). Static IDs and IDs of other software
-    /// give an error, which callers treat as "no owner encoded here".
+    /// give an error, which callers treat as "no owner encoded here". A static ID written in lowercase
+    /// hex can parse; nodes know their static IDs from configuration and check that first.
     pub fn layout(&self) -> Result<IdLayout, GroupIdError> {
-        if let Some(index) = self.0.iter().position(|b| !b.is_ascii_hexdigit()) {
+        let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        if let Some(index) = self.0.iter().position(|b| !lower_hex(b)) {
             return Err(GroupIdError::NotHex {
                 index,
                 byte: char::from(self.0.get(index).copied().unwrap_or_default()),
