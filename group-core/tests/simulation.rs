@@ -1,0 +1,662 @@
+//! Deterministic simulation: one node, many clients, seeded random operations on a virtual clock that
+//! jumps from deadline to deadline. After every step the invariants are checked:
+//! - no push ever reaches a non-member, and no broadcast comes back to its sender;
+//! - membership indexes agree in both directions (user -> groups, group -> members);
+//! - TTL deletion happens exactly when the rules say, and static groups never disappear;
+//! - merged pushes hold exactly the broadcasts sent to the group, in order, none twice, none missing;
+//! - the same seed gives the same transcript (checked by hashing it), another seed a different one.
+//!
+//! `SIM_SEEDS=n SIM_STEPS=m cargo test -p group-core --test simulation` runs a longer search.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use group_core::proto::{
+    ClientFrame, CreateRequest, RandJoinRequest, Request, ServerFrame, Status, VER_GROUP, cmd,
+    decode_server_frame, parse_broadcast_push, parse_member_push,
+};
+use group_core::{CloseReason, ConnId, Event, GroupId, Instant, Node, NodeConfig, StaticGroup};
+
+const STATIC_NAMES: [&str; 2] = ["STATIC-LOBBY", "STATIC-MERGED"];
+
+fn static_id(name: &str) -> GroupId {
+    format!("{name:-<52}").parse().unwrap()
+}
+const MAX_CONNS: u64 = 24;
+const UIDS: usize = 36;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+        (!items.is_empty()).then(|| items[self.below(items.len())])
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// What the simulation knows about a group from outside the node.
+#[derive(Clone, Copy)]
+struct GroupModel {
+    allow_empty: bool,
+    is_static: bool,
+    ttl: Duration,
+    empty_since: Option<Instant>,
+}
+
+/// One accepted broadcast or announce.
+struct Sent {
+    group: GroupId,
+    /// Position in the group's send order.
+    position: usize,
+    /// Empty for announces.
+    sender: String,
+}
+
+#[derive(Default)]
+struct Model {
+    groups: BTreeMap<GroupId, GroupModel>,
+    /// (uid, group) -> group send-order length when the membership began.
+    memberships: BTreeMap<(String, GroupId), usize>,
+    sent: BTreeMap<u64, Sent>,
+    /// Sender of each accepted broadcast, per group, in send order.
+    sent_per_group: BTreeMap<GroupId, Vec<String>>,
+    /// (uid, group) -> positions received during the current membership, in arrival order.
+    received: BTreeMap<(String, GroupId), Vec<usize>>,
+    /// Connection -> uid of its session, as of the end of the last step.
+    conn_uid: BTreeMap<ConnId, String>,
+}
+
+enum StepKind {
+    Request(ConnId),
+    Timeout,
+    Disconnect,
+    ServerApi,
+}
+
+struct Sim {
+    node: Node,
+    now: Instant,
+    rng: Rng,
+    model: Model,
+    open: Vec<ConnId>,
+    next_conn: u64,
+    known_groups: Vec<GroupId>,
+    next_seq: u64,
+    hasher: DefaultHasher,
+    steps: usize,
+    pushes_checked: usize,
+    final_hash: u64,
+    coverage: Coverage,
+}
+
+/// How often the interesting paths ran, so a test can tell a simulation that stopped exercising them.
+#[derive(Default, Debug)]
+struct Coverage {
+    ttl_deletions: usize,
+    merged_pushes: usize,
+    idle_closes: usize,
+    replacements: usize,
+    refusals: usize,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        let mut config = NodeConfig {
+            seed,
+            ..NodeConfig::default()
+        };
+        config.limits.max_groups_per_user = 6;
+        config.limits.max_members_per_group = 10;
+        config.limits.max_groups = 40;
+        config.limits.max_merge_bytes = 300;
+        config.group.static_groups = vec![
+            StaticGroup {
+                id: static_id(STATIC_NAMES[0]),
+                interval: Duration::ZERO,
+            },
+            StaticGroup {
+                id: static_id(STATIC_NAMES[1]),
+                interval: Duration::from_millis(250),
+            },
+        ];
+        let node = Node::new(config, Instant::ZERO).unwrap();
+        let mut model = Model::default();
+        for id in node.group_ids() {
+            let g = GroupModel {
+                allow_empty: true,
+                is_static: true,
+                ttl: Duration::ZERO,
+                empty_since: None,
+            };
+            model.groups.insert(*id, g);
+        }
+        let known_groups = node.group_ids().copied().collect();
+        Sim {
+            node,
+            now: Instant::ZERO,
+            rng: Rng(seed ^ 0x5EED),
+            model,
+            open: vec![],
+            next_conn: 1,
+            known_groups,
+            next_seq: 0,
+            hasher: DefaultHasher::new(),
+            steps: 0,
+            pushes_checked: 0,
+            final_hash: 0,
+            coverage: Coverage::default(),
+        }
+    }
+
+    fn run(&mut self, steps: usize) -> u64 {
+        for _ in 0..steps {
+            self.random_step();
+        }
+        // Let every member speak up so nobody idles out, then let every merge buffer flush.
+        for conn in self.open.clone() {
+            self.request(conn, Request::KeepAlive);
+        }
+        self.advance(Duration::from_millis(1_100));
+        self.check_completeness();
+        self.hasher.finish()
+    }
+
+    fn random_step(&mut self) {
+        let roll = self.rng.below(100);
+        let conn = self.rng.pick(&self.open);
+        let group = self.pick_group(conn);
+        match (roll, conn) {
+            (0..=7, _) | (_, None) => self.connect(),
+            (8..=15, Some(c)) => {
+                let uid = format!("user{}", self.rng.below(UIDS));
+                self.request(
+                    c,
+                    Request::Hello {
+                        uid,
+                        token: Bytes::new(),
+                    },
+                );
+            }
+            (16..=23, Some(c)) => {
+                let request = CreateRequest {
+                    allow_empty: self.rng.chance(50),
+                    join: self.rng.chance(80),
+                    ttl_s: [5, 11, 12, 30][self.rng.below(4)],
+                    interval_ms: [0, 0, 50, 100, 250, 1000][self.rng.below(6)],
+                };
+                self.request(c, Request::Create(request));
+            }
+            (24..=38, Some(c)) => {
+                let message = self.maybe_message();
+                self.request(c, Request::Join { group, message });
+            }
+            (39..=46, Some(c)) => {
+                let message = self.maybe_message();
+                self.request(c, Request::Leave { group, message });
+            }
+            (47..=71, Some(c)) => {
+                let seq = self.next_sequence();
+                let message = Bytes::from(format!("b{seq}"));
+                let reliable = self.rng.chance(50);
+                self.node.handle_request(
+                    c,
+                    Request::Broadcast {
+                        group,
+                        reliable,
+                        message,
+                    },
+                    self.now,
+                );
+                self.finish_step(StepKind::Request(c), Some((seq, group)));
+            }
+            (72..=74, _) => {
+                let seq = self.next_sequence();
+                let ok = self.node.announce(
+                    &group,
+                    VER_GROUP,
+                    cmd::BROADCAST,
+                    Bytes::from(format!("b{seq}")),
+                    true,
+                );
+                if ok.is_ok() {
+                    self.record(seq, group, String::new());
+                }
+                self.finish_step(StepKind::ServerApi, None);
+            }
+            (75..=78, Some(c)) => {
+                let ttl_s = [5, 20][self.rng.below(2)];
+                let params = RandJoinRequest {
+                    allow_empty: self.rng.chance(50),
+                    ttl_s,
+                    interval_ms: 0,
+                    message: Bytes::new(),
+                };
+                self.request(c, Request::RandJoin(params));
+            }
+            (79..=82, Some(c)) => self.request(c, Request::KeepAlive),
+            (83..=84, Some(c)) => self.request(c, Request::Fin),
+            (85..=86, Some(c)) => {
+                self.node.handle_disconnect(c, self.now);
+                self.open.retain(|o| *o != c);
+                self.finish_step(StepKind::Disconnect, None);
+            }
+            (87..=89, Some(c)) => {
+                let len = self.rng.below(60);
+                let payload: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
+                let frame = ClientFrame {
+                    ver: self.rng.below(3) as u8,
+                    cmd: [0, 1, 3, 4, 110, 111, 112, 113, 114, 999][self.rng.below(10)],
+                    payload: Bytes::from(payload),
+                };
+                self.node.handle_frame(c, frame, self.now);
+                self.finish_step(StepKind::Request(c), None);
+            }
+            _ => {
+                let by = Duration::from_millis(self.rng.below(1_200) as u64);
+                self.advance(by);
+            }
+        }
+    }
+
+    fn maybe_message(&mut self) -> Bytes {
+        if self.rng.chance(50) {
+            Bytes::from_static(b"note")
+        } else {
+            Bytes::new()
+        }
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Mostly a group the connection's user is in or one that exists; sometimes a deleted one, rarely one
+    /// that never existed.
+    fn pick_group(&mut self, conn: Option<ConnId>) -> GroupId {
+        let roll = self.rng.below(100);
+        let mine: Vec<GroupId> = conn
+            .and_then(|c| self.node.session_of(c))
+            .and_then(|(uid, _)| self.node.user_group_ids(uid))
+            .map(<[GroupId]>::to_vec)
+            .unwrap_or_default();
+        let existing: Vec<GroupId> = self.node.group_ids().copied().collect();
+        match roll {
+            0..=2 => Some(GroupId::generate(u64::MAX, self.node.config().addr, &[])),
+            3..=9 => self.rng.pick(&self.known_groups),
+            10..=59 => self.rng.pick(&mine).or_else(|| self.rng.pick(&existing)),
+            _ => self.rng.pick(&existing),
+        }
+        .unwrap_or_else(|| static_id(STATIC_NAMES[0]))
+    }
+
+    fn connect(&mut self) {
+        if self.open.len() as u64 >= MAX_CONNS {
+            return;
+        }
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.node.handle_connect(conn, self.now).unwrap();
+        self.open.push(conn);
+        self.finish_step(StepKind::ServerApi, None);
+        if self.rng.chance(90) {
+            let uid = format!("user{}", self.rng.below(UIDS));
+            self.request(
+                conn,
+                Request::Hello {
+                    uid,
+                    token: Bytes::new(),
+                },
+            );
+        }
+    }
+
+    fn request(&mut self, conn: ConnId, request: Request) {
+        self.node.handle_request(conn, request, self.now);
+        self.finish_step(StepKind::Request(conn), None);
+    }
+
+    /// Runs every deadline up to `now + by`, one step each, in order.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now.saturating_add(by);
+        while let Some(at) = self.node.poll_timeout().filter(|at| *at <= end) {
+            self.now = at.max(self.now);
+            self.node.handle_timeout(self.now);
+            self.finish_step(StepKind::Timeout, None);
+        }
+        self.now = end;
+    }
+
+    fn record(&mut self, seq: u64, group: GroupId, sender: String) {
+        let senders = self.model.sent_per_group.entry(group).or_default();
+        self.model.sent.insert(
+            seq,
+            Sent {
+                group,
+                position: senders.len(),
+                sender: sender.clone(),
+            },
+        );
+        senders.push(sender);
+    }
+}
+
+/// The per-step pipeline: drain, record what was accepted, check every push, reconcile the model with the
+/// node's state, and check the state invariants.
+impl Sim {
+    fn finish_step(&mut self, kind: StepKind, broadcast: Option<(u64, GroupId)>) {
+        self.steps += 1;
+        let mut frames = Vec::new();
+        while let Some(t) = self.node.poll_transmit() {
+            (self.steps, t.conn, &t.frame[..], t.reliable).hash(&mut self.hasher);
+            let mut buf = BytesMut::from(&t.frame[..]);
+            let frame = decode_server_frame(&mut buf, u32::MAX)
+                .unwrap()
+                .expect("one whole frame per transmit");
+            assert!(buf.is_empty(), "one transmit is exactly one frame");
+            frames.push((t.conn, frame));
+        }
+        while let Some(event) = self.node.poll_event() {
+            format!("{event:?}").hash(&mut self.hasher);
+            if let Event::Close { conn, reason } = event {
+                self.open.retain(|c| *c != conn);
+                match reason {
+                    CloseReason::Idle => self.coverage.idle_closes += 1,
+                    CloseReason::Replaced => self.coverage.replacements += 1,
+                    _ => {}
+                }
+            }
+        }
+        if let (Some((seq, group)), StepKind::Request(conn)) = (broadcast, &kind) {
+            let refused = frames
+                .iter()
+                .any(|(c, f)| c == conn && f.status == Status::Bad);
+            if !refused {
+                let uid = self.model.conn_uid[conn].clone();
+                self.record(seq, group, uid);
+            }
+        }
+        for (conn, frame) in &frames {
+            if let StepKind::Request(requester) = kind {
+                if frame.status != Status::Push {
+                    assert_eq!(*conn, requester, "responses go to the requester only");
+                }
+            }
+            if frame.status == Status::Push {
+                self.check_push(&kind, *conn, frame);
+            } else if frame.status == Status::Bad {
+                self.coverage.refusals += 1;
+            }
+        }
+        self.reconcile();
+    }
+
+    /// A push must reach a member of its group (before the step for timer steps, which only shrink
+    /// membership; after it for the others, whose pushes go to members who stay), never its own sender.
+    fn check_push(&mut self, kind: &StepKind, conn: ConnId, frame: &ServerFrame) {
+        self.pushes_checked += 1;
+        assert_eq!(frame.ver, VER_GROUP, "only group pushes in this simulation");
+        let uid = match kind {
+            StepKind::Timeout => self.model.conn_uid.get(&conn).cloned(),
+            _ => self.node.session_of(conn).map(|(u, _)| u.to_string()),
+        }
+        .unwrap_or_else(|| panic!("push to {conn:?}, which has no session"));
+        let group = GroupId::from_bytes(&frame.payload[..52]).unwrap();
+        let is_member = match kind {
+            StepKind::Timeout => self.model.memberships.contains_key(&(uid.clone(), group)),
+            _ => self
+                .node
+                .group_snapshot(&group)
+                .is_some_and(|g| g.members.contains_key(&uid)),
+        };
+        assert!(
+            is_member,
+            "push {} for {group} to non-member {uid}",
+            frame.cmd
+        );
+        match frame.cmd {
+            cmd::JOIN | cmd::LEAVE => {
+                let push = parse_member_push(&frame.payload).unwrap();
+                assert_ne!(push.uid, uid, "a member is never told about itself");
+            }
+            cmd::BROADCAST => {
+                let (_, entries) = parse_broadcast_push(&frame.payload).unwrap();
+                assert!(!entries.is_empty());
+                if entries.len() > 1 {
+                    self.coverage.merged_pushes += 1;
+                }
+                let received = self.model.received.entry((uid.clone(), group)).or_default();
+                for entry in entries {
+                    let seq: u64 = std::str::from_utf8(&entry.message[1..])
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let sent = &self.model.sent[&seq];
+                    assert_eq!(
+                        (sent.group, &sent.sender),
+                        (group, &entry.uid),
+                        "entry matches what was sent"
+                    );
+                    assert_ne!(entry.uid, uid, "no broadcast back to its sender");
+                    if let Some(last) = received.last() {
+                        assert!(
+                            sent.position > *last,
+                            "in order, never twice: {} after {last}",
+                            sent.position
+                        );
+                    }
+                    received.push(sent.position);
+                }
+            }
+            other => panic!("unexpected push cmd {other}"),
+        }
+    }
+
+    fn reconcile(&mut self) {
+        let now = self.now;
+        // Membership indexes agree in both directions.
+        let mut from_users = BTreeSet::new();
+        for (uid, _) in self.node.sessions() {
+            let groups = self.node.user_group_ids(uid).unwrap();
+            let distinct: BTreeSet<_> = groups.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                groups.len(),
+                "{uid} listed in a group twice"
+            );
+            for g in groups {
+                from_users.insert((uid.to_string(), *g));
+            }
+        }
+        let mut from_groups = BTreeSet::new();
+        let snapshots: Vec<_> = self
+            .node
+            .group_ids()
+            .map(|id| self.node.group_snapshot(id).unwrap())
+            .collect();
+        for snapshot in &snapshots {
+            for uid in snapshot.members.keys() {
+                from_groups.insert((uid.clone(), snapshot.id));
+            }
+        }
+        assert_eq!(
+            from_users, from_groups,
+            "user->groups and group->members disagree"
+        );
+
+        // Memberships that began this step start receiving from the group's current send position.
+        let old: BTreeSet<_> = self.model.memberships.keys().cloned().collect();
+        for pair in from_users.difference(&old) {
+            let start = self.model.sent_per_group.get(&pair.1).map_or(0, Vec::len);
+            self.model.memberships.insert(pair.clone(), start);
+            self.model.received.insert(pair.clone(), Vec::new());
+        }
+        for pair in old.difference(&from_users) {
+            self.model.memberships.remove(pair);
+            self.model.received.remove(pair);
+        }
+
+        // TTL: empty groups without allow_empty are gone at once; allow_empty ones exactly at empty+ttl.
+        let present: BTreeMap<GroupId, bool> = snapshots
+            .iter()
+            .map(|s| (s.id, s.members.is_empty()))
+            .collect();
+        for s in &snapshots {
+            self.model.groups.entry(s.id).or_insert_with(|| {
+                self.known_groups.push(s.id);
+                GroupModel {
+                    allow_empty: s.allow_empty,
+                    is_static: s.is_static,
+                    ttl: s.ttl,
+                    empty_since: None,
+                }
+            });
+        }
+        let mut deleted = vec![];
+        for (id, g) in self.model.groups.iter_mut() {
+            match present.get(id) {
+                None => {
+                    assert!(!g.is_static, "static group {id} disappeared");
+                    if g.allow_empty {
+                        let since = g
+                            .empty_since
+                            .unwrap_or_else(|| panic!("{id} deleted while not known empty"));
+                        assert!(
+                            now >= since.saturating_add(g.ttl),
+                            "{id} deleted before its ttl ran out"
+                        );
+                        self.coverage.ttl_deletions += 1;
+                    }
+                    deleted.push(*id);
+                }
+                Some(true) => {
+                    assert!(
+                        g.allow_empty || g.is_static,
+                        "empty group {id} without allow_empty still exists"
+                    );
+                    let since = *g.empty_since.get_or_insert(now);
+                    if !g.is_static {
+                        assert!(now < since.saturating_add(g.ttl), "{id} outlived its ttl");
+                    }
+                }
+                Some(false) => g.empty_since = None,
+            }
+        }
+        for id in deleted {
+            self.model.groups.remove(&id);
+        }
+        self.model.conn_uid = self
+            .open
+            .iter()
+            .filter_map(|c| Some((*c, self.node.session_of(*c)?.0.to_string())))
+            .collect();
+        assert!(
+            self.node.timer_count() <= MAX_CONNS as usize * 4 + 3 * 40 + 64,
+            "timer heap stays bounded"
+        );
+    }
+
+    /// Every member still in a group at the end got every broadcast sent to it since it joined, except its
+    /// own, and nothing else since then.
+    fn check_completeness(&self) {
+        for ((uid, group), start) in &self.model.memberships {
+            let senders = self
+                .model
+                .sent_per_group
+                .get(group)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let expected: Vec<usize> = (*start..senders.len())
+                .filter(|&p| senders[p] != *uid)
+                .collect();
+            let got: Vec<usize> = self.model.received[&(uid.clone(), *group)]
+                .iter()
+                .copied()
+                .filter(|p| p >= start)
+                .collect();
+            assert_eq!(
+                got, expected,
+                "{uid} in {group}: received vs sent since joining"
+            );
+        }
+    }
+}
+
+fn simulate(seed: u64, steps: usize) -> Sim {
+    let mut sim = Sim::new(seed);
+    let hash = sim.run(steps);
+    sim.final_hash = hash;
+    sim
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn random_operations_keep_every_invariant() {
+    let seeds = env_or("SIM_SEEDS", 12) as u64;
+    let steps = env_or("SIM_STEPS", 4_000);
+    let mut total = Coverage::default();
+    let mut pushes = 0;
+    for seed in 0..seeds {
+        let sim = simulate(seed, steps);
+        pushes += sim.pushes_checked;
+        total.ttl_deletions += sim.coverage.ttl_deletions;
+        total.merged_pushes += sim.coverage.merged_pushes;
+        total.idle_closes += sim.coverage.idle_closes;
+        total.replacements += sim.coverage.replacements;
+        total.refusals += sim.coverage.refusals;
+    }
+    println!("{seeds} seeds x {steps} operations: {pushes} pushes checked, {total:?}");
+    // Guard against a simulation that quietly stops exercising what it claims to check.
+    assert!(
+        pushes > seeds as usize * steps / 10,
+        "only {pushes} pushes checked"
+    );
+    assert!(
+        total.ttl_deletions > 0 && total.merged_pushes > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.idle_closes > 0 && total.replacements > 0 && total.refusals > 0,
+        "{total:?}"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_transcript() {
+    let a = simulate(7, 2_000);
+    let b = simulate(7, 2_000);
+    let c = simulate(8, 2_000);
+    assert_eq!(a.final_hash, b.final_hash);
+    assert_eq!(a.steps, b.steps);
+    assert_ne!(
+        a.final_hash, c.final_hash,
+        "different seeds explore different transcripts"
+    );
+}
