@@ -398,10 +398,8 @@ impl Sim {
             }
         }
         for (conn, frame) in &frames {
-            if let StepKind::Request(requester) = kind {
-                if frame.status != Status::Push {
-                    assert_eq!(*conn, requester, "responses go to the requester only");
-                }
+            if let (StepKind::Request(requester), false) = (&kind, frame.status == Status::Push) {
+                assert_eq!(conn, requester, "responses go to the requester only");
             }
             if frame.status == Status::Push {
                 self.check_push(&kind, *conn, frame);
