@@ -21,12 +21,31 @@ fn node_with_group(members: usize, interval_ms: u16) -> (Node, GroupId) {
     for i in 0..members {
         let conn = ConnId(i as u64);
         node.handle_connect(conn, now).unwrap();
-        node.handle_request(conn, Request::Hello { uid: format!("user{i}"), token: Bytes::new() }, now);
+        node.handle_request(
+            conn,
+            Request::Hello {
+                uid: format!("user{i}"),
+                token: Bytes::new(),
+            },
+            now,
+        );
     }
-    let create = CreateRequest { allow_empty: true, join: true, ttl_s: 60, interval_ms };
+    let create = CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 60,
+        interval_ms,
+    };
     let group = node.create(&create, Some("user0"), now).unwrap();
     for i in 1..members {
-        node.join(&group, &format!("user{i}"), Bytes::new(), VER_GROUP, cmd::JOIN).unwrap();
+        node.join(
+            &group,
+            &format!("user{i}"),
+            Bytes::new(),
+            VER_GROUP,
+            cmd::JOIN,
+        )
+        .unwrap();
     }
     drain(&mut node);
     (node, group)
@@ -50,7 +69,15 @@ fn broadcast_fan_out(c: &mut Criterion) {
         group.throughput(Throughput::Elements((members - 1) as u64));
         group.bench_function(BenchmarkId::new("members", members), |b| {
             b.iter(|| {
-                node.broadcast(&id, "user0", VER_GROUP, cmd::BROADCAST, message.clone(), true).unwrap();
+                node.broadcast(
+                    &id,
+                    "user0",
+                    VER_GROUP,
+                    cmd::BROADCAST,
+                    message.clone(),
+                    true,
+                )
+                .unwrap();
                 assert_eq!(drain(&mut node), members - 1);
             })
         });
@@ -70,7 +97,11 @@ fn delivery_floor(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("members", members), |b| {
         b.iter(|| {
             for i in 0..members {
-                queue.push_back(group_core::Transmit { conn: ConnId(i as u64), frame: frame.clone(), reliable: true });
+                queue.push_back(group_core::Transmit {
+                    conn: ConnId(i as u64),
+                    frame: frame.clone(),
+                    reliable: true,
+                });
             }
             let mut n = 0;
             while let Some(t) = queue.pop_front() {
@@ -104,7 +135,15 @@ fn merged_flush(c: &mut Criterion) {
                 }
                 for s in 0..10 {
                     let sender = format!("user{s}");
-                    node.broadcast(&id, &sender, VER_GROUP, cmd::BROADCAST, message.clone(), true).unwrap();
+                    node.broadcast(
+                        &id,
+                        &sender,
+                        VER_GROUP,
+                        cmd::BROADCAST,
+                        message.clone(),
+                        true,
+                    )
+                    .unwrap();
                 }
                 now = now.saturating_add(Duration::from_millis(100));
                 node.handle_timeout(now);
@@ -119,14 +158,35 @@ fn join_leave(c: &mut Criterion) {
     let (mut node, id) = node_with_group(1_000, 0);
     let conn = ConnId(1_000_000);
     node.handle_connect(conn, Instant::ZERO).unwrap();
-    node.handle_request(conn, Request::Hello { uid: "joiner".into(), token: Bytes::new() }, Instant::ZERO);
+    node.handle_request(
+        conn,
+        Request::Hello {
+            uid: "joiner".into(),
+            token: Bytes::new(),
+        },
+        Instant::ZERO,
+    );
     drain(&mut node);
     let mut group = c.benchmark_group("join_leave");
     group.throughput(Throughput::Elements(2));
     group.bench_function("request_pair_in_1000_member_group", |b| {
         b.iter(|| {
-            node.handle_request(conn, Request::Join { group: id, message: Bytes::new() }, Instant::ZERO);
-            node.handle_request(conn, Request::Leave { group: id, message: Bytes::new() }, Instant::ZERO);
+            node.handle_request(
+                conn,
+                Request::Join {
+                    group: id,
+                    message: Bytes::new(),
+                },
+                Instant::ZERO,
+            );
+            node.handle_request(
+                conn,
+                Request::Leave {
+                    group: id,
+                    message: Bytes::new(),
+                },
+                Instant::ZERO,
+            );
             assert_eq!(drain(&mut node), 2);
         })
     });
@@ -137,7 +197,12 @@ fn decode_requests(c: &mut Criterion) {
     let id: GroupId = GroupId::generate(1, NodeConfig::default().addr, &[]);
     let mut stream = BytesMut::new();
     for _ in 0..100 {
-        Request::Broadcast { group: id, reliable: true, message: Bytes::from(vec![1u8; 64]) }.encode(&mut stream);
+        Request::Broadcast {
+            group: id,
+            reliable: true,
+            message: Bytes::from(vec![1u8; 64]),
+        }
+        .encode(&mut stream);
     }
     let stream = stream.freeze();
     let mut group = c.benchmark_group("decode");
@@ -156,5 +221,12 @@ fn decode_requests(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, delivery_floor, broadcast_fan_out, merged_flush, join_leave, decode_requests);
+criterion_group!(
+    benches,
+    delivery_floor,
+    broadcast_fan_out,
+    merged_flush,
+    join_leave,
+    decode_requests
+);
 criterion_main!(benches);

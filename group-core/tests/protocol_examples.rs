@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::{Bytes, BytesMut};
-use group_core::proto::{CreateRequest, Request, Status, encode_error_payload, encode_server_frame, member_push};
+use group_core::proto::{
+    CreateRequest, Request, Status, encode_error_payload, encode_server_frame, member_push,
+};
 use group_core::{ConnId, GroupId, Instant, Node, NodeConfig};
 
 fn hex(bytes: &[u8]) -> String {
@@ -26,24 +28,41 @@ fn documented(name: &str) -> String {
         .lines()
         .find_map(|l| l.trim().strip_prefix(&format!("{name}:")))
         .unwrap_or_else(|| panic!("docs/PROTOCOL.md has no example named {name}"));
-    line.replace("<id>", &hex(ID.as_bytes())).split_whitespace().collect()
+    line.replace("<id>", &hex(ID.as_bytes()))
+        .split_whitespace()
+        .collect()
 }
 
 #[test]
 fn documented_examples_match_the_codec() {
     let id: GroupId = ID.parse().unwrap();
     assert_eq!(id.layout().unwrap().owner.to_string(), "127.0.0.1:8100");
-    let hello = Request::Hello { uid: "alice".into(), token: Bytes::new() };
+    let hello = Request::Hello {
+        uid: "alice".into(),
+        token: Bytes::new(),
+    };
     assert_eq!(encode(hello), documented("hello-request"));
-    let create = Request::Create(CreateRequest { allow_empty: true, join: true, ttl_s: 60, interval_ms: 0 });
+    let create = Request::Create(CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    });
     assert_eq!(encode(create), documented("create-request"));
-    let broadcast = Request::Broadcast { group: id, reliable: true, message: Bytes::from_static(b"hi") };
+    let broadcast = Request::Broadcast {
+        group: id,
+        reliable: true,
+        message: Bytes::from_static(b"hi"),
+    };
     assert_eq!(encode(broadcast), documented("broadcast-request"));
 
     let mut builder = group_core::proto::BroadcastPushBuilder::new(1, 113, &id, 0);
     builder.push_entry("alice", b"hi");
     assert_eq!(hex(&builder.finish()), documented("broadcast-push"));
-    assert_eq!(hex(&member_push(1, 111, &id, "bob", b"yo")), documented("join-push"));
+    assert_eq!(
+        hex(&member_push(1, 111, &id, "bob", b"yo")),
+        documented("join-push")
+    );
     let refused = encode_error_payload(1, 111, Status::Bad, 200, Some(&id), "group not found");
     assert_eq!(hex(&refused), documented("join-refused"));
     let mut ok = BytesMut::new();
@@ -55,7 +74,14 @@ fn documented_examples_match_the_codec() {
 fn the_node_produces_the_documented_create_response_shape() {
     let mut node = Node::new(NodeConfig::default(), Instant::ZERO).unwrap();
     node.handle_connect(ConnId(1), Instant::ZERO).unwrap();
-    node.handle_request(ConnId(1), Request::Hello { uid: "alice".into(), token: Bytes::new() }, Instant::ZERO);
+    node.handle_request(
+        ConnId(1),
+        Request::Hello {
+            uid: "alice".into(),
+            token: Bytes::new(),
+        },
+        Instant::ZERO,
+    );
     let hello = node.poll_transmit().unwrap();
     assert_eq!(hex(&hello.frame[..8]), documented("hello-response-header"));
 }
