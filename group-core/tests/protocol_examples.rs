@@ -1,6 +1,6 @@
 //! The byte-level examples in docs/PROTOCOL.md, checked against the codec so the document cannot drift.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use bytes::{Bytes, BytesMut};
 use group_core::proto::{
