@@ -127,7 +127,7 @@ fn merged_flush(c: &mut Criterion) {
             b.iter(|| {
                 // Virtual time runs 100 ms per iteration: keep the sessions from idling out.
                 iterations += 1;
-                if iterations % 10_000 == 0 {
+                if iterations.is_multiple_of(10_000) {
                     for i in 0..members {
                         node.handle_request(ConnId(i as u64), Request::KeepAlive, now);
                     }
