@@ -61,7 +61,7 @@ pub use config::{ConfigError, GroupConfig, Limits, NodeConfig, StaticGroup};
 pub use id::{GroupId, GroupIdError, IdLayout, NodeAddr};
 pub use node::{
     BroadcastError, CloseReason, ConnId, ConnectError, CreateError, DiscardMessageFn,
-    DiscardReason, Event, GroupError, GroupSnapshot, JoinError, LeaveError, Node, RandJoinError,
-    Sid, TickError, Transmit, Uid,
+    DiscardReason, Event, GroupError, GroupSnapshot, JoinError, LeaveError, Node, Outcome,
+    RandJoinError, Sid, TickError, Transmit, Uid,
 };
 pub use time::Instant;

@@ -26,7 +26,9 @@ use group_core::proto::{
     ClientFrame, CreateRequest, RandJoinRequest, Request, ServerFrame, Status, VER_GROUP, cmd,
     decode_server_frame, parse_broadcast_push, parse_member_push,
 };
-use group_core::{CloseReason, ConnId, Event, GroupId, Instant, Node, NodeConfig, StaticGroup};
+use group_core::{
+    CloseReason, ConnId, Event, GroupId, Instant, Node, NodeConfig, Outcome, StaticGroup,
+};
 
 const STATIC_NAMES: [&str; 2] = ["STATIC-LOBBY", "STATIC-MERGED"];
 
@@ -109,6 +111,8 @@ struct Sim {
     pushes_checked: usize,
     final_hash: u64,
     coverage: Coverage,
+    /// What the node said of the last request; checked against the frames it sent.
+    last_outcome: Option<Outcome>,
 }
 
 /// How often the interesting paths ran, so a test can tell a simulation that stopped exercising them.
@@ -167,6 +171,7 @@ impl Sim {
             pushes_checked: 0,
             final_hash: 0,
             coverage: Coverage::default(),
+            last_outcome: None,
         }
     }
 
@@ -220,15 +225,12 @@ impl Sim {
                 let seq = self.next_sequence();
                 let message = Bytes::from(format!("b{seq}"));
                 let reliable = self.rng.chance(50);
-                self.node.handle_request(
-                    c,
-                    Request::Broadcast {
-                        group,
-                        reliable,
-                        message,
-                    },
-                    self.now,
-                );
+                let request = Request::Broadcast {
+                    group,
+                    reliable,
+                    message,
+                };
+                self.last_outcome = Some(self.node.handle_request(c, request, self.now));
                 self.finish_step(StepKind::Request(c), Some((seq, group)));
             }
             (72..=74, _) => {
@@ -270,7 +272,7 @@ impl Sim {
                     cmd: [0, 1, 3, 4, 110, 111, 112, 113, 114, 999][self.rng.below(10)],
                     payload: Bytes::from(payload),
                 };
-                self.node.handle_frame(c, frame, self.now);
+                self.last_outcome = Some(self.node.handle_frame(c, frame, self.now));
                 self.finish_step(StepKind::Request(c), None);
             }
             _ => {
@@ -334,7 +336,7 @@ impl Sim {
     }
 
     fn request(&mut self, conn: ConnId, request: Request) {
-        self.node.handle_request(conn, request, self.now);
+        self.last_outcome = Some(self.node.handle_request(conn, request, self.now));
         self.finish_step(StepKind::Request(conn), None);
     }
 

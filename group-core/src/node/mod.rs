@@ -156,6 +156,25 @@ pub enum Event {
     },
 }
 
+/// What became of a client request. The response (Ok or Bad) is already queued; the outcome lets a driver
+/// run After hooks only after success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Carried out. `group` is the group it created, joined, left or broadcast to, if it concerned one.
+    Accepted {
+        /// The group concerned.
+        group: Option<GroupId>,
+    },
+    /// Refused with a Bad response carrying `code`.
+    Refused {
+        /// The protocol error code sent.
+        code: u16,
+    },
+    /// The connection is not (or no longer) tracked: nothing was done or sent.
+    Ignored,
+}
+
 /// What a group looks like right now (Diarkis's group data for server code).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSnapshot {

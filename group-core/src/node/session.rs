@@ -6,7 +6,8 @@ use bytes::Bytes;
 use super::group::Group;
 use super::timers::TimerKind;
 use super::{
-    CloseReason, Conn, ConnId, ConnectError, DiscardReason, Event, Node, Session, Transmit, Uid,
+    CloseReason, Conn, ConnId, ConnectError, DiscardReason, Event, Node, Outcome, Session,
+    Transmit, Uid,
 };
 use crate::id::GroupId;
 use crate::proto::{
@@ -53,14 +54,16 @@ impl Node {
 
     /// A whole frame arrived. Malformed payloads are answered with Bad and the connection stays usable:
     /// framing is intact, so the next frame can be read.
-    pub fn handle_frame(&mut self, conn: ConnId, frame: ClientFrame, now: Instant) {
+    pub fn handle_frame(&mut self, conn: ConnId, frame: ClientFrame, now: Instant) -> Outcome {
         match Request::parse(&frame) {
             Ok(request) => self.handle_request(conn, request, now),
             Err(e) => {
-                self.advance(now);
-                if self.touch(conn, now) {
-                    self.refuse(conn, frame.ver, frame.cmd, e.code(), None, &e.to_string());
+                let now = self.advance(now);
+                if !self.touch(conn, now) {
+                    return Outcome::Ignored;
                 }
+                self.refuse(conn, frame.ver, frame.cmd, e.code(), None, &e.to_string());
+                Outcome::Refused { code: e.code() }
             }
         }
     }
@@ -89,99 +92,111 @@ impl Node {
         );
     }
 
-    /// A decoded request arrived (drivers that run Before hooks decode first, then call this).
-    pub fn handle_request(&mut self, conn: ConnId, request: Request, now: Instant) {
+    /// A decoded request arrived (drivers that run Before hooks decode first, then call this). The outcome
+    /// tells the driver whether to run After hooks; the response is already queued either way.
+    pub fn handle_request(&mut self, conn: ConnId, request: Request, now: Instant) -> Outcome {
         let now = self.advance(now);
         if !self.touch(conn, now) {
-            return; // Closed already (e.g. replaced); late frames are dropped.
+            return Outcome::Ignored; // Closed already (e.g. replaced); late frames are dropped.
         }
         let (ver, cmd) = request.ver_cmd();
-        let uid = match (&request, self.conns.get(&conn).and_then(|c| c.uid.clone())) {
-            (Request::Hello { uid, .. }, None) => return self.hello(conn, uid, now),
-            (Request::Hello { .. }, Some(_)) => {
-                return self.refuse(
+        let result = match (request, self.conns.get(&conn).and_then(|c| c.uid.clone())) {
+            (Request::Hello { uid, .. }, None) => {
+                self.hello(conn, &uid);
+                Ok(None)
+            }
+            (Request::Hello { .. }, Some(_)) => Err(Refusal::new(
+                code::ALREADY_GREETED,
+                None,
+                "session already open",
+            )),
+            (_, None) => Err(Refusal::new(code::NOT_GREETED, None, "send Hello first")),
+            (request, Some(uid)) => self.run_command(conn, request, &uid, now),
+        };
+        match result {
+            Ok(group) => Outcome::Accepted { group },
+            Err(refusal) => {
+                self.refuse(
                     conn,
                     ver,
                     cmd,
+                    refusal.code,
+                    refusal.group.as_ref(),
+                    &refusal.message,
+                );
+                Outcome::Refused { code: refusal.code }
+            }
+        }
+    }
+
+    /// Runs a command of a greeted session and queues its Ok response; a refusal is returned, not sent.
+    fn run_command(
+        &mut self,
+        conn: ConnId,
+        request: Request,
+        uid: &Uid,
+        now: Instant,
+    ) -> Result<Option<GroupId>, Refusal> {
+        let (ver, cmd) = request.ver_cmd();
+        let group = match request {
+            Request::Hello { .. } => {
+                return Err(Refusal::new(
                     code::ALREADY_GREETED,
                     None,
                     "session already open",
-                );
+                ));
             }
-            (_, None) => {
-                return self.refuse(conn, ver, cmd, code::NOT_GREETED, None, "send Hello first");
+            Request::KeepAlive => {
+                self.respond(conn, ver, cmd, &[]);
+                return Ok(None);
             }
-            (_, Some(uid)) => uid,
-        };
-        match request {
-            Request::Hello { .. } => {}
-            Request::KeepAlive => self.respond(conn, ver, cmd, &[]),
-            Request::Ping(bytes) => self.respond(conn, ver, cmd, &bytes),
+            Request::Ping(bytes) => {
+                self.respond(conn, ver, cmd, &bytes);
+                return Ok(None);
+            }
             Request::Fin => {
                 self.respond(conn, ver, cmd, &[]);
                 self.close(conn, CloseReason::Fin, DiscardReason::Fin);
+                return Ok(None);
             }
-            Request::Create(params) => match self.create(&params, Some(&uid), now) {
-                Ok(id) => self.respond(conn, ver, cmd, id.as_bytes()),
-                Err(e) => self.refuse(conn, ver, cmd, e.code(), None, &e.to_string()),
-            },
-            Request::Join { group, message } => {
-                let result = self.join(&group, &uid, message, ver, cmd);
-                self.answer(
+            Request::Custom { ver, cmd, payload } => {
+                self.events.push_back(Event::Custom {
                     conn,
+                    uid: uid.clone(),
                     ver,
                     cmd,
-                    &group,
-                    result.map_err(|e| (e.code(), e.to_string())),
-                );
-            }
-            Request::Leave { group, message } => {
-                let result = self.leave(&group, &uid, message, ver, cmd);
-                self.answer(
-                    conn,
-                    ver,
-                    cmd,
-                    &group,
-                    result.map_err(|e| (e.code(), e.to_string())),
-                );
+                    payload,
+                });
+                return Ok(None);
             }
             Request::Broadcast {
                 group,
                 reliable,
                 message,
             } => {
-                if let Err(e) = self.broadcast(&group, &uid, ver, cmd, message, reliable) {
-                    self.refuse(conn, ver, cmd, e.code(), Some(&group), &e.to_string());
-                }
+                self.broadcast(&group, uid, ver, cmd, message, reliable)
+                    .map_err(|e| Refusal::new(e.code(), Some(group), e))?;
+                return Ok(Some(group)); // No Ok response: broadcasts answer errors only.
             }
-            Request::RandJoin(params) => match self.rand_join(&params, &uid, now) {
-                Ok(id) => self.respond(conn, ver, cmd, id.as_bytes()),
-                Err(e) => self.refuse(conn, ver, cmd, e.code(), None, &e.to_string()),
-            },
-            Request::Custom { ver, cmd, payload } => {
-                self.events.push_back(Event::Custom {
-                    conn,
-                    uid,
-                    ver,
-                    cmd,
-                    payload,
-                });
+            Request::Create(params) => self
+                .create(&params, Some(uid), now)
+                .map_err(|e| Refusal::new(e.code(), None, e))?,
+            Request::RandJoin(params) => self
+                .rand_join(&params, uid, now)
+                .map_err(|e| Refusal::new(e.code(), None, e))?,
+            Request::Join { group, message } => {
+                self.join(&group, uid, message, ver, cmd)
+                    .map_err(|e| Refusal::new(e.code(), Some(group), e))?;
+                group
             }
-        }
-    }
-
-    fn answer(
-        &mut self,
-        conn: ConnId,
-        ver: u8,
-        cmd: u16,
-        group: &GroupId,
-        result: Result<(), (u16, String)>,
-    ) {
-        match result {
-            Ok(()) => self.respond(conn, ver, cmd, group.as_bytes()),
-            Err((code, message)) => self.refuse(conn, ver, cmd, code, Some(group), &message),
-        }
+            Request::Leave { group, message } => {
+                self.leave(&group, uid, message, ver, cmd)
+                    .map_err(|e| Refusal::new(e.code(), Some(group), e))?;
+                group
+            }
+        };
+        self.respond(conn, ver, cmd, group.as_bytes());
+        Ok(Some(group))
     }
 
     /// Queues an Ok response. Server code uses this to answer custom commands.
@@ -242,7 +257,7 @@ impl Node {
         }
     }
 
-    fn hello(&mut self, conn: ConnId, uid: &str, _now: Instant) {
+    fn hello(&mut self, conn: ConnId, uid: &str) {
         debug_assert!(!uid.is_empty() && uid.len() <= crate::proto::MAX_UID_LEN);
         if let Some(older) = self.sessions.get(uid).map(|s| s.conn) {
             self.close(older, CloseReason::Replaced, DiscardReason::Replaced);
@@ -346,5 +361,22 @@ pub(super) fn arm_ttl(group: &mut Group, timers: &mut super::timers::Timers) {
             since.saturating_add(group.ttl),
             TimerKind::GroupTtl(group.id),
         );
+    }
+}
+
+/// A refused request: what goes into the Bad response.
+struct Refusal {
+    code: u16,
+    group: Option<GroupId>,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: u16, group: Option<GroupId>, message: impl std::fmt::Display) -> Self {
+        Refusal {
+            code,
+            group,
+            message: message.to_string(),
+        }
     }
 }

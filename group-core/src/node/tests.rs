@@ -773,3 +773,56 @@ fn custom_commands_surface_as_events_and_are_answered_by_server_code() {
     assert_eq!((frames[1].status, frames[1].ver), (Status::Push, 3));
     let _ = proto::VER_CUSTOM_MIN;
 }
+
+#[test]
+fn request_outcomes_tell_the_driver_what_happened() {
+    let mut h = Harness::new();
+    let a = h.user(1, "a");
+    let create = Request::Create(CreateRequest {
+        allow_empty: false,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    });
+    let Outcome::Accepted { group: Some(g) } = h.node.handle_request(a, create, h.now) else {
+        panic!()
+    };
+    let join_again = Request::Join {
+        group: g,
+        message: Bytes::new(),
+    };
+    assert_eq!(
+        h.node.handle_request(a, join_again, h.now),
+        Outcome::Refused {
+            code: code::JOIN_ALREADY_MEMBER
+        }
+    );
+    let broadcast = Request::Broadcast {
+        group: g,
+        reliable: false,
+        message: Bytes::new(),
+    };
+    assert_eq!(
+        h.node.handle_request(a, broadcast, h.now),
+        Outcome::Accepted { group: Some(g) }
+    );
+    assert_eq!(
+        h.node.handle_request(a, Request::KeepAlive, h.now),
+        Outcome::Accepted { group: None }
+    );
+    let garbage = ClientFrame {
+        ver: 1,
+        cmd: 110,
+        payload: Bytes::from_static(b"?"),
+    };
+    assert_eq!(
+        h.node.handle_frame(a, garbage, h.now),
+        Outcome::Refused {
+            code: code::MALFORMED
+        }
+    );
+    assert_eq!(
+        h.node.handle_request(ConnId(77), Request::KeepAlive, h.now),
+        Outcome::Ignored
+    );
+}
