@@ -82,6 +82,8 @@ pub enum CloseReason {
     Replaced,
     /// A frame declared a payload above `maxPayload`; a stream cannot resynchronise after that.
     FrameTooLarge,
+    /// Server code refused the connection (for example a failed authentication).
+    Rejected,
 }
 
 /// Why a session ended and its user left every group.

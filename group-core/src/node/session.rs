@@ -199,6 +199,26 @@ impl Node {
         Ok(Some(group))
     }
 
+    /// Refuses a request with a Bad response and closes the connection (the user, if any, is discarded).
+    /// Drivers use this for failed authentication, where the connection must not stay open.
+    pub fn refuse_and_close(
+        &mut self,
+        conn: ConnId,
+        ver: u8,
+        cmd: u16,
+        code: u16,
+        reason: &str,
+        now: Instant,
+    ) {
+        self.advance(now);
+        self.refuse(conn, ver, cmd, code, None, reason);
+        self.close(
+            conn,
+            CloseReason::Rejected,
+            DiscardReason::ProtocolViolation,
+        );
+    }
+
     /// Queues an Ok response. Server code uses this to answer custom commands.
     pub fn respond(&mut self, conn: ConnId, ver: u8, cmd: u16, payload: &[u8]) {
         self.send_frame(conn, ver, cmd, Status::Ok, payload);

@@ -826,3 +826,22 @@ fn request_outcomes_tell_the_driver_what_happened() {
         Outcome::Ignored
     );
 }
+
+#[test]
+fn refuse_and_close_answers_then_closes() {
+    let mut h = Harness::new();
+    let a = h.user(1, "a");
+    h.node
+        .refuse_and_close(a, 0, cmd::HELLO, code::AUTH_FAILED, "token expired", h.now);
+    h.drain();
+    let frame = h.take(a).remove(0);
+    assert_eq!(
+        parse_error_payload(&frame.payload).unwrap().message,
+        "token expired"
+    );
+    assert!(h.events.contains(&Event::Close {
+        conn: a,
+        reason: CloseReason::Rejected
+    }));
+    assert!(h.node.session_of(a).is_none());
+}

@@ -102,6 +102,10 @@ pub mod code {
     pub const UNKNOWN_USER: u16 = 6;
     /// The group ID bytes are not 52 printable ASCII characters.
     pub const BAD_GROUP_ID: u16 = 7;
+    /// Hello's token was refused (bad signature, expired, or another uid); the connection is closed.
+    pub const AUTH_FAILED: u16 = 8;
+    /// A command with ver >= 2 that no server code handles.
+    pub const NO_HANDLER: u16 = 9;
 
     /// Create: ttl must be more than 10 seconds.
     pub const CREATE_TTL_TOO_SHORT: u16 = 100;
