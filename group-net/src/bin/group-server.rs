@@ -1,0 +1,132 @@
+//! `group-server`: runs one node. With no arguments it listens on the defaults from DESIGN.md.
+//!
+//! Prints `listening <tcp|ws> <addr>` once per listener when it accepts connections (port 0 prints the real
+//! port), logs with `tracing` (set `RUST_LOG`, default `info`), and shuts down gracefully on SIGINT or
+//! SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use group_net::{ServerBuilder, ServerConfig};
+
+/// Runs one group server node.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// JSON configuration file (sections: group, limits, server, mesh). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// TCP listen address, or "off".
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<String>,
+    /// WebSocket listen address, or "off".
+    #[arg(long, value_name = "ADDR")]
+    ws: Option<String>,
+    /// UDP listen address, or "off".
+    #[arg(long, value_name = "ADDR")]
+    udp: Option<String>,
+    /// Mesh address (IPv4): the node's identity inside group IDs.
+    #[arg(long, value_name = "ADDR")]
+    mesh: Option<SocketAddr>,
+}
+
+fn listen_flag(
+    name: &str,
+    value: Option<String>,
+    current: Option<SocketAddr>,
+) -> Result<Option<SocketAddr>, String> {
+    match value.as_deref() {
+        None => Ok(current),
+        Some("off") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("--{name}: {text:?} is not an address like 127.0.0.1:7100")),
+    }
+}
+
+fn load(args: Args) -> Result<ServerConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            ServerConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    config.tcp = listen_flag("tcp", args.tcp, config.tcp)?;
+    config.ws = listen_flag("ws", args.ws, config.ws)?;
+    config.udp = listen_flag("udp", args.udp, config.udp)?;
+    if let Some(mesh) = args.mesh {
+        if !mesh.is_ipv4() {
+            return Err(format!("--mesh: {mesh} must be IPv4 (group IDs carry it)"));
+        }
+        config.mesh = mesh;
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match load(Args::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("group-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(udp) = config.udp {
+        tracing::warn!(%udp, "the UDP/KCP listener is not available in this build yet; serving TCP and WebSocket");
+    }
+    let server = match ServerBuilder::new(config).start().await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("group-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    for (name, addr) in [("tcp", server.tcp_addr()), ("ws", server.ws_addr())] {
+        if let Some(addr) = addr {
+            let _ = writeln!(stdout, "listening {name} {addr}");
+        }
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown(Duration::from_secs(5)).await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

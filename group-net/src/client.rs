@@ -1,0 +1,364 @@
+//! A Rust client for the group protocol over TCP or WebSocket: the operations of the protocol table and a
+//! stream of pushes. The tests and `group-bench` use it; game backends can too.
+//!
+//! Responses are matched to requests by (ver, cmd), in order. A Bad response that matches no waiting
+//! request (a refused Broadcast, which has no Ok response) arrives as [`Push::Refused`] on the push stream.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use group_core::proto::{
+    BroadcastEntry, CreateRequest, ErrorPayload, RandJoinRequest, Request, ServerFrame, Status,
+    VER_CONTROL, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push, parse_error_payload,
+    parse_member_push,
+};
+use group_core::{GroupId, Sid};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+/// Largest server frame payload the client accepts.
+const MAX_SERVER_PAYLOAD: u32 = 16 << 20;
+/// Frames buffered between the socket and the caller; when full, the client stops reading (backpressure).
+const INBOX: usize = 65_536;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Socket error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// WebSocket error.
+    #[error("WebSocket error: {0}")]
+    WebSocket(String),
+    /// The server refused the request (Bad) or failed (Err).
+    #[error("refused ({}): {}", .0.code, .0.message)]
+    Refused(ErrorPayload),
+    /// The connection closed before the response arrived.
+    #[error("connection closed")]
+    Closed,
+    /// The server sent something that is not the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The error code, when the server refused the request.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// Something the server sent without being asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Push {
+    /// A member joined (111, or the server's own ver/cmd).
+    Joined {
+        /// The group.
+        group: GroupId,
+        /// Who.
+        uid: String,
+        /// The join message.
+        message: Bytes,
+    },
+    /// A member left or was discarded (112).
+    Left {
+        /// The group.
+        group: GroupId,
+        /// Who.
+        uid: String,
+        /// The leave or discard message.
+        message: Bytes,
+    },
+    /// Broadcasts (113): one entry, or several when the group merges.
+    Broadcast {
+        /// The group.
+        group: GroupId,
+        /// The entries, in send order; an empty uid is an announce.
+        entries: Vec<BroadcastEntry>,
+    },
+    /// The node is going offline: create groups elsewhere.
+    Offline,
+    /// A Bad or Err response no request was waiting for (a refused Broadcast).
+    Refused {
+        /// The refused command's ver.
+        ver: u8,
+        /// The refused command's cmd.
+        cmd: u16,
+        /// Why.
+        error: ErrorPayload,
+    },
+    /// Any other push (the server code's own ver/cmd).
+    Other(ServerFrame),
+}
+
+enum Writer {
+    Tcp(OwnedWriteHalf),
+    Ws(SplitSink<WebSocketStream<TcpStream>, Message>),
+}
+
+/// A connection to a group server.
+pub struct Client {
+    writer: Writer,
+    inbox: mpsc::Receiver<ServerFrame>,
+    /// Pushes read while waiting for a response.
+    pending_pushes: VecDeque<Push>,
+    /// Requests sent and not yet answered, by (ver, cmd), in order.
+    waiting: VecDeque<(u8, u16)>,
+    /// The task reading the socket. It owns the read half, so it is aborted on drop: dropping a client
+    /// must close its connection.
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Client {
+    /// Connects over TCP.
+    pub async fn connect_tcp(addr: SocketAddr) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut reader, writer) = stream.into_split();
+        let (tx, inbox) = mpsc::channel(INBOX);
+        let reader = tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(16 * 1024);
+            loop {
+                while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
+                    if tx.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                match reader.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        Ok(Client::new(Writer::Tcp(writer), inbox, reader))
+    }
+
+    /// Connects over WebSocket (`ws://addr/`).
+    pub async fn connect_ws(addr: SocketAddr) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let url = format!("ws://{addr}/");
+        let (ws, _) = client_async(url, stream)
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        let (sink, messages) = ws.split();
+        let (tx, inbox) = mpsc::channel(INBOX);
+        let reader = tokio::spawn(read_ws(messages, tx));
+        Ok(Client::new(Writer::Ws(sink), inbox, reader))
+    }
+
+    fn new(
+        writer: Writer,
+        inbox: mpsc::Receiver<ServerFrame>,
+        reader: tokio::task::JoinHandle<()>,
+    ) -> Client {
+        Client {
+            writer,
+            inbox,
+            pending_pushes: VecDeque::new(),
+            waiting: VecDeque::new(),
+            reader,
+        }
+    }
+
+    /// Sends raw bytes (tests use it to send garbage). Over WebSocket they go as one binary message.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        match &mut self.writer {
+            Writer::Tcp(w) => w.write_all(bytes).await?,
+            Writer::Ws(sink) => sink
+                .send(Message::Binary(Bytes::copy_from_slice(bytes)))
+                .await
+                .map_err(|e| ClientError::WebSocket(e.to_string()))?,
+        }
+        Ok(())
+    }
+
+    /// Sends a request without waiting for its response.
+    pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        let mut out = BytesMut::new();
+        request.encode(&mut out);
+        self.send_raw(&out).await
+    }
+
+    /// Sends a request and waits for its response; a Bad or Err response is an error.
+    pub async fn request(&mut self, request: &Request) -> Result<Bytes, ClientError> {
+        let key = request.ver_cmd();
+        self.send(request).await?;
+        self.waiting.push_back(key);
+        loop {
+            let frame = self.inbox.recv().await.ok_or(ClientError::Closed)?;
+            if frame.status == Status::Push || self.waiting.front() != Some(&(frame.ver, frame.cmd))
+            {
+                let push = to_push(frame)?;
+                self.pending_pushes.push_back(push);
+                continue;
+            }
+            self.waiting.pop_front();
+            return match frame.status {
+                Status::Ok => Ok(frame.payload),
+                _ => Err(ClientError::Refused(parse_error(&frame.payload)?)),
+            };
+        }
+    }
+
+    /// The next push; `None` when the connection has closed.
+    pub async fn next_push(&mut self) -> Option<Push> {
+        if let Some(push) = self.pending_pushes.pop_front() {
+            return Some(push);
+        }
+        let frame = self.inbox.recv().await?;
+        to_push(frame).ok()
+    }
+
+    /// Opens the session: Hello with `uid` and `token` (empty when the server has no secret).
+    pub async fn hello(&mut self, uid: &str, token: &str) -> Result<Sid, ClientError> {
+        let request = Request::Hello {
+            uid: uid.into(),
+            token: Bytes::copy_from_slice(token.as_bytes()),
+        };
+        let payload = self.request(&request).await?;
+        let sid: [u8; 16] = payload[..]
+            .try_into()
+            .map_err(|_| ClientError::Protocol("sid is not 16 bytes".into()))?;
+        Ok(Sid(sid))
+    }
+
+    /// Creates a group.
+    pub async fn create(&mut self, params: CreateRequest) -> Result<GroupId, ClientError> {
+        group_id(&self.request(&Request::Create(params)).await?)
+    }
+
+    /// Joins a group; a non-empty message is pushed to the other members.
+    pub async fn join(&mut self, group: GroupId, message: &[u8]) -> Result<GroupId, ClientError> {
+        let message = Bytes::copy_from_slice(message);
+        group_id(&self.request(&Request::Join { group, message }).await?)
+    }
+
+    /// Leaves a group; a non-empty message is pushed to the remaining members.
+    pub async fn leave(&mut self, group: GroupId, message: &[u8]) -> Result<GroupId, ClientError> {
+        let message = Bytes::copy_from_slice(message);
+        group_id(&self.request(&Request::Leave { group, message }).await?)
+    }
+
+    /// Joins a random open group, or creates one.
+    pub async fn rand_join(&mut self, params: RandJoinRequest) -> Result<GroupId, ClientError> {
+        group_id(&self.request(&Request::RandJoin(params)).await?)
+    }
+
+    /// Broadcasts to the other members. There is no Ok response: a refusal arrives as [`Push::Refused`].
+    pub async fn broadcast(
+        &mut self,
+        group: GroupId,
+        message: Bytes,
+        reliable: bool,
+    ) -> Result<(), ClientError> {
+        self.send(&Request::Broadcast {
+            group,
+            reliable,
+            message,
+        })
+        .await
+    }
+
+    /// Echo.
+    pub async fn ping(&mut self, payload: &[u8]) -> Result<Bytes, ClientError> {
+        self.request(&Request::Ping(Bytes::copy_from_slice(payload)))
+            .await
+    }
+
+    /// Keeps an otherwise idle session alive.
+    pub async fn keep_alive(&mut self) -> Result<(), ClientError> {
+        self.request(&Request::KeepAlive).await.map(|_| ())
+    }
+
+    /// Ends the session; the server closes the connection.
+    pub async fn fin(&mut self) -> Result<(), ClientError> {
+        self.request(&Request::Fin).await.map(|_| ())
+    }
+
+    /// Waits until the server closes the connection, discarding anything still sent.
+    pub async fn closed(&mut self) {
+        while self.inbox.recv().await.is_some() {}
+    }
+}
+
+async fn read_ws(
+    mut messages: SplitStream<WebSocketStream<TcpStream>>,
+    tx: mpsc::Sender<ServerFrame>,
+) {
+    while let Some(Ok(message)) = messages.next().await {
+        let Message::Binary(data) = message else {
+            continue;
+        };
+        let mut buf = BytesMut::from(data);
+        while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn group_id(payload: &Bytes) -> Result<GroupId, ClientError> {
+    GroupId::from_bytes(payload)
+        .map_err(|e| ClientError::Protocol(format!("bad group ID in response: {e}")))
+}
+
+fn parse_error(payload: &Bytes) -> Result<ErrorPayload, ClientError> {
+    parse_error_payload(payload)
+        .map_err(|e| ClientError::Protocol(format!("bad error payload: {e}")))
+}
+
+fn to_push(frame: ServerFrame) -> Result<Push, ClientError> {
+    let protocol = |e: group_core::proto::PushError| ClientError::Protocol(e.to_string());
+    if frame.status != Status::Push {
+        let error = parse_error(&frame.payload)?;
+        return Ok(Push::Refused {
+            ver: frame.ver,
+            cmd: frame.cmd,
+            error,
+        });
+    }
+    Ok(match (frame.ver, frame.cmd) {
+        (VER_GROUP, cmd::JOIN) => {
+            let p = parse_member_push(&frame.payload).map_err(protocol)?;
+            Push::Joined {
+                group: p.group,
+                uid: p.uid,
+                message: p.message,
+            }
+        }
+        (VER_GROUP, cmd::LEAVE) => {
+            let p = parse_member_push(&frame.payload).map_err(protocol)?;
+            Push::Left {
+                group: p.group,
+                uid: p.uid,
+                message: p.message,
+            }
+        }
+        (VER_GROUP, cmd::BROADCAST) => {
+            let (group, entries) = parse_broadcast_push(&frame.payload).map_err(protocol)?;
+            Push::Broadcast { group, entries }
+        }
+        (VER_CONTROL, cmd::OFFLINE) => Push::Offline,
+        _ => Push::Other(frame),
+    })
+}

@@ -1,0 +1,239 @@
+//! The server's configuration file: Diarkis's Group section as is, the core's limits, and this driver's
+//! own settings (listen addresses, authentication, queue sizes).
+//!
+//! ```json
+//! {
+//!   "group":  { "remoteJoinTries": 4, "relayLimit": 2, "sendInterval": 300, "staticGroups": [] },
+//!   "limits": { "maxPayload": 65536, "connectionTtl": 10 },
+//!   "server": { "tcp": "127.0.0.1:7100", "ws": "127.0.0.1:7200", "udp": "127.0.0.1:7100",
+//!               "authSecret": null, "outboundQueue": 1024, "wsReadBuffer": 8192 },
+//!   "mesh":   { "bind": "127.0.0.1:8100" }
+//! }
+//! ```
+//! Every section and key is optional; unknown keys and bad values are errors naming the key.
+
+use std::net::SocketAddr;
+
+use group_core::{ConfigError, GroupConfig, Limits};
+use serde_json::{Map, Value};
+
+/// Default listen addresses (DESIGN.md).
+pub const DEFAULT_TCP: &str = "127.0.0.1:7100";
+/// Default WebSocket listen address.
+pub const DEFAULT_WS: &str = "127.0.0.1:7200";
+/// Default UDP listen address.
+pub const DEFAULT_UDP: &str = "127.0.0.1:7100";
+/// Default mesh address: the node's identity inside group IDs.
+pub const DEFAULT_MESH: &str = "127.0.0.1:8100";
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Diarkis's Group section.
+    pub group: GroupConfig,
+    /// The core's bounds.
+    pub limits: Limits,
+    /// TCP listen address; `None` disables TCP.
+    pub tcp: Option<SocketAddr>,
+    /// WebSocket listen address; `None` disables WebSocket.
+    pub ws: Option<SocketAddr>,
+    /// UDP listen address; `None` disables UDP.
+    pub udp: Option<SocketAddr>,
+    /// The node's mesh address. It must be IPv4: group IDs carry it in 12 hex digits.
+    pub mesh: SocketAddr,
+    /// HS256 secret shared with the game backend. `None`: any uid is accepted (a warning is logged).
+    pub auth_secret: Option<String>,
+    /// Frames queued per connection before it counts as a slow consumer and is disconnected.
+    pub outbound_queue: usize,
+    /// Initial read buffer per WebSocket connection, in bytes (it grows for larger messages).
+    pub ws_read_buffer: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            group: GroupConfig::default(),
+            limits: Limits::default(),
+            tcp: DEFAULT_TCP.parse().ok(),
+            ws: DEFAULT_WS.parse().ok(),
+            udp: DEFAULT_UDP.parse().ok(),
+            mesh: DEFAULT_MESH
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8100))),
+            auth_secret: None,
+            outbound_queue: 1024,
+            ws_read_buffer: 8192,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parses a configuration file's text.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
+            key: "<file>".into(),
+            problem: format!("invalid JSON ({e})"),
+            value: "<invalid JSON>".into(),
+        })?;
+        let object = object("<file>", &value)?;
+        let mut config = ServerConfig::default();
+        for (key, value) in object {
+            match key.as_str() {
+                "group" => config.group = GroupConfig::from_value("group", value)?,
+                "limits" => config.limits = Limits::from_value("limits", value)?,
+                "server" => config.apply_server(value)?,
+                "mesh" => config.apply_mesh(value)?,
+                _ => {
+                    return Err(error(
+                        key,
+                        "unknown section (known: group, limits, server, mesh)",
+                        value,
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    fn apply_server(&mut self, value: &Value) -> Result<(), ConfigError> {
+        for (key, value) in object("server", value)? {
+            let path = format!("server.{key}");
+            match key.as_str() {
+                "tcp" => self.tcp = optional_addr(&path, value)?,
+                "ws" => self.ws = optional_addr(&path, value)?,
+                "udp" => self.udp = optional_addr(&path, value)?,
+                "authSecret" => {
+                    self.auth_secret = match value {
+                        Value::Null => None,
+                        Value::String(s) if s.len() >= 16 => Some(s.clone()),
+                        _ => {
+                            return Err(error(
+                                &path,
+                                "must be null or a string of at least 16 bytes",
+                                value,
+                            ));
+                        }
+                    }
+                }
+                "outboundQueue" => self.outbound_queue = int_in(&path, value, 8, 1 << 20)?,
+                "wsReadBuffer" => self.ws_read_buffer = int_in(&path, value, 1024, 1 << 20)?,
+                _ => {
+                    let known = "tcp, ws, udp, authSecret, outboundQueue, wsReadBuffer";
+                    return Err(error(
+                        &path,
+                        &format!("unknown key (known keys: {known})"),
+                        value,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_mesh(&mut self, value: &Value) -> Result<(), ConfigError> {
+        for (key, value) in object("mesh", value)? {
+            let path = format!("mesh.{key}");
+            match key.as_str() {
+                "bind" => self.mesh = ipv4_addr(&path, value)?,
+                _ => return Err(error(&path, "unknown key (known keys: bind)", value)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn error(key: &str, problem: &str, value: &Value) -> ConfigError {
+    let mut text = value.to_string();
+    if text.len() > 80 {
+        let cut = (0..=77)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+        value: text,
+    }
+}
+
+fn object<'a>(path: &str, value: &'a Value) -> Result<&'a Map<String, Value>, ConfigError> {
+    value
+        .as_object()
+        .ok_or_else(|| error(path, "must be a JSON object", value))
+}
+
+fn optional_addr(path: &str, value: &Value) -> Result<Option<SocketAddr>, ConfigError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => s.parse().map(Some).map_err(|_| {
+            error(
+                path,
+                "must be an address like 127.0.0.1:7100, or null to disable",
+                value,
+            )
+        }),
+        _ => Err(error(path, "must be an address string or null", value)),
+    }
+}
+
+fn ipv4_addr(path: &str, value: &Value) -> Result<SocketAddr, ConfigError> {
+    match optional_addr(path, value)? {
+        Some(addr @ SocketAddr::V4(_)) => Ok(addr),
+        _ => Err(error(
+            path,
+            "must be an IPv4 address with port (group IDs carry it)",
+            value,
+        )),
+    }
+}
+
+fn int_in(path: &str, value: &Value, min: u64, max: u64) -> Result<usize, ConfigError> {
+    let problem = format!("must be an integer between {min} and {max}");
+    let n = value
+        .as_u64()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| error(path, &problem, value))?;
+    usize::try_from(n).map_err(|_| error(path, &problem, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let config = ServerConfig::from_json("{}").unwrap();
+        assert_eq!(config, ServerConfig::default());
+        assert_eq!(config.tcp.unwrap().to_string(), DEFAULT_TCP);
+        assert_eq!(config.ws.unwrap().to_string(), DEFAULT_WS);
+        assert_eq!(config.mesh.to_string(), DEFAULT_MESH);
+        assert!(config.auth_secret.is_none());
+    }
+
+    #[test]
+    fn sections_parse_and_errors_name_the_key() {
+        let text = r#"{"group": {"relayLimit": 3}, "limits": {"maxPayload": 4096, "maxMergeBytes": 4096},
+            "server": {"tcp": "127.0.0.1:0", "ws": null, "authSecret": "0123456789abcdef0123"},
+            "mesh": {"bind": "127.0.0.1:9000"}}"#;
+        let config = ServerConfig::from_json(text).unwrap();
+        assert_eq!(config.group.relay_limit, 3);
+        assert_eq!(config.limits.max_payload, 4096);
+        assert_eq!(config.ws, None);
+        assert_eq!(config.mesh.port(), 9000);
+
+        let key = |text: &str| ServerConfig::from_json(text).unwrap_err().key;
+        assert_eq!(key(r#"{"group": {"relayLimit": 0}}"#), "group.relayLimit");
+        assert_eq!(key(r#"{"server": {"tcp": "nowhere"}}"#), "server.tcp");
+        assert_eq!(
+            key(r#"{"server": {"authSecret": "short"}}"#),
+            "server.authSecret"
+        );
+        assert_eq!(key(r#"{"server": {"tpc": "127.0.0.1:1"}}"#), "server.tpc");
+        assert_eq!(key(r#"{"mesh": {"bind": "[::1]:8100"}}"#), "mesh.bind");
+        assert_eq!(key(r#"{"extra": {}}"#), "extra");
+        assert_eq!(key("{"), "<file>");
+    }
+}

@@ -1,0 +1,174 @@
+//! Hooks: server code that runs Before and After create, join, leave and broadcast, and handlers for the
+//! server's own (ver >= 2) commands.
+//!
+//! Hooks live in a [`Hooks`] value that the [`crate::ServerBuilder`] owns and freezes when the server
+//! starts: a running server exposes no way to add one, so "registered before the commands are exposed"
+//! is a property of the types, not a rule to remember.
+//!
+//! Hooks run on the connection's own task, one request at a time per connection, so they may await (a
+//! database, say) without holding up other connections, and a connection's responses stay in order.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use group_core::proto::Request;
+use group_core::{ConnId, GroupId, Sid, Uid};
+
+/// The commands that have Before and After hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Command {
+    /// Create (ver 1, cmd 110) and the create half of RandJoin.
+    Create,
+    /// Join (ver 1, cmd 111) and the join half of RandJoin.
+    Join,
+    /// Leave (ver 1, cmd 112).
+    Leave,
+    /// Broadcast (ver 1, cmd 113).
+    Broadcast,
+}
+
+impl Command {
+    /// The hooked command a request belongs to. RandJoin counts as a join.
+    pub fn of(request: &Request) -> Option<Command> {
+        match request {
+            Request::Create(_) => Some(Command::Create),
+            Request::Join { .. } | Request::RandJoin(_) => Some(Command::Join),
+            Request::Leave { .. } => Some(Command::Leave),
+            Request::Broadcast { .. } => Some(Command::Broadcast),
+            _ => None,
+        }
+    }
+}
+
+/// What a hook sees.
+#[derive(Debug, Clone)]
+pub struct HookContext {
+    /// The connection the request came on.
+    pub conn: ConnId,
+    /// The requesting user.
+    pub uid: Uid,
+    /// Its session.
+    pub sid: Sid,
+    /// Version byte of the request.
+    pub ver: u8,
+    /// Command number of the request.
+    pub cmd: u16,
+    /// The decoded request (its payload included).
+    pub request: Request,
+    /// Before hooks: the group the request names, if any. After hooks: the group created, joined, left or
+    /// broadcast to.
+    pub group: Option<GroupId>,
+}
+
+/// A refusal from a Before hook or a custom command handler: the client gets a Bad response with this code
+/// and message. Use codes from 1000 up ([`group_core::proto::code::APP_MIN`]) so clients can tell them from
+/// the server's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused ({code}): {message}")]
+pub struct Rejection {
+    /// Error code for the Bad response.
+    pub code: u16,
+    /// Reason for the Bad response.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A refusal with a code and a message.
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A boxed future, as hooks return them.
+pub type HookFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type BeforeFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<(), Rejection>> + Send + Sync>;
+type AfterFn = Arc<dyn Fn(HookContext) -> HookFuture<()> + Send + Sync>;
+type CustomFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<Bytes, Rejection>> + Send + Sync>;
+
+/// The registered hooks and handlers. Built by [`crate::ServerBuilder`]; read-only once the server runs.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    before: BTreeMap<Command, Vec<BeforeFn>>,
+    after: BTreeMap<Command, Vec<AfterFn>>,
+    custom: BTreeMap<(u8, u16), CustomFn>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn counts<T>(m: &BTreeMap<Command, Vec<T>>) -> Vec<(Command, usize)> {
+            m.iter().map(|(k, v)| (*k, v.len())).collect()
+        }
+        f.debug_struct("Hooks")
+            .field("before", &counts(&self.before))
+            .field("after", &counts(&self.after))
+            .field("custom", &self.custom.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Hooks {
+    pub(crate) fn add_before<F, Fut>(&mut self, command: Command, hook: F)
+    where
+        F: Fn(HookContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Rejection>> + Send + 'static,
+    {
+        let hook: BeforeFn = Arc::new(move |ctx| Box::pin(hook(ctx)));
+        self.before.entry(command).or_default().push(hook);
+    }
+
+    pub(crate) fn add_after<F, Fut>(&mut self, command: Command, hook: F)
+    where
+        F: Fn(HookContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let hook: AfterFn = Arc::new(move |ctx| Box::pin(hook(ctx)));
+        self.after.entry(command).or_default().push(hook);
+    }
+
+    /// Returns false if (ver, cmd) already had a handler (the new one replaces it).
+    pub(crate) fn add_custom<F, Fut>(&mut self, ver: u8, cmd: u16, handler: F) -> bool
+    where
+        F: Fn(HookContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Rejection>> + Send + 'static,
+    {
+        let handler: CustomFn = Arc::new(move |ctx| Box::pin(handler(ctx)));
+        self.custom.insert((ver, cmd), handler).is_none()
+    }
+
+    pub(crate) fn has_before(&self, command: Command) -> bool {
+        self.before.get(&command).is_some_and(|v| !v.is_empty())
+    }
+
+    pub(crate) fn has_after(&self, command: Command) -> bool {
+        self.after.get(&command).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Runs the Before chain in registration order; the first rejection stops it.
+    pub(crate) async fn run_before(
+        &self,
+        command: Command,
+        ctx: &HookContext,
+    ) -> Result<(), Rejection> {
+        for hook in self.before.get(&command).into_iter().flatten() {
+            hook(ctx.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the After chain in registration order.
+    pub(crate) async fn run_after(&self, command: Command, ctx: &HookContext) {
+        for hook in self.after.get(&command).into_iter().flatten() {
+            hook(ctx.clone()).await;
+        }
+    }
+
+    pub(crate) fn custom(&self, ver: u8, cmd: u16) -> Option<CustomFn> {
+        self.custom.get(&(ver, cmd)).cloned()
+    }
+}

@@ -1,0 +1,42 @@
+//! `group-net`: the tokio driver around [`group_core::Node`]. One node serves game clients over TCP and
+//! WebSocket (UDP with KCP is on its way), runs server code's hooks, and offers the Rust server API
+//! ([`ServerHandle`]) and a Rust client ([`client`]).
+//!
+//! ```no_run
+//! use group_net::{Command, Rejection, ServerBuilder, ServerConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = ServerBuilder::new(ServerConfig::default())
+//!     .before(Command::Join, |ctx| async move {
+//!         if ctx.uid.starts_with("banned") {
+//!             return Err(Rejection::new(1001, "you are banned"));
+//!         }
+//!         Ok(())
+//!     })
+//!     .start()
+//!     .await?;
+//! println!("listening on {:?}", server.tcp_addr());
+//! # Ok(()) }
+//! ```
+//!
+//! Architecture: one task owns the core `Node` and its single timer; each connection has a reader task
+//! (decoding frames, checking Hello tokens, running hooks) and a writer task fed by a bounded queue. A full
+//! queue marks a slow consumer, which is disconnected rather than waited for.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+mod conn;
+pub mod hooks;
+mod listener;
+mod node_task;
+mod server;
+mod tcp;
+mod ws;
+
+pub use config::ServerConfig;
+pub use hooks::{Command, HookContext, HookFuture, Rejection};
+pub use node_task::{NodeState, Stats};
+pub use server::{
+    ApiError, CustomMessageFn, Server, ServerBuilder, ServerHandle, StartError, TickFn,
+};

@@ -1,0 +1,529 @@
+//! Starting a server, and the Rust server API (Diarkis's Group package) on a cloneable [`ServerHandle`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use group_core::proto::{CreateRequest, VER_CUSTOM_MIN};
+use group_core::{
+    BroadcastError, CreateError, GroupId, GroupSnapshot, JoinError, LeaveError, Node, NodeAddr,
+    NodeConfig, Sid, TickError,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::auth::TokenVerifier;
+use crate::config::ServerConfig;
+use crate::conn::Shared;
+use crate::hooks::{Command, HookContext, HookFuture, Hooks, Rejection};
+use crate::listener::Listeners;
+use crate::node_task::{self, Input, Kill, NodeState, Stats};
+
+/// A tick callback: runs on its own task each time the group's timer fires.
+pub type TickFn = Arc<dyn Fn(GroupId, ServerHandle) -> HookFuture<()> + Send + Sync>;
+/// Makes the custom message for discard (112 push) or rejoin (111 push): group, uid, sid.
+pub type CustomMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
+
+/// Inputs waiting for the node task, at most. Readers wait when it is full: backpressure to clients.
+const INPUT_QUEUE: usize = 8192;
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// `tcp`, `ws` or `udp`.
+        transport: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] group_core::ConfigError),
+    /// A custom command was registered with ver 0 or 1, which belong to the protocol.
+    #[error("custom commands need ver >= 2, got ver {ver} cmd {cmd}")]
+    ReservedCommand {
+        /// The version byte.
+        ver: u8,
+        /// The command.
+        cmd: u16,
+    },
+}
+
+/// Builds a server: configuration, hooks, handlers, listeners. Consumed by [`ServerBuilder::start`], so
+/// nothing can be registered once clients can connect.
+pub struct ServerBuilder {
+    config: ServerConfig,
+    hooks: Hooks,
+    reserved: Vec<(u8, u16)>,
+    discard_message: Option<CustomMessageFn>,
+    rejoin_message: Option<CustomMessageFn>,
+    tcp: Option<TcpListener>,
+    ws: Option<TcpListener>,
+    seed: Option<u64>,
+}
+
+impl ServerBuilder {
+    /// A builder for `config`. Listeners are bound from its addresses unless given already bound.
+    pub fn new(config: ServerConfig) -> Self {
+        ServerBuilder {
+            config,
+            hooks: Hooks::default(),
+            reserved: Vec::new(),
+            discard_message: None,
+            rejoin_message: None,
+            tcp: None,
+            ws: None,
+            seed: None,
+        }
+    }
+
+    /// Adds a hook that runs before `command`; several run in registration order, and the first
+    /// [`Rejection`] stops the chain and the command: the client gets Bad with the rejection's code and
+    /// message. Hooks may await.
+    pub fn before<F, Fut>(mut self, command: Command, hook: F) -> Self
+    where
+        F: Fn(HookContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Rejection>> + Send + 'static,
+    {
+        self.hooks.add_before(command, hook);
+        self
+    }
+
+    /// Adds a hook that runs after `command` succeeded (never after a refusal), in registration order.
+    pub fn after<F, Fut>(mut self, command: Command, hook: F) -> Self
+    where
+        F: Fn(HookContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.add_after(command, hook);
+        self
+    }
+
+    /// Handles the server's own command (ver >= 2): the returned bytes are the Ok payload; a rejection is
+    /// sent as Bad. Registering ver 0 or 1 makes [`ServerBuilder::start`] fail.
+    pub fn on_command<F, Fut>(mut self, ver: u8, cmd: u16, handler: F) -> Self
+    where
+        F: Fn(HookContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Rejection>> + Send + 'static,
+    {
+        if ver < VER_CUSTOM_MIN {
+            self.reserved.push((ver, cmd));
+        } else {
+            self.hooks.add_custom(ver, cmd, handler);
+        }
+        self
+    }
+
+    /// Sets the discard custom message: pushed (as a 112 leave) to a group's remaining members when a
+    /// member's session ends. Default: empty.
+    pub fn discard_message(
+        mut self,
+        f: impl FnMut(&GroupId, &str, &Sid) -> Bytes + Send + 'static,
+    ) -> Self {
+        self.discard_message = Some(Box::new(f));
+        self
+    }
+
+    /// Sets the rejoin custom message: pushed (as a 111 join) to members re-registered with a new owner
+    /// after cluster failover. Kept for the cluster driver; a single node never re-registers members.
+    pub fn rejoin_message(
+        mut self,
+        f: impl FnMut(&GroupId, &str, &Sid) -> Bytes + Send + 'static,
+    ) -> Self {
+        self.rejoin_message = Some(Box::new(f));
+        self
+    }
+
+    /// Uses an already bound TCP listener (tests bind port 0).
+    pub fn tcp_listener(mut self, listener: TcpListener) -> Self {
+        self.tcp = Some(listener);
+        self
+    }
+
+    /// Uses an already bound listener for WebSocket.
+    pub fn ws_listener(mut self, listener: TcpListener) -> Self {
+        self.ws = Some(listener);
+        self
+    }
+
+    /// Fixes the seed for session IDs and random-join picks (default: from the system clock).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Binds, starts the node task and the listeners, and returns once they accept connections.
+    pub async fn start(mut self) -> Result<Server, StartError> {
+        if let Some(&(ver, cmd)) = self.reserved.first() {
+            return Err(StartError::ReservedCommand { ver, cmd });
+        }
+        let tcp = bind(self.tcp.take(), self.config.tcp, "tcp").await?;
+        let ws = bind(self.ws.take(), self.config.ws, "ws").await?;
+        let wall_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let wall_ns = u64::try_from(wall_ns).unwrap_or(u64::MAX);
+        let mesh = match self.config.mesh {
+            SocketAddr::V4(v4) => NodeAddr(v4),
+            SocketAddr::V6(_) => {
+                NodeAddr::new(std::net::Ipv4Addr::LOCALHOST, self.config.mesh.port())
+            }
+        };
+        let node_config = NodeConfig {
+            addr: mesh,
+            seed: self
+                .seed
+                .unwrap_or(wall_ns ^ u64::from(std::process::id()).rotate_left(32)),
+            clock_origin_ns: wall_ns,
+            group: self.config.group.clone(),
+            limits: self.config.limits.clone(),
+        };
+        let mut node = Node::new(node_config, group_core::Instant::ZERO)?;
+        if let Some(f) = self.discard_message.take() {
+            node.set_discard_message(f);
+        }
+        if self.config.auth_secret.is_none() {
+            tracing::warn!(
+                "no server.authSecret configured: any uid is accepted without authentication"
+            );
+        }
+        let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
+        let stats = Arc::new(Stats::default());
+        let handle = ServerHandle {
+            inputs: inputs.clone(),
+        };
+        let shared = Arc::new(Shared {
+            inputs,
+            hooks: self.hooks,
+            verifier: self
+                .config
+                .auth_secret
+                .as_ref()
+                .map(|s| TokenVerifier::new(s.as_bytes())),
+            max_payload: self.config.limits.max_payload,
+            outbound_queue: self.config.outbound_queue,
+        });
+        let stop_node = Arc::new(Kill::default());
+        let state = NodeState::new(
+            node,
+            tokio::time::Instant::now(),
+            stats.clone(),
+            handle.clone(),
+        );
+        let mut tasks = JoinSet::new();
+        tasks.spawn(node_task::run(state, receiver, stop_node.clone()));
+        let listeners = Arc::new(Listeners::new(
+            shared,
+            self.config.limits.max_connections,
+            stats.clone(),
+        ));
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let ws_addr = ws.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(listener) = tcp {
+            tasks.spawn(crate::tcp::accept_loop(listener, listeners.clone()));
+        }
+        if let Some(listener) = ws {
+            tasks.spawn(crate::ws::accept_loop(
+                listener,
+                listeners.clone(),
+                self.config.ws_read_buffer,
+            ));
+        }
+        Ok(Server {
+            handle,
+            tcp_addr,
+            ws_addr,
+            stats,
+            listeners,
+            stop_node,
+            tasks,
+        })
+    }
+}
+
+async fn bind(
+    given: Option<TcpListener>,
+    addr: Option<SocketAddr>,
+    transport: &'static str,
+) -> Result<Option<TcpListener>, StartError> {
+    match (given, addr) {
+        (Some(listener), _) => Ok(Some(listener)),
+        (None, None) => Ok(None),
+        (None, Some(addr)) => {
+            TcpListener::bind(addr)
+                .await
+                .map(Some)
+                .map_err(|source| StartError::Bind {
+                    transport,
+                    addr,
+                    source,
+                })
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    handle: ServerHandle,
+    tcp_addr: Option<SocketAddr>,
+    ws_addr: Option<SocketAddr>,
+    stats: Arc<Stats>,
+    listeners: Arc<Listeners>,
+    stop_node: Arc<Kill>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// The server API.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The TCP listener's address (the real port when bound to port 0).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The WebSocket listener's address.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// Connections disconnected because their outbound queue was full.
+    pub fn slow_consumers(&self) -> u64 {
+        self.stats.slow_consumers.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused because `maxConnections` were open.
+    pub fn refused_connections(&self) -> u64 {
+        self.stats.refused.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, closes every connection, and waits for the tasks to end (at most `grace`).
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.listeners.stop.kill();
+        self.stop_node.kill();
+        let _ = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+}
+
+/// Why a server API call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The server has stopped.
+    #[error("server stopped")]
+    Stopped,
+    /// See [`CreateError`].
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    /// See [`JoinError`].
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// See [`LeaveError`].
+    #[error(transparent)]
+    Leave(#[from] LeaveError),
+    /// See [`BroadcastError`].
+    #[error(transparent)]
+    Broadcast(#[from] BroadcastError),
+    /// See [`TickError`].
+    #[error(transparent)]
+    Tick(#[from] TickError),
+}
+
+impl ApiError {
+    /// Diarkis's IsNewGroupError.
+    pub fn is_create_error(&self) -> bool {
+        matches!(self, ApiError::Create(_))
+    }
+    /// Diarkis's IsJoinError.
+    pub fn is_join_error(&self) -> bool {
+        matches!(self, ApiError::Join(_))
+    }
+    /// Diarkis's IsLeaveError.
+    pub fn is_leave_error(&self) -> bool {
+        matches!(self, ApiError::Leave(_))
+    }
+}
+
+/// The server API. Cheap to clone; every call runs on the node task, in order.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inputs: mpsc::Sender<Input>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerHandle")
+    }
+}
+
+impl ServerHandle {
+    /// Runs `f` on the node task and returns its result; outputs it produces are sent before the call returns.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut NodeState) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let call = Box::new(move |state: &mut NodeState| {
+            let _ = reply.send(f(state));
+        });
+        self.inputs
+            .send(Input::Call(call))
+            .await
+            .map_err(|_| ApiError::Stopped)?;
+        answer.await.map_err(|_| ApiError::Stopped)
+    }
+
+    /// Creates a group (Diarkis's NewGroup); `creator` joins it when `params.join` is set.
+    pub async fn new_group(
+        &self,
+        params: CreateRequest,
+        creator: Option<String>,
+    ) -> Result<GroupId, ApiError> {
+        self.call(move |s| {
+            let now = s.now();
+            s.node.create(&params, creator.as_deref(), now)
+        })
+        .await?
+        .map_err(ApiError::from)
+    }
+
+    /// Joins `uid` to a group; the other members get a `ver`/`cmd` push when `message` is non-empty.
+    pub async fn join(
+        &self,
+        group: GroupId,
+        uid: String,
+        message: Bytes,
+        ver: u8,
+        cmd: u16,
+    ) -> Result<(), ApiError> {
+        self.call(move |s| s.node.join(&group, &uid, message, ver, cmd))
+            .await?
+            .map_err(ApiError::from)
+    }
+
+    /// Removes `uid` from a group; the remaining members get a `ver`/`cmd` push when `message` is non-empty.
+    pub async fn leave(
+        &self,
+        group: GroupId,
+        uid: String,
+        message: Bytes,
+        ver: u8,
+        cmd: u16,
+    ) -> Result<(), ApiError> {
+        self.call(move |s| s.node.leave(&group, &uid, message, ver, cmd))
+            .await?
+            .map_err(ApiError::from)
+    }
+
+    /// Broadcasts `message` from member `uid` to the other members.
+    pub async fn broadcast(
+        &self,
+        group: GroupId,
+        uid: String,
+        ver: u8,
+        cmd: u16,
+        message: Bytes,
+        reliable: bool,
+    ) -> Result<(), ApiError> {
+        self.call(move |s| s.node.broadcast(&group, &uid, ver, cmd, message, reliable))
+            .await?
+            .map_err(ApiError::from)
+    }
+
+    /// Sends `message` to every member from the server itself (an entry with an empty uid).
+    pub async fn announce(
+        &self,
+        group: GroupId,
+        ver: u8,
+        cmd: u16,
+        message: Bytes,
+        reliable: bool,
+    ) -> Result<(), ApiError> {
+        self.call(move |s| s.node.announce(&group, ver, cmd, message, reliable))
+            .await?
+            .map_err(ApiError::from)
+    }
+
+    /// The groups `uid` is in, in join order (GetGroupIDList); `None` if no such session here.
+    pub async fn group_ids(&self, uid: String) -> Result<Option<Vec<GroupId>>, ApiError> {
+        self.call(move |s| s.node.user_group_ids(&uid).map(<[GroupId]>::to_vec))
+            .await
+    }
+
+    /// The group `uid` joined last (GetGroupID).
+    pub async fn latest_group_id(&self, uid: String) -> Result<Option<GroupId>, ApiError> {
+        self.call(move |s| s.node.latest_group_id(&uid)).await
+    }
+
+    /// The mesh addresses of the nodes holding members of a group (GetMemberMeshNodes).
+    pub async fn member_mesh_nodes(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<Vec<NodeAddr>>, ApiError> {
+        self.call(move |s| s.node.member_nodes(&group).map(|n| n.into_iter().collect()))
+            .await
+    }
+
+    /// A snapshot of a group.
+    pub async fn snapshot(&self, group: GroupId) -> Result<Option<GroupSnapshot>, ApiError> {
+        self.call(move |s| s.node.group_snapshot(&group)).await
+    }
+
+    /// Calls `callback` every `interval` while the group exists (`None` stops it).
+    pub async fn set_tick<F, Fut>(
+        &self,
+        group: GroupId,
+        interval: Option<Duration>,
+        callback: F,
+    ) -> Result<(), ApiError>
+    where
+        F: Fn(GroupId, ServerHandle) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let callback: TickFn = Arc::new(move |g, h| Box::pin(callback(g, h)));
+        self.call(move |s| {
+            let now = s.now();
+            s.node.set_tick(&group, interval, now)?;
+            s.set_tick_callback(group, interval.map(|_| callback));
+            Ok::<(), TickError>(())
+        })
+        .await?
+        .map_err(ApiError::from)
+    }
+
+    /// Pushes (status 0xFF) a frame to a connected user; false if the user has no session here.
+    pub async fn push_to_user(
+        &self,
+        uid: String,
+        ver: u8,
+        cmd: u16,
+        payload: Bytes,
+    ) -> Result<bool, ApiError> {
+        self.call(move |s| s.node.push_to_user(&uid, ver, cmd, &payload))
+            .await
+    }
+
+    /// Takes the node offline: no new groups, and every client gets the Offline push.
+    pub async fn set_offline(&self) -> Result<(), ApiError> {
+        self.call(|s| {
+            let now = s.now();
+            s.node.set_offline(now);
+        })
+        .await
+    }
+}

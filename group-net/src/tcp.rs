@@ -1,0 +1,178 @@
+//! TCP: frames back to back in the stream, TCP_NODELAY, one reader and one vectored writer per connection.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use group_core::ConnId;
+use group_core::proto::{CLIENT_HEADER_LEN, ClientHeader, FrameError, decode_client_frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use crate::conn::{Connection, Shared};
+use crate::listener::Listeners;
+use crate::node_task::{Kill, Outgoing};
+
+/// Initial read buffer: small, so idle connections stay cheap; it grows to fit a frame being read.
+const INITIAL_READ_BUFFER: usize = 1024;
+/// Frames written with one vectored write at most.
+const MAX_BATCH: usize = 64;
+
+/// Accepts TCP connections until `stop` fires.
+pub(crate) async fn accept_loop(listener: TcpListener, listeners: Arc<Listeners>) {
+    loop {
+        let accepted = tokio::select! {
+            () = listeners.stop.killed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly rather than spin.
+                tracing::warn!("TCP accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(permit) = listeners.admit() else {
+            tracing::warn!(%peer, "refusing TCP connection: maxConnections reached");
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "set_nodelay failed: {e}");
+        }
+        let shared = listeners.shared.clone();
+        let conn = listeners.next_conn();
+        tokio::spawn(serve(stream, conn, shared, permit));
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    conn: ConnId,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let Ok((mut connection, queue, kill)) = Connection::open(conn, shared).await else {
+        return;
+    };
+    let (reader, writer) = stream.into_split();
+    let writer_task = tokio::spawn(write_frames(writer, queue, kill.clone()));
+    read_frames(reader, &mut connection, &kill).await;
+    if !connection.finished() {
+        connection.disconnected().await;
+    }
+    // The writer flushes what the node queued (a Bad frame, a Fin response), then closes.
+    let _ = writer_task.await;
+}
+
+/// Reads frames until EOF, an error, a fatal frame, or the kill switch. The caller reports the disconnect
+/// unless the connection finished on its own terms (Fin, oversized frame, refused Hello).
+pub(crate) async fn read_frames<R: AsyncRead + Unpin>(
+    mut reader: R,
+    connection: &mut Connection,
+    kill: &Kill,
+) {
+    let max = connection.max_payload();
+    let mut buf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+    loop {
+        loop {
+            match decode_client_frame(&mut buf, max) {
+                Ok(Some(frame)) => {
+                    if connection.dispatch(frame).await.is_err() || connection.finished() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(FrameError::TooLarge { ver, cmd, len, .. }) => {
+                    let _ = connection.oversized(ver, cmd, len).await;
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        reserve_for_next_frame(&mut buf, max);
+        let read = tokio::select! {
+            () = kill.killed() => return,
+            read = reader.read_buf(&mut buf) => read,
+        };
+        if matches!(read, Ok(0) | Err(_)) {
+            return; // EOF or reset: the caller reports the disconnect.
+        }
+    }
+}
+
+/// Makes room for the rest of the frame at the front of `buf` (its length is known once the header is in),
+/// or for a small read when no frame has started.
+fn reserve_for_next_frame(buf: &mut BytesMut, max_payload: u32) {
+    let wanted = match ClientHeader::parse(buf, max_payload) {
+        Ok(header) => CLIENT_HEADER_LEN + header.len as usize,
+        Err(_) => buf.len() + INITIAL_READ_BUFFER,
+    };
+    if buf.capacity() < wanted {
+        buf.reserve(wanted - buf.len());
+    } else if buf.capacity() == buf.len() {
+        buf.reserve(INITIAL_READ_BUFFER);
+    }
+}
+
+/// Writes queued frames, batching what is ready into one vectored write, until the queue closes or the
+/// kill switch fires. Then closes the socket and tells the reader.
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut queue: mpsc::Receiver<Outgoing>,
+    kill: Arc<Kill>,
+) {
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = kill.killed() => break,
+            next = queue.recv() => match next {
+                Some(outgoing) => outgoing,
+                None => break,
+            },
+        };
+        batch.push_back(first.frame);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(outgoing) => batch.push_back(outgoing.frame),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            biased;
+            () = kill.killed() => break,
+            written = write_all_vectored(&mut writer, &mut batch) => written,
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+    kill.kill();
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    while !batch.is_empty() {
+        let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while let Some(front) = batch.front_mut() {
+            if written < front.len() {
+                front.advance(written);
+                break;
+            }
+            written -= front.len();
+            batch.pop_front();
+        }
+    }
+    Ok(())
+}

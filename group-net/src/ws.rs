@@ -1,0 +1,201 @@
+//! WebSocket: each binary message holds one or more whole frames. Text messages, and binary messages that
+//! end inside a frame, close the connection with a close code and a reason saying what was wrong.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use group_core::ConnId;
+use group_core::proto::{CLIENT_HEADER_LEN, FrameError, code, decode_client_frame};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::{WebSocketStream, accept_async_with_config};
+
+use crate::conn::{Connection, Shared};
+use crate::listener::Listeners;
+use crate::node_task::{Kill, Outgoing};
+
+/// A client gets this long to complete the WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer waits to deliver its Close message before dropping the socket.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The close code and reason the writer sends once it has flushed the queue.
+type CloseReason = Arc<Mutex<Option<(CloseCode, String)>>>;
+
+/// Accepts WebSocket connections until `stop` fires.
+pub(crate) async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    listeners: Arc<Listeners>,
+    read_buffer: usize,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = listeners.stop.killed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("WebSocket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(permit) = listeners.admit() else {
+            tracing::warn!(%peer, "refusing WebSocket connection: maxConnections reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = listeners.shared.clone();
+        let conn = listeners.next_conn();
+        tokio::spawn(serve(stream, conn, shared, permit, read_buffer));
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    conn: ConnId,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+    read_buffer: usize,
+) {
+    // A message may hold several frames; allow two maximal frames so that an oversized frame header is
+    // seen (and refused with a Bad frame) rather than the message being cut by the library.
+    let limit = 2 * (shared.max_payload as usize + CLIENT_HEADER_LEN);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(read_buffer)
+        .write_buffer_size(0)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let ws = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        accept_async_with_config(stream, Some(config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => return tracing::debug!(conn = conn.0, "WebSocket handshake failed: {e}"),
+        Err(_) => return tracing::debug!(conn = conn.0, "WebSocket handshake timed out"),
+    };
+    let Ok((mut connection, queue, kill)) = Connection::open(conn, shared).await else {
+        return;
+    };
+    let (sink, messages) = ws.split();
+    let close: CloseReason = Arc::default();
+    let writer = tokio::spawn(write_messages(sink, queue, kill.clone(), close.clone()));
+    read_messages(messages, &mut connection, &kill, &close).await;
+    if !connection.finished() {
+        connection.disconnected().await;
+    }
+    let _ = writer.await;
+}
+
+async fn read_messages(
+    mut messages: futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,
+    connection: &mut Connection,
+    kill: &Kill,
+    close: &CloseReason,
+) {
+    let max = connection.max_payload();
+    loop {
+        let message = tokio::select! {
+            () = kill.killed() => return,
+            message = messages.next() => message,
+        };
+        let data = match message {
+            Some(Ok(Message::Binary(data))) => data,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Text(_))) => {
+                let reason =
+                    "text messages are not part of the protocol: send frames in binary messages";
+                set_close(close, CloseCode::Unsupported, reason);
+                let _ = connection
+                    .refuse_and_close(code::MALFORMED, reason.into())
+                    .await;
+                return;
+            }
+            Some(Ok(Message::Close(_))) | None => return,
+            Some(Err(e)) => {
+                set_close(close, CloseCode::Protocol, &e.to_string());
+                return;
+            }
+        };
+        let mut buf = BytesMut::from(data);
+        loop {
+            match decode_client_frame(&mut buf, max) {
+                Ok(Some(frame)) => {
+                    if connection.dispatch(frame).await.is_err() || connection.finished() {
+                        return;
+                    }
+                }
+                Ok(None) if buf.is_empty() => break,
+                Ok(None) => {
+                    let reason =
+                        "binary message ended inside a frame: a message must hold whole frames";
+                    set_close(close, CloseCode::Protocol, reason);
+                    let _ = connection
+                        .refuse_and_close(code::MALFORMED, reason.into())
+                        .await;
+                    return;
+                }
+                Err(FrameError::TooLarge { ver, cmd, len, .. }) => {
+                    set_close(close, CloseCode::Size, "frame larger than maxPayload");
+                    let _ = connection.oversized(ver, cmd, len).await;
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn set_close(close: &CloseReason, code: CloseCode, reason: &str) {
+    if let Ok(mut slot) = close.lock() {
+        slot.get_or_insert_with(|| (code, reason.to_string()));
+    }
+}
+
+/// Sends each queued frame as a binary message, flushing once per batch, then a Close message.
+async fn write_messages(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    kill: Arc<Kill>,
+    close: CloseReason,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = kill.killed() => break,
+            next = queue.recv() => match next {
+                Some(outgoing) => outgoing,
+                None => break,
+            },
+        };
+        let written = tokio::select! {
+            biased;
+            () = kill.killed() => break,
+            written = async {
+                sink.feed(Message::Binary(first.frame)).await?;
+                while let Ok(next) = queue.try_recv() {
+                    sink.feed(Message::Binary(next.frame)).await?;
+                }
+                sink.flush().await
+            } => written,
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+    let reason = close.lock().ok().and_then(|mut slot| slot.take());
+    let frame = reason.map(|(code, reason)| CloseFrame {
+        code,
+        reason: reason.into(),
+    });
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(frame))).await;
+    kill.kill();
+}

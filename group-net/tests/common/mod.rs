@@ -1,0 +1,73 @@
+//! Shared test helpers: servers on loopback port 0, clients, and a time bound on every await.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use group_net::client::{Client, Push};
+use group_net::{Server, ServerBuilder, ServerConfig};
+use tokio::net::TcpListener;
+
+/// Every await in these tests is bounded: a hang fails the test instead of stalling CI.
+pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A config with loopback listeners on port 0 and no UDP.
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        udp: None,
+        ..ServerConfig::default()
+    }
+}
+
+/// Starts `builder` with TCP and WebSocket listeners on 127.0.0.1, port 0. Server logs go to the test's
+/// output when `RUST_LOG` is set.
+pub async fn start(builder: ServerBuilder) -> Server {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::from_default_env();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    builder
+        .tcp_listener(tcp)
+        .ws_listener(ws)
+        .seed(7)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Transport {
+    Tcp,
+    Ws,
+}
+
+/// A client connected over `transport` that has said Hello as `uid`.
+pub async fn user(server: &Server, transport: Transport, uid: &str) -> Client {
+    let mut client = connect(server, transport).await;
+    bounded("hello", client.hello(uid, "")).await.unwrap();
+    client
+}
+
+pub async fn connect(server: &Server, transport: Transport) -> Client {
+    let connected = match transport {
+        Transport::Tcp => Client::connect_tcp(server.tcp_addr().unwrap()).await,
+        Transport::Ws => Client::connect_ws(server.ws_addr().unwrap()).await,
+    };
+    connected.unwrap()
+}
+
+pub async fn next_push(client: &mut Client) -> Push {
+    bounded("push", client.next_push())
+        .await
+        .expect("connection closed while waiting for a push")
+}
