@@ -1,0 +1,239 @@
+//! Limits and bad input: a misbehaving client is refused or disconnected, never panics the server, and
+//! never disturbs a well-behaved member of the same group, who keeps receiving everything.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Transport, bounded, config, connect, next_push, start, user};
+use group_core::proto::{CreateRequest, Request, code, encode_client_frame};
+use group_net::client::{Client, Push};
+use group_net::{Server, ServerBuilder, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A group with a sender and a well-behaved receiver; returns (server, sender, receiver, group).
+async fn group_of_two(config: ServerConfig) -> (Server, Client, Client, group_core::GroupId) {
+    let server = start(ServerBuilder::new(config)).await;
+    let mut sender = user(&server, Transport::Tcp, "sender").await;
+    let mut receiver = user(&server, Transport::Ws, "receiver").await;
+    let params = CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    };
+    let group = bounded("create", sender.create(params)).await.unwrap();
+    bounded("join", receiver.join(group, b"")).await.unwrap();
+    (server, sender, receiver, group)
+}
+
+/// The receiver gets `count` broadcasts numbered from `from`, in order.
+async fn receives_in_order(receiver: &mut Client, from: u32, count: u32) {
+    for expected in from..from + count {
+        let Push::Broadcast { entries, .. } = next_push(receiver).await else {
+            panic!()
+        };
+        for entry in entries {
+            assert_eq!(
+                u32::from_be_bytes(entry.message[..4].try_into().unwrap()),
+                expected
+            );
+        }
+    }
+}
+
+async fn send_numbered(sender: &mut Client, group: group_core::GroupId, from: u32, count: u32) {
+    for i in from..from + count {
+        bounded(
+            "broadcast",
+            sender.broadcast(group, Bytes::copy_from_slice(&i.to_be_bytes()), true),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn oversized_frames_get_bad_then_close_on_tcp_and_websocket() {
+    let mut cfg = config();
+    cfg.limits.max_payload = 1024;
+    cfg.limits.max_merge_bytes = 1024;
+    let (server, mut sender, mut receiver, group) = group_of_two(cfg).await;
+    for transport in [Transport::Tcp, Transport::Ws] {
+        let mut bad = user(&server, transport, "big").await;
+        let request = Request::Broadcast {
+            group,
+            reliable: true,
+            message: Bytes::from(vec![0u8; 2000]),
+        };
+        let refused = bounded("oversized", bad.request(&request))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Some(code::PAYLOAD_TOO_LARGE), "{refused:?}");
+        bounded("closed", bad.closed()).await;
+    }
+    send_numbered(&mut sender, group, 0, 3).await;
+    receives_in_order(&mut receiver, 0, 3).await;
+}
+
+#[tokio::test]
+async fn garbage_half_frames_and_text_messages_do_not_disturb_others() {
+    let (server, mut sender, mut receiver, group) = group_of_two(config()).await;
+
+    // Garbage on TCP: a header claiming 4 GiB. Refused with Bad and closed.
+    let mut raw = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    raw.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3])
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    bounded("garbage closed", raw.read_to_end(&mut reply))
+        .await
+        .unwrap();
+    assert_eq!(reply[3], 4, "a Bad frame before the close");
+    assert_eq!(
+        u16::from_be_bytes([reply[8], reply[9]]),
+        code::PAYLOAD_TOO_LARGE
+    );
+
+    // Half a frame, then the client vanishes.
+    let mut half = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    let mut frame = bytes::BytesMut::new();
+    encode_client_frame(0, 4, &[5, b'h', b'a', b'l', b'f', 0, 0], &mut frame);
+    half.write_all(&frame[..6]).await.unwrap();
+    drop(half);
+
+    // A malformed payload inside a good frame: Bad, and the connection stays usable.
+    let mut sloppy = user(&server, Transport::Tcp, "sloppy").await;
+    let mut bad = bytes::BytesMut::new();
+    encode_client_frame(1, 110, &[9, 9], &mut bad);
+    sloppy.send_raw(&bad).await.unwrap();
+    let Push::Refused { error, .. } = next_push(&mut sloppy).await else {
+        panic!()
+    };
+    assert_eq!(error.code, code::MALFORMED);
+    assert_eq!(
+        &bounded("ping", sloppy.ping(b"still here")).await.unwrap()[..],
+        b"still here"
+    );
+
+    // WebSocket: a text message, and a binary message that ends inside a frame: closed.
+    let mut ws = connect(&server, Transport::Ws).await;
+    ws.send_raw(&frame[..6]).await.unwrap();
+    bounded("ws half frame closed", ws.closed()).await;
+
+    send_numbered(&mut sender, group, 0, 5).await;
+    receives_in_order(&mut receiver, 0, 5).await;
+}
+
+#[tokio::test]
+async fn websocket_text_messages_close_with_a_reason() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start(ServerBuilder::new(config())).await;
+    let stream = TcpStream::connect(server.ws_addr().unwrap()).await.unwrap();
+    let url = format!("ws://{}/", server.ws_addr().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    ws.send(Message::Text("hello?".into())).await.unwrap();
+    let mut close_reason = None;
+    while let Some(Ok(message)) = bounded("ws close", ws.next()).await {
+        if let Message::Close(Some(frame)) = message {
+            close_reason = Some((u16::from(frame.code), frame.reason.to_string()));
+        }
+    }
+    let (close_code, reason) = close_reason.expect("a Close frame with a reason");
+    assert_eq!(close_code, 1003);
+    assert!(reason.contains("binary"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_and_counted_while_others_receive_everything() {
+    let mut cfg = config();
+    cfg.outbound_queue = 16;
+    let (server, mut sender, mut receiver, group) = group_of_two(cfg).await;
+    // A member that never reads: its socket buffers fill, then its queue of 16 frames.
+    let mut slow = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    let mut frames = bytes::BytesMut::new();
+    Request::Hello {
+        uid: "slow".into(),
+        token: Bytes::new(),
+    }
+    .encode(&mut frames);
+    Request::Join {
+        group,
+        message: Bytes::new(),
+    }
+    .encode(&mut frames);
+    slow.write_all(&frames).await.unwrap();
+
+    let big = Bytes::from(vec![1u8; 16 * 1024]);
+    let mut sent = 0u32;
+    while server.slow_consumers() == 0 {
+        assert!(sent < 10_000, "the slow member was never disconnected");
+        let mut message = sent.to_be_bytes().to_vec();
+        message.extend_from_slice(&big);
+        bounded(
+            "broadcast",
+            sender.broadcast(group, Bytes::from(message), true),
+        )
+        .await
+        .unwrap();
+        sent += 1;
+        // The receiver keeps up, so it is never the slow one.
+        receives_in_order(&mut receiver, sent - 1, 1).await;
+    }
+    assert_eq!(server.slow_consumers(), 1);
+    // The receiver heard the slow member leave (discard) and keeps receiving.
+    let Push::Left { uid, .. } = next_push(&mut receiver).await else {
+        panic!()
+    };
+    assert_eq!(uid, "slow");
+    send_numbered(&mut sender, group, 100_000, 3).await;
+    receives_in_order(&mut receiver, 100_000, 3).await;
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_refused() {
+    let mut cfg = config();
+    cfg.limits.max_connections = 2;
+    let server = start(ServerBuilder::new(cfg)).await;
+    let _a = user(&server, Transport::Tcp, "a").await;
+    let _b = user(&server, Transport::Ws, "b").await;
+    let mut third = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let read = bounded("third closed", third.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "closed without a byte");
+    assert_eq!(server.refused_connections(), 1);
+}
+
+/// Event-driven: the test waits for the close itself. That KeepAlive postpones it is proven on virtual time
+/// in group-core (real sleeps against a real timer could race on a loaded machine).
+#[tokio::test]
+async fn idle_connections_are_discarded_after_connection_ttl() {
+    let mut cfg = config();
+    cfg.limits.connection_ttl = Duration::from_secs(1);
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut idle = user(&server, Transport::Tcp, "idle").await;
+    let started = std::time::Instant::now();
+    bounded("idle close", idle.closed()).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before connectionTtl"
+    );
+}

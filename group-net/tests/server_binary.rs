@@ -1,0 +1,133 @@
+//! The `group-server` binary: starts with flags, prints one `listening` line per listener with the real
+//! port, serves clients, and exits cleanly on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use group_net::client::Client;
+
+async fn bound<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .expect("timed out")
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn listening_lines(child: &mut Child, count: usize) -> Vec<(String, SocketAddr)> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (0..count)
+        .map(|_| {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a listening line");
+            let mut words = line.split_whitespace();
+            assert_eq!(words.next(), Some("listening"), "{line}");
+            let transport = words.next().unwrap().to_string();
+            (transport, words.next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn starts_prints_real_ports_serves_and_stops_on_sigterm() {
+    let child = Command::new(env!("CARGO_BIN_EXE_group-server"))
+        .args([
+            "--tcp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--udp",
+            "off",
+            "--mesh",
+            "127.0.0.1:18100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    let lines = listening_lines(&mut server.0, 2);
+    assert_eq!(lines[0].0, "tcp");
+    assert_eq!(lines[1].0, "ws");
+    assert!(
+        lines.iter().all(|(_, addr)| addr.port() != 0),
+        "real ports: {lines:?}"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut tcp = bound(Client::connect_tcp(lines[0].1)).await.unwrap();
+        bound(tcp.hello("alice", "")).await.unwrap();
+        let mut ws = bound(Client::connect_ws(lines[1].1)).await.unwrap();
+        let refused = bound(ws.ping(b"hi")).await.unwrap_err();
+        assert_eq!(refused.code(), Some(group_core::proto::code::NOT_GREETED));
+    });
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            assert!(status.success(), "clean exit on SIGTERM: {status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_flags_and_files_are_clear_errors() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_group-server"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (status, stderr) = run(&["--tcp", "nowhere"]);
+    assert_eq!(status, Some(2));
+    assert!(stderr.contains("--tcp"), "{stderr}");
+    let (status, stderr) = run(&["--config", "/nonexistent/group.json"]);
+    assert_eq!(status, Some(2));
+    assert!(stderr.contains("/nonexistent/group.json"), "{stderr}");
+    let dir = std::env::temp_dir().join(format!("group-server-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.json");
+    std::fs::write(&file, r#"{"group": {"relayLimit": 0}}"#).unwrap();
+    let (status, stderr) = run(&["--config", file.to_str().unwrap()]);
+    assert_eq!(status, Some(2));
+    assert!(stderr.contains("group.relayLimit"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
