@@ -90,6 +90,8 @@ pub enum Push {
     },
     /// The node is going offline: create groups elsewhere.
     Offline,
+    /// An Ok response no request was waiting for (after [`Client::into_split`]).
+    Response(ServerFrame),
     /// A Bad or Err response no request was waiting for (a refused Broadcast).
     Refused {
         /// The refused command's ver.
@@ -110,20 +112,82 @@ enum Writer {
 
 /// A connection to a group server.
 pub struct Client {
-    writer: Writer,
-    inbox: mpsc::Receiver<ServerFrame>,
-    /// Pushes read while waiting for a response.
-    pending_pushes: VecDeque<Push>,
+    sender: ClientSender,
+    receiver: ClientReceiver,
     /// Requests sent and not yet answered, by (ver, cmd), in order.
     waiting: VecDeque<(u8, u16)>,
+}
+
+/// The sending half of a split [`Client`].
+pub struct ClientSender {
+    writer: Writer,
+}
+
+/// The receiving half of a split [`Client`]: every frame from the server, as [`Push`]es (responses
+/// included, as [`Push::Response`]).
+pub struct ClientReceiver {
+    inbox: mpsc::Receiver<ServerFrame>,
+    /// Pushes read while waiting for a response.
+    pending: VecDeque<Push>,
     /// The task reading the socket. It owns the read half, so it is aborted on drop: dropping a client
     /// must close its connection.
     reader: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Client {
+impl Drop for ClientReceiver {
     fn drop(&mut self) {
         self.reader.abort();
+    }
+}
+
+impl ClientReceiver {
+    /// The next push; `None` when the connection has closed.
+    pub async fn next_push(&mut self) -> Option<Push> {
+        if let Some(push) = self.pending.pop_front() {
+            return Some(push);
+        }
+        loop {
+            let frame = self.inbox.recv().await?;
+            if let Ok(push) = to_push(frame) {
+                return Some(push);
+            }
+        }
+    }
+}
+
+impl ClientSender {
+    /// Sends raw bytes. Over WebSocket they go as one binary message.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        match &mut self.writer {
+            Writer::Tcp(w) => w.write_all(bytes).await?,
+            Writer::Ws(sink) => sink
+                .send(Message::Binary(Bytes::copy_from_slice(bytes)))
+                .await
+                .map_err(|e| ClientError::WebSocket(e.to_string()))?,
+        }
+        Ok(())
+    }
+
+    /// Sends a request without waiting for its response.
+    pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        let mut out = BytesMut::new();
+        request.encode(&mut out);
+        self.send_raw(&out).await
+    }
+
+    /// Broadcasts to the other members (no Ok response; a refusal arrives on the receiver).
+    pub async fn broadcast(
+        &mut self,
+        group: GroupId,
+        message: Bytes,
+        reliable: bool,
+    ) -> Result<(), ClientError> {
+        self.send(&Request::Broadcast {
+            group,
+            reliable,
+            message,
+        })
+        .await
     }
 }
 
@@ -171,31 +235,32 @@ impl Client {
         reader: tokio::task::JoinHandle<()>,
     ) -> Client {
         Client {
-            writer,
-            inbox,
-            pending_pushes: VecDeque::new(),
+            sender: ClientSender { writer },
+            receiver: ClientReceiver {
+                inbox,
+                pending: VecDeque::new(),
+                reader,
+            },
             waiting: VecDeque::new(),
-            reader,
         }
+    }
+
+    /// Splits into a sender and a receiver that can be used at once (from different tasks or one
+    /// `select!`). Responses to requests sent after the split arrive on the receiver as pushes. Keep the
+    /// sender alive as long as the connection should stay open: dropping it shuts the socket's sending
+    /// side, which the server takes as the client leaving.
+    pub fn into_split(self) -> (ClientSender, ClientReceiver) {
+        (self.sender, self.receiver)
     }
 
     /// Sends raw bytes (tests use it to send garbage). Over WebSocket they go as one binary message.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        match &mut self.writer {
-            Writer::Tcp(w) => w.write_all(bytes).await?,
-            Writer::Ws(sink) => sink
-                .send(Message::Binary(Bytes::copy_from_slice(bytes)))
-                .await
-                .map_err(|e| ClientError::WebSocket(e.to_string()))?,
-        }
-        Ok(())
+        self.sender.send_raw(bytes).await
     }
 
     /// Sends a request without waiting for its response.
     pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
-        let mut out = BytesMut::new();
-        request.encode(&mut out);
-        self.send_raw(&out).await
+        self.sender.send(request).await
     }
 
     /// Sends a request and waits for its response; a Bad or Err response is an error.
@@ -204,11 +269,16 @@ impl Client {
         self.send(request).await?;
         self.waiting.push_back(key);
         loop {
-            let frame = self.inbox.recv().await.ok_or(ClientError::Closed)?;
+            let frame = self
+                .receiver
+                .inbox
+                .recv()
+                .await
+                .ok_or(ClientError::Closed)?;
             if frame.status == Status::Push || self.waiting.front() != Some(&(frame.ver, frame.cmd))
             {
                 let push = to_push(frame)?;
-                self.pending_pushes.push_back(push);
+                self.receiver.pending.push_back(push);
                 continue;
             }
             self.waiting.pop_front();
@@ -221,11 +291,7 @@ impl Client {
 
     /// The next push; `None` when the connection has closed.
     pub async fn next_push(&mut self) -> Option<Push> {
-        if let Some(push) = self.pending_pushes.pop_front() {
-            return Some(push);
-        }
-        let frame = self.inbox.recv().await?;
-        to_push(frame).ok()
+        self.receiver.next_push().await
     }
 
     /// Opens the session: Hello with `uid` and `token` (empty when the server has no secret).
@@ -296,7 +362,7 @@ impl Client {
 
     /// Waits until the server closes the connection, discarding anything still sent.
     pub async fn closed(&mut self) {
-        while self.inbox.recv().await.is_some() {}
+        while self.receiver.inbox.recv().await.is_some() {}
     }
 }
 
@@ -329,6 +395,9 @@ fn parse_error(payload: &Bytes) -> Result<ErrorPayload, ClientError> {
 
 fn to_push(frame: ServerFrame) -> Result<Push, ClientError> {
     let protocol = |e: group_core::proto::PushError| ClientError::Protocol(e.to_string());
+    if frame.status == Status::Ok {
+        return Ok(Push::Response(frame));
+    }
     if frame.status != Status::Push {
         let error = parse_error(&frame.payload)?;
         return Ok(Push::Refused {

@@ -6,7 +6,7 @@
 //!   "group":  { "remoteJoinTries": 4, "relayLimit": 2, "sendInterval": 300, "staticGroups": [] },
 //!   "limits": { "maxPayload": 65536, "connectionTtl": 10 },
 //!   "server": { "tcp": "127.0.0.1:7100", "ws": "127.0.0.1:7200", "udp": "127.0.0.1:7100",
-//!               "authSecret": null, "outboundQueue": 1024, "wsReadBuffer": 8192 },
+//!               "authSecret": null, "outboundQueue": 1024, "wsReadBuffer": 4096 },
 //!   "mesh":   { "bind": "127.0.0.1:8100" }
 //! }
 //! ```
@@ -62,7 +62,7 @@ impl Default for ServerConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8100))),
             auth_secret: None,
             outbound_queue: 1024,
-            ws_read_buffer: 8192,
+            ws_read_buffer: 4096,
         }
     }
 }

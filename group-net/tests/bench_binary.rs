@@ -1,0 +1,60 @@
+//! `group-bench` runs end to end against the local server it starts, and accounts for every delivery.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_group-bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "group-bench failed: {stderr}");
+    assert!(
+        stderr.contains("connections in"),
+        "progress output on stderr: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn rate_mode_over_both_transports_delivers_everything() {
+    // Ensure the server binary next to group-bench is built (cargo builds every bin of the package for
+    // integration tests).
+    let _ = env!("CARGO_BIN_EXE_group-server");
+    for transport in ["tcp", "ws"] {
+        let summary = run(&[
+            "--transport",
+            transport,
+            "--clients",
+            "20",
+            "--duration",
+            "1",
+            "--rate",
+            "50",
+        ]);
+        let sent = summary["broadcasts_sent"].as_u64().unwrap();
+        assert!(sent > 0, "{summary}");
+        assert_eq!(
+            summary["deliveries"], summary["expected_deliveries"],
+            "{summary}"
+        );
+        assert_eq!(summary["disconnected"], 0, "{summary}");
+        assert!(
+            summary["latency_us"]["p99"].as_u64().unwrap() > 0,
+            "{summary}"
+        );
+    }
+}
+
+#[test]
+fn idle_mode_reports_server_memory_per_connection() {
+    let summary = run(&["--idle", "--clients", "50"]);
+    assert_eq!(summary["clients"], 50, "{summary}");
+    assert!(
+        summary["server_bytes_per_connection"].is_u64(),
+        "read from /proc: {summary}"
+    );
+}
