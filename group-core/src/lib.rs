@@ -52,6 +52,7 @@
 
 pub mod config;
 pub mod id;
+pub mod kcp;
 mod node;
 pub mod proto;
 mod rng;

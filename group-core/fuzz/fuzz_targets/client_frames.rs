@@ -21,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
     loop {
         now = Instant::from_nanos(now.as_nanos() + 1_000_000);
         match decode_client_frame(&mut buf, 4096) {
-            Ok(Some(frame)) => node.handle_frame(conn, frame, now),
+            Ok(Some(frame)) => {
+                let _ = node.handle_frame(conn, frame, now);
+            }
             Ok(None) => break,
             Err(FrameError::TooLarge { ver, cmd, len, .. }) => {
                 node.handle_oversized_frame(conn, ver, cmd, len, now);

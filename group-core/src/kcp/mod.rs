@@ -1,0 +1,619 @@
+//! KCP, the reliable-UDP protocol the game engines speak (kcp2k in Unity, ikcp.c in C/C++), written from
+//! the protocol as sans-IO code: wire-compatible with the C reference, driven by the caller's clock in
+//! milliseconds, and safe on any input.
+//!
+//! Differences from ikcp.c that the wire does not see: all sequence and time arithmetic wraps instead of
+//! overflowing, every queue has a bound (a peer cannot grow the ack list or the receive buffer without
+//! limit), and a message that could never be reassembled is refused at `send` rather than stalling.
+//! Only message mode is implemented (each `send` is one `recv` on the other side), as kcp2k uses.
+//!
+//! Drive it like ikcp: `input` datagrams, `update(now_ms)` at least every `interval` (or at `check`),
+//! drain `poll_transmit`, and `recv` whole messages.
+
+pub mod segment;
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use segment::{CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, Header, OVERHEAD, SegmentError};
+
+const RTO_NDL: u32 = 30;
+const RTO_MIN: u32 = 100;
+const RTO_DEF: u32 = 200;
+const RTO_MAX: u32 = 60_000;
+const ASK_SEND: u32 = 1;
+const ASK_TELL: u32 = 2;
+const THRESH_INIT: u32 = 2;
+const THRESH_MIN: u32 = 2;
+const PROBE_INIT: u32 = 7_000;
+const PROBE_LIMIT: u32 = 120_000;
+const FASTACK_LIMIT: u32 = 5;
+
+/// Tuning, as ikcp's `ikcp_nodelay`, `ikcp_wndsize` and `ikcp_setmtu` set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KcpConfig {
+    /// Largest datagram produced, headers included.
+    pub mtu: usize,
+    /// Send window, in segments.
+    pub snd_wnd: u16,
+    /// Receive window, in segments; also bounds the receive buffer.
+    pub rcv_wnd: u16,
+    /// Minimum RTO of 30 ms instead of 100 ms, and gentler RTO backoff.
+    pub nodelay: bool,
+    /// Flush interval in ms (10..=5000).
+    pub interval: u32,
+    /// Fast retransmit after this many later ACKs (0: off).
+    pub fast_resend: u32,
+    /// Ignore the congestion window (send up to the peer's window).
+    pub no_congestion_window: bool,
+    /// Transmissions of one segment before the link counts as dead.
+    pub dead_link: u32,
+    /// Segments waiting to enter the send window, at most: `send` refuses beyond it.
+    pub max_send_queue: usize,
+}
+
+impl Default for KcpConfig {
+    /// kcp2k's "fast" settings with a 1195-byte MTU (1200 minus the 5-byte channel/cookie envelope).
+    fn default() -> Self {
+        KcpConfig {
+            mtu: 1195,
+            snd_wnd: 256,
+            rcv_wnd: 256,
+            nodelay: true,
+            interval: 10,
+            fast_resend: 2,
+            no_congestion_window: true,
+            dead_link: 20,
+            max_send_queue: 8192,
+        }
+    }
+}
+
+/// Why a KCP call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KcpError {
+    /// The datagram is not valid KCP for this conversation.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The message needs more fragments than the peer can reassemble (255, and fewer than its window).
+    #[error("message of {len} bytes needs more than {max_fragments} fragments")]
+    MessageTooLarge {
+        /// Message length.
+        len: usize,
+        /// Fragment limit.
+        max_fragments: usize,
+    },
+    /// `max_send_queue` segments are already waiting: the peer is not keeping up.
+    #[error("send queue full ({0} segments)")]
+    SendQueueFull(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    frg: u8,
+    ts: u32,
+    sn: u32,
+    resend_ts: u32,
+    rto: u32,
+    fastack: u32,
+    xmit: u32,
+    data: Bytes,
+}
+
+/// `later - earlier` in wrapping 32-bit time or sequence space.
+fn diff(later: u32, earlier: u32) -> i32 {
+    later.wrapping_sub(earlier) as i32
+}
+
+/// One KCP conversation.
+#[derive(Debug)]
+pub struct Kcp {
+    conv: u32,
+    config: KcpConfig,
+    mss: usize,
+    snd_una: u32,
+    snd_nxt: u32,
+    rcv_nxt: u32,
+    ssthresh: u32,
+    rx_rttval: u32,
+    rx_srtt: u32,
+    rx_rto: u32,
+    rx_minrto: u32,
+    rmt_wnd: u32,
+    cwnd: u32,
+    incr: u32,
+    probe: u32,
+    current: u32,
+    ts_flush: u32,
+    ts_probe: u32,
+    probe_wait: u32,
+    updated: bool,
+    dead: bool,
+    snd_queue: VecDeque<Segment>,
+    snd_buf: VecDeque<Segment>,
+    rcv_queue: VecDeque<Segment>,
+    rcv_buf: VecDeque<Segment>,
+    /// (sn, ts) pairs to acknowledge at the next flush.
+    acks: Vec<(u32, u32)>,
+    transmits: VecDeque<Bytes>,
+}
+
+impl Kcp {
+    /// A conversation `conv` with `config`.
+    pub fn new(conv: u32, config: KcpConfig) -> Kcp {
+        let mtu = config.mtu.clamp(OVERHEAD + 50, 65_535);
+        let rx_minrto = if config.nodelay { RTO_NDL } else { RTO_MIN };
+        Kcp {
+            conv,
+            mss: mtu - OVERHEAD,
+            snd_una: 0,
+            snd_nxt: 0,
+            rcv_nxt: 0,
+            ssthresh: THRESH_INIT,
+            rx_rttval: 0,
+            rx_srtt: 0,
+            rx_rto: RTO_DEF,
+            rx_minrto,
+            rmt_wnd: 128,
+            cwnd: 0,
+            incr: 0,
+            probe: 0,
+            current: 0,
+            ts_flush: config.interval,
+            ts_probe: 0,
+            probe_wait: 0,
+            updated: false,
+            dead: false,
+            snd_queue: VecDeque::new(),
+            snd_buf: VecDeque::new(),
+            rcv_queue: VecDeque::new(),
+            rcv_buf: VecDeque::new(),
+            acks: Vec::new(),
+            transmits: VecDeque::new(),
+            config: KcpConfig {
+                mtu,
+                interval: config.interval.clamp(10, 5000),
+                ..config
+            },
+        }
+    }
+
+    /// The conversation ID.
+    pub fn conv(&self) -> u32 {
+        self.conv
+    }
+
+    /// True once a segment was sent `dead_link` times without an ACK: the peer is gone.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Segments sent and not yet acknowledged, plus those waiting to be sent.
+    pub fn waiting(&self) -> usize {
+        self.snd_buf.len() + self.snd_queue.len()
+    }
+
+    /// Queues one message. It arrives whole, in order, as one [`Kcp::recv`] on the other side.
+    pub fn send(&mut self, data: &[u8]) -> Result<(), KcpError> {
+        let count = data.len().div_ceil(self.mss).max(1);
+        let max_fragments = usize::from(self.config.rcv_wnd).min(256) - 1;
+        if count > max_fragments {
+            return Err(KcpError::MessageTooLarge {
+                len: data.len(),
+                max_fragments,
+            });
+        }
+        if self.snd_queue.len() + count > self.config.max_send_queue {
+            return Err(KcpError::SendQueueFull(self.config.max_send_queue));
+        }
+        let whole = Bytes::copy_from_slice(data);
+        for i in 0..count {
+            let start = (i * self.mss).min(whole.len());
+            let end = (start + self.mss).min(whole.len());
+            let frg = u8::try_from(count - i - 1).unwrap_or(0);
+            let seg = Segment {
+                frg,
+                ts: 0,
+                sn: 0,
+                resend_ts: 0,
+                rto: 0,
+                fastack: 0,
+                xmit: 0,
+                data: whole.slice(start..end),
+            };
+            self.snd_queue.push_back(seg);
+        }
+        Ok(())
+    }
+
+    /// The next whole message, if one has arrived.
+    pub fn recv(&mut self) -> Option<Bytes> {
+        let first = self.rcv_queue.front()?;
+        let fragments = usize::from(first.frg) + 1;
+        if self.rcv_queue.len() < fragments {
+            return None;
+        }
+        let recover = self.rcv_queue.len() >= usize::from(self.config.rcv_wnd);
+        let mut message = BytesMut::new();
+        for _ in 0..fragments {
+            let Some(seg) = self.rcv_queue.pop_front() else {
+                break;
+            };
+            message.extend_from_slice(&seg.data);
+            if seg.frg == 0 {
+                break;
+            }
+        }
+        self.move_received();
+        if recover && self.rcv_queue.len() < usize::from(self.config.rcv_wnd) {
+            self.probe |= ASK_TELL; // tell the peer the window reopened
+        }
+        Some(message.freeze())
+    }
+
+    /// Feeds one datagram from the peer. Segments before a malformed one are still applied, as ikcp does.
+    pub fn input(&mut self, datagram: &[u8]) -> Result<(), KcpError> {
+        let prev_una = self.snd_una;
+        let (segments, error) = segment::split(datagram, self.conv);
+        let mut newest_ack: Option<(u32, u32)> = None;
+        for (header, data) in segments {
+            self.rmt_wnd = u32::from(header.wnd);
+            self.parse_una(header.una);
+            self.shrink_buf();
+            match header.cmd {
+                CMD_ACK => {
+                    if diff(self.current, header.ts) >= 0 {
+                        self.update_rtt(diff(self.current, header.ts).unsigned_abs());
+                    }
+                    self.parse_ack(header.sn);
+                    self.shrink_buf();
+                    if newest_ack.is_none_or(|(sn, _)| diff(header.sn, sn) > 0) {
+                        newest_ack = Some((header.sn, header.ts));
+                    }
+                }
+                CMD_PUSH => self.accept_push(&header, data),
+                CMD_WASK => self.probe |= ASK_TELL,
+                _ => {} // CMD_WINS: the window was already taken from the header.
+            }
+        }
+        if let Some((sn, _)) = newest_ack {
+            self.parse_fastack(sn);
+        }
+        if diff(self.snd_una, prev_una) > 0 {
+            self.grow_cwnd();
+        }
+        error.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    fn accept_push(&mut self, header: &Header, data: &[u8]) {
+        let window_end = self.rcv_nxt.wrapping_add(u32::from(self.config.rcv_wnd));
+        if diff(header.sn, window_end) >= 0 {
+            return; // beyond the window: dropped unacknowledged, the peer resends
+        }
+        // Bounded: at most two windows of ACKs wait for the next flush; later duplicates are dropped.
+        if self.acks.len() < 2 * usize::from(self.config.rcv_wnd) {
+            self.acks.push((header.sn, header.ts));
+        }
+        if diff(header.sn, self.rcv_nxt) < 0 {
+            return; // already delivered: the ACK above is all it needs
+        }
+        let position = self
+            .rcv_buf
+            .iter()
+            .rposition(|s| diff(s.sn, header.sn) <= 0);
+        let existing = position.and_then(|p| self.rcv_buf.get(p));
+        if existing.is_some_and(|s| s.sn == header.sn) {
+            return; // duplicate
+        }
+        let seg = Segment {
+            frg: header.frg,
+            ts: header.ts,
+            sn: header.sn,
+            resend_ts: 0,
+            rto: 0,
+            fastack: 0,
+            xmit: 0,
+            data: Bytes::copy_from_slice(data),
+        };
+        self.rcv_buf.insert(position.map_or(0, |p| p + 1), seg);
+        self.move_received();
+    }
+
+    /// Moves in-order segments from the receive buffer to the receive queue, within the window.
+    fn move_received(&mut self) {
+        while let Some(seg) = self.rcv_buf.front() {
+            if seg.sn != self.rcv_nxt || self.rcv_queue.len() >= usize::from(self.config.rcv_wnd) {
+                break;
+            }
+            if let Some(seg) = self.rcv_buf.pop_front() {
+                self.rcv_queue.push_back(seg);
+            }
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+        }
+    }
+
+    fn update_rtt(&mut self, rtt: u32) {
+        if self.rx_srtt == 0 {
+            self.rx_srtt = rtt;
+            self.rx_rttval = rtt / 2;
+        } else {
+            let delta = rtt.abs_diff(self.rx_srtt);
+            let rttval = (3 * u64::from(self.rx_rttval) + u64::from(delta)) / 4;
+            let srtt = ((7 * u64::from(self.rx_srtt) + u64::from(rtt)) / 8).max(1);
+            self.rx_rttval = u32::try_from(rttval).unwrap_or(u32::MAX);
+            self.rx_srtt = u32::try_from(srtt).unwrap_or(u32::MAX);
+        }
+        let rto = self
+            .rx_srtt
+            .saturating_add(self.config.interval.max(self.rx_rttval.saturating_mul(4)));
+        self.rx_rto = rto.clamp(self.rx_minrto, RTO_MAX);
+    }
+
+    fn shrink_buf(&mut self) {
+        self.snd_una = self.snd_buf.front().map_or(self.snd_nxt, |s| s.sn);
+    }
+
+    fn parse_ack(&mut self, sn: u32) {
+        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
+            return;
+        }
+        if let Some(p) = self.snd_buf.iter().position(|s| s.sn == sn) {
+            self.snd_buf.remove(p);
+        }
+    }
+
+    fn parse_una(&mut self, una: u32) {
+        while self.snd_buf.front().is_some_and(|s| diff(una, s.sn) > 0) {
+            self.snd_buf.pop_front();
+        }
+    }
+
+    fn parse_fastack(&mut self, sn: u32) {
+        if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
+            return;
+        }
+        for seg in self.snd_buf.iter_mut() {
+            if diff(sn, seg.sn) < 0 {
+                break;
+            }
+            if sn != seg.sn {
+                seg.fastack = seg.fastack.saturating_add(1);
+            }
+        }
+    }
+
+    fn grow_cwnd(&mut self) {
+        if self.cwnd >= self.rmt_wnd {
+            return;
+        }
+        let mss = u32::try_from(self.mss).unwrap_or(u32::MAX);
+        if self.cwnd < self.ssthresh {
+            self.cwnd += 1;
+            self.incr = self.incr.saturating_add(mss);
+        } else {
+            self.incr = self.incr.max(mss);
+            self.incr = self
+                .incr
+                .saturating_add(mss.saturating_mul(mss) / self.incr + mss / 16);
+            if (self.cwnd + 1).saturating_mul(mss) <= self.incr {
+                self.cwnd = self.incr.div_ceil(mss.max(1));
+            }
+        }
+        if self.cwnd > self.rmt_wnd {
+            self.cwnd = self.rmt_wnd;
+            self.incr = self.rmt_wnd.saturating_mul(mss);
+        }
+    }
+
+    fn unused_window(&self) -> u16 {
+        let used = u16::try_from(self.rcv_queue.len()).unwrap_or(u16::MAX);
+        self.config.rcv_wnd.saturating_sub(used)
+    }
+
+    /// Advances the clock (ms, wrapping) and flushes when an interval has passed.
+    pub fn update(&mut self, now_ms: u32) {
+        self.current = now_ms;
+        if !self.updated {
+            self.updated = true;
+            self.ts_flush = now_ms;
+        }
+        let mut slap = diff(now_ms, self.ts_flush);
+        if !(-10_000..10_000).contains(&slap) {
+            self.ts_flush = now_ms;
+            slap = 0;
+        }
+        if slap >= 0 {
+            self.ts_flush = self.ts_flush.wrapping_add(self.config.interval);
+            if diff(now_ms, self.ts_flush) >= 0 {
+                self.ts_flush = now_ms.wrapping_add(self.config.interval);
+            }
+            self.flush();
+        }
+    }
+
+    /// When to call [`Kcp::update`] next (ms, same clock).
+    pub fn check(&self, now_ms: u32) -> u32 {
+        if !self.updated {
+            return now_ms;
+        }
+        let mut ts_flush = self.ts_flush;
+        if !(-10_000..10_000).contains(&diff(now_ms, ts_flush)) {
+            ts_flush = now_ms;
+        }
+        if diff(now_ms, ts_flush) >= 0 {
+            return now_ms;
+        }
+        let mut minimal = diff(ts_flush, now_ms);
+        for seg in &self.snd_buf {
+            let until = diff(seg.resend_ts, now_ms);
+            if until <= 0 {
+                return now_ms;
+            }
+            minimal = minimal.min(until);
+        }
+        let wait =
+            u32::try_from(minimal.min(i32::try_from(self.config.interval).unwrap_or(i32::MAX)))
+                .unwrap_or(0);
+        now_ms.wrapping_add(wait)
+    }
+
+    /// The next datagram to send to the peer.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.transmits.pop_front()
+    }
+
+    /// Sends pending ACKs, window probes, and data within the window; retransmits what is due.
+    pub fn flush(&mut self) {
+        if !self.updated {
+            return;
+        }
+        let current = self.current;
+        let wnd = self.unused_window();
+        let mut out = BytesMut::with_capacity(self.config.mtu);
+        let (conv, una) = (self.conv, self.rcv_nxt);
+        let header = |cmd: u8, frg: u8, ts: u32, sn: u32, len: u32| Header {
+            conv,
+            cmd,
+            frg,
+            wnd,
+            ts,
+            sn,
+            una,
+            len,
+        };
+        let mut datagrams = Vec::new();
+        let mtu = self.config.mtu;
+        let mut emit = |out: &mut BytesMut, need: usize| {
+            if out.len() + need > mtu && !out.is_empty() {
+                datagrams.push(out.split().freeze());
+            }
+        };
+        for &(sn, ts) in &self.acks {
+            emit(&mut out, OVERHEAD);
+            header(CMD_ACK, 0, ts, sn, 0).encode(&mut out);
+        }
+        self.acks.clear();
+
+        // Probe a zero window now and then.
+        if self.rmt_wnd == 0 {
+            if self.probe_wait == 0 {
+                self.probe_wait = PROBE_INIT;
+                self.ts_probe = current.wrapping_add(self.probe_wait);
+            } else if diff(current, self.ts_probe) >= 0 {
+                self.probe_wait = self.probe_wait.max(PROBE_INIT);
+                self.probe_wait = (self.probe_wait + self.probe_wait / 2).min(PROBE_LIMIT);
+                self.ts_probe = current.wrapping_add(self.probe_wait);
+                self.probe |= ASK_SEND;
+            }
+        } else {
+            self.ts_probe = 0;
+            self.probe_wait = 0;
+        }
+        if self.probe & ASK_SEND != 0 {
+            emit(&mut out, OVERHEAD);
+            header(CMD_WASK, 0, 0, 0, 0).encode(&mut out);
+        }
+        if self.probe & ASK_TELL != 0 {
+            emit(&mut out, OVERHEAD);
+            header(CMD_WINS, 0, 0, 0, 0).encode(&mut out);
+        }
+        self.probe = 0;
+
+        // Move segments into the send window.
+        let mut cwnd = u32::from(self.config.snd_wnd).min(self.rmt_wnd);
+        if !self.config.no_congestion_window {
+            cwnd = cwnd.min(self.cwnd);
+        }
+        while diff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 {
+            let Some(mut seg) = self.snd_queue.pop_front() else {
+                break;
+            };
+            seg.ts = current;
+            seg.sn = self.snd_nxt;
+            seg.resend_ts = current;
+            seg.rto = self.rx_rto;
+            seg.fastack = 0;
+            seg.xmit = 0;
+            self.snd_nxt = self.snd_nxt.wrapping_add(1);
+            self.snd_buf.push_back(seg);
+        }
+
+        let resent = if self.config.fast_resend > 0 {
+            self.config.fast_resend
+        } else {
+            u32::MAX
+        };
+        let rtomin = if self.config.nodelay {
+            0
+        } else {
+            self.rx_rto >> 3
+        };
+        let (mut change, mut lost) = (false, false);
+        for i in 0..self.snd_buf.len() {
+            let Some(seg) = self.snd_buf.get_mut(i) else {
+                break;
+            };
+            let mut needsend = false;
+            if seg.xmit == 0 {
+                needsend = true;
+                seg.xmit = 1;
+                seg.rto = self.rx_rto;
+                seg.resend_ts = current.wrapping_add(seg.rto).wrapping_add(rtomin);
+            } else if diff(current, seg.resend_ts) >= 0 {
+                needsend = true;
+                seg.xmit += 1;
+                if self.config.nodelay {
+                    seg.rto = seg.rto.saturating_add(self.rx_rto / 2);
+                } else {
+                    seg.rto = seg.rto.saturating_add(seg.rto.max(self.rx_rto));
+                }
+                seg.resend_ts = current.wrapping_add(seg.rto);
+                lost = true;
+            } else if seg.fastack >= resent && seg.xmit <= FASTACK_LIMIT {
+                needsend = true;
+                seg.xmit += 1;
+                seg.fastack = 0;
+                seg.resend_ts = current.wrapping_add(seg.rto);
+                change = true;
+            }
+            if needsend {
+                seg.ts = current;
+                let len = u32::try_from(seg.data.len()).unwrap_or(0);
+                let h = header(CMD_PUSH, seg.frg, current, seg.sn, len);
+                emit(&mut out, OVERHEAD + seg.data.len());
+                h.encode(&mut out);
+                out.extend_from_slice(&seg.data);
+                if seg.xmit >= self.config.dead_link {
+                    self.dead = true;
+                }
+            }
+        }
+        if !out.is_empty() {
+            datagrams.push(out.freeze());
+        }
+        self.transmits.extend(datagrams);
+
+        let mss = u32::try_from(self.mss).unwrap_or(u32::MAX);
+        if change {
+            let inflight = self.snd_nxt.wrapping_sub(self.snd_una);
+            self.ssthresh = (inflight / 2).max(THRESH_MIN);
+            self.cwnd = self.ssthresh.saturating_add(resent);
+            self.incr = self.cwnd.saturating_mul(mss);
+        }
+        if lost {
+            self.ssthresh = (cwnd / 2).max(THRESH_MIN);
+            self.cwnd = 1;
+            self.incr = mss;
+        }
+        if self.cwnd < 1 {
+            self.cwnd = 1;
+            self.incr = mss;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

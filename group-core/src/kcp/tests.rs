@@ -1,0 +1,199 @@
+#![allow(clippy::cast_possible_truncation)]
+
+//! Two KCP endpoints over a simulated link: seeded loss, duplication and reordering, virtual time.
+
+use super::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn percent(&mut self, p: u64) -> bool {
+        self.next() % 100 < p
+    }
+}
+
+/// A datagram in flight: (arrival time ms, destination 0 or 1, bytes).
+type InFlight = Vec<(u32, usize, Bytes)>;
+
+/// Sends `messages` from endpoint 0 to endpoint 1 (and echoes them back) over a link that loses `loss`%,
+/// duplicates 5% and delays 10..60 ms (so it reorders). Returns what each side received, and the time taken.
+fn exchange(seed: u64, loss: u64, messages: &[Vec<u8>]) -> (Vec<Bytes>, Vec<Bytes>, u32) {
+    let mut rng = Rng(seed);
+    let mut ends = [
+        Kcp::new(42, KcpConfig::default()),
+        Kcp::new(42, KcpConfig::default()),
+    ];
+    for m in messages {
+        ends[0].send(m).unwrap();
+        ends[1].send(m).unwrap();
+    }
+    let mut in_flight: InFlight = Vec::new();
+    let mut received: [Vec<Bytes>; 2] = [vec![], vec![]];
+    let mut now = 0u32;
+    while received[0].len() < messages.len() || received[1].len() < messages.len() {
+        assert!(
+            now < 120_000,
+            "seed {seed} loss {loss}%: stalled at {:?}",
+            received.each_ref().map(Vec::len)
+        );
+        for (side, end) in ends.iter_mut().enumerate() {
+            end.update(now);
+            while let Some(datagram) = end.poll_transmit() {
+                assert!(datagram.len() <= end.config.mtu);
+                let copies = if rng.percent(5) { 2 } else { 1 };
+                for _ in 0..copies {
+                    if !rng.percent(loss) {
+                        in_flight.push((
+                            now + 10 + (rng.next() % 50) as u32,
+                            1 - side,
+                            datagram.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        now += 1;
+        let (due, later): (InFlight, InFlight) =
+            in_flight.into_iter().partition(|(at, _, _)| *at <= now);
+        in_flight = later;
+        for (_, to, datagram) in due {
+            ends[to].input(&datagram).unwrap();
+            while let Some(message) = ends[to].recv() {
+                received[to].push(message);
+            }
+        }
+    }
+    let [a, b] = received;
+    (a, b, now)
+}
+
+fn messages(seed: u64, count: usize) -> Vec<Vec<u8>> {
+    let mut rng = Rng(seed);
+    (0..count)
+        .map(|i| {
+            let len = match i % 4 {
+                0 => 0,
+                1 => (rng.next() % 100) as usize,
+                2 => 1171 + (rng.next() % 3) as usize, // around one segment
+                _ => (rng.next() % 40_000) as usize,   // many fragments
+            };
+            (0..len).map(|j| (i + j) as u8).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn messages_arrive_whole_in_order_exactly_once_under_loss() {
+    for loss in [0, 10, 30] {
+        for seed in 0..4 {
+            let sent = messages(seed, 40);
+            let (at_0, at_1, _) = exchange(seed, loss, &sent);
+            for received in [at_0, at_1] {
+                let received: Vec<Vec<u8>> = received.iter().map(|b| b.to_vec()).collect();
+                assert_eq!(received, sent, "seed {seed}, loss {loss}%");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_same_seed_takes_the_same_course() {
+    let sent = messages(9, 20);
+    assert_eq!(exchange(9, 10, &sent).2, exchange(9, 10, &sent).2);
+}
+
+#[test]
+fn bounds_hold() {
+    let mut kcp = Kcp::new(
+        1,
+        KcpConfig {
+            rcv_wnd: 16,
+            max_send_queue: 4,
+            ..KcpConfig::default()
+        },
+    );
+    assert!(matches!(
+        kcp.send(&vec![0; 1171 * 20]),
+        Err(KcpError::MessageTooLarge { .. })
+    ));
+    for _ in 0..4 {
+        kcp.send(b"x").unwrap();
+    }
+    assert_eq!(kcp.send(b"x"), Err(KcpError::SendQueueFull(4)));
+    // A peer flooding far-ahead sequence numbers cannot grow the receive buffer past the window.
+    let mut flood = Vec::new();
+    for sn in 0..1000u32 {
+        let h = Header {
+            conv: 1,
+            cmd: CMD_PUSH,
+            frg: 0,
+            wnd: 16,
+            ts: 0,
+            sn: sn * 7 + 1,
+            una: 0,
+            len: 1,
+        };
+        h.encode(&mut flood);
+        flood.push(0);
+        if flood.len() > 1000 {
+            let _ = kcp.input(&flood);
+            flood.clear();
+        }
+    }
+    assert!(kcp.rcv_buf.len() <= 16 && kcp.acks.len() <= 32);
+    assert_eq!(
+        kcp.input(&[1, 2, 3]),
+        Err(KcpError::Segment(SegmentError::TooShort))
+    );
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead() {
+    let mut kcp = Kcp::new(1, KcpConfig::default());
+    kcp.send(b"hello?").unwrap();
+    let mut now = 0;
+    while !kcp.is_dead() {
+        assert!(now < 600_000, "never declared dead");
+        kcp.update(now);
+        while kcp.poll_transmit().is_some() {}
+        now += 10;
+    }
+}
+
+#[test]
+fn time_and_sequence_numbers_wrap_without_panicking() {
+    let mut ends = [
+        Kcp::new(5, KcpConfig::default()),
+        Kcp::new(5, KcpConfig::default()),
+    ];
+    for end in &mut ends {
+        end.snd_nxt = u32::MAX - 3;
+        end.snd_una = u32::MAX - 3;
+        end.rcv_nxt = u32::MAX - 3;
+    }
+    let mut now = u32::MAX - 50;
+    let mut got = 0;
+    for i in 0..20u8 {
+        ends[0].send(&[i]).unwrap();
+    }
+    for _ in 0..400 {
+        for side in 0..2 {
+            ends[side].update(now);
+            while let Some(d) = ends[side].poll_transmit() {
+                ends[1 - side].input(&d).unwrap();
+            }
+        }
+        while let Some(m) = ends[1].recv() {
+            assert_eq!(m[0], got);
+            got += 1;
+        }
+        now = now.wrapping_add(5);
+    }
+    assert_eq!(got, 20);
+}
