@@ -1,4 +1,4 @@
-//! A Rust client for the group protocol over TCP or WebSocket: the operations of the protocol table and a
+//! A Rust client for the group protocol over TCP, WebSocket or UDP (KCP): the operations of the protocol table and a
 //! stream of pushes. The tests and `group-bench` use it; game backends can too.
 //!
 //! Responses are matched to requests by (ver, cmd), in order. A Bad response that matches no waiting
@@ -108,6 +108,8 @@ pub enum Push {
 enum Writer {
     Tcp(OwnedWriteHalf),
     Ws(SplitSink<WebSocketStream<TcpStream>, Message>),
+    /// Each item is one reliable KCP message of whole frames, for the UDP task to send.
+    Udp(mpsc::Sender<Bytes>),
 }
 
 /// A connection to a group server.
@@ -164,6 +166,10 @@ impl ClientSender {
                 .send(Message::Binary(Bytes::copy_from_slice(bytes)))
                 .await
                 .map_err(|e| ClientError::WebSocket(e.to_string()))?,
+            Writer::Udp(queue) => queue
+                .send(Bytes::copy_from_slice(bytes))
+                .await
+                .map_err(|_| ClientError::Closed)?,
         }
         Ok(())
     }
@@ -242,6 +248,31 @@ impl Client {
                 reader,
             },
             waiting: VecDeque::new(),
+        }
+    }
+
+    /// Connects over UDP with KCP (the kcp2k-style envelope); returns once the handshake completed.
+    pub async fn connect_udp(addr: SocketAddr) -> Result<Client, ClientError> {
+        let local: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let socket = tokio::net::UdpSocket::bind(local).await?;
+        socket.connect(addr).await?;
+        let (tx, inbox) = mpsc::channel(INBOX);
+        let (outgoing, requests) = mpsc::channel(1024);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn(crate::client_udp::run(socket, requests, tx, ready_tx));
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ready).await {
+            Ok(Ok(())) => Ok(Client::new(Writer::Udp(outgoing), inbox, reader)),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                reader.abort();
+                Err(ClientError::Protocol(
+                    "no KCP handshake answer within 5 s".into(),
+                ))
+            }
         }
     }
 

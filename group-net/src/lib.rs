@@ -1,5 +1,5 @@
 //! `group-net`: the tokio driver around [`group_core::Node`]. One node serves game clients over TCP and
-//! WebSocket (UDP with KCP is on its way), runs server code's hooks, and offers the Rust server API
+//! WebSocket and UDP (KCP), runs server code's hooks, and offers the Rust server API
 //! ([`ServerHandle`]) and a Rust client ([`client`]).
 //!
 //! ```no_run
@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod client;
+mod client_udp;
 pub mod config;
 mod conn;
 pub mod hooks;
@@ -32,6 +33,7 @@ mod listener;
 mod node_task;
 mod server;
 mod tcp;
+mod udp;
 mod ws;
 
 pub use config::ServerConfig;

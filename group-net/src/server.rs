@@ -68,6 +68,7 @@ pub struct ServerBuilder {
     rejoin_message: Option<CustomMessageFn>,
     tcp: Option<TcpListener>,
     ws: Option<TcpListener>,
+    udp: Option<tokio::net::UdpSocket>,
     seed: Option<u64>,
 }
 
@@ -82,6 +83,7 @@ impl ServerBuilder {
             rejoin_message: None,
             tcp: None,
             ws: None,
+            udp: None,
             seed: None,
         }
     }
@@ -155,6 +157,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Uses an already bound UDP socket for UDP/KCP clients.
+    pub fn udp_socket(mut self, socket: tokio::net::UdpSocket) -> Self {
+        self.udp = Some(socket);
+        self
+    }
+
     /// Fixes the seed for session IDs and random-join picks (default: from the system clock).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -168,6 +176,19 @@ impl ServerBuilder {
         }
         let tcp = bind(self.tcp.take(), self.config.tcp, "tcp").await?;
         let ws = bind(self.ws.take(), self.config.ws, "ws").await?;
+        let udp = match (self.udp.take(), self.config.udp) {
+            (Some(socket), _) => Some(socket),
+            (None, None) => None,
+            (None, Some(addr)) => {
+                Some(tokio::net::UdpSocket::bind(addr).await.map_err(|source| {
+                    StartError::Bind {
+                        transport: "udp",
+                        addr,
+                        source,
+                    }
+                })?)
+            }
+        };
         let wall_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -178,11 +199,12 @@ impl ServerBuilder {
                 NodeAddr::new(std::net::Ipv4Addr::LOCALHOST, self.config.mesh.port())
             }
         };
+        let seed = self
+            .seed
+            .unwrap_or(wall_ns ^ u64::from(std::process::id()).rotate_left(32));
         let node_config = NodeConfig {
             addr: mesh,
-            seed: self
-                .seed
-                .unwrap_or(wall_ns ^ u64::from(std::process::id()).rotate_left(32)),
+            seed,
             clock_origin_ns: wall_ns,
             group: self.config.group.clone(),
             limits: self.config.limits.clone(),
@@ -228,6 +250,16 @@ impl ServerBuilder {
         ));
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let ws_addr = ws.as_ref().and_then(|l| l.local_addr().ok());
+        let udp_addr = udp.as_ref().and_then(|s| s.local_addr().ok());
+        if let Some(socket) = udp {
+            let kcp = group_core::kcp::KcpConfig::default();
+            tasks.spawn(crate::udp::accept_loop(
+                socket,
+                listeners.clone(),
+                kcp,
+                seed.rotate_left(17),
+            ));
+        }
         if let Some(listener) = tcp {
             tasks.spawn(crate::tcp::accept_loop(listener, listeners.clone()));
         }
@@ -242,6 +274,7 @@ impl ServerBuilder {
             handle,
             tcp_addr,
             ws_addr,
+            udp_addr,
             stats,
             listeners,
             stop_node,
@@ -276,6 +309,7 @@ pub struct Server {
     handle: ServerHandle,
     tcp_addr: Option<SocketAddr>,
     ws_addr: Option<SocketAddr>,
+    udp_addr: Option<SocketAddr>,
     stats: Arc<Stats>,
     listeners: Arc<Listeners>,
     stop_node: Arc<Kill>,
@@ -296,6 +330,11 @@ impl Server {
     /// The WebSocket listener's address.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws_addr
+    }
+
+    /// The UDP socket's address.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
     }
 
     /// Connections disconnected because their outbound queue was full.

@@ -28,11 +28,11 @@ fn create(allow_empty: bool, interval_ms: u16) -> CreateRequest {
 }
 
 #[tokio::test]
-async fn every_protocol_row_with_tcp_and_websocket_members_in_one_group() {
+async fn every_protocol_row_with_tcp_websocket_and_udp_members_in_one_group() {
     let server = start(ServerBuilder::new(config())).await;
     let mut alice = user(&server, Transport::Tcp, "alice").await;
     let mut bob = user(&server, Transport::Ws, "bob").await;
-    let mut carol = user(&server, Transport::Tcp, "carol").await;
+    let mut carol = user(&server, Transport::Udp, "carol").await;
 
     assert_eq!(
         &bounded("ping", alice.ping(b"echo")).await.unwrap()[..],

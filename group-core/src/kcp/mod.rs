@@ -10,6 +10,7 @@
 //! Drive it like ikcp: `input` datagrams, `update(now_ms)` at least every `interval` (or at `check`),
 //! drain `poll_transmit`, and `recv` whole messages.
 
+pub mod envelope;
 pub mod segment;
 
 use std::collections::VecDeque;

@@ -1,6 +1,6 @@
 //! `group-server`: runs one node. With no arguments it listens on the defaults from DESIGN.md.
 //!
-//! Prints `listening <tcp|ws> <addr>` once per listener when it accepts connections (port 0 prints the real
+//! Prints `listening <tcp|udp|ws> <addr>` once per listener when it accepts connections (port 0 prints the real
 //! port), logs with `tracing` (set `RUST_LOG`, default `info`), and shuts down gracefully on SIGINT or
 //! SIGTERM.
 
@@ -85,9 +85,6 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(udp) = config.udp {
-        tracing::warn!(%udp, "the UDP/KCP listener is not available in this build yet; serving TCP and WebSocket");
-    }
     let server = match ServerBuilder::new(config).start().await {
         Ok(server) => server,
         Err(e) => {
@@ -96,7 +93,11 @@ async fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    for (name, addr) in [("tcp", server.tcp_addr()), ("ws", server.ws_addr())] {
+    for (name, addr) in [
+        ("tcp", server.tcp_addr()),
+        ("udp", server.udp_addr()),
+        ("ws", server.ws_addr()),
+    ] {
         if let Some(addr) = addr {
             let _ = writeln!(stdout, "listening {name} {addr}");
         }

@@ -16,7 +16,7 @@ pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-/// A config with loopback listeners on port 0 and no UDP.
+/// The default configuration; tests hand the server listeners bound to loopback port 0.
 pub fn config() -> ServerConfig {
     ServerConfig {
         udp: None,
@@ -36,9 +36,11 @@ pub async fn start(builder: ServerBuilder) -> Server {
     }
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     builder
         .tcp_listener(tcp)
         .ws_listener(ws)
+        .udp_socket(udp)
         .seed(7)
         .start()
         .await
@@ -49,6 +51,7 @@ pub async fn start(builder: ServerBuilder) -> Server {
 pub enum Transport {
     Tcp,
     Ws,
+    Udp,
 }
 
 /// A client connected over `transport` that has said Hello as `uid`.
@@ -62,6 +65,7 @@ pub async fn connect(server: &Server, transport: Transport) -> Client {
     let connected = match transport {
         Transport::Tcp => Client::connect_tcp(server.tcp_addr().unwrap()).await,
         Transport::Ws => Client::connect_ws(server.ws_addr().unwrap()).await,
+        Transport::Udp => Client::connect_udp(server.udp_addr().unwrap()).await,
     };
     connected.unwrap()
 }

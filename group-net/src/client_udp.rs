@@ -1,0 +1,106 @@
+//! The UDP side of the Rust client: one task owns the socket and the client's KCP, performs the handshake
+//! (learning the session cookie from the server's first datagram), sends each queued request as one
+//! reliable message, and turns received messages and unreliable datagrams into server frames.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use group_core::kcp::envelope::{
+    CHANNEL_RELIABLE, CHANNEL_UNRELIABLE, CONV, Envelope, KIND_DATA, KIND_DISCONNECT, KIND_HELLO,
+    KIND_UNRELIABLE_DATA, wrap,
+};
+use group_core::kcp::{Kcp, KcpConfig};
+use group_core::proto::{ServerFrame, decode_server_frame};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+const MAX_SERVER_PAYLOAD: u32 = 16 << 20;
+
+pub(crate) async fn run(
+    socket: UdpSocket,
+    mut requests: mpsc::Receiver<Bytes>,
+    frames: mpsc::Sender<ServerFrame>,
+    ready: oneshot::Sender<()>,
+) {
+    let start = tokio::time::Instant::now();
+    let now_ms = || u32::try_from(start.elapsed().as_millis() % (1 << 32)).unwrap_or(0);
+    let mut kcp = Kcp::new(CONV, KcpConfig::default());
+    let mut cookie = 0u32;
+    let mut ready = Some(ready);
+    let mut buf = vec![0u8; 65_536];
+    let _ = kcp.send(&[KIND_HELLO]);
+    kcp.update(now_ms());
+    loop {
+        while let Some(datagram) = kcp.poll_transmit() {
+            let _ = socket
+                .send(&wrap(CHANNEL_RELIABLE, cookie, &datagram))
+                .await;
+        }
+        if kcp.is_dead() {
+            return;
+        }
+        let wait = kcp.check(now_ms()).wrapping_sub(now_ms()).min(1000);
+        tokio::select! {
+            received = socket.recv(&mut buf) => {
+                let Ok(len) = received else { return };
+                let Some(Ok(envelope)) = buf.get(..len).map(Envelope::parse) else { continue };
+                if cookie == 0 {
+                    cookie = envelope.cookie; // the server's first datagram names the session
+                } else if envelope.cookie != cookie {
+                    continue;
+                }
+                if envelope.channel == CHANNEL_UNRELIABLE {
+                    match envelope.body.split_first() {
+                        Some((&KIND_DISCONNECT, _)) => return,
+                        Some((&KIND_UNRELIABLE_DATA, frame)) if !forward(frame, &frames).await => return,
+                        _ => {}
+                    }
+                    continue;
+                }
+                if kcp.input(envelope.body).is_err() {
+                    continue;
+                }
+                while let Some(message) = kcp.recv() {
+                    match message.split_first() {
+                        Some((&KIND_HELLO, _)) => {
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(());
+                            }
+                        }
+                        Some((&KIND_DATA, payload)) if !forward(payload, &frames).await => return,
+                        _ => {}
+                    }
+                }
+                kcp.update(now_ms());
+            }
+            request = requests.recv() => match request {
+                Some(bytes) => {
+                    let mut message = BytesMut::with_capacity(1 + bytes.len());
+                    message.extend_from_slice(&[KIND_DATA]);
+                    message.extend_from_slice(&bytes);
+                    if kcp.send(&message).is_err() {
+                        return;
+                    }
+                    kcp.update(now_ms());
+                    kcp.flush();
+                }
+                None => {
+                    let _ = socket.send(&wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT])).await;
+                    return;
+                }
+            },
+            () = tokio::time::sleep(Duration::from_millis(u64::from(wait))) => kcp.update(now_ms()),
+        }
+    }
+}
+
+/// Decodes whole frames and passes them on; false when the client is gone or the server misbehaved.
+async fn forward(payload: &[u8], frames: &mpsc::Sender<ServerFrame>) -> bool {
+    let mut buf = BytesMut::from(payload);
+    while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
+        if frames.send(frame).await.is_err() {
+            return false;
+        }
+    }
+    buf.is_empty()
+}

@@ -1,0 +1,309 @@
+//! UDP with KCP, in the kcp2k-style envelope of `group_core::kcp::envelope`.
+//!
+//! The listener task owns the socket's receive side and routes datagrams by peer address, checking the
+//! session cookie. Each session has an engine task that owns its `Kcp` (datagrams in, frames from the node
+//! out, one timer) and a dispatch task that runs the same [`Connection`] logic as TCP and WebSocket
+//! (tokens, hooks, handlers), so a slow hook never stalls KCP's acknowledgements.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use group_core::kcp::envelope::{
+    CHANNEL_RELIABLE, CHANNEL_UNRELIABLE, CONV, ENVELOPE_LEN, Envelope, KIND_DATA, KIND_DISCONNECT,
+    KIND_HELLO, KIND_PING, KIND_UNRELIABLE_DATA, wrap,
+};
+use group_core::kcp::{Kcp, KcpConfig};
+use group_core::proto::{ClientFrame, FrameError, code, decode_client_frame};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::conn::Connection;
+use crate::listener::Listeners;
+use crate::node_task::{Kill, Outgoing};
+
+/// Datagrams queued for one session's engine; beyond this they are dropped (KCP recovers).
+const SESSION_INBOX: usize = 256;
+/// How long a closing session keeps retransmitting what it still has to say.
+const LINGER: Duration = Duration::from_secs(2);
+
+type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
+
+struct Session {
+    cookie: u32,
+    datagrams: mpsc::Sender<Bytes>,
+}
+
+/// What the engine hands the dispatch task.
+enum Inbound {
+    Frame(ClientFrame),
+    Oversized { ver: u8, cmd: u16, len: u32 },
+    Malformed(&'static str),
+}
+
+/// Receives datagrams until `stop` fires.
+pub(crate) async fn accept_loop(
+    socket: UdpSocket,
+    listeners: Arc<Listeners>,
+    kcp: KcpConfig,
+    cookie_seed: u64,
+) {
+    let socket = Arc::new(socket);
+    let sessions: Sessions = Arc::default();
+    let mut cookies = cookie_seed | 1;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let received = tokio::select! {
+            () = listeners.stop.killed() => return,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let Ok((len, peer)) = received else { continue };
+        let Some(datagram) = buf.get(..len) else {
+            continue;
+        };
+        let Ok(envelope) = Envelope::parse(datagram) else {
+            continue;
+        };
+        let existing = sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&peer).map(|s| (s.cookie, s.datagrams.clone())));
+        match existing {
+            Some((cookie, inbox)) => {
+                if envelope.cookie == cookie {
+                    let _ = inbox.try_send(Bytes::copy_from_slice(datagram));
+                }
+                // A wrong cookie is a spoofed or stale datagram: dropped without a word.
+            }
+            None => {
+                // Only a reliable datagram with cookie 0 (the client's Hello) opens a session.
+                if envelope.channel != CHANNEL_RELIABLE || envelope.cookie != 0 {
+                    continue;
+                }
+                let Some(permit) = listeners.admit() else {
+                    tracing::warn!(%peer, "refusing UDP session: maxConnections reached");
+                    continue;
+                };
+                cookies = next_cookie(cookies);
+                let cookie = u32::try_from(cookies >> 32).unwrap_or(1).max(1);
+                let (tx, rx) = mpsc::channel(SESSION_INBOX);
+                let _ = tx.try_send(Bytes::copy_from_slice(datagram));
+                if let Ok(mut map) = sessions.lock() {
+                    map.insert(
+                        peer,
+                        Session {
+                            cookie,
+                            datagrams: tx,
+                        },
+                    );
+                }
+                let conn = listeners.next_conn();
+                let shared = listeners.shared.clone();
+                let (socket, sessions, kcp) = (socket.clone(), sessions.clone(), kcp.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    serve(socket, peer, cookie, rx, conn, shared, kcp).await;
+                    if let Ok(mut map) = sessions.lock() {
+                        map.remove(&peer);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// SplitMix64 step: cookies need only be unguessable by an off-path spoofer, not cryptographic.
+fn next_cookie(state: u64) -> u64 {
+    let mut z = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+async fn serve(
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    cookie: u32,
+    datagrams: mpsc::Receiver<Bytes>,
+    conn: group_core::ConnId,
+    shared: Arc<crate::conn::Shared>,
+    kcp: KcpConfig,
+) {
+    let Ok((mut connection, queue, kill)) = Connection::open(conn, shared).await else {
+        return;
+    };
+    let (inbound_tx, mut inbound) = mpsc::channel(64);
+    let max_payload = connection.max_payload();
+    let engine_kill = kill.clone();
+    let engine = tokio::spawn(async move {
+        engine(
+            socket,
+            peer,
+            cookie,
+            datagrams,
+            queue,
+            engine_kill.clone(),
+            inbound_tx,
+            kcp,
+            max_payload,
+        )
+        .await;
+        engine_kill.kill(); // whatever ended the engine (disconnect, dead link) ends the session
+    });
+    loop {
+        let next = tokio::select! {
+            () = kill.killed() => break,
+            next = inbound.recv() => next,
+        };
+        let result = match next {
+            Some(Inbound::Frame(frame)) => connection.dispatch(frame).await,
+            Some(Inbound::Oversized { ver, cmd, len }) => connection.oversized(ver, cmd, len).await,
+            Some(Inbound::Malformed(reason)) => {
+                connection
+                    .refuse_and_close(code::MALFORMED, reason.into())
+                    .await
+            }
+            None => break,
+        };
+        if result.is_err() || connection.finished() {
+            break;
+        }
+    }
+    if !connection.finished() {
+        connection.disconnected().await;
+    }
+    let _ = engine.await;
+}
+
+/// Owns the session's KCP: feeds it datagrams and the node's frames, runs its timer, sends its output.
+#[allow(clippy::too_many_arguments)]
+async fn engine(
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    cookie: u32,
+    mut datagrams: mpsc::Receiver<Bytes>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    kill: Arc<Kill>,
+    inbound: mpsc::Sender<Inbound>,
+    config: KcpConfig,
+    max_payload: u32,
+) {
+    let start = tokio::time::Instant::now();
+    let now_ms = || u32::try_from(start.elapsed().as_millis() % (1 << 32)).unwrap_or(0);
+    let mtu = config.mtu;
+    let mut kcp = Kcp::new(CONV, config);
+    let mut closing = false;
+    let mut linger_until = None;
+    loop {
+        let wake = start
+            + Duration::from_millis(u64::from(
+                kcp.check(now_ms()).wrapping_sub(now_ms()).min(1000),
+            ));
+        tokio::select! {
+            biased;
+            () = kill.killed(), if !closing => {
+                // Slow consumer or shutdown: stop at once.
+                send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT])).await;
+                return;
+            }
+            datagram = datagrams.recv() => {
+                let Some(datagram) = datagram else { return };
+                let Ok(envelope) = Envelope::parse(&datagram) else { continue };
+                if envelope.channel == CHANNEL_UNRELIABLE {
+                    match envelope.body.split_first() {
+                        Some((&KIND_DISCONNECT, _)) => return,
+                        Some((&KIND_UNRELIABLE_DATA, frame)) => deliver(frame, max_payload, &inbound).await,
+                        _ => {}
+                    }
+                    continue;
+                }
+                if kcp.input(envelope.body).is_err() {
+                    continue;
+                }
+                while let Some(message) = kcp.recv() {
+                    match message.split_first() {
+                        Some((&KIND_HELLO, _)) => {
+                            let _ = kcp.send(&[KIND_HELLO]);
+                        }
+                        Some((&KIND_DATA, frames)) => deliver(frames, max_payload, &inbound).await,
+                        Some((&KIND_PING, _)) | None => {}
+                        Some(_) => {
+                            let _ = inbound.send(Inbound::Malformed("unknown KCP message kind")).await;
+                        }
+                    }
+                }
+                kcp.update(now_ms());
+            }
+            outgoing = queue.recv(), if !closing => match outgoing {
+                Some(outgoing) => {
+                    let unreliable_fits = ENVELOPE_LEN + 1 + outgoing.frame.len() <= mtu;
+                    if !outgoing.reliable && unreliable_fits {
+                        let mut body = Vec::with_capacity(1 + outgoing.frame.len());
+                        body.push(KIND_UNRELIABLE_DATA);
+                        body.extend_from_slice(&outgoing.frame);
+                        send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
+                    } else {
+                        let mut message = BytesMut::with_capacity(1 + outgoing.frame.len());
+                        message.extend_from_slice(&[KIND_DATA]);
+                        message.extend_from_slice(&outgoing.frame);
+                        if kcp.send(&message).is_err() {
+                            return; // the client is not keeping up: drop the session
+                        }
+                        kcp.flush();
+                    }
+                }
+                None => {
+                    // The node closed the session: deliver what is queued, then say goodbye.
+                    closing = true;
+                    linger_until = Some(tokio::time::Instant::now() + LINGER);
+                }
+            },
+            () = tokio::time::sleep_until(wake) => kcp.update(now_ms()),
+        }
+        while let Some(datagram) = kcp.poll_transmit() {
+            send(&socket, peer, &wrap(CHANNEL_RELIABLE, cookie, &datagram)).await;
+        }
+        if kcp.is_dead() {
+            tracing::debug!(%peer, "KCP link dead");
+            return;
+        }
+        let drained = kcp.waiting() == 0;
+        if closing && (drained || linger_until.is_some_and(|t| tokio::time::Instant::now() >= t)) {
+            send(
+                &socket,
+                peer,
+                &wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT]),
+            )
+            .await;
+            kill.kill();
+            return;
+        }
+    }
+}
+
+/// Splits a data payload into frames for the dispatch task. A payload that ends inside a frame is a
+/// protocol violation (the sender must put whole frames in each message).
+async fn deliver(payload: &[u8], max_payload: u32, inbound: &mpsc::Sender<Inbound>) {
+    let mut buf = BytesMut::from(payload);
+    loop {
+        let item = match decode_client_frame(&mut buf, max_payload) {
+            Ok(Some(frame)) => Inbound::Frame(frame),
+            Ok(None) if buf.is_empty() => return,
+            Ok(None) => Inbound::Malformed("KCP message ended inside a frame"),
+            Err(FrameError::TooLarge { ver, cmd, len, .. }) => Inbound::Oversized { ver, cmd, len },
+            Err(_) => Inbound::Malformed("bad frame"),
+        };
+        let last = !matches!(item, Inbound::Frame(_));
+        if inbound.send(item).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, peer: SocketAddr, datagram: &[u8]) {
+    if let Err(e) = socket.send_to(datagram, peer).await {
+        tracing::debug!(%peer, "UDP send failed: {e}");
+    }
+}
