@@ -39,7 +39,12 @@ pub(crate) async fn run(
         if kcp.is_dead() {
             return;
         }
-        let wait = kcp.check(now_ms()).wrapping_sub(now_ms()).min(1000);
+        // Quiet: sleep until a datagram or a request arrives (see Kcp::needs_timer).
+        let wait = if kcp.needs_timer() {
+            kcp.check(now_ms()).wrapping_sub(now_ms()).min(1000)
+        } else {
+            60_000
+        };
         tokio::select! {
             received = socket.recv(&mut buf) => {
                 let Ok(len) = received else { return };

@@ -197,10 +197,13 @@ async fn engine(
     let mut closing = false;
     let mut linger_until = None;
     loop {
-        let wake = start
-            + Duration::from_millis(u64::from(
-                kcp.check(now_ms()).wrapping_sub(now_ms()).min(1000),
-            ));
+        // A quiet session sleeps until a datagram or a frame arrives (see Kcp::needs_timer).
+        let wait_ms = if kcp.needs_timer() {
+            kcp.check(now_ms()).wrapping_sub(now_ms()).min(1000)
+        } else {
+            60_000
+        };
+        let wake = start + Duration::from_millis(u64::from(now_ms()) + u64::from(wait_ms));
         tokio::select! {
             biased;
             () = kill.killed(), if !closing => {

@@ -237,7 +237,7 @@ impl Kcp {
             return None;
         }
         let recover = self.rcv_queue.len() >= usize::from(self.config.rcv_wnd);
-        let mut message = BytesMut::new();
+        let mut message = BytesMut::with_capacity(fragments * self.mss);
         for _ in 0..fragments {
             let Some(seg) = self.rcv_queue.pop_front() else {
                 break;
@@ -432,6 +432,17 @@ impl Kcp {
             }
             self.flush();
         }
+    }
+
+    /// False when nothing is unacknowledged, queued, to acknowledge or to probe: no timer is needed until
+    /// the next `send` or `input`. ikcp keeps flushing every interval regardless; a server with thousands
+    /// of quiet sessions should not wake for each of them a hundred times a second.
+    pub fn needs_timer(&self) -> bool {
+        !(self.snd_buf.is_empty()
+            && self.snd_queue.is_empty()
+            && self.acks.is_empty()
+            && self.probe == 0
+            && self.rmt_wnd != 0)
     }
 
     /// When to call [`Kcp::update`] next (ms, same clock).

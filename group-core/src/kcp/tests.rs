@@ -197,3 +197,29 @@ fn time_and_sequence_numbers_wrap_without_panicking() {
     }
     assert_eq!(got, 20);
 }
+
+#[test]
+fn a_quiet_endpoint_needs_no_timer_until_there_is_something_to_do() {
+    let mut ends = [
+        Kcp::new(3, KcpConfig::default()),
+        Kcp::new(3, KcpConfig::default()),
+    ];
+    assert!(!ends[0].needs_timer());
+    ends[0].send(b"ping").unwrap();
+    assert!(ends[0].needs_timer(), "queued data needs flushing");
+    let mut now = 0;
+    for _ in 0..50 {
+        for side in 0..2 {
+            ends[side].update(now);
+            while let Some(d) = ends[side].poll_transmit() {
+                ends[1 - side].input(&d).unwrap();
+            }
+        }
+        now += 10;
+    }
+    assert_eq!(ends[1].recv().as_deref(), Some(&b"ping"[..]));
+    assert!(
+        !ends[0].needs_timer() && !ends[1].needs_timer(),
+        "all acknowledged: both quiet"
+    );
+}

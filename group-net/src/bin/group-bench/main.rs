@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 enum Transport {
     Tcp,
     Ws,
+    Udp,
 }
 
 /// Load generator for group servers.
@@ -106,7 +107,7 @@ fn start_local_server(args: &Args) -> Result<(LocalServer, SocketAddr), String> 
             "--ws",
             "127.0.0.1:0",
             "--udp",
-            "off",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -127,7 +128,7 @@ fn start_local_server(args: &Args) -> Result<(LocalServer, SocketAddr), String> 
         ) {
             addrs.insert(t.to_string(), a);
         }
-        if addrs.len() == 2 {
+        if addrs.len() == 3 {
             break;
         }
     }
@@ -135,6 +136,7 @@ fn start_local_server(args: &Args) -> Result<(LocalServer, SocketAddr), String> 
     let key = match args.transport {
         Transport::Tcp => "tcp",
         Transport::Ws => "ws",
+        Transport::Udp => "udp",
     };
     let addr = *addrs
         .get(key)
@@ -146,6 +148,7 @@ async fn connect(transport: Transport, addr: SocketAddr, uid: String) -> Result<
     let connected = match transport {
         Transport::Tcp => Client::connect_tcp(addr).await,
         Transport::Ws => Client::connect_ws(addr).await,
+        Transport::Udp => Client::connect_udp(addr).await,
     };
     let mut client = connected.map_err(|e| format!("connect: {e}"))?;
     client

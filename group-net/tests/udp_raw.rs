@@ -1,0 +1,228 @@
+//! UDP at the byte level, with our sans-IO KCP instead of the client: the handshake hands out a cookie, a
+//! datagram with the wrong cookie cannot touch the session, and the broadcast `reliable` flag picks the
+//! channel (KCP for reliable, a raw channel-2 datagram for unreliable).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::{Transport, bounded, config, next_push, start, user};
+use group_core::kcp::envelope::{
+    CHANNEL_RELIABLE, CHANNEL_UNRELIABLE, CONV, Envelope, KIND_DATA, KIND_DISCONNECT, KIND_HELLO,
+    KIND_UNRELIABLE_DATA, wrap,
+};
+use group_core::kcp::{Kcp, KcpConfig};
+use group_core::proto::{CreateRequest, Request, ServerFrame, Status, decode_server_frame};
+use group_net::ServerBuilder;
+use group_net::client::Push;
+use tokio::net::UdpSocket;
+
+/// A hand-driven UDP client.
+struct Raw {
+    socket: UdpSocket,
+    kcp: Kcp,
+    cookie: u32,
+    start: tokio::time::Instant,
+}
+
+/// What arrived, and on which channel.
+#[derive(Debug)]
+enum Got {
+    Reliable(ServerFrame),
+    Unreliable(ServerFrame),
+    Hello,
+    Disconnect,
+}
+
+impl Raw {
+    async fn connect(server: std::net::SocketAddr) -> Raw {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(server).await.unwrap();
+        let mut raw = Raw {
+            socket,
+            kcp: Kcp::new(CONV, KcpConfig::default()),
+            cookie: 0,
+            start: tokio::time::Instant::now(),
+        };
+        raw.kcp.send(&[KIND_HELLO]).unwrap();
+        raw.flush().await;
+        let got = raw.next().await;
+        assert!(matches!(got, Got::Hello), "{got:?}");
+        assert_ne!(raw.cookie, 0, "the server hands out a non-zero cookie");
+        raw
+    }
+
+    fn now(&self) -> u32 {
+        u32::try_from(self.start.elapsed().as_millis()).unwrap()
+    }
+
+    async fn flush(&mut self) {
+        self.kcp.update(self.now());
+        self.kcp.flush();
+        while let Some(d) = self.kcp.poll_transmit() {
+            self.socket
+                .send(&wrap(CHANNEL_RELIABLE, self.cookie, &d))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn request(&mut self, request: Request) {
+        let mut frame = BytesMut::new();
+        request.encode(&mut frame);
+        let mut message = vec![KIND_DATA];
+        message.extend_from_slice(&frame);
+        self.kcp.send(&message).unwrap();
+        self.flush().await;
+    }
+
+    /// The next thing from the server, keeping KCP running meanwhile.
+    async fn next(&mut self) -> Got {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            if let Some(message) = self.kcp.recv() {
+                return match message.split_first() {
+                    Some((&KIND_HELLO, _)) => Got::Hello,
+                    Some((&KIND_DATA, frame)) => Got::Reliable(decode(frame)),
+                    other => panic!("unexpected reliable message {other:?}"),
+                };
+            }
+            let received =
+                tokio::time::timeout(Duration::from_millis(10), self.socket.recv(&mut buf)).await;
+            if let Ok(Ok(len)) = received {
+                let envelope = Envelope::parse(&buf[..len]).unwrap();
+                if self.cookie == 0 {
+                    self.cookie = envelope.cookie;
+                }
+                assert_eq!(
+                    envelope.cookie, self.cookie,
+                    "every server datagram carries the session cookie"
+                );
+                if envelope.channel == CHANNEL_UNRELIABLE {
+                    return match envelope.body.split_first() {
+                        Some((&KIND_UNRELIABLE_DATA, frame)) => Got::Unreliable(decode(frame)),
+                        Some((&KIND_DISCONNECT, _)) => Got::Disconnect,
+                        other => panic!("unexpected unreliable datagram {other:?}"),
+                    };
+                }
+                self.kcp.input(envelope.body).unwrap();
+            }
+            self.flush().await;
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> ServerFrame {
+    let mut buf = BytesMut::from(bytes);
+    let frame = decode_server_frame(&mut buf, u32::MAX).unwrap().unwrap();
+    assert!(buf.is_empty(), "whole frames only");
+    frame
+}
+
+#[tokio::test]
+async fn cookies_guard_sessions_and_the_reliable_flag_picks_the_channel() {
+    let server = start(ServerBuilder::new(config())).await;
+    let mut tcp = user(&server, Transport::Tcp, "tcp").await;
+    let mut raw = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
+    raw.request(Request::Hello {
+        uid: "raw".into(),
+        token: Bytes::new(),
+    })
+    .await;
+    let Got::Reliable(ok) = bounded("hello", raw.next()).await else {
+        panic!()
+    };
+    assert_eq!((ok.cmd, ok.status, ok.payload.len()), (4, Status::Ok, 16));
+
+    let params = CreateRequest {
+        allow_empty: false,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    };
+    let group = bounded("create", tcp.create(params)).await.unwrap();
+    raw.request(Request::Join {
+        group,
+        message: Bytes::new(),
+    })
+    .await;
+    let Got::Reliable(joined) = bounded("join", raw.next()).await else {
+        panic!()
+    };
+    assert_eq!(joined.status, Status::Ok);
+
+    bounded(
+        "send",
+        tcp.broadcast(group, Bytes::from_static(b"fast"), false),
+    )
+    .await
+    .unwrap();
+    let got = bounded("unreliable", raw.next()).await;
+    assert!(
+        matches!(&got, Got::Unreliable(f) if f.cmd == 113 && f.payload.ends_with(b"fast")),
+        "{got:?}"
+    );
+    bounded(
+        "send",
+        tcp.broadcast(group, Bytes::from_static(b"sure"), true),
+    )
+    .await
+    .unwrap();
+    let got = bounded("reliable", raw.next()).await;
+    assert!(
+        matches!(&got, Got::Reliable(f) if f.cmd == 113 && f.payload.ends_with(b"sure")),
+        "{got:?}"
+    );
+
+    // A disconnect with the wrong cookie is ignored; the session lives on.
+    let wrong = wrap(CHANNEL_UNRELIABLE, raw.cookie ^ 0x5555, &[KIND_DISCONNECT]);
+    raw.socket.send(&wrong).await.unwrap();
+    raw.request(Request::Ping(Bytes::from_static(b"alive?")))
+        .await;
+    let Got::Reliable(pong) = bounded("ping", raw.next()).await else {
+        panic!()
+    };
+    assert_eq!(&pong.payload[..], b"alive?");
+
+    // With the right cookie, the session ends and the other member hears of it.
+    let right = wrap(CHANNEL_UNRELIABLE, raw.cookie, &[KIND_DISCONNECT]);
+    raw.socket.send(&right).await.unwrap();
+    let Push::Left { uid, .. } = next_push(&mut tcp).await else {
+        panic!()
+    };
+    assert_eq!(uid, "raw");
+}
+
+#[tokio::test]
+async fn stray_datagrams_open_no_session() {
+    let server = start(ServerBuilder::new(config())).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(server.udp_addr().unwrap()).await.unwrap();
+    // Garbage, a non-zero cookie, the unreliable channel: none of them may open a session.
+    for datagram in [
+        vec![0xFFu8; 40],
+        wrap(CHANNEL_RELIABLE, 99, &[0; 30]),
+        wrap(CHANNEL_UNRELIABLE, 0, &[4]),
+    ] {
+        socket.send(&datagram).await.unwrap();
+    }
+    let mut buf = [0u8; 64];
+    let answer = tokio::time::timeout(Duration::from_millis(300), socket.recv(&mut buf)).await;
+    assert!(answer.is_err(), "no reply to stray datagrams");
+    // A well-behaved client still connects.
+    let mut client = bounded(
+        "udp",
+        group_net::client::Client::connect_udp(server.udp_addr().unwrap()),
+    )
+    .await
+    .unwrap();
+    bounded("hello", client.hello("fine", "")).await.unwrap();
+}
