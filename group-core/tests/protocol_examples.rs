@@ -85,3 +85,14 @@ fn the_node_produces_the_documented_create_response_shape() {
     let hello = node.poll_transmit().unwrap();
     assert_eq!(hex(&hello.frame[..8]), documented("hello-response-header"));
 }
+
+#[test]
+fn documented_udp_handshake_matches_kcp() {
+    use group_core::kcp::envelope::{CHANNEL_RELIABLE, CONV, KIND_HELLO, wrap};
+    use group_core::kcp::{Kcp, KcpConfig};
+    let mut kcp = Kcp::new(CONV, KcpConfig::default());
+    kcp.send(&[KIND_HELLO]).unwrap();
+    kcp.update(0);
+    let segment = kcp.poll_transmit().unwrap();
+    assert_eq!(hex(&wrap(CHANNEL_RELIABLE, 0, &segment)), documented("udp-client-hello"));
+}
