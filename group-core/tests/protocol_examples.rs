@@ -94,5 +94,8 @@ fn documented_udp_handshake_matches_kcp() {
     kcp.send(&[KIND_HELLO]).unwrap();
     kcp.update(0);
     let segment = kcp.poll_transmit().unwrap();
-    assert_eq!(hex(&wrap(CHANNEL_RELIABLE, 0, &segment)), documented("udp-client-hello"));
+    assert_eq!(
+        hex(&wrap(CHANNEL_RELIABLE, 0, &segment)),
+        documented("udp-client-hello")
+    );
 }
