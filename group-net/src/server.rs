@@ -342,6 +342,11 @@ impl Server {
         self.stats.slow_consumers.load(Ordering::Relaxed)
     }
 
+    /// Connections and UDP sessions accepted since start.
+    pub fn accepted_connections(&self) -> u64 {
+        self.stats.accepted.load(Ordering::Relaxed)
+    }
+
     /// Connections refused because `maxConnections` were open.
     pub fn refused_connections(&self) -> u64 {
         self.stats.refused.load(Ordering::Relaxed)

@@ -78,8 +78,9 @@ pub(crate) async fn accept_loop(
                 // A wrong cookie is a spoofed or stale datagram: dropped without a word.
             }
             None => {
-                // Only a reliable datagram with cookie 0 (the client's Hello) opens a session.
-                if envelope.channel != CHANNEL_RELIABLE || envelope.cookie != 0 {
+                // Only the client's opening datagram opens a session: reliable, cookie 0, and KCP that
+                // carries the hello message. Anything else would let spoofed strays hold connection slots.
+                if !is_opening(&envelope) {
                     continue;
                 }
                 let Some(permit) = listeners.admit() else {
@@ -112,6 +113,18 @@ pub(crate) async fn accept_loop(
             }
         }
     }
+}
+
+/// True for a client's first datagram: reliable channel, cookie 0, a KCP push of the one-byte hello.
+fn is_opening(envelope: &Envelope<'_>) -> bool {
+    if envelope.channel != CHANNEL_RELIABLE || envelope.cookie != 0 {
+        return false;
+    }
+    let (segments, error) = group_core::kcp::segment::split(envelope.body, CONV);
+    error.is_none()
+        && segments
+            .iter()
+            .any(|(h, data)| h.cmd == group_core::kcp::segment::CMD_PUSH && *data == [KIND_HELLO])
 }
 
 /// SplitMix64 step: cookies need only be unguessable by an off-path spoofer, not cryptographic.

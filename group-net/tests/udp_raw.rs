@@ -206,17 +206,22 @@ async fn stray_datagrams_open_no_session() {
     let server = start(ServerBuilder::new(config())).await;
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.connect(server.udp_addr().unwrap()).await.unwrap();
-    // Garbage, a non-zero cookie, the unreliable channel: none of them may open a session.
-    for datagram in [
+    // Garbage, a non-zero cookie, the unreliable channel, cookie 0 with a body that is not a KCP hello:
+    // none of them may open a session (or hold a connection slot).
+    let not_hello = wrap(CHANNEL_RELIABLE, 0, &[0; 30]);
+    let strays = [
         vec![0xFFu8; 40],
         wrap(CHANNEL_RELIABLE, 99, &[0; 30]),
         wrap(CHANNEL_UNRELIABLE, 0, &[4]),
-    ] {
+        not_hello,
+    ];
+    for datagram in strays {
         socket.send(&datagram).await.unwrap();
     }
     let mut buf = [0u8; 64];
     let answer = tokio::time::timeout(Duration::from_millis(300), socket.recv(&mut buf)).await;
     assert!(answer.is_err(), "no reply to stray datagrams");
+    assert_eq!(server.accepted_connections(), 0, "no session was opened");
     // A well-behaved client still connects.
     let mut client = bounded(
         "udp",
@@ -225,4 +230,5 @@ async fn stray_datagrams_open_no_session() {
     .await
     .unwrap();
     bounded("hello", client.hello("fine", "")).await.unwrap();
+    assert_eq!(server.accepted_connections(), 1);
 }
