@@ -50,6 +50,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
 pub mod id;
 pub mod kcp;
