@@ -9,7 +9,7 @@ use group_core::{ConnId, Outcome, Sid, Uid};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::TokenVerifier;
-use crate::hooks::{Command, HookContext, Hooks};
+use crate::hooks::{Command, HookContext, Hooks, Stop, guarded};
 use crate::node_task::{ConnWriter, Input, Kill, Outgoing, Reply};
 
 /// Everything connections share: where inputs go and what to check on the way.
@@ -162,21 +162,17 @@ impl Connection {
                 if let (Some(handler), Some(ctx)) =
                     (self.shared.hooks.custom(*ver, *cmd), self.context(&request))
                 {
-                    let input = match handler(ctx).await {
-                        Ok(payload) => Input::Respond {
+                    let input = match guarded("a command handler", handler(ctx)).await {
+                        Ok(Ok(payload)) => Input::Respond {
                             conn: self.conn,
                             ver: *ver,
                             cmd: *cmd,
                             payload,
                         },
-                        Err(r) => Input::Refuse {
-                            conn: self.conn,
-                            ver: *ver,
-                            cmd: *cmd,
-                            code: r.code,
-                            group: None,
-                            message: r.message,
-                        },
+                        Ok(Err(rejection)) => {
+                            self.stopped(*ver, *cmd, None, Stop::Rejected(rejection))
+                        }
+                        Err(stop) => self.stopped(*ver, *cmd, None, stop),
                     };
                     return self.send(input).await;
                 }
@@ -189,17 +185,11 @@ impl Connection {
             self.request(request, false).await?;
             return Ok(());
         };
-        if let Err(rejection) = self.shared.hooks.run_before(command, &ctx).await {
+        if let Err(stop) = self.shared.hooks.run_before(command, &ctx).await {
             let (ver, cmd) = request.ver_cmd();
-            let input = Input::Refuse {
-                conn: self.conn,
-                ver,
-                cmd,
-                code: rejection.code,
-                group: request.group().copied(),
-                message: rejection.message,
-            };
-            return self.send(input).await;
+            return self
+                .send(self.stopped(ver, cmd, request.group().copied(), stop))
+                .await;
         }
         let want_after = self.shared.hooks.has_after(command);
         let reply = self.request(request, want_after).await?;
@@ -240,6 +230,27 @@ impl Connection {
             self.session = Some(session);
         }
         Ok(())
+    }
+
+    /// The response to a request that server code stopped: Bad for a rejection, Err for a failure.
+    fn stopped(&self, ver: u8, cmd: u16, group: Option<group_core::GroupId>, stop: Stop) -> Input {
+        match stop {
+            Stop::Rejected(r) => Input::Refuse {
+                conn: self.conn,
+                ver,
+                cmd,
+                code: r.code,
+                group,
+                message: r.message,
+            },
+            Stop::Failed(message) => Input::Fail {
+                conn: self.conn,
+                ver,
+                cmd,
+                group,
+                message,
+            },
+        }
     }
 
     fn context(&self, request: &Request) -> Option<HookContext> {

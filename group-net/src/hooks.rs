@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use group_core::proto::Request;
 use group_core::{ConnId, GroupId, Sid, Uid};
 
@@ -85,6 +86,31 @@ impl Rejection {
     }
 }
 
+/// Why a Before chain or a handler did not let the request through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// A hook refused: the client gets Bad with the hook's code and message.
+    Rejected(Rejection),
+    /// A hook or handler panicked: the client gets Err (5) HOOK_FAILED; the server logs it.
+    Failed(String),
+}
+
+/// Runs server code, turning a panic into [`Stop::Failed`] instead of killing the connection's task.
+pub(crate) async fn guarded<T>(what: &str, future: HookFuture<T>) -> Result<T, Stop> {
+    std::panic::AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            tracing::error!("{what} panicked: {reason}");
+            Stop::Failed(format!("{what} failed"))
+        })
+}
+
 /// A boxed future, as hooks return them.
 pub type HookFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type BeforeFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<(), Rejection>> + Send + Sync>;
@@ -150,13 +176,11 @@ impl Hooks {
     }
 
     /// Runs the Before chain in registration order; the first rejection stops it.
-    pub(crate) async fn run_before(
-        &self,
-        command: Command,
-        ctx: &HookContext,
-    ) -> Result<(), Rejection> {
+    pub(crate) async fn run_before(&self, command: Command, ctx: &HookContext) -> Result<(), Stop> {
         for hook in self.before.get(&command).into_iter().flatten() {
-            hook(ctx.clone()).await?;
+            guarded("a Before hook", hook(ctx.clone()))
+                .await?
+                .map_err(Stop::Rejected)?;
         }
         Ok(())
     }
@@ -164,7 +188,8 @@ impl Hooks {
     /// Runs the After chain in registration order.
     pub(crate) async fn run_after(&self, command: Command, ctx: &HookContext) {
         for hook in self.after.get(&command).into_iter().flatten() {
-            hook(ctx.clone()).await;
+            // The command already succeeded; a panicking After hook is logged and the chain goes on.
+            let _ = guarded("an After hook", hook(ctx.clone())).await;
         }
     }
 

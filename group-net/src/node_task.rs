@@ -107,6 +107,13 @@ pub(crate) enum Input {
         code: u16,
         message: String,
     },
+    Fail {
+        conn: ConnId,
+        ver: u8,
+        cmd: u16,
+        group: Option<GroupId>,
+        message: String,
+    },
     Respond {
         conn: ConnId,
         ver: u8,
@@ -232,6 +239,15 @@ impl NodeState {
                 cmd,
                 payload,
             } => self.node.respond(conn, ver, cmd, &payload),
+            Input::Fail {
+                conn,
+                ver,
+                cmd,
+                group,
+                message,
+            } => self
+                .node
+                .fail(conn, ver, cmd, code::HOOK_FAILED, group.as_ref(), &message),
             Input::Disconnect { conn } => {
                 self.writers.remove(&conn);
                 self.node.handle_disconnect(conn, now);

@@ -222,3 +222,38 @@ async fn without_a_secret_any_uid_is_accepted() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn panicking_server_code_answers_err_and_the_connection_lives_on() {
+    let builder = ServerBuilder::new(config())
+        .before(Command::Join, |ctx| async move {
+            assert!(&*ctx.uid != "boom", "a bug in a Before hook");
+            Ok(())
+        })
+        .after(Command::Create, |_| async {
+            panic!("a bug in an After hook")
+        })
+        .on_command(3, 1, |_| async { panic!("a bug in a handler") });
+    let server = start(builder).await;
+    let mut boom = user(&server, Transport::Tcp, "boom").await;
+    let group = bounded("create", boom.create(create()))
+        .await
+        .expect("an After panic does not undo the create");
+
+    let failed = bounded("join", boom.join(group, b"")).await.unwrap_err();
+    let ClientError::Refused(error) = failed else {
+        panic!("{failed:?}")
+    };
+    assert_eq!((error.code, error.group), (code::HOOK_FAILED, Some(group)));
+    let custom = Request::Custom {
+        ver: 3,
+        cmd: 1,
+        payload: Bytes::new(),
+    };
+    let failed = bounded("custom", boom.request(&custom)).await.unwrap_err();
+    assert_eq!(failed.code(), Some(code::HOOK_FAILED));
+    assert_eq!(
+        &bounded("ping", boom.ping(b"still here")).await.unwrap()[..],
+        b"still here"
+    );
+}

@@ -235,8 +235,28 @@ impl Node {
         group: Option<&GroupId>,
         reason: &str,
     ) {
+        let frame = encode_error_payload(ver, cmd, Status::Bad, code, group, reason);
+        self.queue_frame(conn, frame);
+    }
+
+    /// Queues an Err response (status 5): the server failed while handling the request, through no fault
+    /// of the client's. Drivers use this when server code (a hook or handler) fails.
+    pub fn fail(
+        &mut self,
+        conn: ConnId,
+        ver: u8,
+        cmd: u16,
+        code: u16,
+        group: Option<&GroupId>,
+        reason: &str,
+    ) {
+        let frame = encode_error_payload(ver, cmd, Status::Err, code, group, reason);
+        self.queue_frame(conn, frame);
+    }
+
+    /// Queues a whole frame for a connection the node still tracks.
+    fn queue_frame(&mut self, conn: ConnId, frame: Bytes) {
         if self.conns.contains_key(&conn) {
-            let frame = encode_error_payload(ver, cmd, Status::Bad, code, group, reason);
             self.transmits.push_back(Transmit {
                 conn,
                 frame,

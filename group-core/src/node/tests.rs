@@ -828,6 +828,24 @@ fn request_outcomes_tell_the_driver_what_happened() {
 }
 
 #[test]
+fn fail_sends_an_err_response_and_keeps_the_connection() {
+    let mut h = Harness::new();
+    let a = h.user(1, "a");
+    h.node
+        .fail(a, 1, cmd::JOIN, code::HOOK_FAILED, None, "hook panicked");
+    h.drain();
+    let frame = h.take(a).remove(0);
+    assert_eq!(
+        (
+            frame.status,
+            parse_error_payload(&frame.payload).unwrap().code
+        ),
+        (Status::Err, code::HOOK_FAILED)
+    );
+    assert!(h.node.session_of(a).is_some());
+}
+
+#[test]
 fn refuse_and_close_answers_then_closes() {
     let mut h = Harness::new();
     let a = h.user(1, "a");

@@ -106,6 +106,8 @@ pub mod code {
     pub const AUTH_FAILED: u16 = 8;
     /// A command with ver >= 2 that no server code handles.
     pub const NO_HANDLER: u16 = 9;
+    /// Server code (a hook or handler) failed while handling the request; sent with status Err (5).
+    pub const HOOK_FAILED: u16 = 10;
 
     /// Create: ttl must be more than 10 seconds.
     pub const CREATE_TTL_TOO_SHORT: u16 = 100;
