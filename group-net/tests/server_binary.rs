@@ -131,3 +131,30 @@ fn bad_flags_and_files_are_clear_errors() {
     assert!(stderr.contains("group.relayLimit"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_example_configuration_starts_a_server() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/example.json");
+    let config =
+        group_net::ServerConfig::from_json(&std::fs::read_to_string(example).unwrap()).unwrap();
+    assert_eq!(config.group.static_groups.len(), 1);
+    let child = Command::new(env!("CARGO_BIN_EXE_group-server"))
+        .args([
+            "--config",
+            example,
+            "--tcp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    let lines = listening_lines(&mut server.0, 3);
+    let names: Vec<&str> = lines.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["tcp", "udp", "ws"]);
+}
