@@ -6,7 +6,8 @@
 //!   "group":  { "remoteJoinTries": 4, "relayLimit": 2, "sendInterval": 300, "staticGroups": [] },
 //!   "limits": { "maxPayload": 65536, "connectionTtl": 10 },
 //!   "server": { "tcp": "127.0.0.1:7100", "ws": "127.0.0.1:7200", "udp": "127.0.0.1:7100",
-//!               "authSecret": null, "outboundQueue": 1024, "wsReadBuffer": 4096 },
+//!               "authSecret": null, "outboundQueue": 1024, "hookTimeout": 10,
+//!               "wsReadBuffer": 4096 },
 //!   "mesh":   { "bind": "127.0.0.1:8100" }
 //! }
 //! ```
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     pub auth_secret: Option<String>,
     /// Frames queued per connection before it counts as a slow consumer and is disconnected.
     pub outbound_queue: usize,
+    /// How long one hook or custom handler may run before the request fails with Err HOOK_FAILED.
+    pub hook_timeout: std::time::Duration,
     /// Initial read buffer per WebSocket connection, in bytes (it grows for larger messages).
     pub ws_read_buffer: usize,
 }
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8100))),
             auth_secret: None,
             outbound_queue: 1024,
+            hook_timeout: std::time::Duration::from_secs(10),
             ws_read_buffer: 4096,
         }
     }
@@ -116,9 +120,15 @@ impl ServerConfig {
                     }
                 }
                 "outboundQueue" => self.outbound_queue = int_in(&path, value, 8, 1 << 20)?,
+                "hookTimeout" => {
+                    let seconds = int_in(&path, value, 1, 3600)?;
+                    self.hook_timeout =
+                        std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(3600));
+                }
                 "wsReadBuffer" => self.ws_read_buffer = int_in(&path, value, 1024, 1 << 20)?,
                 _ => {
-                    let known = "tcp, ws, udp, authSecret, outboundQueue, wsReadBuffer";
+                    let known =
+                        "tcp, ws, udp, authSecret, outboundQueue, hookTimeout, wsReadBuffer";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),
@@ -232,6 +242,14 @@ mod tests {
             "server.authSecret"
         );
         assert_eq!(key(r#"{"server": {"tpc": "127.0.0.1:1"}}"#), "server.tpc");
+        assert_eq!(
+            key(r#"{"server": {"hookTimeout": 0}}"#),
+            "server.hookTimeout"
+        );
+        let timeout = ServerConfig::from_json(r#"{"server": {"hookTimeout": 3}}"#)
+            .unwrap()
+            .hook_timeout;
+        assert_eq!(timeout, std::time::Duration::from_secs(3));
         assert_eq!(key(r#"{"mesh": {"bind": "[::1]:8100"}}"#), "mesh.bind");
         assert_eq!(key(r#"{"extra": {}}"#), "extra");
         assert_eq!(key("{"), "<file>");

@@ -162,18 +162,21 @@ impl Connection {
                 if let (Some(handler), Some(ctx)) =
                     (self.shared.hooks.custom(*ver, *cmd), self.context(&request))
                 {
-                    let input = match guarded("a command handler", handler(ctx)).await {
-                        Ok(Ok(payload)) => Input::Respond {
-                            conn: self.conn,
-                            ver: *ver,
-                            cmd: *cmd,
-                            payload,
-                        },
-                        Ok(Err(rejection)) => {
-                            self.stopped(*ver, *cmd, None, Stop::Rejected(rejection))
-                        }
-                        Err(stop) => self.stopped(*ver, *cmd, None, stop),
-                    };
+                    let input =
+                        match guarded("a command handler", self.shared.hooks.timeout, handler(ctx))
+                            .await
+                        {
+                            Ok(Ok(payload)) => Input::Respond {
+                                conn: self.conn,
+                                ver: *ver,
+                                cmd: *cmd,
+                                payload,
+                            },
+                            Ok(Err(rejection)) => {
+                                self.stopped(*ver, *cmd, None, Stop::Rejected(rejection))
+                            }
+                            Err(stop) => self.stopped(*ver, *cmd, None, stop),
+                        };
                     return self.send(input).await;
                 }
             }

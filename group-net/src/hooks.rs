@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -95,20 +96,30 @@ pub(crate) enum Stop {
     Failed(String),
 }
 
-/// Runs server code, turning a panic into [`Stop::Failed`] instead of killing the connection's task.
-pub(crate) async fn guarded<T>(what: &str, future: HookFuture<T>) -> Result<T, Stop> {
-    std::panic::AssertUnwindSafe(future)
-        .catch_unwind()
-        .await
-        .map_err(|panic| {
+/// Runs server code, turning a panic, or running past `limit`, into [`Stop::Failed`] instead of killing
+/// or stalling the connection's task.
+pub(crate) async fn guarded<T>(
+    what: &str,
+    limit: Duration,
+    future: HookFuture<T>,
+) -> Result<T, Stop> {
+    let caught = std::panic::AssertUnwindSafe(future).catch_unwind();
+    match tokio::time::timeout(limit, caught).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(panic)) => {
             let reason = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".into());
             tracing::error!("{what} panicked: {reason}");
-            Stop::Failed(format!("{what} failed"))
-        })
+            Err(Stop::Failed(format!("{what} failed")))
+        }
+        Err(_) => {
+            tracing::error!("{what} did not finish within {limit:?} (server.hookTimeout)");
+            Err(Stop::Failed(format!("{what} timed out")))
+        }
+    }
 }
 
 /// A boxed future, as hooks return them.
@@ -118,11 +129,24 @@ type AfterFn = Arc<dyn Fn(HookContext) -> HookFuture<()> + Send + Sync>;
 type CustomFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<Bytes, Rejection>> + Send + Sync>;
 
 /// The registered hooks and handlers. Built by [`crate::ServerBuilder`]; read-only once the server runs.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Hooks {
+    /// How long one hook or handler may run (`server.hookTimeout`).
+    pub(crate) timeout: Duration,
     before: BTreeMap<Command, Vec<BeforeFn>>,
     after: BTreeMap<Command, Vec<AfterFn>>,
     custom: BTreeMap<(u8, u16), CustomFn>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            timeout: Duration::from_secs(10),
+            before: BTreeMap::new(),
+            after: BTreeMap::new(),
+            custom: BTreeMap::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Hooks {
@@ -178,7 +202,7 @@ impl Hooks {
     /// Runs the Before chain in registration order; the first rejection stops it.
     pub(crate) async fn run_before(&self, command: Command, ctx: &HookContext) -> Result<(), Stop> {
         for hook in self.before.get(&command).into_iter().flatten() {
-            guarded("a Before hook", hook(ctx.clone()))
+            guarded("a Before hook", self.timeout, hook(ctx.clone()))
                 .await?
                 .map_err(Stop::Rejected)?;
         }
@@ -189,7 +213,7 @@ impl Hooks {
     pub(crate) async fn run_after(&self, command: Command, ctx: &HookContext) {
         for hook in self.after.get(&command).into_iter().flatten() {
             // The command already succeeded; a panicking After hook is logged and the chain goes on.
-            let _ = guarded("an After hook", hook(ctx.clone())).await;
+            let _ = guarded("an After hook", self.timeout, hook(ctx.clone())).await;
         }
     }
 

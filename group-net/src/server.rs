@@ -218,6 +218,7 @@ impl ServerBuilder {
                 "no server.authSecret configured: any uid is accepted without authentication"
             );
         }
+        self.hooks.timeout = self.config.hook_timeout;
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
         let stats = Arc::new(Stats::default());
         let handle = ServerHandle {

@@ -257,3 +257,23 @@ async fn panicking_server_code_answers_err_and_the_connection_lives_on() {
         b"still here"
     );
 }
+
+#[tokio::test]
+async fn a_hook_that_never_finishes_fails_the_request_after_hook_timeout() {
+    let mut cfg = config();
+    cfg.hook_timeout = Duration::from_secs(1);
+    let builder = ServerBuilder::new(cfg).before(Command::Create, |_| std::future::pending());
+    let server = start(builder).await;
+    let mut alice = user(&server, Transport::Tcp, "alice").await;
+    let started = std::time::Instant::now();
+    let failed = bounded("create", alice.create(create())).await.unwrap_err();
+    assert_eq!(failed.code(), Some(code::HOOK_FAILED));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before the timeout"
+    );
+    assert_eq!(
+        &bounded("ping", alice.ping(b"ok")).await.unwrap()[..],
+        b"ok"
+    );
+}
