@@ -228,6 +228,8 @@ pub struct Node {
     groups: BTreeMap<GroupId, Group>,
     /// Groups random join may pick.
     random_pool: BTreeSet<GroupId>,
+    /// Other nodes the membership layer reports alive: candidates for the backups of new groups.
+    live_nodes: BTreeSet<NodeAddr>,
     timers: Timers,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -269,6 +271,7 @@ impl Node {
             sessions: BTreeMap::new(),
             groups: BTreeMap::new(),
             random_pool: BTreeSet::new(),
+            live_nodes: BTreeSet::new(),
             timers: Timers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -393,6 +396,33 @@ impl Node {
     /// Number of connections tracked.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The membership layer reports another node alive. New groups take their backups from these nodes.
+    pub fn handle_node_up(&mut self, node: NodeAddr) {
+        if node != self.config.addr {
+            self.live_nodes.insert(node);
+        }
+    }
+
+    /// The membership layer reports a node dead (or gone).
+    pub fn handle_node_down(&mut self, node: NodeAddr) {
+        self.live_nodes.remove(&node);
+    }
+
+    /// The backups a group created now gets: the next (up to) two live nodes after this one in address
+    /// order, wrapping around. Deterministic, and it spreads backup duty evenly over the cluster.
+    pub fn backup_candidates(&self) -> Vec<NodeAddr> {
+        let own = self.config.addr;
+        let after = self
+            .live_nodes
+            .range((std::ops::Bound::Excluded(own), std::ops::Bound::Unbounded));
+        let before = self.live_nodes.range(..own);
+        after
+            .chain(before)
+            .take(crate::id::MAX_ID_NODES - 1)
+            .copied()
+            .collect()
     }
 
     /// Pending timer entries (live or stale), bounded by connections plus three per group.

@@ -83,7 +83,7 @@ impl Node {
     fn next_group_id(&mut self, now: Instant) -> GroupId {
         let wall_ns = self.config.clock_origin_ns.saturating_add(now.as_nanos());
         self.last_id_ns = wall_ns.max(self.last_id_ns.saturating_add(1));
-        GroupId::generate(self.last_id_ns, self.config.addr, &[])
+        GroupId::generate(self.last_id_ns, self.config.addr, &self.backup_candidates())
     }
 
     /// Adds `uid` to `id` (both checked by the caller) and records the group in the user's join order.

@@ -863,3 +863,35 @@ fn refuse_and_close_answers_then_closes() {
     }));
     assert!(h.node.session_of(a).is_none());
 }
+
+#[test]
+fn new_groups_name_the_next_live_nodes_as_backups() {
+    use std::net::Ipv4Addr;
+    let node = |port| NodeAddr::new(Ipv4Addr::LOCALHOST, port);
+    let mut h = Harness::new(); // this node is 127.0.0.1:8100
+    let a = h.user(1, "a");
+    let alone = h.create(a, true, true, 60, 0);
+    assert_eq!(
+        alone.layout().unwrap().backups,
+        [None, None],
+        "a cluster of one has no backups"
+    );
+    for port in [8099, 8101, 8105, 8100] {
+        h.node.handle_node_up(node(port)); // 8100 is this node itself: ignored
+    }
+    let id = h.create(a, true, true, 60, 0);
+    assert_eq!(
+        id.layout().unwrap().backups,
+        [Some(node(8101)), Some(node(8105))]
+    );
+    h.node.handle_node_down(node(8105));
+    let id = h.create(a, true, true, 60, 0);
+    assert_eq!(
+        id.layout().unwrap().backups,
+        [Some(node(8101)), Some(node(8099))],
+        "wraps around"
+    );
+    h.node.handle_node_down(node(8101));
+    h.node.handle_node_down(node(8099));
+    assert!(h.node.backup_candidates().is_empty());
+}
