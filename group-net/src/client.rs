@@ -367,12 +367,7 @@ impl Client {
         message: Bytes,
         reliable: bool,
     ) -> Result<(), ClientError> {
-        self.send(&Request::Broadcast {
-            group,
-            reliable,
-            message,
-        })
-        .await
+        self.sender.broadcast(group, message, reliable).await
     }
 
     /// Echo.

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::future::Future;
+
 use group_core::ConnId;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::Shared;
@@ -44,5 +47,42 @@ impl Listeners {
 
     pub fn next_conn(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Accepts stream connections until `stop` fires: admits each within `maxConnections` (refusing and
+/// counting the rest), sets TCP_NODELAY, and spawns `serve` for it. Shared by TCP and WebSocket.
+pub(crate) async fn accept_streams<F, Fut>(
+    listener: TcpListener,
+    listeners: Arc<Listeners>,
+    transport: &str,
+    serve: F,
+) where
+    F: Fn(TcpStream, ConnId, Arc<Shared>, OwnedSemaphorePermit) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            () = listeners.stop.killed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly rather than spin.
+                tracing::warn!("{transport} accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(permit) = listeners.admit() else {
+            tracing::warn!(%peer, "refusing {transport} connection: maxConnections reached");
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "set_nodelay failed: {e}");
+        }
+        let conn = listeners.next_conn();
+        tokio::spawn(serve(stream, conn, listeners.shared.clone(), permit));
     }
 }

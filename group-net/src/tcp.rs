@@ -22,31 +22,7 @@ const MAX_BATCH: usize = 64;
 
 /// Accepts TCP connections until `stop` fires.
 pub(crate) async fn accept_loop(listener: TcpListener, listeners: Arc<Listeners>) {
-    loop {
-        let accepted = tokio::select! {
-            () = listeners.stop.killed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off briefly rather than spin.
-                tracing::warn!("TCP accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let Some(permit) = listeners.admit() else {
-            tracing::warn!(%peer, "refusing TCP connection: maxConnections reached");
-            continue;
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, "set_nodelay failed: {e}");
-        }
-        let shared = listeners.shared.clone();
-        let conn = listeners.next_conn();
-        tokio::spawn(serve(stream, conn, shared, permit));
-    }
+    crate::listener::accept_streams(listener, listeners, "TCP", serve).await;
 }
 
 async fn serve(

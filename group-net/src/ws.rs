@@ -33,28 +33,9 @@ pub(crate) async fn accept_loop(
     listeners: Arc<Listeners>,
     read_buffer: usize,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = listeners.stop.killed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!("WebSocket accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let Some(permit) = listeners.admit() else {
-            tracing::warn!(%peer, "refusing WebSocket connection: maxConnections reached");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = listeners.shared.clone();
-        let conn = listeners.next_conn();
-        tokio::spawn(serve(stream, conn, shared, permit, read_buffer));
-    }
+    let serve =
+        move |stream, conn, shared, permit| serve(stream, conn, shared, permit, read_buffer);
+    crate::listener::accept_streams(listener, listeners, "WebSocket", serve).await;
 }
 
 async fn serve(

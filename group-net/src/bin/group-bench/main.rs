@@ -308,7 +308,8 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     let (local, addr) = match args.server {
         Some(addr) => (None, addr),
         None => {
-            let (server, addr) = start_local_server(&args)?;
+            // Reads the child's stdout with blocking I/O: keep it off the async workers.
+            let (server, addr) = tokio::task::block_in_place(|| start_local_server(&args))?;
             (Some(server), addr)
         }
     };
