@@ -56,7 +56,7 @@ pub mod id;
 pub mod kcp;
 mod node;
 pub mod proto;
-mod rng;
+pub mod rng;
 mod time;
 
 pub use config::{ConfigError, GroupConfig, Limits, NodeConfig, StaticGroup};

@@ -1,14 +1,18 @@
 //! A tiny seeded generator (SplitMix64) for session IDs and random-join picks. The core takes its seed
-//! from configuration so that a simulation with the same seed produces the same transcript.
+//! from configuration so that a simulation with the same seed produces the same transcript. Public so
+//! that simulations and tests drive their randomness from the same generator.
 
+/// SplitMix64: fast, seedable, deterministic. Not cryptographic.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -17,7 +21,12 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// A value in `0..n`; `n` must be non-zero. The modulo bias is irrelevant for picking among groups.
+    /// True with a probability of `percent` in 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    /// A value in `0..n` (`n` of zero counts as one). The modulo bias is irrelevant for picking among groups.
     pub fn below(&mut self, n: usize) -> usize {
         debug_assert!(n > 0);
         let n = u64::try_from(n.max(1)).unwrap_or(u64::MAX);

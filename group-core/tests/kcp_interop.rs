@@ -11,19 +11,9 @@
 
 use bytes::Bytes;
 use group_core::kcp::{Kcp, KcpConfig};
+use group_core::rng::SplitMix64 as Rng;
 
 const CONV: u32 = 0x1234_5678;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// ikcp configured as kcp2k and our default are: nodelay, 10 ms interval, fast resend 2, no congestion
 /// window, 256-segment windows, MTU 1195. Boxed: the wrapper stores a pointer to itself.
@@ -37,18 +27,18 @@ fn reference() -> Box<kcp::Kcp> {
 }
 
 fn messages(seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     // Non-empty: the wrapper treats an empty message as "nothing received".
     (0..30)
         .map(|i| {
-            let len = 1 + (rng.next() % if i % 3 == 0 { 30_000 } else { 200 }) as usize;
+            let len = 1 + (rng.next_u64() % if i % 3 == 0 { 30_000 } else { 200 }) as usize;
             (0..len).map(|j| (i * 7 + j) as u8).collect()
         })
         .collect()
 }
 
 fn interop(seed: u64, loss: u64) {
-    let mut rng = Rng(seed ^ loss);
+    let mut rng = Rng::new(seed ^ loss);
     let ours_out = messages(seed);
     let theirs_out = messages(seed + 100);
     let mut ours = Kcp::new(CONV, KcpConfig::default());
@@ -73,13 +63,13 @@ fn interop(seed: u64, loss: u64) {
         ours.update(now);
         theirs.update(now);
         let mut send = |to_ours: bool, datagram: Bytes, rng: &mut Rng| {
-            if rng.next() % 100 >= loss {
+            if rng.next_u64() % 100 >= loss {
                 link.push((
-                    now + 5 + (rng.next() % 40) as u32,
+                    now + 5 + (rng.next_u64() % 40) as u32,
                     to_ours,
                     datagram.clone(),
                 ));
-                if rng.next() % 100 < 5 {
+                if rng.next_u64() % 100 < 5 {
                     link.push((now + 20, to_ours, datagram));
                 }
             }

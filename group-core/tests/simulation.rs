@@ -26,6 +26,7 @@ use group_core::proto::{
     ClientFrame, CreateRequest, RandJoinRequest, Request, ServerFrame, Status, VER_GROUP, cmd,
     decode_server_frame, parse_broadcast_push, parse_member_push,
 };
+use group_core::rng::SplitMix64;
 use group_core::{
     CloseReason, ConnId, Event, GroupId, Instant, Node, NodeConfig, Outcome, StaticGroup,
 };
@@ -38,24 +39,9 @@ fn static_id(name: &str) -> GroupId {
 const MAX_CONNS: u64 = 24;
 const UIDS: usize = 36;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
-        (!items.is_empty()).then(|| items[self.below(items.len())])
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
+/// Picks one of `items` with the simulation's generator.
+fn pick<T: Copy>(rng: &mut SplitMix64, items: &[T]) -> Option<T> {
+    (!items.is_empty()).then(|| items[rng.below(items.len())])
 }
 
 /// What the simulation knows about a group from outside the node.
@@ -100,7 +86,7 @@ enum StepKind {
 struct Sim {
     node: Node,
     now: Instant,
-    rng: Rng,
+    rng: SplitMix64,
     model: Model,
     open: Vec<ConnId>,
     next_conn: u64,
@@ -160,7 +146,7 @@ impl Sim {
         Sim {
             node,
             now: Instant::ZERO,
-            rng: Rng(seed ^ 0x5EED),
+            rng: SplitMix64::new(seed ^ 0x5EED),
             model,
             open: vec![],
             next_conn: 1,
@@ -190,7 +176,7 @@ impl Sim {
 
     fn random_step(&mut self) {
         let roll = self.rng.below(100);
-        let conn = self.rng.pick(&self.open);
+        let conn = pick(&mut self.rng, &self.open);
         let group = self.pick_group(conn);
         match (roll, conn) {
             (0..=7, _) | (_, None) => self.connect(),
@@ -266,7 +252,7 @@ impl Sim {
             }
             (87..=89, Some(c)) => {
                 let len = self.rng.below(60);
-                let payload: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
+                let payload: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
                 let frame = ClientFrame {
                     ver: self.rng.below(3) as u8,
                     cmd: [0, 1, 3, 4, 110, 111, 112, 113, 114, 999][self.rng.below(10)],
@@ -307,9 +293,9 @@ impl Sim {
         let existing: Vec<GroupId> = self.node.group_ids().copied().collect();
         match roll {
             0..=2 => Some(GroupId::generate(u64::MAX, self.node.config().addr, &[])),
-            3..=9 => self.rng.pick(&self.known_groups),
-            10..=59 => self.rng.pick(&mine).or_else(|| self.rng.pick(&existing)),
-            _ => self.rng.pick(&existing),
+            3..=9 => pick(&mut self.rng, &self.known_groups),
+            10..=59 => pick(&mut self.rng, &mine).or_else(|| pick(&mut self.rng, &existing)),
+            _ => pick(&mut self.rng, &existing),
         }
         .unwrap_or_else(|| static_id(STATIC_NAMES[0]))
     }

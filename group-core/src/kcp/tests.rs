@@ -4,19 +4,7 @@
 
 use super::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-}
+use crate::rng::SplitMix64 as Rng;
 
 /// A datagram in flight: (arrival time ms, destination 0 or 1, bytes).
 type InFlight = Vec<(u32, usize, Bytes)>;
@@ -24,7 +12,7 @@ type InFlight = Vec<(u32, usize, Bytes)>;
 /// Sends `messages` from endpoint 0 to endpoint 1 (and echoes them back) over a link that loses `loss`%,
 /// duplicates 5% and delays 10..60 ms (so it reorders). Returns what each side received, and the time taken.
 fn exchange(seed: u64, loss: u64, messages: &[Vec<u8>]) -> (Vec<Bytes>, Vec<Bytes>, u32) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut ends = [
         Kcp::new(42, KcpConfig::default()),
         Kcp::new(42, KcpConfig::default()),
@@ -46,11 +34,11 @@ fn exchange(seed: u64, loss: u64, messages: &[Vec<u8>]) -> (Vec<Bytes>, Vec<Byte
             end.update(now);
             while let Some(datagram) = end.poll_transmit() {
                 assert!(datagram.len() <= end.config.mtu);
-                let copies = if rng.percent(5) { 2 } else { 1 };
+                let copies = if rng.chance(5) { 2 } else { 1 };
                 for _ in 0..copies {
-                    if !rng.percent(loss) {
+                    if !rng.chance(loss) {
                         in_flight.push((
-                            now + 10 + (rng.next() % 50) as u32,
+                            now + 10 + (rng.next_u64() % 50) as u32,
                             1 - side,
                             datagram.clone(),
                         ));
@@ -74,14 +62,14 @@ fn exchange(seed: u64, loss: u64, messages: &[Vec<u8>]) -> (Vec<Bytes>, Vec<Byte
 }
 
 fn messages(seed: u64, count: usize) -> Vec<Vec<u8>> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     (0..count)
         .map(|i| {
             let len = match i % 4 {
                 0 => 0,
-                1 => (rng.next() % 100) as usize,
-                2 => 1171 + (rng.next() % 3) as usize, // around one segment
-                _ => (rng.next() % 40_000) as usize,   // many fragments
+                1 => (rng.next_u64() % 100) as usize,
+                2 => 1171 + (rng.next_u64() % 3) as usize, // around one segment
+                _ => (rng.next_u64() % 40_000) as usize,   // many fragments
             };
             (0..len).map(|j| (i + j) as u8).collect()
         })
