@@ -45,6 +45,7 @@ fn node_with_group(members: usize, interval_ms: u16) -> (Node, GroupId) {
             VER_GROUP,
             cmd::JOIN,
         )
+        .map(|status| assert_eq!(status, group_core::JoinStatus::Joined))
         .unwrap();
     }
     drain(&mut node);

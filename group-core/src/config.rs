@@ -195,6 +195,12 @@ pub struct Limits {
     pub max_merge_bytes: usize,
     /// `connectionTtl` (seconds): a connection with no traffic for this long is discarded (default 10).
     pub connection_ttl: Duration,
+    /// `meshRequestTimeout` (milliseconds): how long a remote join waits for the node it asked before it
+    /// tries the next address of the group ID (default 2000).
+    pub mesh_request_timeout: Duration,
+    /// `meshSyncInterval` (milliseconds): how often an owner tells the nodes holding copies of its groups
+    /// which versions are current, so that a copy that missed a change catches up (default 5000).
+    pub mesh_sync_interval: Duration,
 }
 
 impl Default for Limits {
@@ -207,6 +213,8 @@ impl Default for Limits {
             max_members_per_group: 10_000,
             max_merge_bytes: 65_536,
             connection_ttl: Duration::from_secs(10),
+            mesh_request_timeout: Duration::from_secs(2),
+            mesh_sync_interval: Duration::from_secs(5),
         }
     }
 }
@@ -219,6 +227,8 @@ const LIMIT_KEYS: &[&str] = &[
     "maxMembersPerGroup",
     "maxMergeBytes",
     "connectionTtl",
+    "meshRequestTimeout",
+    "meshSyncInterval",
 ];
 
 impl Limits {
@@ -249,6 +259,14 @@ impl Limits {
                 "connectionTtl" => {
                     limits.connection_ttl =
                         Duration::from_secs(int_in(&key_path, value, 1, 86_400)?)
+                }
+                "meshRequestTimeout" => {
+                    limits.mesh_request_timeout =
+                        Duration::from_millis(int_in(&key_path, value, 10, 600_000)?)
+                }
+                "meshSyncInterval" => {
+                    limits.mesh_sync_interval =
+                        Duration::from_millis(int_in(&key_path, value, 100, 3_600_000)?)
                 }
                 _ => return Err(unknown_key(&key_path, value, LIMIT_KEYS)),
             }

@@ -63,7 +63,7 @@ pub use config::{ConfigError, GroupConfig, Limits, NodeConfig, StaticGroup};
 pub use id::{GroupId, GroupIdError, IdLayout, NodeAddr};
 pub use node::{
     BroadcastError, CloseReason, ConnId, ConnectError, CreateError, DiscardMessageFn,
-    DiscardReason, Event, GroupError, GroupSnapshot, JoinError, LeaveError, Node, Outcome,
-    RandJoinError, Sid, TickError, Transmit, Uid,
+    DiscardReason, Event, GroupError, GroupSnapshot, JoinError, JoinStatus, LeaveError,
+    MeshTransmit, Node, Outcome, RandJoinError, RejoinMessageFn, Sid, TickError, Transmit, Uid,
 };
 pub use time::Instant;

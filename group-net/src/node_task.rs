@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use group_core::proto::{ClientFrame, Request, code};
 use group_core::{
-    ConnId, ConnectError, Event, GroupId, Instant, Node, Outcome, Sid, Transmit, Uid,
+    ConnId, ConnectError, Event, GroupId, Instant, JoinError, Node, Outcome, Sid, Transmit, Uid,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
@@ -66,6 +66,17 @@ pub(crate) struct Reply {
     pub outcome: Outcome,
     /// The connection's session after the request (set by Hello).
     pub session: Option<(Uid, Sid)>,
+}
+
+/// Who waits for a join that another node has to answer.
+pub(crate) enum JoinWaiter {
+    /// A client connection whose After hooks run on success.
+    Client {
+        conn: ConnId,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A server API call.
+    Api(oneshot::Sender<Result<(), JoinError>>),
 }
 
 /// A closure run on the node task with exclusive access to its state: how the server API works.
@@ -144,6 +155,8 @@ pub struct NodeState {
     start: TokioInstant,
     writers: HashMap<ConnId, ConnWriter>,
     ticks: HashMap<GroupId, TickFn>,
+    /// Joins waiting for another node, by the core's op.
+    joins: HashMap<u64, JoinWaiter>,
     stats: Arc<Stats>,
     handle: ServerHandle,
 }
@@ -160,6 +173,7 @@ impl NodeState {
             start,
             writers: HashMap::new(),
             ticks: HashMap::new(),
+            joins: HashMap::new(),
             stats,
             handle,
         }
@@ -168,6 +182,11 @@ impl NodeState {
     /// The core's notion of now.
     pub fn now(&self) -> Instant {
         core_instant(self.start, TokioInstant::now())
+    }
+
+    /// Registers who waits for the join `op` (see [`Event::JoinCompleted`]).
+    pub(crate) fn wait_for_join(&mut self, op: u64, waiter: JoinWaiter) {
+        self.joins.insert(op, waiter);
     }
 
     pub(crate) fn set_tick_callback(&mut self, group: GroupId, callback: Option<TickFn>) {
@@ -200,12 +219,18 @@ impl NodeState {
                 reply,
             } => {
                 let outcome = self.node.handle_request(conn, request, now);
-                if let Some(reply) = reply {
-                    let session = self
-                        .node
-                        .session_of(conn)
-                        .map(|(uid, sid)| (Uid::from(uid), sid));
-                    let _ = reply.send(Reply { outcome, session });
+                match (outcome, reply) {
+                    (Outcome::Pending { op }, Some(reply)) => {
+                        self.wait_for_join(op, JoinWaiter::Client { conn, reply });
+                    }
+                    (outcome, Some(reply)) => {
+                        let session = self
+                            .node
+                            .session_of(conn)
+                            .map(|(uid, sid)| (Uid::from(uid), sid));
+                        let _ = reply.send(Reply { outcome, session });
+                    }
+                    (_, None) => {}
                 }
             }
             Input::Oversized {
@@ -320,6 +345,23 @@ impl NodeState {
             Event::GroupDeleted { group } => {
                 self.ticks.remove(&group);
             }
+            Event::JoinCompleted { op, result, .. } => match self.joins.remove(&op) {
+                Some(JoinWaiter::Api(reply)) => {
+                    let _ = reply.send(result);
+                }
+                Some(JoinWaiter::Client { conn, reply }) => {
+                    let outcome = match &result {
+                        Ok(()) => Outcome::Accepted { group: None },
+                        Err(e) => Outcome::Refused { code: e.code() },
+                    };
+                    let session = self
+                        .node
+                        .session_of(conn)
+                        .map(|(uid, sid)| (Uid::from(uid), sid));
+                    let _ = reply.send(Reply { outcome, session });
+                }
+                None => {}
+            },
             Event::Custom { conn, ver, cmd, .. } => {
                 let message = format!("no handler for ver {ver} cmd {cmd}");
                 self.node

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use group_core::proto::{CreateRequest, VER_CUSTOM_MIN};
 use group_core::{
-    BroadcastError, CreateError, GroupId, GroupSnapshot, JoinError, LeaveError, Node, NodeAddr,
-    NodeConfig, Sid, TickError,
+    BroadcastError, CreateError, GroupId, GroupSnapshot, JoinError, JoinStatus, LeaveError, Node,
+    NodeAddr, NodeConfig, Sid, TickError,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +21,7 @@ use crate::config::ServerConfig;
 use crate::conn::Shared;
 use crate::hooks::{Command, HookContext, HookFuture, Hooks, Rejection};
 use crate::listener::Listeners;
-use crate::node_task::{self, Input, Kill, NodeState, Stats};
+use crate::node_task::{self, Input, JoinWaiter, Kill, NodeState, Stats};
 
 /// A tick callback: runs on its own task each time the group's timer fires.
 pub type TickFn = Arc<dyn Fn(GroupId, ServerHandle) -> HookFuture<()> + Send + Sync>;
@@ -456,9 +456,26 @@ impl ServerHandle {
         ver: u8,
         cmd: u16,
     ) -> Result<(), ApiError> {
-        self.call(move |s| s.node.join(&group, &uid, message, ver, cmd))
-            .await?
-            .map_err(ApiError::from)
+        let waiting = self
+            .call(
+                move |s| match s.node.join(&group, &uid, message, ver, cmd) {
+                    Ok(JoinStatus::Joined) => Ok(None),
+                    Ok(JoinStatus::Pending(op)) => {
+                        let (reply, answer) = oneshot::channel();
+                        s.wait_for_join(op, JoinWaiter::Api(reply));
+                        Ok(Some(answer))
+                    }
+                    Err(e) => Err(e),
+                },
+            )
+            .await??;
+        match waiting {
+            None => Ok(()),
+            Some(answer) => answer
+                .await
+                .map_err(|_| ApiError::Stopped)?
+                .map_err(ApiError::from),
+        }
     }
 
     /// Removes `uid` from a group; the remaining members get a `ver`/`cmd` push when `message` is non-empty.

@@ -1,4 +1,6 @@
-//! Cluster building blocks (sans-IO). So far: the relay tree that spreads a broadcast across the nodes
-//! holding a group's members. Mesh messages, remote joins and failover build on it.
+//! Cluster building blocks (sans-IO): the messages nodes exchange, and the relay tree that spreads a
+//! broadcast across the nodes holding a group's members. The node logic that uses them lives with
+//! [`crate::Node`].
 
+pub mod mesh;
 pub mod relay;

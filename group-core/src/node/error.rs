@@ -81,6 +81,16 @@ pub enum JoinError {
         /// The uid that was named.
         uid: String,
     },
+    /// No node named in the group ID answered within `meshRequestTimeout`, `remoteJoinTries` times: the
+    /// group's nodes are down or unreachable. Retry later.
+    #[error("no node of the group answered after {tries} tries")]
+    OwnerUnreachable {
+        /// Attempts made.
+        tries: u32,
+    },
+    /// The same user is already joining this group; wait for that join's answer.
+    #[error("a join of this user to this group is already in progress")]
+    InProgress,
 }
 
 impl JoinError {
@@ -92,6 +102,8 @@ impl JoinError {
             JoinError::GroupFull { .. } => code::JOIN_GROUP_FULL,
             JoinError::UserGroupLimit { .. } => code::JOIN_USER_GROUP_LIMIT,
             JoinError::UnknownUser { .. } => code::UNKNOWN_USER,
+            JoinError::OwnerUnreachable { .. } => code::JOIN_OWNER_UNREACHABLE,
+            JoinError::InProgress => code::JOIN_IN_PROGRESS,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{ConnId, Sid, Transmit, Uid};
+use crate::cluster::mesh::{GroupState, MemberState, Version};
 use crate::id::{GroupId, NodeAddr};
 use crate::proto::BroadcastPushBuilder;
 use crate::time::Instant;
@@ -64,8 +65,13 @@ pub(crate) struct Group {
     /// Created by random join, so random join may pick it.
     pub random_pool: bool,
     pub ttl: Duration,
-    /// Merge interval; zero means every broadcast is pushed at once.
+    /// The group's merge interval as created; zero means every broadcast is pushed at once.
     pub interval: Duration,
+    /// The interval this node merges with: `interval` on the owner (and for static groups), the cluster's
+    /// `sendInterval` on a node holding a copy.
+    pub merge_every: Duration,
+    /// Membership version, counted by the owner (see [`Version`]).
+    pub version: Version,
     /// Owner node from the ID; `None` for static groups, which every node holds.
     pub owner: Option<NodeAddr>,
     pub backups: Vec<NodeAddr>,
@@ -81,6 +87,14 @@ pub(crate) struct Group {
     pub tick: Option<Tick>,
 }
 
+fn member_state(uid: &str, m: &Member) -> MemberState {
+    MemberState {
+        uid: uid.to_string(),
+        sid: m.sid.0,
+        node: m.node,
+    }
+}
+
 impl Group {
     pub fn new(id: GroupId, allow_empty: bool, ttl: Duration, interval: Duration) -> Self {
         let layout = id.layout().ok();
@@ -91,6 +105,8 @@ impl Group {
             random_pool: false,
             ttl,
             interval,
+            merge_every: interval,
+            version: Version::default(),
             owner: layout.map(|l| l.owner),
             backups: layout
                 .map(|l| l.backups.iter().flatten().copied().collect())
@@ -103,6 +119,61 @@ impl Group {
             flush_armed: false,
             tick: None,
         }
+    }
+
+    /// The whole group as the mesh describes it. Only meaningful for non-static groups (which have an owner).
+    pub fn state(&self, own: NodeAddr) -> GroupState {
+        GroupState {
+            id: self.id,
+            allow_empty: self.allow_empty,
+            ttl_s: self.ttl.as_secs(),
+            interval_ms: u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX),
+            owner: self.owner.unwrap_or(own),
+            backups: self.backups.clone(),
+            version: self.version,
+            members: self
+                .members
+                .iter()
+                .map(|(uid, m)| member_state(uid, m))
+                .collect(),
+        }
+    }
+
+    /// The members connected to `node`, as the mesh describes them.
+    pub fn members_on(&self, node: NodeAddr) -> Vec<MemberState> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.node == node)
+            .map(|(uid, m)| member_state(uid, m))
+            .collect()
+    }
+
+    /// Other nodes holding members, in address order: where a broadcast is relayed.
+    pub fn member_nodes_except(&self, own: NodeAddr) -> Vec<NodeAddr> {
+        let mut nodes: Vec<NodeAddr> = self
+            .members
+            .values()
+            .map(|m| m.node)
+            .filter(|n| *n != own)
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Every other node that keeps a copy: member nodes, backups and the owner. Membership changes go here.
+    pub fn copy_holders_except(&self, own: NodeAddr) -> Vec<NodeAddr> {
+        let mut nodes = self.member_nodes_except(own);
+        nodes.extend(self.backups.iter().chain(self.owner.iter()).copied());
+        nodes.retain(|n| *n != own);
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Whether this node owns the group (static groups have no owner).
+    pub fn owned_by(&self, own: NodeAddr) -> bool {
+        self.owner == Some(own)
     }
 
     /// Whether an empty group is removed at once rather than after its ttl.

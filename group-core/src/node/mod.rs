@@ -5,14 +5,21 @@
 //! 1. [`Node::poll_transmit`] until `None`: frames for connections;
 //! 2. [`Node::poll_event`] until `None`: things the driver acts on (close a connection, run a tick
 //!    callback, answer a custom command);
-//! 3. [`Node::poll_timeout`]: when to call [`Node::handle_timeout`] next.
+//! 3. [`Node::poll_mesh`] until `None`: messages for other nodes of the cluster;
+//! 4. [`Node::poll_timeout`]: when to call [`Node::handle_timeout`] next.
+//!
+//! In a cluster the driver also feeds [`Node::handle_mesh`] with what other nodes sent, and
+//! [`Node::handle_node_up`] / [`Node::handle_node_down`] with what the membership layer concluded.
 //!
 //! Transmits come before events so that a response queued just before a `Close` event reaches the
 //! connection's writer before the driver closes it.
 
 mod error;
+mod failover;
 mod group;
+mod mesh_input;
 mod ops;
+mod remote_join;
 mod session;
 mod timers;
 
@@ -28,11 +35,13 @@ pub use error::{
     TickError,
 };
 
+use crate::cluster::mesh::MeshMessage;
 use crate::config::{ConfigError, NodeConfig};
 use crate::id::{GroupId, NodeAddr};
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 use group::Group;
+use remote_join::PendingJoin;
 use timers::Timers;
 
 /// A user ID: 1 to 64 bytes of UTF-8, shared between the session and every group it is in.
@@ -68,6 +77,27 @@ pub struct Transmit {
     pub frame: Bytes,
     /// For UDP members: send on the reliable (KCP) channel. Stream transports ignore it.
     pub reliable: bool,
+}
+
+/// A message for another node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct MeshTransmit {
+    /// The node's mesh address.
+    pub to: NodeAddr,
+    /// The message (encode it with [`crate::cluster::mesh::encode`]).
+    pub message: MeshMessage,
+}
+
+/// How a join went that did not fail at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum JoinStatus {
+    /// The user is a member now.
+    Joined,
+    /// The group is owned by another node, which was asked; [`Event::JoinCompleted`] with this `op` tells
+    /// the result.
+    Pending(u64),
 }
 
 /// Why the node asks the driver to close a connection.
@@ -143,6 +173,17 @@ pub enum Event {
         /// The group.
         group: GroupId,
     },
+    /// A join that had to ask another node finished (the client, if it came from one, has its response).
+    JoinCompleted {
+        /// The `op` from [`JoinStatus::Pending`] or [`Outcome::Pending`].
+        op: u64,
+        /// The user.
+        uid: Uid,
+        /// The group.
+        group: GroupId,
+        /// The result.
+        result: Result<(), JoinError>,
+    },
     /// A client sent a command with ver >= 2: server code answers it with [`Node::respond`].
     Custom {
         /// The connection.
@@ -175,6 +216,12 @@ pub enum Outcome {
     },
     /// The connection is not (or no longer) tracked: nothing was done or sent.
     Ignored,
+    /// A join waits for another node's answer; [`Event::JoinCompleted`] with this `op` ends it, after the
+    /// response has been queued.
+    Pending {
+        /// Matches the completion event.
+        op: u64,
+    },
 }
 
 /// What a group looks like right now (Diarkis's group data for server code).
@@ -203,6 +250,10 @@ pub struct GroupSnapshot {
 /// Produces the custom message pushed (as a 112 leave) to a group's remaining members when a member's
 /// session is discarded. Arguments: the group, the discarded uid, its sid.
 pub type DiscardMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
+
+/// Produces the custom message pushed (as a 111 join carrying the member's own uid) to each member when its
+/// group changes owner after a failure. Arguments: the group, the member's uid, its sid.
+pub type RejoinMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
 
 #[derive(Debug)]
 struct Conn {
@@ -233,6 +284,12 @@ pub struct Node {
     timers: Timers,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    mesh_out: VecDeque<MeshTransmit>,
+    /// Remote joins waiting for an answer, by op.
+    joins: BTreeMap<u64, PendingJoin>,
+    next_op: u64,
+    /// The periodic digest timer is in the heap.
+    sync_armed: bool,
     rng: SplitMix64,
     offline: bool,
     /// Creation time of the last ID issued: IDs never repeat even when `now` does.
@@ -241,6 +298,7 @@ pub struct Node {
     /// Latest `now` seen: time must not go backwards.
     now: Instant,
     discard_message: DiscardMessageFn,
+    rejoin_message: RejoinMessageFn,
 }
 
 impl fmt::Debug for Node {
@@ -275,11 +333,16 @@ impl Node {
             timers: Timers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            mesh_out: VecDeque::new(),
+            joins: BTreeMap::new(),
+            next_op: 0,
+            sync_armed: false,
             offline: false,
             last_id_ns: 0,
             next_epoch: 0,
             now,
             discard_message: Box::new(|_, _, _| Bytes::new()),
+            rejoin_message: Box::new(|_, _, _| Bytes::new()),
             config,
         };
         for spec in node.config.group.static_groups.clone() {
@@ -301,6 +364,17 @@ impl Node {
     /// Replaces the function that makes the discard custom message (default: empty message).
     pub fn set_discard_message(&mut self, f: DiscardMessageFn) {
         self.discard_message = f;
+    }
+
+    /// Replaces the function that makes the rejoin custom message (default: empty message).
+    pub fn set_rejoin_message(&mut self, f: RejoinMessageFn) {
+        self.rejoin_message = f;
+    }
+
+    /// Next message for another node, if any. Drain until `None` after the events.
+    #[must_use]
+    pub fn poll_mesh(&mut self) -> Option<MeshTransmit> {
+        self.mesh_out.pop_front()
     }
 
     /// Next frame to write, if any. Drain until `None` after every input.
@@ -396,18 +470,6 @@ impl Node {
     /// Number of connections tracked.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
-    }
-
-    /// The membership layer reports another node alive. New groups take their backups from these nodes.
-    pub fn handle_node_up(&mut self, node: NodeAddr) {
-        if node != self.config.addr {
-            self.live_nodes.insert(node);
-        }
-    }
-
-    /// The membership layer reports a node dead (or gone).
-    pub fn handle_node_down(&mut self, node: NodeAddr) {
-        self.live_nodes.remove(&node);
     }
 
     /// The backups a group created now gets: the next (up to) two live nodes after this one in address

@@ -11,9 +11,13 @@ use bytes::Bytes;
 use super::group::{Group, Member, PendingEntry, Tick};
 use super::session::arm_ttl;
 use super::timers::TimerKind;
-use super::{BroadcastError, CreateError, JoinError, LeaveError, Node, RandJoinError, TickError};
+use super::{
+    BroadcastError, ConnId, CreateError, JoinError, JoinStatus, LeaveError, Node, RandJoinError,
+    TickError,
+};
+use crate::cluster::mesh::{MemberState, MeshMessage, Notice, RelayEntry};
 use crate::config::merge_interval;
-use crate::id::GroupId;
+use crate::id::{GroupId, NodeAddr};
 use crate::proto::{CreateRequest, RandJoinRequest, VER_GROUP, cmd, member_push};
 use crate::time::Instant;
 
@@ -77,6 +81,11 @@ impl Node {
                 }
             }
         }
+        // The backups keep a copy from the start, so that they can take over.
+        if let Some(group) = self.groups.get(&id) {
+            let state = MeshMessage::State(group.state(self.config.addr));
+            self.fan_out(&id, None, &state);
+        }
         Ok(id)
     }
 
@@ -107,7 +116,8 @@ impl Node {
     }
 
     /// Joins `uid` to a group. When `message` is non-empty the other members get a push with `ver`/`cmd`
-    /// (`group_id | uid_len | uid | message`).
+    /// (`group_id | uid_len | uid | message`). A group owned by another node is joined by asking it:
+    /// the result then comes as [`super::Event::JoinCompleted`].
     pub fn join(
         &mut self,
         id: &GroupId,
@@ -115,7 +125,41 @@ impl Node {
         message: Bytes,
         ver: u8,
         cmd: u16,
+    ) -> Result<JoinStatus, JoinError> {
+        self.join_from(id, uid, message, (ver, cmd), None)
+    }
+
+    /// [`Node::join`], answering `reply_to` when the join has to wait for another node.
+    pub(super) fn join_from(
+        &mut self,
+        id: &GroupId,
+        uid: &str,
+        message: Bytes,
+        ver_cmd: (u8, u16),
+        reply_to: Option<ConnId>,
+    ) -> Result<JoinStatus, JoinError> {
+        let own = self.config.addr;
+        if !self.sessions.contains_key(uid) {
+            return Err(JoinError::UnknownUser { uid: uid.into() });
+        }
+        match self.groups.get(id) {
+            Some(g) if g.is_static || g.owned_by(own) => {
+                self.join_here(id, uid, message, ver_cmd)?;
+                Ok(JoinStatus::Joined)
+            }
+            _ => self.start_remote_join(id, uid, message, ver_cmd, reply_to),
+        }
+    }
+
+    /// Joins a group this node owns (or a static group).
+    fn join_here(
+        &mut self,
+        id: &GroupId,
+        uid: &str,
+        message: Bytes,
+        (ver, cmd): (u8, u16),
     ) -> Result<(), JoinError> {
+        let own = self.config.addr;
         let limits = &self.config.limits;
         let session = self
             .sessions
@@ -135,11 +179,40 @@ impl Node {
                 max: limits.max_groups_per_user,
             });
         }
+        let sid = session.sid;
         if !message.is_empty() {
             let frame = member_push(ver, cmd, id, uid, &message);
             group.send_to_members(&frame, true, None, &mut self.transmits);
         }
+        let is_static = group.is_static;
         self.add_member(id, uid);
+        let notice = (!message.is_empty()).then_some(Notice { ver, cmd, message });
+        if is_static {
+            if let Some(notice) = notice {
+                let targets: Vec<NodeAddr> = self.live_nodes.iter().copied().collect();
+                let entry = RelayEntry::StaticMember {
+                    uid: uid.into(),
+                    notice,
+                };
+                self.relay(id, &targets, &entry);
+            }
+            return Ok(());
+        }
+        let Some(group) = self.groups.get_mut(id) else {
+            return Ok(());
+        };
+        group.version = group.version.next();
+        let added = MeshMessage::MemberAdded {
+            group: *id,
+            version: group.version,
+            member: MemberState {
+                uid: uid.into(),
+                sid: sid.0,
+                node: own,
+            },
+            notice,
+        };
+        self.fan_out(id, None, &added);
         Ok(())
     }
 
@@ -153,21 +226,66 @@ impl Node {
         ver: u8,
         cmd: u16,
     ) -> Result<(), LeaveError> {
+        let own = self.config.addr;
         let session = self
             .sessions
             .get_mut(uid)
             .ok_or_else(|| LeaveError::UnknownUser { uid: uid.into() })?;
-        let group = self.groups.get_mut(id).ok_or(LeaveError::GroupNotFound)?;
-        if group.members.remove(uid).is_none() {
+        let group = self.groups.get(id).ok_or(LeaveError::GroupNotFound)?;
+        if group.members.get(uid).is_none_or(|m| m.node != own) {
             return Err(LeaveError::NotMember);
         }
         session.groups.retain(|g| g != id);
-        if !message.is_empty() {
-            let frame = member_push(ver, cmd, id, uid, &message);
+        let notice = (!message.is_empty()).then_some(Notice { ver, cmd, message });
+        self.remove_local_member(id, uid, notice);
+        Ok(())
+    }
+
+    /// Takes a member connected here out of a group (a leave or a discard): pushes `notice` to the members
+    /// here, and to the rest of the cluster through the owner (or, for a static group, the relay tree).
+    pub(super) fn remove_local_member(&mut self, id: &GroupId, uid: &str, notice: Option<Notice>) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get_mut(id) else {
+            return;
+        };
+        if group.members.remove(uid).is_none() {
+            return;
+        }
+        if let Some(n) = &notice {
+            let frame = member_push(n.ver, n.cmd, id, uid, &n.message);
             group.send_to_members(&frame, true, None, &mut self.transmits);
         }
-        self.after_member_removed(id);
-        Ok(())
+        if group.is_static {
+            if let Some(notice) = notice {
+                let targets: Vec<NodeAddr> = self.live_nodes.iter().copied().collect();
+                let entry = RelayEntry::StaticMember {
+                    uid: uid.into(),
+                    notice,
+                };
+                self.relay(id, &targets, &entry);
+            }
+            self.after_member_removed(id);
+        } else if group.owned_by(own) {
+            group.version = group.version.next();
+            let removed = MeshMessage::MemberRemoved {
+                group: *id,
+                version: group.version,
+                uid: uid.into(),
+                notice,
+            };
+            self.fan_out(id, None, &removed);
+            self.after_member_removed(id);
+        } else {
+            if let Some(owner) = group.owner {
+                let leave = MeshMessage::Leave {
+                    group: *id,
+                    uid: uid.into(),
+                    notice,
+                };
+                self.send_mesh(owner, leave);
+            }
+            self.drop_copy_if_unneeded(id);
+        }
     }
 
     /// Sends `message` from `uid` to the other members, at once or through the merge buffer.
@@ -187,10 +305,11 @@ impl Node {
         let sender = group
             .members
             .get_key_value(uid)
+            .filter(|(_, m)| m.node == self.config.addr)
             .ok_or(BroadcastError::NotMember)?
             .0
             .clone();
-        self.send_entry(
+        self.send_and_relay(
             id,
             PendingEntry {
                 ver,
@@ -216,7 +335,7 @@ impl Node {
         if !self.groups.contains_key(id) {
             return Err(BroadcastError::GroupNotFound);
         }
-        self.send_entry(
+        self.send_and_relay(
             id,
             PendingEntry {
                 ver,
@@ -229,11 +348,33 @@ impl Node {
         Ok(())
     }
 
-    fn send_entry(&mut self, id: &GroupId, entry: PendingEntry) {
+    /// Delivers `entry` here and relays it to the other nodes that should see it: the member nodes, or for
+    /// a static group every live node.
+    fn send_and_relay(&mut self, id: &GroupId, entry: PendingEntry) {
+        let own = self.config.addr;
+        let targets: Vec<NodeAddr> = match self.groups.get(id) {
+            Some(g) if g.is_static => self.live_nodes.iter().copied().collect(),
+            Some(g) => g.member_nodes_except(own),
+            None => Vec::new(),
+        };
+        if !targets.is_empty() {
+            let relayed = RelayEntry::Broadcast {
+                ver: entry.ver,
+                cmd: entry.cmd,
+                reliable: entry.reliable,
+                sender: entry.sender.as_deref().unwrap_or("").into(),
+                message: entry.message.clone(),
+            };
+            self.relay(id, &targets, &relayed);
+        }
+        self.send_entry(id, entry);
+    }
+
+    pub(super) fn send_entry(&mut self, id: &GroupId, entry: PendingEntry) {
         let Some(group) = self.groups.get_mut(id) else {
             return;
         };
-        if group.interval.is_zero() {
+        if group.merge_every.is_zero() {
             group.deliver_now(&entry, &mut self.transmits);
             return;
         }
@@ -244,7 +385,7 @@ impl Node {
         if !group.flush_armed {
             group.flush_armed = true;
             self.timers.arm(
-                self.now.saturating_add(group.interval),
+                self.now.saturating_add(group.merge_every),
                 TimerKind::Flush(*id),
             );
         }
@@ -273,7 +414,7 @@ impl Node {
         if !candidates.is_empty() {
             let pick = candidates.get(self.rng.below(candidates.len())).copied();
             if let Some(id) = pick {
-                self.join(&id, uid, params.message.clone(), VER_GROUP, cmd::JOIN)?;
+                self.join_here(&id, uid, params.message.clone(), (VER_GROUP, cmd::JOIN))?;
                 return Ok(id);
             }
         }
@@ -319,14 +460,16 @@ impl Node {
         Ok(())
     }
 
-    /// Takes the node offline: it refuses new groups and pushes Offline (ver 0, cmd 6) to every session so
-    /// clients create groups elsewhere. Idempotent.
+    /// Takes the node offline: it refuses new groups, pushes Offline (ver 0, cmd 6) to every session so
+    /// clients create groups elsewhere, and hands the groups it owns to their first live backup.
+    /// Idempotent.
     pub fn set_offline(&mut self, now: Instant) {
         self.advance(now);
         if self.offline {
             return;
         }
         self.offline = true;
+        self.hand_over_owned_groups();
         let frame = Node::offline_frame();
         for session in self.sessions.values() {
             self.transmits.push_back(super::Transmit {

@@ -6,13 +6,13 @@ use bytes::Bytes;
 use super::group::Group;
 use super::timers::TimerKind;
 use super::{
-    CloseReason, Conn, ConnId, ConnectError, DiscardReason, Event, Node, Outcome, Session,
-    Transmit, Uid,
+    CloseReason, Conn, ConnId, ConnectError, DiscardReason, Event, JoinStatus, Node, Outcome,
+    Session, Transmit, Uid,
 };
+use crate::cluster::mesh::{MeshMessage, Notice};
 use crate::id::GroupId;
 use crate::proto::{
-    ClientFrame, Request, Status, VER_CONTROL, cmd, code, encode_error_payload,
-    encode_server_frame, member_push,
+    ClientFrame, Request, Status, VER_CONTROL, cmd, code, encode_error_payload, encode_server_frame,
 };
 use crate::time::Instant;
 
@@ -103,7 +103,7 @@ impl Node {
         let result = match (request, self.conns.get(&conn).and_then(|c| c.uid.clone())) {
             (Request::Hello { uid, .. }, None) => {
                 self.hello(conn, &uid);
-                Ok(None)
+                Ok(Ran::Finished(None))
             }
             (Request::Hello { .. }, Some(_)) => Err(Refusal::new(
                 code::ALREADY_GREETED,
@@ -111,10 +111,23 @@ impl Node {
                 "session already open",
             )),
             (_, None) => Err(Refusal::new(code::NOT_GREETED, None, "send Hello first")),
-            (request, Some(uid)) => self.run_command(conn, request, &uid, now),
+            (Request::Join { group, message }, Some(uid)) => {
+                match self.join_from(&group, &uid, message, (ver, cmd), Some(conn)) {
+                    Ok(JoinStatus::Joined) => {
+                        self.respond(conn, ver, cmd, group.as_bytes());
+                        Ok(Ran::Finished(Some(group)))
+                    }
+                    Ok(JoinStatus::Pending(op)) => Ok(Ran::Pending(op)),
+                    Err(e) => Err(Refusal::new(e.code(), Some(group), e)),
+                }
+            }
+            (request, Some(uid)) => self
+                .run_command(conn, request, &uid, now)
+                .map(Ran::Finished),
         };
         match result {
-            Ok(group) => Outcome::Accepted { group },
+            Ok(Ran::Finished(group)) => Outcome::Accepted { group },
+            Ok(Ran::Pending(op)) => Outcome::Pending { op },
             Err(refusal) => {
                 self.refuse(
                     conn,
@@ -184,10 +197,13 @@ impl Node {
             Request::RandJoin(params) => self
                 .rand_join(&params, uid, now)
                 .map_err(|e| Refusal::new(e.code(), None, e))?,
-            Request::Join { group, message } => {
-                self.join(&group, uid, message, ver, cmd)
-                    .map_err(|e| Refusal::new(e.code(), Some(group), e))?;
-                group
+            Request::Join { group, .. } => {
+                // Never reached: handle_request answers joins itself, as they may wait for another node.
+                return Err(Refusal::new(
+                    code::MALFORMED,
+                    Some(group),
+                    "join is handled apart",
+                ));
             }
             Request::Leave { group, message } => {
                 self.leave(&group, uid, message, ver, cmd)
@@ -337,16 +353,13 @@ impl Node {
             return;
         };
         for id in &session.groups {
-            let Some(group) = self.groups.get_mut(id) else {
-                continue;
-            };
-            if group.members.remove(uid).is_none() {
-                continue;
-            }
             let message = (self.discard_message)(id, uid, &session.sid);
-            let frame = member_push(crate::proto::VER_GROUP, cmd::LEAVE, id, uid, &message);
-            group.send_to_members(&frame, true, None, &mut self.transmits);
-            self.after_member_removed(id);
+            let notice = Notice {
+                ver: crate::proto::VER_GROUP,
+                cmd: cmd::LEAVE,
+                message,
+            };
+            self.remove_local_member(id, uid, Some(notice));
         }
         self.events.push_back(Event::SessionDiscarded {
             conn: session.conn,
@@ -357,12 +370,14 @@ impl Node {
     }
 
     /// Applies the emptiness rules after a member left: delete at once, or start the ttl countdown.
+    /// Only the owner decides (it sees every node's members); copies wait for its `Deleted`.
     pub(super) fn after_member_removed(&mut self, id: &GroupId) {
         let now = self.now;
+        let own = self.config.addr;
         let Some(group) = self.groups.get_mut(id) else {
             return;
         };
-        if !group.members.is_empty() {
+        if !group.members.is_empty() || !(group.is_static || group.owned_by(own)) {
             return;
         }
         if group.deleted_when_empty() {
@@ -374,6 +389,13 @@ impl Node {
     }
 
     pub(super) fn delete_group(&mut self, id: &GroupId) {
+        if self
+            .groups
+            .get(id)
+            .is_some_and(|g| g.owned_by(self.config.addr))
+        {
+            self.fan_out(id, None, &MeshMessage::Deleted { group: *id });
+        }
         if let Some(group) = self.groups.remove(id) {
             debug_assert!(!group.is_static, "static groups are never deleted");
             debug_assert!(group.members.is_empty(), "only empty groups are deleted");
@@ -402,6 +424,14 @@ pub(super) fn arm_ttl(group: &mut Group, timers: &mut super::timers::Timers) {
             TimerKind::GroupTtl(group.id),
         );
     }
+}
+
+/// What running a request came to, when it was not refused.
+enum Ran {
+    /// Done; the group it concerned, if any.
+    Finished(Option<GroupId>),
+    /// Waiting for another node (a remote join).
+    Pending(u64),
 }
 
 /// A refused request: what goes into the Bad response.

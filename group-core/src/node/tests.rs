@@ -331,6 +331,7 @@ fn server_side_operations_use_the_given_ver_and_cmd() {
     let g = h.create(a, false, true, 60, 0);
     h.node
         .join(&g, "b", Bytes::from_static(b"j"), 5, 500)
+        .map(|status| assert_eq!(status, JoinStatus::Joined))
         .unwrap();
     h.node
         .broadcast(&g, "b", 6, 600, Bytes::from_static(b"m"), false)

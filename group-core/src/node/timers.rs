@@ -3,7 +3,8 @@
 //! An entry says "look at this object at this time", not "do this at this time": when it pops, the
 //! object's current state decides whether anything happens, and the entry is re-armed at the true
 //! deadline if that moved later. Each object keeps at most one live entry per timer kind (guarded by an
-//! `armed` flag or an epoch), so the heap is bounded by connections + 3 x groups.
+//! `armed` flag or an epoch), so the heap is bounded by connections + 3 x groups + pending
+//! remote joins + 1.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,6 +23,10 @@ pub(crate) enum TimerKind {
     Flush(GroupId),
     /// Tick callback; the `u64` is the tick's generation.
     Tick(GroupId, u64),
+    /// A remote join's answer is due: (op, attempt that armed it).
+    JoinTimeout(u64, u32),
+    /// Time to send digests to the nodes holding copies of this node's groups.
+    MeshSync,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +75,8 @@ impl Node {
                         group.flush(&mut self.transmits);
                     }
                 }
+                TimerKind::JoinTimeout(op, attempt) => self.join_timed_out(op, attempt),
+                TimerKind::MeshSync => self.send_digests(),
                 TimerKind::Tick(id, generation) => {
                     let Some(tick) = self.groups.get(&id).and_then(|g| g.tick) else {
                         continue;

@@ -128,6 +128,10 @@ pub mod code {
     pub const JOIN_GROUP_FULL: u16 = 202;
     /// Join: the user is already in `maxGroupsPerUser` groups.
     pub const JOIN_USER_GROUP_LIMIT: u16 = 203;
+    /// Join: no node named in the group ID answered (cluster), after `remoteJoinTries` attempts.
+    pub const JOIN_OWNER_UNREACHABLE: u16 = 204;
+    /// Join: this user's join of this group is already in progress on this node.
+    pub const JOIN_IN_PROGRESS: u16 = 205;
 
     /// Leave: no such group.
     pub const LEAVE_GROUP_NOT_FOUND: u16 = 300;

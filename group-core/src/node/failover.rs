@@ -1,0 +1,270 @@
+//! Reacting to the cluster's membership: nodes coming and going, owners dying, a draining node handing its
+//! groups over, and the periodic digest that lets copies catch up.
+//!
+//! Every node decides on its own who the new owner of a group is, from the same inputs: the addresses in
+//! the group ID (owner first, then backups) and which of them the membership layer reports alive. The first
+//! live backup takes over; while views differ (during a partition), two nodes may both claim a group, and
+//! the later epoch, then the earlier position in the ID, wins when they hear of each other.
+
+use std::sync::Arc;
+
+use super::timers::TimerKind;
+use super::{Node, Uid};
+use crate::cluster::mesh::{GroupState, MAX_DIGEST_ENTRIES, MeshMessage, Version};
+use crate::id::{GroupId, NodeAddr};
+use crate::proto::{VER_GROUP, cmd, member_push};
+
+impl Node {
+    /// The membership layer reports another node alive. New groups take their backups from live nodes, and
+    /// this node sends the node its current state of every group the two share, which also settles which
+    /// of two owners wins after a partition heals.
+    pub fn handle_node_up(&mut self, node: NodeAddr) {
+        let own = self.config.addr;
+        if node == own || !self.live_nodes.insert(node) {
+            return;
+        }
+        if !self.sync_armed {
+            self.sync_armed = true;
+            let at = self
+                .now
+                .saturating_add(self.config.limits.mesh_sync_interval);
+            self.timers.arm(at, TimerKind::MeshSync);
+        }
+        let shared: Vec<GroupState> = self
+            .groups
+            .values()
+            .filter(|g| g.owned_by(own))
+            .filter(|g| {
+                g.copy_holders_except(own).contains(&node)
+                    || g.id.layout().is_ok_and(|l| l.nodes().any(|n| n == node))
+            })
+            .map(|g| g.state(own))
+            .collect();
+        for state in shared {
+            self.send_mesh(node, MeshMessage::State(state));
+        }
+    }
+
+    /// The membership layer reports a node dead (or gone). Its members leave every group (the others get
+    /// the discard push), joins waiting on it move on, and groups it owned move to their first live backup.
+    pub fn handle_node_down(&mut self, node: NodeAddr) {
+        let own = self.config.addr;
+        if node == own || !self.live_nodes.remove(&node) {
+            return;
+        }
+        self.retry_joins_waiting_on(node);
+        let affected: Vec<GroupId> = self
+            .groups
+            .values()
+            .filter(|g| !g.is_static)
+            .filter(|g| g.owner == Some(node) || g.members.values().any(|m| m.node == node))
+            .map(|g| g.id)
+            .collect();
+        for id in affected {
+            self.remove_members_of(&id, node);
+            let Some(group) = self.groups.get(&id) else {
+                continue;
+            };
+            if group.owner != Some(node) {
+                continue;
+            }
+            let successor = group
+                .backups
+                .iter()
+                .copied()
+                .find(|b| *b != node && (*b == own || self.live_nodes.contains(b)));
+            match successor {
+                Some(next) if next == own => self.take_ownership(&id, true),
+                Some(next) => {
+                    // Expect `next` to take over; tell it who is here, and tell the members.
+                    if let Some(group) = self.groups.get_mut(&id) {
+                        group.owner = Some(next);
+                        let register = MeshMessage::Register {
+                            group: id,
+                            members: group.members_on(own),
+                        };
+                        self.send_mesh(next, register);
+                    }
+                    self.push_rejoin(&id);
+                }
+                None => {} // No backup left: the copies keep relaying among themselves.
+            }
+        }
+    }
+
+    /// Drops the members connected to a dead node from a group, pushing the discard message to the members
+    /// here; the owner also counts the change so that copies stay in step.
+    fn remove_members_of(&mut self, id: &GroupId, dead: NodeAddr) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get_mut(id) else {
+            return;
+        };
+        let gone: Vec<(Uid, super::Sid)> = group
+            .members
+            .iter()
+            .filter(|(_, m)| m.node == dead)
+            .map(|(uid, m)| (uid.clone(), m.sid))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut changes = Vec::new();
+        for (uid, sid) in &gone {
+            let Some(group) = self.groups.get_mut(id) else {
+                return;
+            };
+            group.members.remove(uid);
+            let message = (self.discard_message)(id, uid, sid);
+            let frame = member_push(VER_GROUP, cmd::LEAVE, id, uid, &message);
+            group.send_to_members(&frame, true, None, &mut self.transmits);
+            if group.owned_by(own) {
+                group.version = group.version.next();
+                changes.push(MeshMessage::MemberRemoved {
+                    group: *id,
+                    version: group.version,
+                    uid: uid.to_string(),
+                    notice: None,
+                });
+            }
+        }
+        for change in &changes {
+            self.fan_out(id, None, change);
+        }
+        if self.groups.get(id).is_some_and(|g| g.owned_by(own)) {
+            self.after_member_removed(id);
+        } else {
+            self.drop_copy_if_unneeded(id);
+        }
+    }
+
+    /// This node becomes the group's owner: a new epoch, the owner's merge interval, the whole state to
+    /// every copy, and (after a failure, `rejoin`) the rejoin push to the members here.
+    pub(super) fn take_ownership(&mut self, id: &GroupId, rejoin: bool) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get_mut(id) else {
+            return;
+        };
+        group.owner = Some(own);
+        group.version = Version {
+            epoch: group.version.epoch.saturating_add(1),
+            seq: 0,
+        };
+        group.backups = id
+            .layout()
+            .map(|l| l.nodes().filter(|n| *n != own).collect())
+            .unwrap_or_default();
+        group.merge_every = group.interval;
+        let state = MeshMessage::State(group.state(own));
+        self.fan_out(id, None, &state);
+        if rejoin {
+            self.push_rejoin(id);
+        }
+        if self.groups.get(id).is_some_and(|g| g.members.is_empty()) {
+            if let Some(group) = self.groups.get_mut(id) {
+                group.empty_since = Some(self.now);
+            }
+            self.after_member_removed(id);
+        }
+    }
+
+    /// Pushes each member here a 111 with its own uid and the rejoin custom message.
+    fn push_rejoin(&mut self, id: &GroupId) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get(id) else {
+            return;
+        };
+        let local: Vec<(Arc<str>, super::Sid, super::ConnId)> = group
+            .members
+            .iter()
+            .filter(|(_, m)| m.node == own)
+            .filter_map(|(uid, m)| Some((uid.clone(), m.sid, m.conn?)))
+            .collect();
+        for (uid, sid, conn) in local {
+            let message = (self.rejoin_message)(id, &uid, &sid);
+            let frame = member_push(VER_GROUP, cmd::JOIN, id, &uid, &message);
+            self.transmits.push_back(super::Transmit {
+                conn,
+                frame,
+                reliable: true,
+            });
+        }
+    }
+
+    /// A draining owner hands this node a group: take it over (no rejoin push; nothing failed).
+    pub(super) fn on_handover(&mut self, from: NodeAddr, state: GroupState) {
+        let own = self.config.addr;
+        if state.owner != from || !state.backups.contains(&own) {
+            return;
+        }
+        if self.groups.get(&state.id).is_some_and(|g| g.is_static) {
+            return;
+        }
+        let id = state.id;
+        self.install_copy(state);
+        self.take_ownership(&id, false);
+    }
+
+    /// Hands every group this node owns to its first live backup (used when going offline). Groups with no
+    /// live backup stay here and end with the node.
+    pub(super) fn hand_over_owned_groups(&mut self) {
+        let own = self.config.addr;
+        let owned: Vec<GroupId> = self
+            .groups
+            .values()
+            .filter(|g| g.owned_by(own))
+            .map(|g| g.id)
+            .collect();
+        let send_interval = self.config.group.send_interval;
+        for id in owned {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let Some(next) = group
+                .backups
+                .iter()
+                .copied()
+                .find(|b| self.live_nodes.contains(b))
+            else {
+                continue;
+            };
+            let state = group.state(own);
+            group.owner = Some(next);
+            group.merge_every = send_interval;
+            self.send_mesh(next, MeshMessage::Handover(state));
+        }
+    }
+
+    /// The digest timer fired: tell each node the versions of the groups it holds copies of.
+    pub(super) fn send_digests(&mut self) {
+        let own = self.config.addr;
+        self.sync_armed = false;
+        if self.live_nodes.is_empty() {
+            return;
+        }
+        let mut per_node: std::collections::BTreeMap<NodeAddr, Vec<(GroupId, Version)>> =
+            Default::default();
+        for group in self.groups.values().filter(|g| g.owned_by(own)) {
+            for node in group.copy_holders_except(own) {
+                if self.live_nodes.contains(&node) {
+                    per_node
+                        .entry(node)
+                        .or_default()
+                        .push((group.id, group.version));
+                }
+            }
+        }
+        for (node, entries) in per_node {
+            for chunk in entries.chunks(MAX_DIGEST_ENTRIES) {
+                let digest = MeshMessage::Digest {
+                    groups: chunk.to_vec(),
+                };
+                self.send_mesh(node, digest);
+            }
+        }
+        self.sync_armed = true;
+        let at = self
+            .now
+            .saturating_add(self.config.limits.mesh_sync_interval);
+        self.timers.arm(at, TimerKind::MeshSync);
+    }
+}

@@ -1,0 +1,485 @@
+//! What other nodes send, and the copies of groups this node keeps for them.
+//!
+//! Every non-static group has one owner, which decides membership and counts a [`Version`]. Every other
+//! node that holds members (and every backup) keeps a copy, changed only by the owner's messages, applied
+//! strictly in version order; a gap makes the copy ask for the whole state. One rule keeps a copy from ever
+//! pushing to someone who is not a member: the members connected to *this* node come from this node's
+//! sessions, never from a peer. When a peer's view of them differs, this node sends `Register` with its own
+//! list and the owner corrects itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::group::{Group, Member};
+use super::remote_join::valid_uid;
+use super::{Event, MeshTransmit, Node, Sid};
+use crate::cluster::mesh::{GroupState, MemberState, MeshMessage, Notice, RelayEntry, Version};
+use crate::cluster::relay::relay_plan;
+use crate::id::{GroupId, NodeAddr};
+use crate::proto::member_push;
+use crate::time::Instant;
+
+/// Most nodes a relayed message may ask its receiver to forward to: a bound on what one peer can make
+/// this node send.
+pub const MAX_RELAY_BRANCH: usize = 1024;
+
+/// One membership change from the owner.
+enum Change {
+    Added(MemberState),
+    Removed(String),
+}
+
+impl Node {
+    /// A message from another node arrived. `from` is the sender's mesh address as the transport
+    /// established it. Malformed or stale messages are ignored; nothing a peer sends can panic the node.
+    pub fn handle_mesh(&mut self, from: NodeAddr, message: MeshMessage, now: Instant) {
+        self.advance(now);
+        if from == self.config.addr {
+            return;
+        }
+        match message {
+            MeshMessage::JoinRequest {
+                op,
+                group,
+                member,
+                notice,
+            } => self.on_join_request(from, op, group, member, notice),
+            MeshMessage::JoinResponse { op, result, .. } => self.on_join_response(from, op, result),
+            MeshMessage::Leave { group, uid, notice } => {
+                self.on_remote_leave(from, &group, &uid, notice)
+            }
+            MeshMessage::MemberAdded {
+                group,
+                version,
+                member,
+                notice,
+            } => self.apply_change(from, &group, version, Change::Added(member), notice),
+            MeshMessage::MemberRemoved {
+                group,
+                version,
+                uid,
+                notice,
+            } => self.apply_change(from, &group, version, Change::Removed(uid), notice),
+            MeshMessage::State(state) => self.on_state(from, state),
+            MeshMessage::SyncRequest { group } => {
+                let own = self.config.addr;
+                if let Some(g) = self.groups.get(&group).filter(|g| g.owned_by(own)) {
+                    let state = MeshMessage::State(g.state(own));
+                    self.send_mesh(from, state);
+                }
+            }
+            MeshMessage::Digest { groups } => self.on_digest(from, &groups),
+            MeshMessage::Register { group, members } => self.on_register(from, &group, members),
+            MeshMessage::Handover(state) => self.on_handover(from, state),
+            MeshMessage::Deleted { group } => self.on_deleted(from, &group),
+            MeshMessage::Relay {
+                group,
+                branch,
+                entry,
+            } => self.on_relay(&group, branch, entry),
+        }
+    }
+
+    pub(super) fn send_mesh(&mut self, to: NodeAddr, message: MeshMessage) {
+        if to != self.config.addr {
+            self.mesh_out.push_back(MeshTransmit { to, message });
+        }
+    }
+
+    /// Sends `message` to every other node keeping a copy of the group, except `except`.
+    pub(super) fn fan_out(
+        &mut self,
+        id: &GroupId,
+        except: Option<NodeAddr>,
+        message: &MeshMessage,
+    ) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get(id) else {
+            return;
+        };
+        for to in group.copy_holders_except(own) {
+            if Some(to) != except {
+                self.send_mesh(to, message.clone());
+            }
+        }
+    }
+
+    /// Starts a relay of `entry` to `targets` (this node excluded) as a tree of width `relayLimit`.
+    pub(super) fn relay(&mut self, id: &GroupId, targets: &[NodeAddr], entry: &RelayEntry) {
+        let width = usize::try_from(self.config.group.relay_limit).unwrap_or(1);
+        for hop in relay_plan(targets, width) {
+            let message = MeshMessage::Relay {
+                group: *id,
+                branch: hop.branch,
+                entry: entry.clone(),
+            };
+            self.send_mesh(hop.to, message);
+        }
+    }
+
+    fn on_relay(&mut self, id: &GroupId, mut branch: Vec<NodeAddr>, entry: RelayEntry) {
+        let own = self.config.addr;
+        if branch.len() > MAX_RELAY_BRANCH {
+            return;
+        }
+        branch.retain(|n| *n != own);
+        self.relay(id, &branch, &entry);
+        match entry {
+            RelayEntry::Broadcast {
+                ver,
+                cmd,
+                reliable,
+                sender,
+                message,
+            } => {
+                let sender = (!sender.is_empty()).then(|| Arc::from(sender.as_str()));
+                let entry = super::group::PendingEntry {
+                    ver,
+                    cmd,
+                    reliable,
+                    sender,
+                    message,
+                };
+                self.send_entry(id, entry);
+            }
+            RelayEntry::StaticMember { uid, notice } => {
+                if let Some(group) = self.groups.get(id).filter(|g| g.is_static) {
+                    let frame = member_push(notice.ver, notice.cmd, id, &uid, &notice.message);
+                    group.send_to_members(&frame, true, None, &mut self.transmits);
+                }
+            }
+        }
+    }
+
+    /// Replaces (or creates) this node's copy of a group with `state`, keeping the members connected here
+    /// as this node's sessions say, and telling the owner when its view of them differs.
+    pub(super) fn install_copy(&mut self, state: GroupState) {
+        let own = self.config.addr;
+        let max = self.config.limits.max_members_per_group;
+        let send_interval = self.config.group.send_interval;
+        let now = self.now;
+        let group = self
+            .groups
+            .entry(state.id)
+            .or_insert_with(|| Group::new(state.id, false, Duration::ZERO, Duration::ZERO));
+        group.allow_empty = state.allow_empty;
+        group.ttl = Duration::from_secs(state.ttl_s);
+        group.interval = crate::config::merge_interval(state.interval_ms);
+        group.owner = Some(state.owner);
+        group.backups = state.backups;
+        group.backups.truncate(crate::id::MAX_ID_NODES);
+        group.version = state.version;
+        group.members.retain(|_, m| m.node == own);
+        let mut claimed_here: Vec<(String, [u8; 16])> = Vec::new();
+        for m in state.members {
+            if !valid_uid(&m.uid) {
+                continue;
+            }
+            if m.node == own {
+                claimed_here.push((m.uid, m.sid));
+            } else if group.members.len() < max && !group.members.contains_key(m.uid.as_str()) {
+                let member = Member {
+                    sid: Sid(m.sid),
+                    node: m.node,
+                    conn: None,
+                };
+                group.members.insert(Arc::from(m.uid.as_str()), member);
+            }
+        }
+        group.merge_every = if group.owned_by(own) {
+            group.interval
+        } else {
+            send_interval
+        };
+        group.empty_since = group.members.is_empty().then_some(now);
+        claimed_here.sort();
+        let mut here: Vec<(String, [u8; 16])> = group
+            .members_on(own)
+            .into_iter()
+            .map(|m| (m.uid, m.sid))
+            .collect();
+        here.sort();
+        if here != claimed_here && !group.owned_by(own) {
+            let register = MeshMessage::Register {
+                group: group.id,
+                members: group.members_on(own),
+            };
+            self.send_mesh(state.owner, register);
+        }
+    }
+
+    /// Whether this node should keep a copy it has no members in: it owns it or is one of its backups.
+    fn keeps_copy(&self, group: &Group) -> bool {
+        let own = self.config.addr;
+        group.is_static
+            || group.owned_by(own)
+            || group.backups.contains(&own)
+            || group.members.values().any(|m| m.node == own)
+    }
+
+    /// Forgets a copy nobody here needs any more.
+    pub(super) fn drop_copy_if_unneeded(&mut self, id: &GroupId) {
+        if self.groups.get(id).is_some_and(|g| !self.keeps_copy(g)) {
+            self.groups.remove(id);
+        }
+    }
+
+    fn apply_change(
+        &mut self,
+        from: NodeAddr,
+        id: &GroupId,
+        version: Version,
+        change: Change,
+        notice: Option<Notice>,
+    ) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get_mut(id) else {
+            if id.layout().is_ok_and(|l| l.nodes().any(|n| n == own)) {
+                self.send_mesh(from, MeshMessage::SyncRequest { group: *id });
+            }
+            return;
+        };
+        if group.owner != Some(from) || version <= group.version {
+            if group.owner != Some(from) && version.epoch > group.version.epoch {
+                self.send_mesh(from, MeshMessage::SyncRequest { group: *id });
+            }
+            return;
+        }
+        if version != group.version.next() {
+            self.send_mesh(from, MeshMessage::SyncRequest { group: *id });
+            return;
+        }
+        group.version = version;
+        let mut disagree = false;
+        let uid = match &change {
+            Change::Added(m) => m.uid.as_str(),
+            Change::Removed(uid) => uid.as_str(),
+        };
+        if let Some(n) = &notice {
+            let frame = member_push(n.ver, n.cmd, id, uid, &n.message);
+            group.send_to_members(&frame, true, Some(uid), &mut self.transmits);
+        }
+        match change {
+            Change::Added(m) if m.node == own => {
+                disagree = group
+                    .members
+                    .get(m.uid.as_str())
+                    .is_none_or(|l| l.node != own);
+            }
+            Change::Added(m) => {
+                let local = group
+                    .members
+                    .get(m.uid.as_str())
+                    .is_some_and(|l| l.node == own);
+                if valid_uid(&m.uid) && !local {
+                    let member = Member {
+                        sid: Sid(m.sid),
+                        node: m.node,
+                        conn: None,
+                    };
+                    group.members.insert(Arc::from(m.uid.as_str()), member);
+                }
+            }
+            Change::Removed(uid) => {
+                if group
+                    .members
+                    .get(uid.as_str())
+                    .is_some_and(|l| l.node == own)
+                {
+                    disagree = true;
+                } else {
+                    group.members.remove(uid.as_str());
+                }
+            }
+        }
+        if disagree {
+            let register = MeshMessage::Register {
+                group: *id,
+                members: group.members_on(own),
+            };
+            self.send_mesh(from, register);
+        }
+        self.drop_copy_if_unneeded(id);
+    }
+
+    fn on_state(&mut self, from: NodeAddr, state: GroupState) {
+        let own = self.config.addr;
+        if state.owner != from {
+            return;
+        }
+        match self.groups.get(&state.id) {
+            Some(group) if group.is_static => {}
+            Some(group) if group.owned_by(own) => {
+                if claim(&state.id, state.version.epoch, from)
+                    > claim(&state.id, group.version.epoch, own)
+                {
+                    // The other owner wins: this node keeps a copy, and registers its members with the
+                    // winner if the winner's state lacks them.
+                    self.install_copy(state);
+                } else {
+                    let ours = MeshMessage::State(group.state(own));
+                    self.send_mesh(from, ours);
+                }
+            }
+            Some(group) if group.owner == Some(from) && state.version <= group.version => {}
+            Some(group)
+                if group.owner != Some(from) && state.version.epoch < group.version.epoch => {}
+            Some(_) => self.install_copy(state),
+            None if state.backups.contains(&own) => self.install_copy(state),
+            None => {}
+        }
+    }
+
+    fn on_digest(&mut self, from: NodeAddr, groups: &[(GroupId, Version)]) {
+        let own = self.config.addr;
+        for (id, version) in groups.iter().take(crate::cluster::mesh::MAX_DIGEST_ENTRIES) {
+            let behind = match self.groups.get(id) {
+                Some(g) if g.is_static || g.owned_by(own) => false,
+                Some(g) if g.owner == Some(from) => g.version < *version,
+                Some(g) => version.epoch > g.version.epoch,
+                None if id.layout().is_ok_and(|l| l.nodes().any(|n| n == own)) => true,
+                None => {
+                    // The owner counts members here that this node no longer has: correct it.
+                    let register = MeshMessage::Register {
+                        group: *id,
+                        members: Vec::new(),
+                    };
+                    self.send_mesh(from, register);
+                    false
+                }
+            };
+            if behind {
+                self.send_mesh(from, MeshMessage::SyncRequest { group: *id });
+            }
+        }
+    }
+
+    /// A member node lists its members of a group this node owns: make the owner's record match.
+    fn on_register(&mut self, from: NodeAddr, id: &GroupId, members: Vec<MemberState>) {
+        let own = self.config.addr;
+        let max = self.config.limits.max_members_per_group;
+        let Some(group) = self.groups.get_mut(id).filter(|g| g.owned_by(own)) else {
+            return;
+        };
+        let listed: Vec<MemberState> = members
+            .into_iter()
+            .filter(|m| m.node == from && valid_uid(&m.uid))
+            .collect();
+        let gone: Vec<Arc<str>> = group
+            .members
+            .iter()
+            .filter(|(uid, m)| m.node == from && !listed.iter().any(|l| l.uid == ***uid))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        let mut changes = Vec::new();
+        for uid in gone {
+            group.members.remove(&uid);
+            group.version = group.version.next();
+            changes.push(MeshMessage::MemberRemoved {
+                group: *id,
+                version: group.version,
+                uid: uid.to_string(),
+                notice: None,
+            });
+        }
+        for m in listed {
+            if group.members.contains_key(m.uid.as_str()) || group.members.len() >= max {
+                continue;
+            }
+            let member = Member {
+                sid: Sid(m.sid),
+                node: from,
+                conn: None,
+            };
+            group.members.insert(Arc::from(m.uid.as_str()), member);
+            group.empty_since = None;
+            group.version = group.version.next();
+            changes.push(MeshMessage::MemberAdded {
+                group: *id,
+                version: group.version,
+                member: m,
+                notice: None,
+            });
+        }
+        for change in &changes {
+            self.fan_out(id, None, change);
+        }
+        if !changes.is_empty() {
+            self.after_member_removed(id);
+        }
+    }
+
+    /// A member node reports that one of its members left a group this node owns.
+    fn on_remote_leave(&mut self, from: NodeAddr, id: &GroupId, uid: &str, notice: Option<Notice>) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get_mut(id).filter(|g| g.owned_by(own)) else {
+            return;
+        };
+        if group.members.get(uid).is_none_or(|m| m.node != from) {
+            return;
+        }
+        group.members.remove(uid);
+        if let Some(n) = &notice {
+            let frame = member_push(n.ver, n.cmd, id, uid, &n.message);
+            group.send_to_members(&frame, true, None, &mut self.transmits);
+        }
+        group.version = group.version.next();
+        let version = group.version;
+        let to_others = MeshMessage::MemberRemoved {
+            group: *id,
+            version,
+            uid: uid.to_string(),
+            notice,
+        };
+        self.fan_out(id, Some(from), &to_others);
+        // The sender already pushed to its own members: it only needs the new version.
+        let to_sender = MeshMessage::MemberRemoved {
+            group: *id,
+            version,
+            uid: uid.to_string(),
+            notice: None,
+        };
+        if self
+            .groups
+            .get(id)
+            .is_some_and(|g| g.copy_holders_except(own).contains(&from))
+        {
+            self.send_mesh(from, to_sender);
+        }
+        self.after_member_removed(id);
+    }
+
+    fn on_deleted(&mut self, from: NodeAddr, id: &GroupId) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get(id) else {
+            return;
+        };
+        if group.owner != Some(from) || group.is_static {
+            return;
+        }
+        let local: Vec<Arc<str>> = group
+            .members
+            .iter()
+            .filter(|(_, m)| m.node == own)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in local {
+            if let Some(session) = self.sessions.get_mut(&uid) {
+                session.groups.retain(|g| g != id);
+            }
+        }
+        self.groups.remove(id);
+        self.random_pool.remove(id);
+        self.events.push_back(Event::GroupDeleted { group: *id });
+    }
+}
+
+/// Which of two nodes claiming a group wins: the later epoch, then the earlier position in the group ID.
+fn claim(id: &GroupId, epoch: u32, node: NodeAddr) -> (u32, std::cmp::Reverse<usize>) {
+    let rank = id
+        .layout()
+        .ok()
+        .and_then(|l| l.nodes().position(|n| n == node))
+        .unwrap_or(usize::MAX);
+    (epoch, std::cmp::Reverse(rank))
+}
