@@ -14,7 +14,7 @@ use crate::id::{GroupId, NodeAddr};
 /// The mesh protocol version. Bump it on any change to [`MeshMessage`]: postcard is not self-describing.
 pub const MESH_VERSION: u8 = 1;
 
-/// Most (group, version) pairs one [`MeshMessage::Digest`] carries; larger digests are split.
+/// Most entries one [`MeshMessage::Digest`] carries; larger digests are split.
 pub const MAX_DIGEST_ENTRIES: usize = 4096;
 
 /// A group's version as the owner counts it: `epoch` changes with every change of owner, `seq` with every
@@ -49,6 +49,33 @@ pub struct Notice {
     pub cmd: u16,
     /// The custom message (empty only for a discard, whose leave push is sent even when empty).
     pub message: Bytes,
+}
+
+/// One group in a [`MeshMessage::Digest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    /// The group.
+    pub group: GroupId,
+    /// The owner's version of it.
+    pub version: Version,
+    /// [`members_fingerprint`] of the members the owner counts on the receiving node.
+    pub members_here: u64,
+}
+
+/// A fingerprint of a list of members (uid, sid), given in uid order: FNV-1a over the bytes. Owner and
+/// member node compute it over the same members to see, cheaply, whether they agree.
+pub fn members_fingerprint<'a>(members: impl Iterator<Item = (&'a str, &'a [u8; 16])>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |byte: u8| {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    for (uid, sid) in members {
+        uid.bytes().for_each(&mut eat);
+        eat(0xff);
+        sid.iter().copied().for_each(&mut eat);
+    }
+    hash
 }
 
 /// One member as the mesh describes it.
@@ -182,10 +209,11 @@ pub enum MeshMessage {
         /// The group.
         group: GroupId,
     },
-    /// Owner to each node, periodically: the versions of the groups they share, to catch lost changes.
+    /// Owner to each node, periodically: the versions of the groups they share and a fingerprint of the
+    /// members the owner counts on the receiver, to catch lost changes in either direction.
     Digest {
-        /// Group and version pairs.
-        groups: Vec<(GroupId, Version)>,
+        /// One entry per group.
+        groups: Vec<DigestEntry>,
     },
     /// Member node to owner: the complete list of the group's members on the sender's node. The owner
     /// takes it as the truth for that node (after a failover, or when a copy disagrees).
@@ -194,6 +222,9 @@ pub enum MeshMessage {
         group: GroupId,
         /// The sender's members of it.
         members: Vec<MemberState>,
+        /// The sender's whole copy, sent when it expects the receiver to take over after the owner died:
+        /// a receiver that lacks the group (it missed the owner's state, or restarted) starts from it.
+        copy: Option<GroupState>,
     },
     /// A draining owner hands a group to its first backup, which becomes owner.
     Handover(GroupState),

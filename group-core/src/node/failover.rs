@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::timers::TimerKind;
 use super::{Node, Uid};
-use crate::cluster::mesh::{GroupState, MAX_DIGEST_ENTRIES, MeshMessage, Version};
+use crate::cluster::mesh::{DigestEntry, GroupState, MAX_DIGEST_ENTRIES, MeshMessage, Version};
 use crate::id::{GroupId, NodeAddr};
 use crate::proto::{VER_GROUP, cmd, member_push};
 
@@ -62,33 +62,41 @@ impl Node {
             .collect();
         for id in affected {
             self.remove_members_of(&id, node);
-            let Some(group) = self.groups.get(&id) else {
-                continue;
-            };
-            if group.owner != Some(node) {
-                continue;
-            }
-            let successor = group
-                .backups
-                .iter()
-                .copied()
-                .find(|b| *b != node && (*b == own || self.live_nodes.contains(b)));
-            match successor {
-                Some(next) if next == own => self.take_ownership(&id, true),
-                Some(next) => {
-                    // Expect `next` to take over; tell it who is here, and tell the members.
-                    if let Some(group) = self.groups.get_mut(&id) {
-                        group.owner = Some(next);
-                        let register = MeshMessage::Register {
-                            group: id,
-                            members: group.members_on(own),
-                        };
-                        self.send_mesh(next, register);
-                    }
-                    self.push_rejoin(&id);
+            self.fail_over(&id, node);
+        }
+    }
+
+    /// If `dead` owned the group, moves it to the first live backup: this node takes over, or it tells the
+    /// expected new owner who is here (with its copy, in case the new owner lacks one) and the members get
+    /// the rejoin push.
+    pub(super) fn fail_over(&mut self, id: &GroupId, dead: NodeAddr) {
+        let own = self.config.addr;
+        let Some(group) = self.groups.get(id) else {
+            return;
+        };
+        if group.owner != Some(dead) {
+            return;
+        }
+        let successor = group
+            .backups
+            .iter()
+            .copied()
+            .find(|b| *b != dead && (*b == own || self.live_nodes.contains(b)));
+        match successor {
+            Some(next) if next == own => self.take_ownership(id, true),
+            Some(next) => {
+                if let Some(group) = self.groups.get_mut(id) {
+                    group.owner = Some(next);
+                    let register = MeshMessage::Register {
+                        group: *id,
+                        members: group.members_on(own),
+                        copy: Some(group.state(own)),
+                    };
+                    self.send_mesh(next, register);
                 }
-                None => {} // No backup left: the copies keep relaying among themselves.
+                self.push_rejoin(id);
             }
+            None => {} // No backup left: the copies keep relaying among themselves.
         }
     }
 
@@ -117,6 +125,7 @@ impl Node {
             let message = (self.discard_message)(id, uid, sid);
             let frame = member_push(VER_GROUP, cmd::LEAVE, id, uid, &message);
             group.send_to_members(&frame, true, None, &mut self.transmits);
+            group.diverged = !group.owned_by(own);
             if group.owned_by(own) {
                 group.version = group.version.next();
                 changes.push(MeshMessage::MemberRemoved {
@@ -154,6 +163,19 @@ impl Node {
             .map(|l| l.nodes().filter(|n| *n != own).collect())
             .unwrap_or_default();
         group.merge_every = group.interval;
+        // Members on nodes this node knows to be dead go now (the old owner may not have seen them die).
+        let dead: std::collections::BTreeSet<NodeAddr> = group
+            .members
+            .values()
+            .map(|m| m.node)
+            .filter(|n| *n != own && !self.live_nodes.contains(n))
+            .collect();
+        for node in dead {
+            self.remove_members_of(id, node);
+        }
+        let Some(group) = self.groups.get(id) else {
+            return;
+        };
         let state = MeshMessage::State(group.state(own));
         self.fan_out(id, None, &state);
         if rejoin {
@@ -241,17 +263,37 @@ impl Node {
         if self.live_nodes.is_empty() {
             return;
         }
-        let mut per_node: std::collections::BTreeMap<NodeAddr, Vec<(GroupId, Version)>> =
+        let mut per_node: std::collections::BTreeMap<NodeAddr, Vec<DigestEntry>> =
             Default::default();
         for group in self.groups.values().filter(|g| g.owned_by(own)) {
             for node in group.copy_holders_except(own) {
                 if self.live_nodes.contains(&node) {
-                    per_node
-                        .entry(node)
-                        .or_default()
-                        .push((group.id, group.version));
+                    per_node.entry(node).or_default().push(DigestEntry {
+                        group: group.id,
+                        version: group.version,
+                        members_here: group.fingerprint_on(node),
+                    });
                 }
             }
+        }
+        // Copies whose owner has been silent about them for three rounds ask it directly: it answers with
+        // the state, or with `Deleted` if the group is gone.
+        let silence = self.config.limits.mesh_sync_interval.saturating_mul(3);
+        let now = self.now;
+        let mut stale = Vec::new();
+        for group in self.groups.values_mut() {
+            let Some(owner) = group.owner.filter(|o| *o != own) else {
+                continue;
+            };
+            if self.live_nodes.contains(&owner)
+                && now.saturating_duration_since(group.heard_from_owner) > silence
+            {
+                group.heard_from_owner = now;
+                stale.push((owner, group.id));
+            }
+        }
+        for (owner, id) in stale {
+            self.send_mesh(owner, MeshMessage::SyncRequest { group: id });
         }
         for (node, entries) in per_node {
             for chunk in entries.chunks(MAX_DIGEST_ENTRIES) {

@@ -72,6 +72,11 @@ pub(crate) struct Group {
     pub merge_every: Duration,
     /// Membership version, counted by the owner (see [`Version`]).
     pub version: Version,
+    /// On a copy: when the owner last showed it still has the group (state, change, or digest).
+    pub heard_from_owner: Instant,
+    /// On a copy: this node changed it on its own (it dropped the members of a node it saw die), so its
+    /// members may differ from the owner's at the same version. The next digest fetches the whole state.
+    pub diverged: bool,
     /// Owner node from the ID; `None` for static groups, which every node holds.
     pub owner: Option<NodeAddr>,
     pub backups: Vec<NodeAddr>,
@@ -107,6 +112,8 @@ impl Group {
             interval,
             merge_every: interval,
             version: Version::default(),
+            heard_from_owner: Instant::ZERO,
+            diverged: false,
             owner: layout.map(|l| l.owner),
             backups: layout
                 .map(|l| l.backups.iter().flatten().copied().collect())
@@ -146,6 +153,16 @@ impl Group {
             .filter(|(_, m)| m.node == node)
             .map(|(uid, m)| member_state(uid, m))
             .collect()
+    }
+
+    /// The fingerprint of the members on `node` (see [`crate::cluster::mesh::members_fingerprint`]).
+    pub fn fingerprint_on(&self, node: NodeAddr) -> u64 {
+        crate::cluster::mesh::members_fingerprint(
+            self.members
+                .iter()
+                .filter(|(_, m)| m.node == node)
+                .map(|(uid, m)| (&**uid, &m.sid.0)),
+        )
     }
 
     /// Other nodes holding members, in address order: where a broadcast is relayed.

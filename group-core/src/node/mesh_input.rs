@@ -13,7 +13,10 @@ use std::time::Duration;
 use super::group::{Group, Member};
 use super::remote_join::valid_uid;
 use super::{Event, MeshTransmit, Node, Sid};
-use crate::cluster::mesh::{GroupState, MemberState, MeshMessage, Notice, RelayEntry, Version};
+use crate::cluster::mesh::{
+    DigestEntry, GroupState, MemberState, MeshMessage, Notice, RelayEntry, Version,
+    members_fingerprint,
+};
 use crate::cluster::relay::relay_plan;
 use crate::id::{GroupId, NodeAddr};
 use crate::proto::member_push;
@@ -63,13 +66,24 @@ impl Node {
             MeshMessage::State(state) => self.on_state(from, state),
             MeshMessage::SyncRequest { group } => {
                 let own = self.config.addr;
-                if let Some(g) = self.groups.get(&group).filter(|g| g.owned_by(own)) {
-                    let state = MeshMessage::State(g.state(own));
-                    self.send_mesh(from, state);
+                match self.groups.get(&group) {
+                    // From the owner, the state; from a node that is no longer the owner, its copy, which
+                    // names the owner it follows now.
+                    Some(g) if !g.is_static => {
+                        let state = MeshMessage::State(g.state(own));
+                        self.send_mesh(from, state);
+                    }
+                    // The asker's copy outlived the group (it missed `Deleted`).
+                    None => self.send_mesh(from, MeshMessage::Deleted { group }),
+                    Some(_) => {}
                 }
             }
             MeshMessage::Digest { groups } => self.on_digest(from, &groups),
-            MeshMessage::Register { group, members } => self.on_register(from, &group, members),
+            MeshMessage::Register {
+                group,
+                members,
+                copy,
+            } => self.on_register(from, &group, members, copy),
             MeshMessage::Handover(state) => self.on_handover(from, state),
             MeshMessage::Deleted { group } => self.on_deleted(from, &group),
             MeshMessage::Relay {
@@ -169,6 +183,8 @@ impl Node {
         group.backups = state.backups;
         group.backups.truncate(crate::id::MAX_ID_NODES);
         group.version = state.version;
+        group.heard_from_owner = now;
+        group.diverged = false;
         group.members.retain(|_, m| m.node == own);
         let mut claimed_here: Vec<(String, [u8; 16])> = Vec::new();
         for m in state.members {
@@ -203,8 +219,14 @@ impl Node {
             let register = MeshMessage::Register {
                 group: group.id,
                 members: group.members_on(own),
+                copy: None,
             };
             self.send_mesh(state.owner, register);
+        }
+        // A state naming an owner this node already knows to be dead: fail over now, as if the news of
+        // its death came after the state.
+        if state.owner != own && !self.live_nodes.contains(&state.owner) {
+            self.fail_over(&state.id, state.owner);
         }
     }
 
@@ -250,6 +272,7 @@ impl Node {
             return;
         }
         group.version = version;
+        group.heard_from_owner = self.now;
         let mut disagree = false;
         let uid = match &change {
             Change::Added(m) => m.uid.as_str(),
@@ -296,70 +319,159 @@ impl Node {
             let register = MeshMessage::Register {
                 group: *id,
                 members: group.members_on(own),
+                copy: None,
             };
             self.send_mesh(from, register);
         }
         self.drop_copy_if_unneeded(id);
     }
 
+    /// A state from the owner it names, or forwarded by a node that gave up its claim to it. It replaces
+    /// this node's copy when it is newer from the same owner, or when it comes from a stronger claim.
     fn on_state(&mut self, from: NodeAddr, state: GroupState) {
         let own = self.config.addr;
-        if state.owner != from {
-            return;
-        }
+        let theirs = claim(&state.id, state.version.epoch, state.owner);
         match self.groups.get(&state.id) {
             Some(group) if group.is_static => {}
             Some(group) if group.owned_by(own) => {
-                if claim(&state.id, state.version.epoch, from)
-                    > claim(&state.id, group.version.epoch, own)
-                {
-                    // The other owner wins: this node keeps a copy, and registers its members with the
-                    // winner if the winner's state lacks them.
+                if theirs > claim(&state.id, group.version.epoch, own) {
+                    // The other owner wins: keep a copy, and pass the winner's state to the nodes that
+                    // followed this one, so that they follow the winner too.
+                    let followers = group.copy_holders_except(own);
+                    for to in followers.into_iter().filter(|n| *n != state.owner) {
+                        self.send_mesh(to, MeshMessage::State(state.clone()));
+                    }
                     self.install_copy(state);
                 } else {
                     let ours = MeshMessage::State(group.state(own));
-                    self.send_mesh(from, ours);
+                    self.send_mesh(state.owner, ours.clone());
+                    if from != state.owner {
+                        self.send_mesh(from, ours);
+                    }
                 }
             }
-            Some(group) if group.owner == Some(from) && state.version <= group.version => {}
-            Some(group)
-                if group.owner != Some(from) && state.version.epoch < group.version.epoch => {}
-            Some(_) => self.install_copy(state),
-            None if state.backups.contains(&own) => self.install_copy(state),
+            Some(group) if group.owner == Some(state.owner) => {
+                // Any difference from the owner's version, even "ahead" (a copy can hold a version from
+                // another owner's lineage), means this copy is not the owner's.
+                if state.version != group.version || group.diverged {
+                    self.install_copy(state);
+                } else {
+                    // Same version, but the owner may still count members here wrongly (a lost
+                    // registration): restate them if so.
+                    let claimed = members_fingerprint(
+                        state
+                            .members
+                            .iter()
+                            .filter(|m| m.node == own)
+                            .map(|m| (m.uid.as_str(), &m.sid)),
+                    );
+                    if claimed != group.fingerprint_on(own) {
+                        let register = MeshMessage::Register {
+                            group: state.id,
+                            members: group.members_on(own),
+                            copy: None,
+                        };
+                        self.send_mesh(state.owner, register);
+                    }
+                }
+            }
+            Some(group) => {
+                let current = group.owner.unwrap_or(own);
+                // The node this copy follows says it follows another: it gave the group up.
+                let abdicated = from == current;
+                let orphaned = !self.live_nodes.contains(&current);
+                if abdicated || orphaned || theirs > claim(&state.id, group.version.epoch, current)
+                {
+                    self.install_copy(state);
+                }
+            }
+            None if state.id.layout().is_ok_and(|l| l.nodes().any(|n| n == own)) => {
+                self.install_copy(state);
+            }
             None => {}
         }
     }
 
-    fn on_digest(&mut self, from: NodeAddr, groups: &[(GroupId, Version)]) {
+    fn on_digest(&mut self, from: NodeAddr, entries: &[DigestEntry]) {
         let own = self.config.addr;
-        for (id, version) in groups.iter().take(crate::cluster::mesh::MAX_DIGEST_ENTRIES) {
-            let behind = match self.groups.get(id) {
-                Some(g) if g.is_static || g.owned_by(own) => false,
-                Some(g) if g.owner == Some(from) => g.version < *version,
-                Some(g) => version.epoch > g.version.epoch,
-                None if id.layout().is_ok_and(|l| l.nodes().any(|n| n == own)) => true,
-                None => {
-                    // The owner counts members here that this node no longer has: correct it.
-                    let register = MeshMessage::Register {
-                        group: *id,
-                        members: Vec::new(),
-                    };
-                    self.send_mesh(from, register);
-                    false
+        let nobody = members_fingerprint(std::iter::empty());
+        for entry in entries
+            .iter()
+            .take(crate::cluster::mesh::MAX_DIGEST_ENTRIES)
+        {
+            let id = &entry.group;
+            let in_id = id.layout().is_ok_and(|l| l.nodes().any(|n| n == own));
+            let (behind, disagree) = match self.groups.get_mut(id) {
+                Some(g) if g.is_static || g.owned_by(own) => (false, false),
+                Some(g) if g.owner == Some(from) => {
+                    g.heard_from_owner = self.now;
+                    let behind = g.version != entry.version || g.diverged;
+                    (
+                        behind,
+                        !behind && g.fingerprint_on(own) != entry.members_here,
+                    )
                 }
+                Some(g) => {
+                    let current = g.owner.unwrap_or(own);
+                    let stronger =
+                        claim(id, entry.version.epoch, from) > claim(id, g.version.epoch, current);
+                    (!self.live_nodes.contains(&current) || stronger, false)
+                }
+                None => (in_id, entry.members_here != nobody),
             };
             if behind {
                 self.send_mesh(from, MeshMessage::SyncRequest { group: *id });
+            } else if disagree {
+                // The owner counts members here that differ from this node's sessions (a lost leave, a
+                // join whose answer was lost): restate who is here.
+                let members = self
+                    .groups
+                    .get(id)
+                    .map(|g| g.members_on(own))
+                    .unwrap_or_default();
+                let register = MeshMessage::Register {
+                    group: *id,
+                    members,
+                    copy: None,
+                };
+                self.send_mesh(from, register);
             }
         }
     }
 
     /// A member node lists its members of a group this node owns: make the owner's record match.
-    fn on_register(&mut self, from: NodeAddr, id: &GroupId, members: Vec<MemberState>) {
+    fn on_register(
+        &mut self,
+        from: NodeAddr,
+        id: &GroupId,
+        members: Vec<MemberState>,
+        copy: Option<GroupState>,
+    ) {
         let own = self.config.addr;
         let max = self.config.limits.max_members_per_group;
-        let Some(group) = self.groups.get_mut(id).filter(|g| g.owned_by(own)) else {
-            return;
+        if let Some(copy) = copy.filter(|c| c.id == *id && c.owner == own) {
+            // The sender expects this node to take over a group whose owner died.
+            let dead_owner = id.layout().map(|l| l.owner).ok();
+            let owner_gone = dead_owner.is_none_or(|o| o == own || !self.live_nodes.contains(&o));
+            match self.groups.get(id) {
+                None if owner_gone => {
+                    self.install_copy(copy);
+                    self.take_ownership(id, true);
+                }
+                Some(g)
+                    if !g.owned_by(own)
+                        && g.owner.is_none_or(|o| !self.live_nodes.contains(&o)) =>
+                {
+                    self.take_ownership(id, true);
+                }
+                _ => {}
+            }
+        }
+        let group = match self.groups.get_mut(id) {
+            Some(g) if g.owned_by(own) => g,
+            // The sender takes this node for the owner of a group it does not have: gone.
+            None => return self.send_mesh(from, MeshMessage::Deleted { group: *id }),
+            Some(_) => return,
         };
         let listed: Vec<MemberState> = members
             .into_iter()

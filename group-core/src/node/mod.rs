@@ -472,6 +472,11 @@ impl Node {
         self.conns.len()
     }
 
+    /// The other nodes the membership layer reports alive.
+    pub fn live_nodes(&self) -> impl Iterator<Item = NodeAddr> + '_ {
+        self.live_nodes.iter().copied()
+    }
+
     /// The backups a group created now gets: the next (up to) two live nodes after this one in address
     /// order, wrapping around. Deterministic, and it spreads backup duty evenly over the cluster.
     pub fn backup_candidates(&self) -> Vec<NodeAddr> {

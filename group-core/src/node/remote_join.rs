@@ -229,8 +229,10 @@ impl Node {
         if let Some(session) = self.sessions.get_mut(&uid) {
             session.groups.push(id);
         }
-        self.install_copy(state);
+        // Answer first: installing the copy may push to the members here (a rejoin, if the owner named
+        // in the state is already known dead), and the new member must have its answer before any push.
         self.finish_join(op, Ok(()));
+        self.install_copy(state);
     }
 
     /// Ends a pending join: answers the client (if one asked) and reports the result.
