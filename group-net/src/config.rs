@@ -8,7 +8,8 @@
 //!   "server": { "tcp": "127.0.0.1:7100", "ws": "127.0.0.1:7200", "udp": "127.0.0.1:7100",
 //!               "authSecret": null, "outboundQueue": 1024, "hookTimeout": 10,
 //!               "wsReadBuffer": 4096 },
-//!   "mesh":   { "bind": "127.0.0.1:8100" }
+//!   "mesh":   { "bind": "127.0.0.1:8100", "advertise": null, "seeds": ["127.0.0.1:8101"],
+//!               "probeInterval": 1000, "suspectTimeout": 3000 }
 //! }
 //! ```
 //! Every section and key is optional; unknown keys and bad values are errors naming the key.
@@ -40,8 +41,20 @@ pub struct ServerConfig {
     pub ws: Option<SocketAddr>,
     /// UDP listen address; `None` disables UDP.
     pub udp: Option<SocketAddr>,
-    /// The node's mesh address. It must be IPv4: group IDs carry it in 12 hex digits.
+    /// Where the mesh listens (TCP for mesh data, UDP for membership). It must be IPv4: group IDs carry
+    /// the node's address in 12 hex digits. Port 0 picks a free port.
     pub mesh: SocketAddr,
+    /// The address other nodes reach this one at, when `mesh` is a wildcard (0.0.0.0).
+    pub mesh_advertise: Option<std::net::SocketAddrV4>,
+    /// Mesh addresses of nodes to join at start. None: a cluster of one, until another node joins it.
+    pub mesh_seeds: Vec<std::net::SocketAddrV4>,
+    /// How often membership probes a random node.
+    pub mesh_probe_interval: std::time::Duration,
+    /// How long a node that failed its probes stays suspected before it is declared dead.
+    pub mesh_suspect_timeout: std::time::Duration,
+    /// On SIGTERM or [`crate::ServerHandle::drain`]: how long the node keeps serving after handing its
+    /// groups over, before it exits.
+    pub drain_timeout: std::time::Duration,
     /// HS256 secret shared with the game backend. `None`: any uid is accepted (a warning is logged).
     pub auth_secret: Option<String>,
     /// Frames queued per connection before it counts as a slow consumer and is disconnected.
@@ -63,6 +76,11 @@ impl Default for ServerConfig {
             mesh: DEFAULT_MESH
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8100))),
+            mesh_advertise: None,
+            mesh_seeds: Vec::new(),
+            mesh_probe_interval: std::time::Duration::from_secs(1),
+            mesh_suspect_timeout: std::time::Duration::from_secs(3),
+            drain_timeout: std::time::Duration::from_secs(10),
             auth_secret: None,
             outbound_queue: 1024,
             hook_timeout: std::time::Duration::from_secs(10),
@@ -126,9 +144,10 @@ impl ServerConfig {
                         std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(3600));
                 }
                 "wsReadBuffer" => self.ws_read_buffer = int_in(&path, value, 1024, 1 << 20)?,
+                "drainTimeout" => self.drain_timeout = millis(&path, value, 0, 3_600_000)?,
                 _ => {
-                    let known =
-                        "tcp, ws, udp, authSecret, outboundQueue, hookTimeout, wsReadBuffer";
+                    let known = "tcp, ws, udp, authSecret, outboundQueue, hookTimeout, \
+                                 wsReadBuffer, drainTimeout";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),
@@ -145,10 +164,58 @@ impl ServerConfig {
             let path = format!("mesh.{key}");
             match key.as_str() {
                 "bind" => self.mesh = ipv4_addr(&path, value)?,
-                _ => return Err(error(&path, "unknown key (known keys: bind)", value)),
+                "advertise" => {
+                    self.mesh_advertise = match value {
+                        Value::Null => None,
+                        _ => Some(v4(&path, value)?),
+                    }
+                }
+                "seeds" => {
+                    let Value::Array(items) = value else {
+                        return Err(error(&path, "must be an array of addresses", value));
+                    };
+                    if items.len() > MAX_SEEDS {
+                        return Err(error(&path, "at most 64 seeds", value));
+                    }
+                    self.mesh_seeds = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| v4(&format!("{path}[{i}]"), item))
+                        .collect::<Result<_, _>>()?;
+                }
+                "probeInterval" => self.mesh_probe_interval = millis(&path, value, 50, 60_000)?,
+                "suspectTimeout" => self.mesh_suspect_timeout = millis(&path, value, 100, 600_000)?,
+                _ => {
+                    let known = "bind, advertise, seeds, probeInterval, suspectTimeout";
+                    return Err(error(
+                        &path,
+                        &format!("unknown key (known keys: {known})"),
+                        value,
+                    ));
+                }
             }
         }
+        if self.mesh.ip().is_unspecified() && self.mesh_advertise.is_none() {
+            return Err(error(
+                "mesh.advertise",
+                "is required when mesh.bind is a wildcard address: other nodes need a real one",
+                &Value::Null,
+            ));
+        }
         Ok(())
+    }
+
+    /// The address this node is known by in the cluster (and inside the IDs of the groups it creates).
+    pub fn mesh_identity(&self) -> std::net::SocketAddrV4 {
+        if let Some(advertise) = self.mesh_advertise {
+            return advertise;
+        }
+        match self.mesh {
+            SocketAddr::V4(v4) => v4,
+            SocketAddr::V6(_) => {
+                std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, self.mesh.port())
+            }
+        }
     }
 }
 
@@ -198,6 +265,28 @@ fn ipv4_addr(path: &str, value: &Value) -> Result<SocketAddr, ConfigError> {
             value,
         )),
     }
+}
+
+/// Most mesh seeds a configuration may list.
+const MAX_SEEDS: usize = 64;
+
+fn v4(path: &str, value: &Value) -> Result<std::net::SocketAddrV4, ConfigError> {
+    match ipv4_addr(path, value)? {
+        SocketAddr::V4(v4) => Ok(v4),
+        SocketAddr::V6(_) => Err(error(path, "must be an IPv4 address with port", value)),
+    }
+}
+
+fn millis(
+    path: &str,
+    value: &Value,
+    min: u64,
+    max: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    let ms = int_in(path, value, min, max)?;
+    Ok(std::time::Duration::from_millis(
+        u64::try_from(ms).unwrap_or(max),
+    ))
 }
 
 fn int_in(path: &str, value: &Value, min: u64, max: u64) -> Result<usize, ConfigError> {
@@ -251,6 +340,29 @@ mod tests {
             .hook_timeout;
         assert_eq!(timeout, std::time::Duration::from_secs(3));
         assert_eq!(key(r#"{"mesh": {"bind": "[::1]:8100"}}"#), "mesh.bind");
+        assert_eq!(
+            key(r#"{"mesh": {"bind": "0.0.0.0:8100"}}"#),
+            "mesh.advertise"
+        );
+        assert_eq!(
+            key(r#"{"mesh": {"seeds": ["127.0.0.1:1", "x"]}}"#),
+            "mesh.seeds[1]"
+        );
+        assert_eq!(
+            key(r#"{"mesh": {"probeInterval": 1}}"#),
+            "mesh.probeInterval"
+        );
+        let mesh = ServerConfig::from_json(
+            r#"{"mesh": {"bind": "0.0.0.0:8100", "advertise": "10.1.2.3:8100",
+                "seeds": ["10.1.2.4:8100"], "suspectTimeout": 1500}}"#,
+        )
+        .unwrap();
+        assert_eq!(mesh.mesh_identity().to_string(), "10.1.2.3:8100");
+        assert_eq!(mesh.mesh_seeds.len(), 1);
+        assert_eq!(
+            mesh.mesh_suspect_timeout,
+            std::time::Duration::from_millis(1500)
+        );
         assert_eq!(key(r#"{"extra": {}}"#), "extra");
         assert_eq!(key("{"), "<file>");
     }

@@ -30,6 +30,7 @@ pub mod config;
 mod conn;
 pub mod hooks;
 mod listener;
+mod mesh;
 mod node_task;
 mod server;
 mod tcp;

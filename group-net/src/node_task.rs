@@ -135,6 +135,15 @@ pub(crate) enum Input {
         conn: ConnId,
     },
     Call(Call),
+    /// A message from another node.
+    Mesh {
+        from: group_core::NodeAddr,
+        message: group_core::cluster::mesh::MeshMessage,
+    },
+    /// Membership reports a node alive.
+    NodeUp(group_core::NodeAddr),
+    /// Membership reports a node dead or gone.
+    NodeDown(group_core::NodeAddr),
 }
 
 /// Counters the server exposes.
@@ -146,6 +155,8 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Connections disconnected because their outbound queue was full.
     pub slow_consumers: AtomicU64,
+    /// Mesh messages dropped because a peer's queue was full (it is unreachable or too slow).
+    pub mesh_dropped: AtomicU64,
 }
 
 /// The node task's state; API calls get `&mut` access to it.
@@ -157,6 +168,8 @@ pub struct NodeState {
     ticks: HashMap<GroupId, TickFn>,
     /// Joins waiting for another node, by the core's op.
     joins: HashMap<u64, JoinWaiter>,
+    /// Links to the other nodes; `None` until the mesh is up (and in a node without one).
+    pub(crate) links: Option<Arc<crate::mesh::Links>>,
     stats: Arc<Stats>,
     handle: ServerHandle,
 }
@@ -174,6 +187,7 @@ impl NodeState {
             writers: HashMap::new(),
             ticks: HashMap::new(),
             joins: HashMap::new(),
+            links: None,
             stats,
             handle,
         }
@@ -278,6 +292,21 @@ impl NodeState {
                 self.node.handle_disconnect(conn, now);
             }
             Input::Call(call) => call(self),
+            Input::Mesh { from, message } => {
+                // A peer that talks to this node over its own link is alive, whatever membership has
+                // not yet noticed; the core must know it before it reads what the peer says.
+                if !self.node.live_nodes().any(|n| n == from) {
+                    self.node.handle_node_up(from);
+                }
+                self.node.handle_mesh(from, message, now);
+            }
+            Input::NodeUp(node) => {
+                if let Some(links) = &self.links {
+                    links.connect(node);
+                }
+                self.node.handle_node_up(node);
+            }
+            Input::NodeDown(node) => self.node.handle_node_down(node),
         }
         self.drain();
     }
@@ -293,6 +322,12 @@ impl NodeState {
             while let Some(event) = self.node.poll_event() {
                 progressed = true;
                 self.on_event(event);
+            }
+            while let Some(out) = self.node.poll_mesh() {
+                progressed = true;
+                if let Some(links) = &self.links {
+                    links.send(out.to, &out.message);
+                }
             }
             if !progressed {
                 return;

@@ -21,6 +21,8 @@ use crate::config::ServerConfig;
 use crate::conn::Shared;
 use crate::hooks::{Command, HookContext, HookFuture, Hooks, Rejection};
 use crate::listener::Listeners;
+use crate::mesh::Links;
+use crate::mesh::membership::MembershipConfig;
 use crate::node_task::{self, Input, JoinWaiter, Kill, NodeState, Stats};
 
 /// A tick callback: runs on its own task each time the group's timer fires.
@@ -38,7 +40,7 @@ pub enum StartError {
     /// A listen address could not be bound.
     #[error("cannot listen on {transport} {addr}: {source}")]
     Bind {
-        /// `tcp`, `ws` or `udp`.
+        /// `tcp`, `ws`, `udp` or `mesh`.
         transport: &'static str,
         /// The address.
         addr: SocketAddr,
@@ -193,12 +195,7 @@ impl ServerBuilder {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let wall_ns = u64::try_from(wall_ns).unwrap_or(u64::MAX);
-        let mesh = match self.config.mesh {
-            SocketAddr::V4(v4) => NodeAddr(v4),
-            SocketAddr::V6(_) => {
-                NodeAddr::new(std::net::Ipv4Addr::LOCALHOST, self.config.mesh.port())
-            }
-        };
+        let (mesh_tcp, mesh_udp, mesh) = bind_mesh(&self.config).await?;
         let seed = self
             .seed
             .unwrap_or(wall_ns ^ u64::from(std::process::id()).rotate_left(32));
@@ -212,6 +209,9 @@ impl ServerBuilder {
         let mut node = Node::new(node_config, group_core::Instant::ZERO)?;
         if let Some(f) = self.discard_message.take() {
             node.set_discard_message(f);
+        }
+        if let Some(f) = self.rejoin_message.take() {
+            node.set_rejoin_message(f);
         }
         if self.config.auth_secret.is_none() {
             tracing::warn!(
@@ -236,14 +236,37 @@ impl ServerBuilder {
             outbound_queue: self.config.outbound_queue,
         });
         let stop_node = Arc::new(Kill::default());
-        let state = NodeState::new(
+        let mut state = NodeState::new(
             node,
             tokio::time::Instant::now(),
             stats.clone(),
             handle.clone(),
         );
+        let stop_mesh = Arc::new(Kill::default());
+        let links = Links::new(
+            mesh,
+            shared.inputs.clone(),
+            stats.clone(),
+            stop_mesh.clone(),
+        );
+        state.links = Some(links.clone());
         let mut tasks = JoinSet::new();
         tasks.spawn(node_task::run(state, receiver, stop_node.clone()));
+        tasks.spawn(links.accept_loop(mesh_tcp));
+        let membership = MembershipConfig {
+            own: mesh.0,
+            incarnation: wall_ns,
+            seeds: self.config.mesh_seeds.clone(),
+            probe_interval: self.config.mesh_probe_interval,
+            suspect_timeout: self.config.mesh_suspect_timeout,
+            seed: seed.rotate_left(29),
+        };
+        let membership_task = tokio::spawn(crate::mesh::membership::run(
+            mesh_udp,
+            membership,
+            shared.inputs.clone(),
+            stop_mesh.clone(),
+        ));
         let listeners = Arc::new(Listeners::new(
             shared,
             self.config.limits.max_connections,
@@ -276,9 +299,13 @@ impl ServerBuilder {
             tcp_addr,
             ws_addr,
             udp_addr,
+            mesh_addr: mesh,
+            drain_timeout: self.config.drain_timeout,
             stats,
             listeners,
             stop_node,
+            stop_mesh,
+            membership: Some(membership_task),
             tasks,
         })
     }
@@ -305,15 +332,43 @@ async fn bind(
     }
 }
 
+/// Binds the mesh address for TCP (data) and UDP (membership) on one port, and works out the address the
+/// node is known by.
+async fn bind_mesh(
+    config: &ServerConfig,
+) -> Result<(TcpListener, tokio::net::UdpSocket, NodeAddr), StartError> {
+    let bind_error = |addr, source| StartError::Bind {
+        transport: "mesh",
+        addr,
+        source,
+    };
+    let tcp = TcpListener::bind(config.mesh)
+        .await
+        .map_err(|e| bind_error(config.mesh, e))?;
+    let bound = tcp.local_addr().map_err(|e| bind_error(config.mesh, e))?;
+    let udp = tokio::net::UdpSocket::bind(bound)
+        .await
+        .map_err(|e| bind_error(bound, e))?;
+    let mut identity = config.mesh_identity();
+    if identity.port() == 0 {
+        identity.set_port(bound.port());
+    }
+    Ok((tcp, udp, NodeAddr(identity)))
+}
+
 /// A running server.
 pub struct Server {
     handle: ServerHandle,
     tcp_addr: Option<SocketAddr>,
     ws_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
+    mesh_addr: NodeAddr,
+    drain_timeout: Duration,
     stats: Arc<Stats>,
     listeners: Arc<Listeners>,
     stop_node: Arc<Kill>,
+    stop_mesh: Arc<Kill>,
+    membership: Option<tokio::task::JoinHandle<()>>,
     tasks: JoinSet<()>,
 }
 
@@ -353,9 +408,34 @@ impl Server {
         self.stats.refused.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting, closes every connection, and waits for the tasks to end (at most `grace`).
+    /// The node's mesh address: its identity in the cluster and inside the IDs of groups it creates.
+    pub fn mesh_addr(&self) -> NodeAddr {
+        self.mesh_addr
+    }
+
+    /// Mesh messages dropped because a peer's queue was full.
+    pub fn mesh_dropped(&self) -> u64 {
+        self.stats.mesh_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Drains the node (what SIGTERM does in group-server): it goes offline (no new groups, Offline
+    /// pushed to every client, owned groups handed to their backups), keeps serving for
+    /// `drainTimeout`, then shuts down.
+    pub async fn drain(self, grace: Duration) {
+        let _ = self.handle.set_offline().await;
+        tokio::time::sleep(self.drain_timeout).await;
+        self.shutdown(grace).await;
+    }
+
+    /// Stops accepting, leaves the cluster, closes every connection, and waits for the tasks to end (at
+    /// most `grace`).
     pub async fn shutdown(mut self, grace: Duration) {
         self.listeners.stop.kill();
+        self.stop_mesh.kill();
+        if let Some(membership) = self.membership.take() {
+            // Leaving tells the other nodes at once, instead of after the failure detector's timeout.
+            let _ = tokio::time::timeout(grace, membership).await;
+        }
         self.stop_node.kill();
         let _ = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
@@ -580,7 +660,8 @@ impl ServerHandle {
             .await
     }
 
-    /// Takes the node offline: no new groups, and every client gets the Offline push.
+    /// Takes the node offline: no new groups, every client gets the Offline push, and the groups this node
+    /// owns move to their first live backup.
     pub async fn set_offline(&self) -> Result<(), ApiError> {
         self.call(|s| {
             let now = s.now();

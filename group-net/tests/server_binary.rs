@@ -48,9 +48,14 @@ fn listening_lines(child: &mut Child, count: usize) -> Vec<(String, SocketAddr)>
 }
 
 #[test]
-fn starts_prints_real_ports_serves_and_stops_on_sigterm() {
+fn starts_prints_real_ports_serves_and_drains_on_sigterm() {
+    let config =
+        std::env::temp_dir().join(format!("group-server-test-{}.json", std::process::id()));
+    std::fs::write(&config, r#"{"server": {"drainTimeout": 300}}"#).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_group-server"))
         .args([
+            "--config",
+            config.to_str().unwrap(),
             "--tcp",
             "127.0.0.1:0",
             "--ws",
@@ -77,12 +82,13 @@ fn starts_prints_real_ports_serves_and_stops_on_sigterm() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let mut tcp = runtime.block_on(async {
         let mut tcp = bound(Client::connect_tcp(lines[0].1)).await.unwrap();
         bound(tcp.hello("alice", "")).await.unwrap();
         let mut ws = bound(Client::connect_ws(lines[1].1)).await.unwrap();
         let refused = bound(ws.ping(b"hi")).await.unwrap_err();
         assert_eq!(refused.code(), Some(group_core::proto::code::NOT_GREETED));
+        tcp
     });
 
     let status = Command::new("kill")
@@ -90,6 +96,10 @@ fn starts_prints_real_ports_serves_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
+    // SIGTERM drains: clients hear Offline first, then the node exits after drainTimeout.
+    let push = runtime.block_on(bound(tcp.next_push()));
+    assert_eq!(push, Some(group_net::client::Push::Offline));
+    let _ = std::fs::remove_file(&config);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
@@ -148,13 +158,16 @@ fn the_example_configuration_starts_a_server() {
             "127.0.0.1:0",
             "--udp",
             "127.0.0.1:0",
+            "--mesh",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut server = Running(child);
-    let lines = listening_lines(&mut server.0, 3);
+    let lines = listening_lines(&mut server.0, 4);
     let names: Vec<&str> = lines.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(names, ["tcp", "udp", "ws"]);
+    assert_eq!(names, ["tcp", "udp", "ws", "mesh"]);
+    assert_ne!(lines[3].1.port(), 0, "the mesh line carries the real port");
 }

@@ -29,9 +29,13 @@ struct Args {
     /// UDP listen address, or "off".
     #[arg(long, value_name = "ADDR")]
     udp: Option<String>,
-    /// Mesh address (IPv4): the node's identity inside group IDs.
+    /// Mesh address (IPv4, TCP and UDP): the node's identity in the cluster and inside group IDs.
     #[arg(long, value_name = "ADDR")]
     mesh: Option<SocketAddr>,
+    /// Mesh address of a node to join (repeatable). Without seeds the node is a cluster of one until
+    /// another node names it as a seed.
+    #[arg(long = "seed", value_name = "ADDR")]
+    seeds: Vec<std::net::SocketAddrV4>,
 }
 
 fn listen_flag(
@@ -66,6 +70,9 @@ fn load(args: Args) -> Result<ServerConfig, String> {
             return Err(format!("--mesh: {mesh} must be IPv4 (group IDs carry it)"));
         }
         config.mesh = mesh;
+    }
+    if !args.seeds.is_empty() {
+        config.mesh_seeds = args.seeds;
     }
     Ok(config)
 }
@@ -102,32 +109,50 @@ async fn main() -> ExitCode {
             let _ = writeln!(stdout, "listening {name} {addr}");
         }
     }
+    let _ = writeln!(stdout, "listening mesh {}", server.mesh_addr());
     let _ = stdout.flush();
     drop(stdout);
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown(Duration::from_secs(5)).await;
+    match wait_for_signal().await {
+        Signal::Interrupt => {
+            tracing::info!("interrupted: shutting down");
+            server.shutdown(Duration::from_secs(5)).await;
+        }
+        Signal::Terminate => {
+            tracing::info!("terminated: draining (groups move to their backups), then exiting");
+            server.drain(Duration::from_secs(5)).await;
+        }
+    }
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// How the node was asked to stop.
+enum Signal {
+    /// SIGINT (Ctrl-C): stop now.
+    Interrupt,
+    /// SIGTERM: drain, then stop.
+    Terminate,
+}
+
+async fn wait_for_signal() -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+                    _ = term.recv() => Signal::Terminate,
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                Signal::Interrupt
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
     }
 }

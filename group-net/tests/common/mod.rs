@@ -20,6 +20,7 @@ pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
 pub fn config() -> ServerConfig {
     ServerConfig {
         udp: None,
+        mesh: "127.0.0.1:0".parse().unwrap(),
         ..ServerConfig::default()
     }
 }

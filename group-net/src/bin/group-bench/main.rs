@@ -108,6 +108,8 @@ fn start_local_server(args: &Args) -> Result<(LocalServer, SocketAddr), String> 
             "127.0.0.1:0",
             "--udp",
             "127.0.0.1:0",
+            "--mesh",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -128,7 +130,7 @@ fn start_local_server(args: &Args) -> Result<(LocalServer, SocketAddr), String> 
         ) {
             addrs.insert(t.to_string(), a);
         }
-        if addrs.len() == 3 {
+        if addrs.len() == 4 {
             break;
         }
     }
