@@ -720,6 +720,12 @@ fn a_draining_owner_hands_its_group_over() {
     cluster.run_for(ms(500));
     assert_eq!(cluster.owner_of(&group), Some(1));
     assert_eq!(cluster.members_of(&group).len(), 8);
+    for conn in cluster.members_of(&group) {
+        assert_eq!(
+            cluster.clients[&conn].rejoins, 1,
+            "one rejoin push per member"
+        );
+    }
     cluster.assert_copies_agree();
     cluster.assert_all_exchange(group, ms(500));
     // The drained node exits: its members go, the others stay and keep talking.

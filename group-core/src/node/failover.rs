@@ -83,7 +83,7 @@ impl Node {
             .copied()
             .find(|b| *b != dead && (*b == own || self.live_nodes.contains(b)));
         match successor {
-            Some(next) if next == own => self.take_ownership(id, true),
+            Some(next) if next == own => self.take_ownership(id),
             Some(next) => {
                 if let Some(group) = self.groups.get_mut(id) {
                     group.owner = Some(next);
@@ -147,8 +147,8 @@ impl Node {
     }
 
     /// This node becomes the group's owner: a new epoch, the owner's merge interval, the whole state to
-    /// every copy, and (after a failure, `rejoin`) the rejoin push to the members here.
-    pub(super) fn take_ownership(&mut self, id: &GroupId, rejoin: bool) {
+    /// every copy, and the rejoin push to the members here.
+    pub(super) fn take_ownership(&mut self, id: &GroupId) {
         let own = self.config.addr;
         let Some(group) = self.groups.get_mut(id) else {
             return;
@@ -178,9 +178,7 @@ impl Node {
         };
         let state = MeshMessage::State(group.state(own));
         self.fan_out(id, None, &state);
-        if rejoin {
-            self.push_rejoin(id);
-        }
+        self.push_rejoin(id);
         if self.groups.get(id).is_some_and(|g| g.members.is_empty()) {
             if let Some(group) = self.groups.get_mut(id) {
                 group.empty_since = Some(self.now);
@@ -189,8 +187,10 @@ impl Node {
         }
     }
 
-    /// Pushes each member here a 111 with its own uid and the rejoin custom message.
-    fn push_rejoin(&mut self, id: &GroupId) {
+    /// Pushes each member here a 111 with its own uid and the rejoin custom message. Sent once per owner
+    /// change this node sees (a failover, or a drained owner's handover), so clients learn that their
+    /// group moved.
+    pub(super) fn push_rejoin(&mut self, id: &GroupId) {
         let own = self.config.addr;
         let Some(group) = self.groups.get(id) else {
             return;
@@ -212,7 +212,7 @@ impl Node {
         }
     }
 
-    /// A draining owner hands this node a group: take it over (no rejoin push; nothing failed).
+    /// A draining owner hands this node a group: take it over.
     pub(super) fn on_handover(&mut self, from: NodeAddr, state: GroupState) {
         let own = self.config.addr;
         if state.owner != from || !state.backups.contains(&own) {
@@ -223,7 +223,7 @@ impl Node {
         }
         let id = state.id;
         self.install_copy(state);
-        self.take_ownership(&id, false);
+        self.take_ownership(&id);
     }
 
     /// Hands every group this node owns to its first live backup (used when going offline). Groups with no
@@ -253,6 +253,7 @@ impl Node {
             group.owner = Some(next);
             group.merge_every = send_interval;
             self.send_mesh(next, MeshMessage::Handover(state));
+            self.push_rejoin(&id);
         }
     }
 

@@ -176,6 +176,7 @@ impl Node {
             .groups
             .entry(state.id)
             .or_insert_with(|| Group::new(state.id, false, Duration::ZERO, Duration::ZERO));
+        let owner_changed = group.owner.is_some_and(|o| o != state.owner) && state.owner != own;
         group.allow_empty = state.allow_empty;
         group.ttl = Duration::from_secs(state.ttl_s);
         group.interval = crate::config::merge_interval(state.interval_ms);
@@ -222,6 +223,9 @@ impl Node {
                 copy: None,
             };
             self.send_mesh(state.owner, register);
+        }
+        if owner_changed {
+            self.push_rejoin(&state.id);
         }
         // A state naming an owner this node already knows to be dead: fail over now, as if the news of
         // its death came after the state.
@@ -456,13 +460,13 @@ impl Node {
             match self.groups.get(id) {
                 None if owner_gone => {
                     self.install_copy(copy);
-                    self.take_ownership(id, true);
+                    self.take_ownership(id);
                 }
                 Some(g)
                     if !g.owned_by(own)
                         && g.owner.is_none_or(|o| !self.live_nodes.contains(&o)) =>
                 {
-                    self.take_ownership(id, true);
+                    self.take_ownership(id);
                 }
                 _ => {}
             }

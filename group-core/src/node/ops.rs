@@ -469,7 +469,6 @@ impl Node {
             return;
         }
         self.offline = true;
-        self.hand_over_owned_groups();
         let frame = Node::offline_frame();
         for session in self.sessions.values() {
             self.transmits.push_back(super::Transmit {
@@ -478,5 +477,6 @@ impl Node {
                 reliable: true,
             });
         }
+        self.hand_over_owned_groups();
     }
 }

@@ -218,12 +218,15 @@ impl Node {
             conn,
         };
         let copy = self.groups.entry(id).or_insert_with(|| {
-            super::group::Group::new(
+            // A fresh copy starts under the owner that answered, so installing it is no owner change.
+            let mut fresh = super::group::Group::new(
                 id,
                 state.allow_empty,
                 std::time::Duration::ZERO,
                 Default::default(),
-            )
+            );
+            fresh.owner = Some(state.owner);
+            fresh
         });
         copy.members.insert(Arc::clone(&uid), member);
         if let Some(session) = self.sessions.get_mut(&uid) {
