@@ -32,13 +32,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use group_core::cluster::mesh;
 use group_core::proto::{
-    CreateRequest, Request, Status, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push,
-    parse_member_push,
+    CreateRequest, Request, Status, VER_GROUP, cmd, code, decode_server_frame,
+    parse_broadcast_push, parse_error_payload, parse_member_push,
 };
 use group_core::rng::SplitMix64;
-use group_core::{ConnId, GroupId, Instant, Node, NodeAddr, NodeConfig};
+use group_core::{ConnId, GroupId, Instant, Node, NodeAddr, NodeConfig, StaticGroup};
 
 const DETECT: Duration = Duration::from_secs(2);
+
+fn static_group() -> GroupId {
+    format!("{:-<52}", "STATIC-EVERYWHERE").parse().unwrap()
+}
 const SYNC: Duration = Duration::from_secs(1);
 
 fn addr(i: usize) -> NodeAddr {
@@ -58,6 +62,8 @@ struct Client {
     /// Broadcast IDs received.
     received: BTreeSet<u64>,
     rejoins: usize,
+    /// Error codes of the Bad responses it got, in order.
+    refusals: Vec<u16>,
 }
 
 /// Membership news for one observer about one subject, delivered after a detection delay.
@@ -118,7 +124,7 @@ impl Cluster {
             clients: BTreeMap::new(),
             next_conn: 0,
             next_broadcast: 0,
-            known_groups: Vec::new(),
+            known_groups: vec![static_group()],
             hasher: DefaultHasher::new(),
             pushes_checked: 0,
             coverage: Coverage::default(),
@@ -149,6 +155,10 @@ impl Cluster {
         config.limits.mesh_sync_interval = SYNC;
         config.limits.connection_ttl = Duration::from_secs(3600);
         config.limits.max_groups_per_user = 8;
+        config.group.static_groups = vec![StaticGroup {
+            id: static_group(),
+            interval: Duration::ZERO,
+        }];
         let mut node = Node::new(config, self.now).unwrap();
         node.set_rejoin_message(Box::new(|_, _, _| Bytes::from_static(b"rejoin")));
         node
@@ -235,6 +245,7 @@ impl Cluster {
                 groups: BTreeSet::new(),
                 received: BTreeSet::new(),
                 rejoins: 0,
+                refusals: Vec::new(),
             },
         );
         self.request(
@@ -344,6 +355,11 @@ impl Cluster {
             (VER_GROUP, cmd::CREATE | cmd::JOIN, Status::Ok) => {
                 let id = GroupId::from_bytes(&frame.payload).unwrap();
                 client.groups.insert(id);
+            }
+            (_, _, Status::Bad) => {
+                client
+                    .refusals
+                    .push(parse_error_payload(&frame.payload).unwrap().code);
             }
             (VER_GROUP, cmd::LEAVE, Status::Ok) => {
                 let id = GroupId::from_bytes(&frame.payload).unwrap();
@@ -505,8 +521,13 @@ impl Cluster {
                 assert_eq!(
                     copy.members.keys().collect::<Vec<_>>(),
                     truth.members.keys().collect::<Vec<_>>(),
-                    "node {i}'s copy of {id} disagrees with owner {owner}; node {i} sees live {:?}",
-                    node.live_nodes().collect::<Vec<_>>()
+                    "node {i}'s copy of {id} disagrees with owner {owner}; node {i} sees live {:?}; \
+                     copy {:?} at {:?}, owner's {:?} at {:?}",
+                    node.live_nodes().collect::<Vec<_>>(),
+                    copy.owner,
+                    copy.version,
+                    truth.owner,
+                    truth.version
                 );
             }
         }
@@ -734,6 +755,95 @@ fn a_draining_owner_hands_its_group_over() {
     assert_eq!(cluster.members_of(&group).len(), 6);
     cluster.assert_all_exchange(group, ms(500));
     cluster.assert_copies_agree();
+}
+
+#[test]
+fn static_groups_reach_members_on_every_node() {
+    let mut cluster = Cluster::new(5, 4);
+    let conns: Vec<ConnId> = (0..8).map(|k| cluster.connect(k % 4)).collect();
+    for conn in &conns {
+        cluster.join(*conn, static_group());
+    }
+    cluster.run_for(ms(100));
+    assert_eq!(cluster.members_of(&static_group()).len(), 8);
+    cluster.assert_all_exchange(static_group(), ms(500));
+    // Nodes hold only their own members of a static group: there is no owner to keep a full list.
+    let local = cluster.nodes[2]
+        .as_ref()
+        .unwrap()
+        .group_snapshot(&static_group())
+        .unwrap();
+    assert_eq!(local.members.len(), 2);
+    assert_eq!(local.owner, None);
+}
+
+#[test]
+fn an_empty_group_expires_when_it_is_empty_on_every_node() {
+    let mut cluster = Cluster::new(6, 3);
+    let creator = cluster.connect(0);
+    let far = cluster.connect(2);
+    let params = CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 30,
+        interval_ms: 0,
+    };
+    cluster.request(creator, Request::Create(params));
+    let group = *cluster.clients[&creator].groups.iter().next().unwrap();
+    cluster.join(far, group);
+    cluster.run_for(ms(200));
+    let bye = || Request::Leave {
+        group,
+        message: Bytes::new(),
+    };
+    cluster.request(creator, bye());
+    // Empty on the owner's node, but not in the cluster: the group stays past its ttl.
+    cluster.run_for(Duration::from_secs(60));
+    assert!(
+        cluster.nodes[0]
+            .as_ref()
+            .unwrap()
+            .group_snapshot(&group)
+            .is_some()
+    );
+    cluster.request(far, bye());
+    cluster.run_for(Duration::from_secs(29));
+    assert!(
+        cluster.nodes[0]
+            .as_ref()
+            .unwrap()
+            .group_snapshot(&group)
+            .is_some()
+    );
+    cluster.run_for(Duration::from_secs(2));
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let node = node.as_ref().unwrap();
+        assert!(node.group_snapshot(&group).is_none(), "node {i} dropped it");
+    }
+}
+
+#[test]
+fn a_join_gives_up_when_no_node_of_the_group_answers() {
+    let mut cluster = Cluster::new(9, 4);
+    let creator = cluster.connect(0);
+    cluster.create(creator);
+    let group = *cluster.clients[&creator].groups.iter().next().unwrap();
+    let joiner = cluster.connect(3);
+    cluster.run_for(ms(100));
+    // Node 3 still believes the others alive, but nothing gets through.
+    for other in 0..3 {
+        cluster.cut.insert((other, 3));
+    }
+    cluster.join(joiner, group);
+    // remoteJoinTries (4) attempts of meshRequestTimeout (500 ms) each.
+    cluster.run_for(ms(1900));
+    assert!(cluster.clients[&joiner].refusals.is_empty(), "still trying");
+    cluster.run_for(ms(200));
+    assert_eq!(
+        cluster.clients[&joiner].refusals,
+        vec![code::JOIN_OWNER_UNREACHABLE]
+    );
+    assert!(!cluster.clients[&joiner].groups.contains(&group));
 }
 
 /// `SIM_TRACE=<start of a group ID>` prints the mesh messages about that group.

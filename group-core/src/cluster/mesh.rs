@@ -228,10 +228,14 @@ pub enum MeshMessage {
     },
     /// A draining owner hands a group to its first backup, which becomes owner.
     Handover(GroupState),
-    /// Owner to the group's nodes: the group is gone.
+    /// Owner to the group's nodes: the group is gone. Also the answer of a node asked about a group it
+    /// does not hold.
     Deleted {
         /// The group.
         group: GroupId,
+        /// Its version when it was deleted (zero when the sender never held it): states of that epoch or
+        /// earlier, still in flight, must not bring it back.
+        version: Version,
     },
     /// A broadcast or static-group push on its way through the relay tree.
     Relay {
@@ -255,7 +259,7 @@ impl MeshMessage {
             | MeshMessage::MemberRemoved { group, .. }
             | MeshMessage::SyncRequest { group }
             | MeshMessage::Register { group, .. }
-            | MeshMessage::Deleted { group }
+            | MeshMessage::Deleted { group, .. }
             | MeshMessage::Relay { group, .. } => Some(group),
             MeshMessage::State(state) | MeshMessage::Handover(state) => Some(&state.id),
             MeshMessage::Digest { .. } => None,

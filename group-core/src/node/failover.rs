@@ -153,11 +153,16 @@ impl Node {
         let Some(group) = self.groups.get_mut(id) else {
             return;
         };
+        if group.members.is_empty() && group.deleted_when_empty() {
+            // Nothing to own: an empty group that may not be empty ends here, without a state round.
+            group.owner = Some(own);
+            self.delete_group(id);
+            return;
+        }
         group.owner = Some(own);
-        group.version = Version {
-            epoch: group.version.epoch.saturating_add(1),
-            seq: 0,
-        };
+        let epoch = group.version.epoch.saturating_add(1).max(self.epoch_floor);
+        self.epoch_floor = epoch.saturating_add(1);
+        group.version = Version { epoch, seq: 0 };
         group.backups = id
             .layout()
             .map(|l| l.nodes().filter(|n| *n != own).collect())
@@ -222,7 +227,7 @@ impl Node {
             return;
         }
         let id = state.id;
-        self.install_copy(state);
+        self.install_copy(state, from);
         self.take_ownership(&id);
     }
 
@@ -261,6 +266,10 @@ impl Node {
     pub(super) fn send_digests(&mut self) {
         let own = self.config.addr;
         self.sync_armed = false;
+        let keep = self.config.limits.mesh_sync_interval.saturating_mul(10);
+        let now = self.now;
+        self.tombstones
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) <= keep);
         if self.live_nodes.is_empty() {
             return;
         }

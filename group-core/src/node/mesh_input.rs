@@ -74,7 +74,10 @@ impl Node {
                         self.send_mesh(from, state);
                     }
                     // The asker's copy outlived the group (it missed `Deleted`).
-                    None => self.send_mesh(from, MeshMessage::Deleted { group }),
+                    None => {
+                        let version = self.tombstone_version(&group);
+                        self.send_mesh(from, MeshMessage::Deleted { group, version });
+                    }
                     Some(_) => {}
                 }
             }
@@ -85,7 +88,7 @@ impl Node {
                 copy,
             } => self.on_register(from, &group, members, copy),
             MeshMessage::Handover(state) => self.on_handover(from, state),
-            MeshMessage::Deleted { group } => self.on_deleted(from, &group),
+            MeshMessage::Deleted { group, version } => self.on_deleted(from, &group, version),
             MeshMessage::Relay {
                 group,
                 branch,
@@ -167,25 +170,42 @@ impl Node {
 
     /// Replaces (or creates) this node's copy of a group with `state`, keeping the members connected here
     /// as this node's sessions say, and telling the owner when its view of them differs.
-    pub(super) fn install_copy(&mut self, state: GroupState) {
+    pub(super) fn install_copy(&mut self, state: GroupState, from: NodeAddr) {
         let own = self.config.addr;
         let max = self.config.limits.max_members_per_group;
         let send_interval = self.config.group.send_interval;
         let now = self.now;
+        let was_owner = self.groups.get(&state.id).is_some_and(|g| g.owned_by(own));
         let group = self
             .groups
             .entry(state.id)
             .or_insert_with(|| Group::new(state.id, false, Duration::ZERO, Duration::ZERO));
         let owner_changed = group.owner.is_some_and(|o| o != state.owner) && state.owner != own;
+        // A state that names this node as owner, when this node did not own the group, was passed on by
+        // a node that takes this one for the owner: take the group over properly (a new epoch), so that
+        // one version never stands for two different member lists.
+        let handed_to_us = state.owner == own && !was_owner;
         group.allow_empty = state.allow_empty;
         group.ttl = Duration::from_secs(state.ttl_s);
         group.interval = crate::config::merge_interval(state.interval_ms);
         group.owner = Some(state.owner);
-        group.backups = state.backups;
-        group.backups.truncate(crate::id::MAX_ID_NODES);
+        // Backups always follow from the ID (its other addresses), whatever list the sender had.
+        group.backups = match state.id.layout() {
+            Ok(layout) => layout.nodes().filter(|n| *n != state.owner).collect(),
+            Err(_) => state
+                .backups
+                .into_iter()
+                .take(crate::id::MAX_ID_NODES)
+                .collect(),
+        };
         group.version = state.version;
-        group.heard_from_owner = now;
-        group.diverged = false;
+        // A state passed on by another node carries that node's own members as it sees them: its version
+        // does not vouch for its member list, so the copy fetches the owner's state at the next chance.
+        let from_owner = from == state.owner;
+        if from_owner {
+            group.heard_from_owner = now;
+        }
+        group.diverged = !from_owner;
         group.members.retain(|_, m| m.node == own);
         let mut claimed_here: Vec<(String, [u8; 16])> = Vec::new();
         for m in state.members {
@@ -226,6 +246,10 @@ impl Node {
         }
         if owner_changed {
             self.push_rejoin(&state.id);
+        }
+        if handed_to_us {
+            self.take_ownership(&state.id);
+            return;
         }
         // A state naming an owner this node already knows to be dead: fail over now, as if the news of
         // its death came after the state.
@@ -334,6 +358,9 @@ impl Node {
     /// this node's copy when it is newer from the same owner, or when it comes from a stronger claim.
     fn on_state(&mut self, from: NodeAddr, state: GroupState) {
         let own = self.config.addr;
+        if self.buried(&state.id, state.version) {
+            return;
+        }
         let theirs = claim(&state.id, state.version.epoch, state.owner);
         match self.groups.get(&state.id) {
             Some(group) if group.is_static => {}
@@ -345,7 +372,7 @@ impl Node {
                     for to in followers.into_iter().filter(|n| *n != state.owner) {
                         self.send_mesh(to, MeshMessage::State(state.clone()));
                     }
-                    self.install_copy(state);
+                    self.install_copy(state, from);
                 } else {
                     let ours = MeshMessage::State(group.state(own));
                     self.send_mesh(state.owner, ours.clone());
@@ -358,7 +385,7 @@ impl Node {
                 // Any difference from the owner's version, even "ahead" (a copy can hold a version from
                 // another owner's lineage), means this copy is not the owner's.
                 if state.version != group.version || group.diverged {
-                    self.install_copy(state);
+                    self.install_copy(state, from);
                 } else {
                     // Same version, but the owner may still count members here wrongly (a lost
                     // registration): restate them if so.
@@ -386,11 +413,11 @@ impl Node {
                 let orphaned = !self.live_nodes.contains(&current);
                 if abdicated || orphaned || theirs > claim(&state.id, group.version.epoch, current)
                 {
-                    self.install_copy(state);
+                    self.install_copy(state, from);
                 }
             }
             None if state.id.layout().is_ok_and(|l| l.nodes().any(|n| n == own)) => {
-                self.install_copy(state);
+                self.install_copy(state, from);
             }
             None => {}
         }
@@ -421,7 +448,10 @@ impl Node {
                         claim(id, entry.version.epoch, from) > claim(id, g.version.epoch, current);
                     (!self.live_nodes.contains(&current) || stronger, false)
                 }
-                None => (in_id, entry.members_here != nobody),
+                None => (
+                    in_id && !self.buried(id, entry.version),
+                    entry.members_here != nobody,
+                ),
             };
             if behind {
                 self.send_mesh(from, MeshMessage::SyncRequest { group: *id });
@@ -458,10 +488,8 @@ impl Node {
             let dead_owner = id.layout().map(|l| l.owner).ok();
             let owner_gone = dead_owner.is_none_or(|o| o == own || !self.live_nodes.contains(&o));
             match self.groups.get(id) {
-                None if owner_gone => {
-                    self.install_copy(copy);
-                    self.take_ownership(id);
-                }
+                // Installing a copy that names this node as owner takes the group over.
+                None if owner_gone => self.install_copy(copy, from),
                 Some(g)
                     if !g.owned_by(own)
                         && g.owner.is_none_or(|o| !self.live_nodes.contains(&o)) =>
@@ -474,7 +502,16 @@ impl Node {
         let group = match self.groups.get_mut(id) {
             Some(g) if g.owned_by(own) => g,
             // The sender takes this node for the owner of a group it does not have: gone.
-            None => return self.send_mesh(from, MeshMessage::Deleted { group: *id }),
+            None => {
+                let version = self.tombstone_version(id);
+                return self.send_mesh(
+                    from,
+                    MeshMessage::Deleted {
+                        group: *id,
+                        version,
+                    },
+                );
+            }
             Some(_) => return,
         };
         let listed: Vec<MemberState> = members
@@ -565,12 +602,32 @@ impl Node {
         self.after_member_removed(id);
     }
 
-    fn on_deleted(&mut self, from: NodeAddr, id: &GroupId) {
+    /// The version a deleted group had, as far as this node knows (zero if it never held it).
+    fn tombstone_version(&self, id: &GroupId) -> Version {
+        self.tombstones.get(id).map(|(v, _)| *v).unwrap_or_default()
+    }
+
+    /// Whether a state at `version` is older than a deletion this node knows of.
+    fn buried(&self, id: &GroupId, version: Version) -> bool {
+        self.tombstones
+            .get(id)
+            .is_some_and(|(deleted, _)| version.epoch <= deleted.epoch)
+    }
+
+    fn on_deleted(&mut self, from: NodeAddr, id: &GroupId, version: Version) {
         let own = self.config.addr;
         let Some(group) = self.groups.get(id) else {
             return;
         };
-        if group.owner != Some(from) || group.is_static {
+        if group.is_static || group.owned_by(own) {
+            return;
+        }
+        // From the owner, always. From another node of the group ID, only for a copy with nobody here
+        // (a backup's copy): dropping it costs nothing, the owner's next digest brings it back if the
+        // group lives on.
+        let nobody_here = group.members.values().all(|m| m.node != own);
+        let from_group_node = id.layout().is_ok_and(|l| l.nodes().any(|n| n == from));
+        if group.owner != Some(from) && !(nobody_here && from_group_node) {
             return;
         }
         let local: Vec<Arc<str>> = group
@@ -584,7 +641,9 @@ impl Node {
                 session.groups.retain(|g| g != id);
             }
         }
+        let seen = group.version.max(version);
         self.groups.remove(id);
+        self.tombstones.insert(*id, (seen, self.now));
         self.random_pool.remove(id);
         self.events.push_back(Event::GroupDeleted { group: *id });
     }

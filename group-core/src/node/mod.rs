@@ -245,6 +245,8 @@ pub struct GroupSnapshot {
     pub members: BTreeMap<String, Sid>,
     /// Nodes that hold members.
     pub member_nodes: BTreeSet<NodeAddr>,
+    /// The membership version this node's copy is at (see [`crate::cluster::mesh::Version`]).
+    pub version: crate::cluster::mesh::Version,
 }
 
 /// Produces the custom message pushed (as a 112 leave) to a group's remaining members when a member's
@@ -290,6 +292,13 @@ pub struct Node {
     next_op: u64,
     /// The periodic digest timer is in the heap.
     sync_armed: bool,
+    /// Groups deleted lately, with their version at deletion and when: late or reordered states of those
+    /// epochs must not resurrect them. Pruned by the digest timer.
+    tombstones: BTreeMap<GroupId, (crate::cluster::mesh::Version, Instant)>,
+    /// The lowest epoch this node may claim next. It only grows, and starts from the wall clock in
+    /// seconds, so that this node (even restarted) never claims the same epoch of a group twice: one
+    /// (owner, version) must never stand for two different member lists.
+    epoch_floor: u32,
     rng: SplitMix64,
     offline: bool,
     /// Creation time of the last ID issued: IDs never repeat even when `now` does.
@@ -337,6 +346,11 @@ impl Node {
             joins: BTreeMap::new(),
             next_op: 0,
             sync_armed: false,
+            tombstones: BTreeMap::new(),
+            epoch_floor: u32::try_from(
+                config.clock_origin_ns.saturating_add(now.as_nanos()) / 1_000_000_000,
+            )
+            .unwrap_or(u32::MAX),
             offline: false,
             last_id_ns: 0,
             next_epoch: 0,
@@ -436,6 +450,7 @@ impl Node {
                 .map(|(uid, m)| (uid.to_string(), m.sid))
                 .collect(),
             member_nodes: g.members.values().map(|m| m.node).collect(),
+            version: g.version,
         })
     }
 

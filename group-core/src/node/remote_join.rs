@@ -235,7 +235,7 @@ impl Node {
         // Answer first: installing the copy may push to the members here (a rejoin, if the owner named
         // in the state is already known dead), and the new member must have its answer before any push.
         self.finish_join(op, Ok(()));
-        self.install_copy(state);
+        self.install_copy(state, owner);
     }
 
     /// Ends a pending join: answers the client (if one asked) and reports the result.

@@ -389,12 +389,21 @@ impl Node {
     }
 
     pub(super) fn delete_group(&mut self, id: &GroupId) {
-        if self
+        if let Some(version) = self
             .groups
             .get(id)
-            .is_some_and(|g| g.owned_by(self.config.addr))
+            .filter(|g| g.owned_by(self.config.addr))
+            .map(|g| g.version)
         {
-            self.fan_out(id, None, &MeshMessage::Deleted { group: *id });
+            self.fan_out(
+                id,
+                None,
+                &MeshMessage::Deleted {
+                    group: *id,
+                    version,
+                },
+            );
+            self.tombstones.insert(*id, (version, self.now));
         }
         if let Some(group) = self.groups.remove(id) {
             debug_assert!(!group.is_static, "static groups are never deleted");
