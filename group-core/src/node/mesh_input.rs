@@ -329,6 +329,7 @@ impl Node {
                         conn: None,
                     };
                     group.members.insert(Arc::from(m.uid.as_str()), member);
+                    group.empty_since = None;
                 }
             }
             Change::Removed(uid) => {

@@ -115,6 +115,12 @@ impl Node {
             return;
         };
         group.ttl_timer_armed = false;
+        // Only the owner expires a group, and only while it is empty (members may have come back through
+        // the mesh since the timer was armed).
+        if !group.members.is_empty() || !group.owned_by(self.config.addr) {
+            group.empty_since = None;
+            return;
+        }
         let Some(since) = group.empty_since else {
             return;
         };
