@@ -52,7 +52,7 @@ pub struct ServerConfig {
     pub mesh_probe_interval: std::time::Duration,
     /// How long a node that failed its probes stays suspected before it is declared dead.
     pub mesh_suspect_timeout: std::time::Duration,
-    /// On SIGTERM or [`crate::ServerHandle::drain`]: how long the node keeps serving after handing its
+    /// On SIGTERM or [`crate::Server::drain`]: how long the node keeps serving after handing its
     /// groups over, before it exits.
     pub drain_timeout: std::time::Duration,
     /// HS256 secret shared with the game backend. `None`: any uid is accepted (a warning is logged).

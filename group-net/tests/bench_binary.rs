@@ -58,3 +58,48 @@ fn idle_mode_reports_server_memory_per_connection() {
         "read from /proc: {summary}"
     );
 }
+
+#[test]
+fn a_local_cluster_delivers_everything_and_times_a_failover() {
+    let _ = env!("CARGO_BIN_EXE_group-server");
+    let summary = run(&[
+        "--nodes",
+        "3",
+        "--clients",
+        "30",
+        "--duration",
+        "1",
+        "--rate",
+        "50",
+    ]);
+    assert_eq!(summary["nodes"], 3, "{summary}");
+    assert!(
+        summary["broadcasts_sent"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["deliveries"], summary["expected_deliveries"],
+        "{summary}"
+    );
+
+    let summary = run(&[
+        "--nodes",
+        "3",
+        "--clients",
+        "30",
+        "--duration",
+        "4",
+        "--rate",
+        "50",
+        "--kill-owner-after",
+        "1",
+    ]);
+    // The ten clients on the killed node are cut off; the others keep hearing each other and learn of
+    // the new owner.
+    assert_eq!(summary["disconnected"], 10, "{summary}");
+    assert!(
+        summary["first_delivery_after_kill_ms"].is_f64(),
+        "{summary}"
+    );
+    assert!(summary["rejoin_push_after_kill_ms"].is_f64(), "{summary}");
+}

@@ -148,6 +148,10 @@ fn the_example_configuration_starts_a_server() {
     let config =
         group_net::ServerConfig::from_json(&std::fs::read_to_string(example).unwrap()).unwrap();
     assert_eq!(config.group.static_groups.len(), 1);
+    // Apart from its static group, the example lists every key with its default value.
+    let mut defaults = config.clone();
+    defaults.group.static_groups.clear();
+    assert_eq!(defaults, group_net::ServerConfig::default());
     let child = Command::new(env!("CARGO_BIN_EXE_group-server"))
         .args([
             "--config",

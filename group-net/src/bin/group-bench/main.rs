@@ -4,7 +4,10 @@
 //! per connection. A progress line goes to stderr every second; a JSON summary goes to stdout at the end.
 //!
 //! Without `--server`, it starts a local `group-server` (the binary next to it) so that it can read the
-//! server's memory from /proc. Everything stays on loopback.
+//! server's memory from /proc; with `--nodes N`, a local cluster of N of them, the clients spread over the
+//! nodes round-robin, and with `--kill-owner-after S` it SIGKILLs the node owning the groups mid-run and
+//! reports how long until broadcasts flow again and until the survivors hear of the new owner. Everything
+//! stays on loopback.
 
 mod stats;
 
@@ -73,6 +76,14 @@ struct Args {
     /// Connections opened at once.
     #[arg(long, default_value_t = 256)]
     connect_parallel: usize,
+    /// Local cluster: start this many group-server nodes joined into one cluster and spread the clients
+    /// over them round-robin (ignored with --server). The groups are created on the first node.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// With --nodes > 1: SIGKILL the first node (the groups' owner) this many seconds into the run. Senders
+    /// and the window's acknowledging receiver are then taken from the other nodes.
+    #[arg(long)]
+    kill_owner_after: Option<u64>,
 }
 
 struct LocalServer(Child);
@@ -84,33 +95,47 @@ impl Drop for LocalServer {
     }
 }
 
-/// Starts the group-server next to this binary with limits sized for the run, on loopback port 0.
-fn start_local_server(args: &Args) -> Result<(LocalServer, SocketAddr), String> {
+/// A local node: the process, its address for the chosen transport, and its mesh address.
+struct Started {
+    server: LocalServer,
+    addr: SocketAddr,
+    mesh: SocketAddr,
+}
+
+/// Starts the group-server next to this binary with limits sized for the run, on loopback port 0, joined
+/// to `seed` when given.
+fn start_local_server(args: &Args, seed: Option<SocketAddr>) -> Result<Started, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let server = exe.with_file_name("group-server");
     let config = serde_json::json!({
+        "group": { "sendInterval": 0 },
         "limits": {
             "maxConnections": args.clients + 16,
             "maxMembersPerGroup": args.clients + 1,
             "connectionTtl": 3600,
         },
         "server": { "outboundQueue": 8192 },
+        "mesh": { "probeInterval": 200, "suspectTimeout": 1000 },
     });
     let path = std::env::temp_dir().join(format!("group-bench-{}.json", std::process::id()));
     std::fs::write(&path, config.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut flags = vec![
+        "--config".to_string(),
+        path.to_string_lossy().into_owned(),
+        "--tcp".into(),
+        "127.0.0.1:0".into(),
+        "--ws".into(),
+        "127.0.0.1:0".into(),
+        "--udp".into(),
+        "127.0.0.1:0".into(),
+        "--mesh".into(),
+        "127.0.0.1:0".into(),
+    ];
+    if let Some(seed) = seed {
+        flags.extend(["--seed".to_string(), seed.to_string()]);
+    }
     let mut child = Command::new(&server)
-        .args([
-            "--config",
-            &path.to_string_lossy(),
-            "--tcp",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--udp",
-            "127.0.0.1:0",
-            "--mesh",
-            "127.0.0.1:0",
-        ])
+        .args(&flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -143,7 +168,25 @@ fn start_local_server(args: &Args) -> Result<(LocalServer, SocketAddr), String> 
     let addr = *addrs
         .get(key)
         .ok_or("the local server printed no listening line")?;
-    Ok((LocalServer(child), addr))
+    let mesh = *addrs
+        .get("mesh")
+        .ok_or("the local server printed no mesh line")?;
+    Ok(Started {
+        server: LocalServer(child),
+        addr,
+        mesh,
+    })
+}
+
+/// Starts `args.nodes` local nodes, each seeded with the first one's mesh address.
+fn start_local_cluster(args: &Args) -> Result<Vec<Started>, String> {
+    let first = start_local_server(args, None)?;
+    let seed = first.mesh;
+    let mut nodes = vec![first];
+    for _ in 1..args.nodes.max(1) {
+        nodes.push(start_local_server(args, Some(seed))?);
+    }
+    Ok(nodes)
 }
 
 async fn connect(transport: Transport, addr: SocketAddr, uid: String) -> Result<Client, String> {
@@ -161,11 +204,47 @@ async fn connect(transport: Transport, addr: SocketAddr, uid: String) -> Result<
 }
 
 /// Shared counters of a run.
-#[derive(Default)]
 struct Counters {
     deliveries: AtomicU64,
     sent: AtomicU64,
     disconnected: AtomicU64,
+    /// When the owner's node was killed (ns since the run started; 0: not killed).
+    killed_at_ns: AtomicU64,
+    /// First delivery of a broadcast sent after the kill (ns since start; MAX: none yet).
+    first_delivery_after_kill_ns: AtomicU64,
+    /// First rejoin push (a 111 naming the receiver itself) after the kill.
+    first_rejoin_ns: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            deliveries: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            disconnected: AtomicU64::new(0),
+            killed_at_ns: AtomicU64::new(0),
+            first_delivery_after_kill_ns: AtomicU64::new(u64::MAX),
+            first_rejoin_ns: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Counters {
+    /// Milliseconds from the kill to `event`, if both happened.
+    fn since_kill(&self, event: &AtomicU64) -> Option<f64> {
+        let killed = self.killed_at_ns.load(Ordering::Relaxed);
+        let at = event.load(Ordering::Relaxed);
+        (killed != 0 && at != u64::MAX).then(|| at.saturating_sub(killed) as f64 / 1e6)
+    }
+}
+
+/// What one receiving client reports to.
+struct Watch {
+    /// Its own uid: a 111 push naming it is the rejoin push.
+    uid: String,
+    counters: Arc<Counters>,
+    /// Set for the member that acknowledges flat-out windows.
+    ack: Option<Arc<Ack>>,
 }
 
 /// Per group: the highest sequence its first receiver has seen, for flat-out windows.
@@ -213,9 +292,9 @@ async fn receive(
     mut receiver: ClientReceiver,
     start: Instant,
     until: Instant,
-    counters: Arc<Counters>,
-    ack: Option<Arc<Ack>>,
+    watch: Watch,
 ) -> Vec<u32> {
+    let counters = &watch.counters;
     let mut samples = Vec::new();
     loop {
         let push = tokio::select! {
@@ -226,17 +305,30 @@ async fn receive(
             counters.disconnected.fetch_add(1, Ordering::Relaxed);
             break;
         };
-        let Push::Broadcast { entries, .. } = push else {
-            continue;
-        };
         let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let entries = match push {
+            Push::Broadcast { entries, .. } => entries,
+            Push::Joined { uid, .. } if uid == watch.uid => {
+                if counters.killed_at_ns.load(Ordering::Relaxed) != 0 {
+                    counters.first_rejoin_ns.fetch_min(now, Ordering::Relaxed);
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let killed = counters.killed_at_ns.load(Ordering::Relaxed);
         for entry in entries {
             let Some((sent, seq)) = stamp(&entry.message) else {
                 continue;
             };
             samples.push(u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX));
             counters.deliveries.fetch_add(1, Ordering::Relaxed);
-            if let Some(ack) = &ack {
+            if killed != 0 && sent > killed {
+                counters
+                    .first_delivery_after_kill_ns
+                    .fetch_min(now, Ordering::Relaxed);
+            }
+            if let Some(ack) = &watch.ack {
                 ack.seen.fetch_max(seq, Ordering::Relaxed);
                 ack.notify.notify_waiters();
             }
@@ -307,15 +399,22 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     if args.clients < 2 && !args.idle {
         return Err("--clients must be at least 2".into());
     }
-    let (local, addr) = match args.server {
-        Some(addr) => (None, addr),
+    let kill_after = args.kill_owner_after.filter(|_| args.server.is_none());
+    if kill_after.is_some() && (args.nodes < 2 || args.groups != 1) {
+        return Err("--kill-owner-after needs --nodes 2 or more and --groups 1".into());
+    }
+    let (mut locals, addrs): (Vec<LocalServer>, Vec<SocketAddr>) = match args.server {
+        Some(addr) => (Vec::new(), vec![addr]),
         None => {
-            // Reads the child's stdout with blocking I/O: keep it off the async workers.
-            let (server, addr) = tokio::task::block_in_place(|| start_local_server(&args))?;
-            (Some(server), addr)
+            // Reads the children's stdout with blocking I/O: keep it off the async workers.
+            let nodes = tokio::task::block_in_place(|| start_local_cluster(&args))?;
+            nodes.into_iter().map(|n| (n.server, n.addr)).unzip()
         }
     };
-    let pid = args.server_pid.or(local.as_ref().map(|s| s.0.id()));
+    let node_count = addrs.len();
+    // The first node owns the groups; in kill mode nothing measured may live there.
+    let on_killed_node = |i: usize| kill_after.is_some() && i.is_multiple_of(node_count);
+    let pid = args.server_pid.or(locals.first().map(|s| s.0.id()));
     tokio::time::sleep(Duration::from_millis(200)).await; // let the fresh server settle before the baseline
     let rss_before = pid.and_then(stats::rss_bytes);
 
@@ -326,6 +425,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     for i in 0..args.clients {
         let limit = limit.clone();
         let transport = args.transport;
+        let addr = *addrs.get(i % node_count).ok_or("no node")?;
         connecting.spawn(async move {
             let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
             connect(transport, addr, format!("bench-{i}"))
@@ -373,6 +473,8 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     // Groups: the first client of each group creates it, the rest join.
     let groups = args.groups.clamp(1, args.clients / 2);
     let mut ids: Vec<GroupId> = Vec::with_capacity(groups);
+    // In a cluster, a group's backups are the nodes its creator sees alive: wait until it sees them all.
+    let backups_wanted = node_count.saturating_sub(1).min(2);
     for (g, client) in clients.iter_mut().take(groups).enumerate() {
         let params = CreateRequest {
             allow_empty: true,
@@ -380,12 +482,25 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
             ttl_s: 60,
             interval_ms: args.interval_ms,
         };
-        ids.push(
-            client
+        let formed_by = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            let id = client
                 .create(params)
                 .await
-                .map_err(|e| format!("create group {g}: {e}"))?,
-        );
+                .map_err(|e| format!("create group {g}: {e}"))?;
+            let backups = id
+                .layout()
+                .map_or(0, |l| l.backups.iter().flatten().count());
+            if backups >= backups_wanted || args.server.is_some() {
+                break id;
+            }
+            if Instant::now() > formed_by {
+                return Err(format!("the cluster did not form: {backups} backup(s)"));
+            }
+            let _ = client.leave(id, b"").await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        ids.push(id);
     }
     for (i, client) in clients.iter_mut().enumerate().skip(groups) {
         let group = *ids.get(i % groups).ok_or("no group")?;
@@ -393,6 +508,10 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
             .join(group, b"")
             .await
             .map_err(|e| format!("join: {e}"))?;
+    }
+    if node_count > 1 {
+        // Joins reach the other nodes' copies one mesh hop after the owner records them.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let per_group = args.clients / groups;
     let senders = args.senders.clamp(1, per_group.saturating_sub(1).max(1));
@@ -427,22 +546,52 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     let mut senders_set = JoinSet::new();
     // Halves that do not send are kept until the end: dropping a TCP write half shuts the socket down.
     let mut quiet_halves = Vec::new();
+    // Senders are the first members of each group (in kill mode, the first ones not on the owner's node);
+    // the next such member acknowledges progress for flat-out windows.
+    let mut chosen = vec![0usize; groups];
+    let mut acking = vec![false; groups];
     for (i, client) in clients.into_iter().enumerate() {
-        let plan = plans.get(i % groups).ok_or("no group")?.clone();
-        let rank = i / groups; // 0 = creator
+        let g = i % groups;
+        let plan = plans.get(g).ok_or("no group")?.clone();
         let (sender, receiver) = client.into_split();
-        // The first member that is not a sender acknowledges progress for flat-out windows.
-        let ack = (rank == senders).then(|| plan.ack.clone());
-        receivers.spawn(receive(receiver, start, drain_until, counters.clone(), ack));
-        if rank < senders {
-            senders_set.spawn(send(sender, run.clone(), plan, rank as u64));
+        let counted = !on_killed_node(i);
+        let sender_index = chosen.get(g).copied().unwrap_or(senders);
+        let is_sender = counted && sender_index < senders;
+        let is_ack = counted && !is_sender && !acking.get(g).copied().unwrap_or(true);
+        if let (true, Some(c)) = (is_sender, chosen.get_mut(g)) {
+            *c += 1;
+        }
+        if let (true, Some(a)) = (is_ack, acking.get_mut(g)) {
+            *a = true;
+        }
+        let ack = is_ack.then(|| plan.ack.clone());
+        let watch = Watch {
+            uid: format!("bench-{i}"),
+            counters: counters.clone(),
+            ack,
+        };
+        receivers.spawn(receive(receiver, start, drain_until, watch));
+        if is_sender {
+            senders_set.spawn(send(sender, run.clone(), plan, sender_index as u64));
         } else {
             quiet_halves.push(sender);
         }
     }
     let mut previous = 0;
+    let mut killed = false;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let kill_due =
+            kill_after.is_some_and(|after| start.elapsed() >= Duration::from_secs(after));
+        if kill_due && !killed {
+            if let Some(owner) = locals.first_mut() {
+                let _ = owner.0.kill();
+                let at = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                counters.killed_at_ns.store(at, Ordering::Relaxed);
+                eprintln!("SIGKILL sent to the owner's node");
+            }
+            killed = true;
+        }
         let now = counters.deliveries.load(Ordering::Relaxed);
         eprintln!(
             "{:>4.0}s  sent {:>9}  delivered {:>11}  {:>10.0} deliveries/s",
@@ -475,10 +624,14 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         "latency_us": { "p50": p.p50_us, "p99": p.p99_us, "p999": p.p999_us, "max": p.max_us },
         "disconnected": counters.disconnected.load(Ordering::Relaxed),
         "server_bytes_per_connection": per_conn,
+        "nodes": node_count,
+        "owner_killed_at_s": kill_after,
+        "first_delivery_after_kill_ms": counters.since_kill(&counters.first_delivery_after_kill_ns),
+        "rejoin_push_after_kill_ms": counters.since_kill(&counters.first_rejoin_ns),
     });
     drop(quiet_halves);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{summary}");
-    drop(local);
+    drop(locals);
     Ok(())
 }
