@@ -196,6 +196,7 @@ impl ServerBuilder {
             .map_or(0, |d| d.as_nanos());
         let wall_ns = u64::try_from(wall_ns).unwrap_or(u64::MAX);
         let (mesh_tcp, mesh_udp, mesh) = bind_mesh(&self.config).await?;
+        let mesh_listen = mesh_tcp.local_addr().ok();
         let seed = self
             .seed
             .unwrap_or(wall_ns ^ u64::from(std::process::id()).rotate_left(32));
@@ -300,6 +301,7 @@ impl ServerBuilder {
             ws_addr,
             udp_addr,
             mesh_addr: mesh,
+            mesh_listen,
             drain_timeout: self.config.drain_timeout,
             stats,
             listeners,
@@ -363,6 +365,7 @@ pub struct Server {
     ws_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     mesh_addr: NodeAddr,
+    mesh_listen: Option<SocketAddr>,
     drain_timeout: Duration,
     stats: Arc<Stats>,
     listeners: Arc<Listeners>,
@@ -411,6 +414,11 @@ impl Server {
     /// The node's mesh address: its identity in the cluster and inside the IDs of groups it creates.
     pub fn mesh_addr(&self) -> NodeAddr {
         self.mesh_addr
+    }
+
+    /// Where the mesh listens (TCP and UDP): `mesh_addr` unless `mesh.advertise` names another address.
+    pub fn mesh_listen_addr(&self) -> Option<SocketAddr> {
+        self.mesh_listen
     }
 
     /// Mesh messages dropped because a peer's queue was full.

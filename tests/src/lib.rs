@@ -11,6 +11,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

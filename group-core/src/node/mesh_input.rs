@@ -383,11 +383,17 @@ impl Node {
                 }
             }
             Some(group) if group.owner == Some(state.owner) => {
-                // Any difference from the owner's version, even "ahead" (a copy can hold a version from
-                // another owner's lineage), means this copy is not the owner's.
-                if state.version != group.version || group.diverged {
-                    self.install_copy(state, from);
+                // From the owner, any difference from its version, even "ahead" (a copy can hold a
+                // version from another owner's lineage), means this copy is not the owner's. A state
+                // passed on by another node may be old: it only replaces an older copy.
+                let newer = if from == state.owner {
+                    state.version != group.version || group.diverged
                 } else {
+                    state.version > group.version
+                };
+                if newer {
+                    self.install_copy(state, from);
+                } else if from == state.owner {
                     // Same version, but the owner may still count members here wrongly (a lost
                     // registration): restate them if so.
                     let claimed = members_fingerprint(

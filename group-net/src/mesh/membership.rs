@@ -22,11 +22,13 @@ use tokio::time::Instant;
 
 use crate::node_task::{Input, Kill};
 
-/// A member of the cluster: its mesh address and the incarnation that tells restarts apart.
+/// A member of the cluster: its mesh address, when its process started (tells a restart apart), and how
+/// many times this process rejoined after others declared it dead (a partition, not a restart).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct MemberId {
     addr: SocketAddrV4,
-    incarnation: u64,
+    boot: u64,
+    renewal: u32,
 }
 
 impl foca::Identity for MemberId {
@@ -34,8 +36,8 @@ impl foca::Identity for MemberId {
 
     fn renew(&self) -> Option<Self> {
         Some(MemberId {
-            addr: self.addr,
-            incarnation: self.incarnation.wrapping_add(1),
+            renewal: self.renewal.wrapping_add(1),
+            ..self.clone()
         })
     }
 
@@ -44,7 +46,7 @@ impl foca::Identity for MemberId {
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.incarnation > adversary.incarnation
+        (self.boot, self.renewal) > (adversary.boot, adversary.renewal)
     }
 }
 
@@ -92,7 +94,8 @@ pub(crate) async fn run(
 ) {
     let identity = MemberId {
         addr: config.own,
-        incarnation: config.incarnation,
+        boot: config.incarnation,
+        renewal: 0,
     };
     let mut foca_config = foca::Config::new_lan(NonZeroU32::MIN.saturating_add(15));
     foca_config.probe_period = config.probe_interval;
@@ -140,7 +143,7 @@ pub(crate) async fn run(
             _ = announce.tick() => {
                 if foca.num_members() == 0 {
                     for seed in config.seeds.iter().filter(|s| **s != config.own) {
-                        let probe = MemberId { addr: *seed, incarnation: 0 };
+                        let probe = MemberId { addr: *seed, boot: 0, renewal: 0 };
                         if let Err(e) = foca.announce(probe, &mut runtime) {
                             tracing::debug!("announce to {seed}: {e}");
                         }
@@ -191,8 +194,14 @@ impl Driver<'_> {
                     tracing::warn!(node = %id.addr, "node down");
                     vec![Input::NodeDown(NodeAddr(id.addr))]
                 }
+                OwnedNotification::Rename(old, new) if old.boot == new.boot => {
+                    // The same process rejoined after being declared dead (a partition healed): its
+                    // state is intact, and the core settles any group both sides claimed.
+                    tracing::info!(node = %new.addr, "node rejoined");
+                    vec![Input::NodeUp(NodeAddr(new.addr))]
+                }
                 OwnedNotification::Rename(old, new) => {
-                    // A restart at the same address: the old node's state is gone.
+                    // A restart at the same address: the old process's state is gone.
                     tracing::info!(node = %new.addr, "node restarted");
                     vec![
                         Input::NodeDown(NodeAddr(old.addr)),
