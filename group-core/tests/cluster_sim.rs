@@ -78,6 +78,8 @@ type InFlight = (Instant, u64, usize, usize, Vec<u8>);
 
 struct Cluster {
     nodes: Vec<Option<Node>>,
+    /// `group.sendInterval` of every node.
+    send_interval: Duration,
     now: Instant,
     rng: SplitMix64,
     seed: u64,
@@ -110,7 +112,13 @@ struct Coverage {
 
 impl Cluster {
     fn new(seed: u64, size: usize) -> Self {
+        Cluster::build(seed, size, Duration::ZERO)
+    }
+
+    /// A cluster whose nodes merge the pushes of groups they do not own every `send_interval`.
+    fn build(seed: u64, size: usize, send_interval: Duration) -> Self {
         let mut cluster = Cluster {
+            send_interval,
             nodes: Vec::new(),
             now: Instant::ZERO,
             rng: SplitMix64::new(seed),
@@ -150,7 +158,7 @@ impl Cluster {
             seed: self.seed ^ (self.restarts << 32),
             ..NodeConfig::default()
         };
-        config.group.send_interval = Duration::ZERO;
+        config.group.send_interval = self.send_interval;
         config.limits.mesh_request_timeout = ms(500);
         config.limits.mesh_sync_interval = SYNC;
         config.limits.connection_ttl = Duration::from_secs(3600);
@@ -755,6 +763,34 @@ fn a_draining_owner_hands_its_group_over() {
     assert_eq!(cluster.members_of(&group).len(), 6);
     cluster.assert_all_exchange(group, ms(500));
     cluster.assert_copies_agree();
+}
+
+#[test]
+fn copies_merge_with_send_interval_and_the_owner_with_the_group_interval() {
+    let mut cluster = Cluster::build(8, 3, ms(300));
+    let sender = cluster.connect(0);
+    let near = cluster.connect(0);
+    let far = cluster.connect(1);
+    cluster.create(sender);
+    let group = *cluster.clients[&sender].groups.iter().next().unwrap();
+    cluster.join(near, group);
+    cluster.join(far, group);
+    cluster.run_for(ms(100));
+    let before = cluster.pushes_checked;
+    for _ in 0..5 {
+        cluster.broadcast(sender, group);
+    }
+    cluster.run_for(ms(50));
+    // The owner's group has interval 0: its own member got five pushes at once; the copy holds them.
+    assert_eq!(cluster.clients[&near].received.len(), 5);
+    assert_eq!(cluster.clients[&far].received.len(), 0);
+    cluster.run_for(ms(400));
+    assert_eq!(
+        cluster.clients[&far].received.len(),
+        5,
+        "one merged push after sendInterval"
+    );
+    assert_eq!(cluster.pushes_checked - before, 5 + 1);
 }
 
 #[test]

@@ -193,3 +193,29 @@ async fn a_group_spans_three_nodes_and_survives_its_owner() {
     b.shutdown(Duration::from_secs(2)).await;
     c.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_mesh_peer_of_another_version_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = node(&[]).await;
+    let mesh = server.mesh_listen_addr().unwrap();
+    let mut peer = tokio::net::TcpStream::connect(mesh).await.unwrap();
+    let mut hello = *b"GRPM\x63\x7f\x00\x00\x01\x1f\xa4"; // version 99, 127.0.0.1:8100
+    peer.write_all(&hello).await.unwrap();
+    bounded("the node's hello", peer.read_exact(&mut hello))
+        .await
+        .unwrap();
+    assert_eq!(&hello[..4], b"GRPM");
+    assert_eq!(
+        hello[4],
+        group_core::cluster::mesh::MESH_VERSION,
+        "it says its own version"
+    );
+    let mut rest = Vec::new();
+    let read = bounded("the node closes", peer.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "nothing follows the refusal: {read:?}"
+    );
+    server.shutdown(Duration::from_secs(2)).await;
+}
