@@ -127,13 +127,7 @@ impl Node {
             group.send_to_members(&frame, true, None, &mut self.transmits);
             group.diverged = !group.owned_by(own);
             if group.owned_by(own) {
-                group.version = group.version.next();
-                changes.push(MeshMessage::MemberRemoved {
-                    group: *id,
-                    version: group.version,
-                    uid: uid.to_string(),
-                    notice: None,
-                });
+                changes.push(group.count_removal(uid));
             }
         }
         for change in &changes {

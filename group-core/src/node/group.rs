@@ -188,6 +188,17 @@ impl Group {
         nodes
     }
 
+    /// Counts a silent removal (no push) at the owner: the next version, and the change for the copies.
+    pub fn count_removal(&mut self, uid: &str) -> crate::cluster::mesh::MeshMessage {
+        self.version = self.version.next();
+        crate::cluster::mesh::MeshMessage::MemberRemoved {
+            group: self.id,
+            version: self.version,
+            uid: uid.to_string(),
+            notice: None,
+        }
+    }
+
     /// Whether this node owns the group (static groups have no owner).
     pub fn owned_by(&self, own: NodeAddr) -> bool {
         self.owner == Some(own)

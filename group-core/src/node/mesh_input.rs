@@ -534,13 +534,7 @@ impl Node {
         let mut changes = Vec::new();
         for uid in gone {
             group.members.remove(&uid);
-            group.version = group.version.next();
-            changes.push(MeshMessage::MemberRemoved {
-                group: *id,
-                version: group.version,
-                uid: uid.to_string(),
-                notice: None,
-            });
+            changes.push(group.count_removal(&uid));
         }
         for m in listed {
             if group.members.contains_key(m.uid.as_str()) || group.members.len() >= max {

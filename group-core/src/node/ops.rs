@@ -188,14 +188,7 @@ impl Node {
         self.add_member(id, uid);
         let notice = (!message.is_empty()).then_some(Notice { ver, cmd, message });
         if is_static {
-            if let Some(notice) = notice {
-                let targets: Vec<NodeAddr> = self.live_nodes.iter().copied().collect();
-                let entry = RelayEntry::StaticMember {
-                    uid: uid.into(),
-                    notice,
-                };
-                self.relay(id, &targets, &entry);
-            }
+            self.relay_static_notice(id, uid, notice);
             return Ok(());
         }
         let Some(group) = self.groups.get_mut(id) else {
@@ -256,14 +249,7 @@ impl Node {
             group.send_to_members(&frame, true, None, &mut self.transmits);
         }
         if group.is_static {
-            if let Some(notice) = notice {
-                let targets: Vec<NodeAddr> = self.live_nodes.iter().copied().collect();
-                let entry = RelayEntry::StaticMember {
-                    uid: uid.into(),
-                    notice,
-                };
-                self.relay(id, &targets, &entry);
-            }
+            self.relay_static_notice(id, uid, notice);
             self.after_member_removed(id);
         } else if group.owned_by(own) {
             group.version = group.version.next();
@@ -346,6 +332,18 @@ impl Node {
             },
         );
         Ok(())
+    }
+
+    /// A static group has no owner to fan its join and leave pushes out: they go to every live node.
+    fn relay_static_notice(&mut self, id: &GroupId, uid: &str, notice: Option<Notice>) {
+        if let Some(notice) = notice {
+            let targets: Vec<NodeAddr> = self.live_nodes.iter().copied().collect();
+            let entry = RelayEntry::StaticMember {
+                uid: uid.into(),
+                notice,
+            };
+            self.relay(id, &targets, &entry);
+        }
     }
 
     /// Delivers `entry` here and relays it to the other nodes that should see it: the member nodes, or for
