@@ -1,0 +1,56 @@
+//! `group-ffi`: the C ABI of the group server, for hosts that embed it in their own process (Unity through
+//! C#/Mono, Unreal through C++). The header `include/group.h` is generated from this crate by cbindgen and
+//! committed; `docs/FFI.md` states ownership, lifetimes and threading for every function.
+//!
+//! Conventions (after rustls-ffi): every function has the `group_` prefix, returns a [`group_result`]
+//! (or a value that cannot fail), runs behind a panic boundary that turns a panic into
+//! [`group_result::GROUP_RESULT_PANIC`], checks every pointer for NULL, and writes its out-parameters only
+//! on success. Opaque handles come in `_new` / `_free` pairs, and `_free(NULL)` does nothing. Byte strings
+//! are pointer plus length; nothing relies on NUL termination.
+
+#![allow(non_camel_case_types)]
+
+mod panic;
+mod result;
+mod server;
+mod slice;
+
+pub use result::{group_result, group_result_message};
+pub use server::{
+    group_config_error, group_server, group_server_free, group_server_new, group_server_port,
+    group_server_start, group_server_stop, group_transport,
+};
+
+use std::ffi::c_char;
+
+/// Major version of this library (the `version` of group-ffi's Cargo.toml).
+pub const GROUP_VERSION_MAJOR: u32 = 0;
+/// Minor version of this library.
+pub const GROUP_VERSION_MINOR: u32 = 1;
+/// Patch version of this library.
+pub const GROUP_VERSION_PATCH: u32 = 0;
+
+/// The library's version as a NUL-terminated string, for example `"0.1.0"`. The pointer is static: never
+/// free it. Compare with the `GROUP_VERSION_*` macros to detect a header that does not match the library.
+#[unsafe(no_mangle)]
+pub extern "C" fn group_version() -> *const c_char {
+    VERSION.as_ptr().cast()
+}
+
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_macros_and_string_match_cargo_toml() {
+        let parse = |s: &str| s.parse::<u32>().unwrap_or(u32::MAX);
+        assert_eq!(GROUP_VERSION_MAJOR, parse(env!("CARGO_PKG_VERSION_MAJOR")));
+        assert_eq!(GROUP_VERSION_MINOR, parse(env!("CARGO_PKG_VERSION_MINOR")));
+        assert_eq!(GROUP_VERSION_PATCH, parse(env!("CARGO_PKG_VERSION_PATCH")));
+        // SAFETY: group_version returns a pointer to a static NUL-terminated string.
+        let text = unsafe { std::ffi::CStr::from_ptr(group_version()) };
+        assert_eq!(text.to_str().ok(), Some(env!("CARGO_PKG_VERSION")));
+    }
+}

@@ -1,0 +1,20 @@
+//! The panic boundary: no Rust panic may unwind into C. Every exported function runs its body through
+//! [`guard`], which turns a panic into [`group_result::GROUP_RESULT_PANIC`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::result::group_result;
+
+/// Runs `body`, converting a panic into `GROUP_RESULT_PANIC`.
+pub(crate) fn guard(body: impl FnOnce() -> Result<(), group_result>) -> group_result {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => group_result::GROUP_RESULT_OK,
+        Ok(Err(code)) => code,
+        Err(_) => group_result::GROUP_RESULT_PANIC,
+    }
+}
+
+/// Like [`guard`] for functions that return nothing: a panic is swallowed (there is no way to report it).
+pub(crate) fn guard_void(body: impl FnOnce()) {
+    let _ = catch_unwind(AssertUnwindSafe(body));
+}

@@ -1,0 +1,60 @@
+//! Reading the (pointer, length) pairs C passes in, and writing into the buffers it provides.
+
+use crate::result::group_result;
+
+/// Borrows `len` bytes at `ptr`. `len == 0` gives an empty slice whatever `ptr` is.
+///
+/// # Safety
+/// When `len > 0`, `ptr` must point to `len` readable bytes that stay valid and unchanged for `'a`.
+pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], group_result> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+    }
+    // SAFETY: the caller promises `len` readable bytes at a non-null `ptr`, valid for 'a.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Borrows `len` bytes at `ptr` as UTF-8.
+///
+/// # Safety
+/// As [`bytes`].
+pub(crate) unsafe fn text<'a>(ptr: *const u8, len: usize) -> Result<&'a str, group_result> {
+    // SAFETY: forwarded from this function's own contract.
+    let raw = unsafe { bytes(ptr, len) }?;
+    std::str::from_utf8(raw).map_err(|_| group_result::GROUP_RESULT_INVALID_UTF8)
+}
+
+/// Copies `text` into the caller's buffer and writes its length to `written`. A buffer too small gets
+/// nothing copied and `GROUP_RESULT_BUFFER_TOO_SMALL`, with `written` set to the length needed.
+///
+/// # Safety
+/// `buf` must point to `buf_len` writable bytes (or be NULL with `buf_len == 0`); `written` must be NULL or
+/// point to a writable `size_t`.
+pub(crate) unsafe fn write_out(
+    text: &[u8],
+    buf: *mut u8,
+    buf_len: usize,
+    written: *mut usize,
+) -> Result<(), group_result> {
+    if written.is_null() {
+        return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+    }
+    // SAFETY: checked non-null above; the caller promises it is writable.
+    unsafe { written.write(text.len()) };
+    if text.len() > buf_len {
+        return Err(group_result::GROUP_RESULT_BUFFER_TOO_SMALL);
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    if buf.is_null() {
+        return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+    }
+    // SAFETY: `buf` holds `buf_len >= text.len()` writable bytes, per the caller's contract, and cannot
+    // overlap `text`, which Rust owns.
+    unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len()) };
+    Ok(())
+}
