@@ -427,11 +427,19 @@ impl Server {
     }
 
     /// Drains the node (what SIGTERM does in group-server): it goes offline (no new groups, Offline
-    /// pushed to every client, owned groups handed to their backups), keeps serving for
-    /// `drainTimeout`, then shuts down.
+    /// pushed to every client, owned groups handed to their backups), keeps serving for `drainTimeout`
+    /// or until the last client has gone, then shuts down.
     pub async fn drain(self, grace: Duration) {
         let _ = self.handle.set_offline().await;
-        tokio::time::sleep(self.drain_timeout).await;
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        // Ends early once every client has gone: nobody is left to wait for.
+        while tokio::time::Instant::now() < deadline {
+            let connected = self.handle.call(|s| s.node.connection_count()).await;
+            if connected.map_or(true, |n| n == 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50).min(self.drain_timeout)).await;
+        }
         self.shutdown(grace).await;
     }
 
