@@ -80,8 +80,82 @@ typedef uint32_t group_transport;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// The commands that have hooks.
+enum group_command
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Create (and the create half of random join).
+  GROUP_COMMAND_CREATE = 1,
+  // Join (and random join).
+  GROUP_COMMAND_JOIN = 2,
+  // Leave.
+  GROUP_COMMAND_LEAVE = 3,
+  // Broadcast.
+  GROUP_COMMAND_BROADCAST = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum group_command group_command;
+#else
+typedef uint32_t group_command;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// When a hook runs.
+enum group_hook_phase
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Before the command: the hook can refuse it.
+  GROUP_HOOK_BEFORE = 1,
+  // After the command succeeded.
+  GROUP_HOOK_AFTER = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum group_hook_phase group_hook_phase;
+#else
+typedef uint32_t group_hook_phase;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A group server hosted in this process. Create with `group_server_new`, free with `group_server_free`.
+// Every function on it may be called from any thread; the state below is locked for each call.
 typedef struct group_server group_server;
+
+// What a hooked request is. Byte strings are pointer + length and are not NUL-terminated.
+typedef struct {
+  // The command: a `group_command` value.
+  uint32_t command;
+  // Request version byte (1 for group commands).
+  uint8_t ver;
+  // Request command number (110 create, 111 join, 112 leave, 113 broadcast, 114 random join).
+  uint16_t cmd;
+  // The user's uid (UTF-8).
+  const uint8_t *uid;
+  // Length of `uid`.
+  size_t uid_len;
+  // The user's 16-byte session ID.
+  const uint8_t *sid;
+  // The group the request names (52 bytes), or NULL with length 0 for create. For After hooks of
+  // create and random join: the group created or joined.
+  const uint8_t *group;
+  // Length of `group`: 52 or 0.
+  size_t group_len;
+  // The request's payload as the client sent it (see docs/PROTOCOL.md).
+  const uint8_t *payload;
+  // Length of `payload`.
+  size_t payload_len;
+} group_hook_call;
+
+// A hook callback. `call` and everything it points to live only during the callback; `token` lives until
+// it is answered with `group_next` (or times out). Called on one of the server's own threads; it must
+// return promptly (answer later from another thread if the decision takes time) and must not unwind
+// (no C++ exception may leave it).
+typedef void (*group_hook_fn)(void *userdata, const group_hook_call *call, uint64_t token);
 
 #ifdef __cplusplus
 extern "C" {
@@ -132,8 +206,8 @@ group_result group_config_error(const uint8_t *config,
 // Binds the listeners and starts serving. **Blocking**: returns once every listener accepts connections.
 //
 // # Safety
-// `server` must come from `group_server_new` and not be freed; calls on one server must not overlap.
-group_result group_server_start(group_server *server);
+// `server` must come from `group_server_new` and not be freed. Any thread.
+group_result group_server_start(const group_server *server);
 
 // Writes the port a running server's listener is bound to (the real one when the configuration said
 // port 0) into `*port`. `transport` is a `group_transport` value. A disabled listener gives
@@ -147,8 +221,8 @@ group_result group_server_port(const group_server *server, uint32_t transport, u
 // its tasks to end, at most `grace_ms` milliseconds. **Blocking.** The server can then only be freed.
 //
 // # Safety
-// `server` as in `group_server_start`.
-group_result group_server_stop(group_server *server,
+// `server` as in `group_server_start`. Any thread but the server's own (never from a hook callback).
+group_result group_server_stop(const group_server *server,
                                uint32_t grace_ms);
 
 // Frees a server, stopping it first (with a one-second grace) if it still runs. **Blocking** while it
@@ -158,6 +232,35 @@ group_result group_server_stop(group_server *server,
 // `server` must be NULL or come from `group_server_new`, not already freed, with no call in progress.
 // Never call it from a callback of this same server.
 void group_server_free(group_server *server);
+
+// Registers a hook written in C: `callback` runs with `userdata` for every `command` (a `group_command`),
+// before it is carried out (`phase` `GROUP_HOOK_BEFORE`, which may refuse it) or after it succeeded
+// (`GROUP_HOOK_AFTER`). Several hooks of one command and phase run in registration order. Only before
+// `group_server_start` (`GROUP_RESULT_ALREADY_STARTED` afterwards): once clients can connect, the hooks
+// are fixed. See `group_hook_fn` for the callback's thread and lifetimes, and `group_next` for the answer.
+//
+// # Safety
+// `server` as in `group_server_start`. `callback` and `userdata` must stay usable from the server's
+// threads until the server is freed. Any thread.
+group_result group_server_add_hook(const group_server *server,
+                                   uint32_t command,
+                                   uint32_t phase,
+                                   group_hook_fn callback,
+                                   void *userdata);
+
+// Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
+// client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at
+// once (even inside the callback) or later. A token answered already, given up after
+// `server.hookTimeout`, or never issued gives `GROUP_RESULT_NOT_FOUND`.
+//
+// # Safety
+// `server` as in `group_server_start`; `message` must point to `message_len` readable bytes (NULL allowed
+// when the length is 0).
+group_result group_next(const group_server *server,
+                        uint64_t token,
+                        uint32_t code,
+                        const uint8_t *message,
+                        size_t message_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -10,15 +10,17 @@
 
 #![allow(non_camel_case_types)]
 
+mod hooks;
 mod panic;
 mod result;
 mod server;
 mod slice;
 
+pub use hooks::{group_command, group_hook_call, group_hook_fn, group_hook_phase};
 pub use result::{group_result, group_result_message};
 pub use server::{
-    group_config_error, group_server, group_server_free, group_server_new, group_server_port,
-    group_server_start, group_server_stop, group_transport,
+    group_config_error, group_next, group_server, group_server_add_hook, group_server_free,
+    group_server_new, group_server_port, group_server_start, group_server_stop, group_transport,
 };
 
 use std::ffi::c_char;

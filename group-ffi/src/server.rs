@@ -3,21 +3,38 @@
 //! The server owns its tokio runtime (its own threads); the host's threads only ever block in the calls
 //! documented as blocking (`group_server_start`, `group_server_stop`, `group_server_free`).
 
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use group_net::{Server, ServerBuilder, ServerConfig, StartError};
+use group_net::{Command, Rejection, Server, ServerBuilder, ServerConfig, StartError};
 use tokio::runtime::Runtime;
 
+use crate::hooks::{Answer, Continuations, HostHook, group_command, group_hook_fn};
 use crate::panic::{guard, guard_void};
 use crate::result::group_result;
 use crate::slice::{text, write_out};
 
 /// A group server hosted in this process. Create with `group_server_new`, free with `group_server_free`.
+/// Every function on it may be called from any thread; the state below is locked for each call.
 pub struct group_server {
     /// Declared first so that it drops first: the server's tasks end before the runtime goes.
-    server: Option<Server>,
-    builder: Option<ServerBuilder>,
+    state: Mutex<State>,
     runtime: Runtime,
+    /// Hook tokens waiting for `group_next`; shared with the hooks themselves.
+    continuations: Arc<Continuations>,
+}
+
+/// Before `group_server_start`: a builder, where hooks are registered. After: the running server.
+struct State {
+    builder: Option<ServerBuilder>,
+    server: Option<Server>,
+}
+
+impl group_server {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The listeners a server has, for `group_server_port`.
@@ -79,9 +96,12 @@ pub unsafe extern "C" fn group_server_new(
             .build()
             .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)?;
         let server = Box::new(group_server {
-            server: None,
-            builder: Some(ServerBuilder::new(config)),
+            state: Mutex::new(State {
+                builder: Some(ServerBuilder::new(config)),
+                server: None,
+            }),
             runtime,
+            continuations: Arc::default(),
         });
         // SAFETY: `out` is non-null and, per the contract, writable.
         unsafe { out.write(Box::into_raw(server)) };
@@ -123,20 +143,21 @@ pub unsafe extern "C" fn group_config_error(
 /// Binds the listeners and starts serving. **Blocking**: returns once every listener accepts connections.
 ///
 /// # Safety
-/// `server` must come from `group_server_new` and not be freed; calls on one server must not overlap.
+/// `server` must come from `group_server_new` and not be freed. Any thread.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn group_server_start(server: *mut group_server) -> group_result {
+pub unsafe extern "C" fn group_server_start(server: *const group_server) -> group_result {
     guard(|| {
-        // SAFETY: per the contract, a live server with no other call in progress.
-        let server = unsafe { server.as_mut() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
-        let builder = server
+        // SAFETY: per the contract, a live server (shared: its state is behind a lock).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let mut state = server.lock();
+        let builder = state
             .builder
             .take()
             .ok_or(group_result::GROUP_RESULT_ALREADY_STARTED)?;
         let started = server.runtime.block_on(builder.start());
         match started {
             Ok(running) => {
-                server.server = Some(running);
+                state.server = Some(running);
                 Ok(())
             }
             Err(StartError::Bind { .. }) => Err(group_result::GROUP_RESULT_BIND_FAILED),
@@ -163,7 +184,8 @@ pub unsafe extern "C" fn group_server_port(
         if port.is_null() {
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }
-        let running = server
+        let state = server.lock();
+        let running = state
             .server
             .as_ref()
             .ok_or(group_result::GROUP_RESULT_NOT_STARTED)?;
@@ -185,16 +207,17 @@ pub unsafe extern "C" fn group_server_port(
 /// its tasks to end, at most `grace_ms` milliseconds. **Blocking.** The server can then only be freed.
 ///
 /// # Safety
-/// `server` as in `group_server_start`.
+/// `server` as in `group_server_start`. Any thread but the server's own (never from a hook callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn group_server_stop(
-    server: *mut group_server,
+    server: *const group_server,
     grace_ms: u32,
 ) -> group_result {
     guard(|| {
-        // SAFETY: per the contract, a live server with no other call in progress.
-        let server = unsafe { server.as_mut() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        // SAFETY: per the contract, a live server (shared: its state is behind a lock).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
         let running = server
+            .lock()
             .server
             .take()
             .ok_or(group_result::GROUP_RESULT_NOT_STARTED)?;
@@ -217,14 +240,115 @@ pub unsafe extern "C" fn group_server_free(server: *mut group_server) {
             return;
         }
         // SAFETY: per the contract, `server` came from Box::into_raw in group_server_new and is freed once.
-        let mut server = unsafe { Box::from_raw(server) };
-        if let Some(running) = server.server.take() {
+        let server = unsafe { Box::from_raw(server) };
+        let running = server.lock().server.take();
+        if let Some(running) = running {
             server
                 .runtime
                 .block_on(running.shutdown(Duration::from_secs(1)));
         }
         drop(server);
     });
+}
+
+/// Registers a hook written in C: `callback` runs with `userdata` for every `command` (a `group_command`),
+/// before it is carried out (`phase` `GROUP_HOOK_BEFORE`, which may refuse it) or after it succeeded
+/// (`GROUP_HOOK_AFTER`). Several hooks of one command and phase run in registration order. Only before
+/// `group_server_start` (`GROUP_RESULT_ALREADY_STARTED` afterwards): once clients can connect, the hooks
+/// are fixed. See `group_hook_fn` for the callback's thread and lifetimes, and `group_next` for the answer.
+///
+/// # Safety
+/// `server` as in `group_server_start`. `callback` and `userdata` must stay usable from the server's
+/// threads until the server is freed. Any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_server_add_hook(
+    server: *const group_server,
+    command: u32,
+    phase: u32,
+    callback: group_hook_fn,
+    userdata: *mut c_void,
+) -> group_result {
+    guard(|| {
+        // SAFETY: per the contract, a live server (shared: its state is behind a lock).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let (command, which) = match command {
+            1 => (group_command::GROUP_COMMAND_CREATE, Command::Create),
+            2 => (group_command::GROUP_COMMAND_JOIN, Command::Join),
+            3 => (group_command::GROUP_COMMAND_LEAVE, Command::Leave),
+            4 => (group_command::GROUP_COMMAND_BROADCAST, Command::Broadcast),
+            _ => return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT),
+        };
+        let hook = HostHook::new(callback, userdata, command)
+            .map(Arc::new)
+            .ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let mut state = server.lock();
+        let builder = state
+            .builder
+            .take()
+            .ok_or(group_result::GROUP_RESULT_ALREADY_STARTED)?;
+        let continuations = server.continuations.clone();
+        let builder = match phase {
+            1 => builder.before(which, move |ctx| {
+                let run = hook.clone().run(continuations.clone(), ctx);
+                async move {
+                    match run.await {
+                        Answer::Continue => Ok(()),
+                        Answer::Reject(rejection) => Err(rejection),
+                    }
+                }
+            }),
+            2 => builder.after(which, move |ctx| {
+                let run = hook.clone().run(continuations.clone(), ctx);
+                async move {
+                    let _ = run.await;
+                }
+            }),
+            _ => {
+                state.builder = Some(builder);
+                return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
+            }
+        };
+        state.builder = Some(builder);
+        Ok(())
+    })
+}
+
+/// Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
+/// client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at
+/// once (even inside the callback) or later. A token answered already, given up after
+/// `server.hookTimeout`, or never issued gives `GROUP_RESULT_NOT_FOUND`.
+///
+/// # Safety
+/// `server` as in `group_server_start`; `message` must point to `message_len` readable bytes (NULL allowed
+/// when the length is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_next(
+    server: *const group_server,
+    token: u64,
+    code: u32,
+    message: *const u8,
+    message_len: usize,
+) -> group_result {
+    guard(|| {
+        // SAFETY: per the contract, a live server (shared: continuations are internally locked).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        // SAFETY: forwarded from this function's contract.
+        let message = unsafe { text(message, message_len) }?;
+        let answer = match code {
+            0 => Answer::Continue,
+            1000..=65535 => {
+                let code =
+                    u16::try_from(code).map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)?;
+                Answer::Reject(Rejection::new(code, message))
+            }
+            _ => return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT),
+        };
+        if server.continuations.answer(token, answer) {
+            Ok(())
+        } else {
+            Err(group_result::GROUP_RESULT_NOT_FOUND)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -312,5 +436,163 @@ mod tests {
             let r = group_server_new(not_utf8.as_ptr(), 2, 1, &mut server);
             assert_eq!(r, group_result::GROUP_RESULT_INVALID_UTF8);
         }
+    }
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use super::*;
+    use crate::hooks::group_hook_call;
+    use group_core::proto::CreateRequest;
+    use group_net::client::Client;
+
+    /// What the test's C-style hook shares with the test: the server and the tokens it left unanswered.
+    struct Host {
+        server: std::sync::atomic::AtomicPtr<group_server>,
+        deferred: Mutex<Vec<u64>>,
+    }
+
+    /// Refuses mallory at once (from inside the callback), defers "later", forgets "never", passes others.
+    unsafe extern "C" fn before_join(
+        userdata: *mut c_void,
+        call: *const group_hook_call,
+        token: u64,
+    ) {
+        // SAFETY: the test passes a `Host` as userdata and the library a valid call for the callback.
+        let (host, call) = unsafe { (&*(userdata as *const Host), &*call) };
+        // SAFETY: uid points to uid_len bytes for the duration of the callback.
+        let uid = unsafe { std::slice::from_raw_parts(call.uid, call.uid_len) };
+        assert_eq!((call.ver, call.cmd, call.group_len), (1, 111, 52));
+        let server = host.server.load(std::sync::atomic::Ordering::SeqCst);
+        match uid {
+            b"mallory" => {
+                let message = b"no mallory";
+                // SAFETY: a live server and a real message buffer.
+                let r = unsafe { group_next(server, token, 1001, message.as_ptr(), message.len()) };
+                assert_eq!(r, group_result::GROUP_RESULT_OK);
+            }
+            b"later" | b"never" => host.deferred.lock().unwrap().push(token),
+            _ => {
+                // SAFETY: a live server; an empty message.
+                let r = unsafe { group_next(server, token, 0, std::ptr::null(), 0) };
+                assert_eq!(r, group_result::GROUP_RESULT_OK);
+            }
+        }
+    }
+
+    #[test]
+    fn c_hooks_refuse_defer_and_time_out_through_tokens() {
+        let config = r#"{"server": {"tcp": "127.0.0.1:0", "ws": null, "udp": null, "hookTimeout": 1},
+                         "mesh": {"bind": "127.0.0.1:0"}}"#;
+        let host = Box::new(Host {
+            server: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            deferred: Mutex::new(Vec::new()),
+        });
+        let mut server: *mut group_server = std::ptr::null_mut();
+        // SAFETY: real pointers throughout; the server is freed at the end, the host outlives it.
+        unsafe {
+            assert_eq!(
+                group_server_new(config.as_ptr(), config.len(), 1, &mut server),
+                group_result::GROUP_RESULT_OK
+            );
+            host.server
+                .store(server, std::sync::atomic::Ordering::SeqCst);
+            let userdata = &*host as *const Host as *mut c_void;
+            assert_eq!(
+                group_server_add_hook(server, 2, 1, Some(before_join), userdata),
+                group_result::GROUP_RESULT_OK
+            );
+            assert_eq!(
+                group_server_add_hook(server, 9, 1, Some(before_join), userdata),
+                group_result::GROUP_RESULT_INVALID_ARGUMENT
+            );
+            assert_eq!(group_server_start(server), group_result::GROUP_RESULT_OK);
+            assert_eq!(
+                group_server_add_hook(server, 2, 1, Some(before_join), userdata),
+                group_result::GROUP_RESULT_ALREADY_STARTED,
+                "hooks are fixed once clients can connect"
+            );
+        }
+        let mut port = 0u16;
+        // SAFETY: a live server and a real out-parameter.
+        unsafe { group_server_port(server, 1, &mut port) };
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let client_side = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let server_addr = server as usize;
+        let host_addr = &*host as *const Host as usize;
+        client_side.block_on(async {
+            let user = |uid: &'static str| async move {
+                let mut c = Client::connect_tcp(addr).await.unwrap();
+                c.hello(uid, "").await.unwrap();
+                c
+            };
+            let mut alice = user("alice").await;
+            let params = CreateRequest {
+                allow_empty: true,
+                join: true,
+                ttl_s: 60,
+                interval_ms: 0,
+            };
+            let group = alice.create(params).await.unwrap();
+            let mut bob = user("bob").await;
+            bob.join(group, b"").await.unwrap();
+            let mut mallory = user("mallory").await;
+            let refused = mallory.join(group, b"").await.unwrap_err();
+            assert_eq!(refused.code(), Some(1001));
+            assert!(refused.to_string().contains("no mallory"), "{refused}");
+
+            // Answered later, from another thread.
+            let mut later = user("later").await;
+            let answer = std::thread::spawn(move || {
+                loop {
+                    // SAFETY: the host outlives this thread (joined below).
+                    let host = unsafe { &*(host_addr as *const Host) };
+                    let token = host.deferred.lock().unwrap().pop();
+                    if let Some(token) = token {
+                        // SAFETY: the server outlives this thread (joined below).
+                        let r = unsafe {
+                            group_next(
+                                server_addr as *const group_server,
+                                token,
+                                0,
+                                std::ptr::null(),
+                                0,
+                            )
+                        };
+                        assert_eq!(r, group_result::GROUP_RESULT_OK);
+                        // SAFETY: as above. A second answer is an error code, not a crash.
+                        let again = unsafe {
+                            group_next(
+                                server_addr as *const group_server,
+                                token,
+                                0,
+                                std::ptr::null(),
+                                0,
+                            )
+                        };
+                        assert_eq!(again, group_result::GROUP_RESULT_NOT_FOUND);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            later.join(group, b"").await.unwrap();
+            answer.join().unwrap();
+
+            // Never answered: the request fails after hookTimeout and the token is forgotten.
+            let mut never = user("never").await;
+            let failed = never.join(group, b"").await.unwrap_err();
+            assert_eq!(failed.code(), Some(group_core::proto::code::HOOK_FAILED));
+        });
+        let token = host.deferred.lock().unwrap().pop().unwrap();
+        // SAFETY: a live server; the token timed out.
+        let late = unsafe { group_next(server, token, 0, std::ptr::null(), 0) };
+        assert_eq!(late, group_result::GROUP_RESULT_NOT_FOUND);
+        // SAFETY: freed once; the host outlives it.
+        unsafe { group_server_free(server) };
+        drop(host);
     }
 }

@@ -1,5 +1,7 @@
-/* A C99 host of the group server: creates a server from JSON, starts it, checks a client can say Hello over
- * TCP, stops it and frees it, checking every result. Exits non-zero on the first failure.
+/* A C99 host of the group server: creates a server from JSON, registers a Before-join hook that refuses
+ * "mallory", starts it, and drives clients over raw TCP (Hello, Create, Join accepted, Join refused with the
+ * hook's code and message), then stops and frees it, checking every result. Exits non-zero on the first
+ * failure.
  * Built and run (also under valgrind) by group-ffi/tests/c_host.rs. */
 #define _POSIX_C_SOURCE 200112L
 
@@ -44,25 +46,107 @@ static int read_all(int fd, uint8_t *buf, size_t len) {
     return 0;
 }
 
-/* Says Hello as "alice" over TCP and checks the Ok response carries a 16-byte session ID. */
-static int hello(uint16_t port) {
+/* Opens a TCP connection to the server. */
+static int connect_to(uint16_t port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(fd >= 0, "socket");
+    if (fd < 0) {
+        return -1;
+    }
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0, "connect");
-    /* ver 0, cmd 4 (Hello), len 8: uid_len 5, "alice", token_len 0 */
-    const uint8_t request[] = {0, 0, 4, 0, 0, 0, 8, 5, 'a', 'l', 'i', 'c', 'e', 0, 0};
-    CHECK(write(fd, request, sizeof request) == (ssize_t)sizeof request, "write Hello");
-    uint8_t response[8 + 16];
-    CHECK(read_all(fd, response, sizeof response) == 0, "read the Hello response");
-    CHECK(response[0] == 0 && response[1] == 0 && response[2] == 4, "response echoes ver 0 cmd 4");
-    CHECK(response[3] == 1, "status Ok");
-    CHECK(response[4] == 0 && response[5] == 0 && response[6] == 0 && response[7] == 16, "16-byte sid");
-    close(fd);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends one request frame (ver, cmd, payload) and reads the response into `payload_out` (at most `cap`
+ * bytes); returns the status byte, or -1. */
+static int request(int fd, uint8_t ver, uint16_t cmd, const uint8_t *payload, uint32_t len,
+                   uint8_t *payload_out, uint32_t cap, uint32_t *out_len) {
+    uint8_t header[7] = {ver, (uint8_t)(cmd >> 8), (uint8_t)cmd, (uint8_t)(len >> 24),
+                         (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+    if (write(fd, header, sizeof header) != (ssize_t)sizeof header) {
+        return -1;
+    }
+    if (len > 0 && write(fd, payload, len) != (ssize_t)len) {
+        return -1;
+    }
+    uint8_t response[8];
+    if (read_all(fd, response, sizeof response) != 0) {
+        return -1;
+    }
+    uint32_t n = ((uint32_t)response[4] << 24) | ((uint32_t)response[5] << 16) |
+                 ((uint32_t)response[6] << 8) | (uint32_t)response[7];
+    if (response[0] != ver || response[1] != (uint8_t)(cmd >> 8) || response[2] != (uint8_t)cmd ||
+        n > cap || read_all(fd, payload_out, n) != 0) {
+        return -1;
+    }
+    *out_len = n;
+    return response[3];
+}
+
+/* Connects and says Hello as `uid`; returns the connection or -1. */
+static int user(uint16_t port, const char *uid) {
+    int fd = connect_to(port);
+    if (fd < 0) {
+        return -1;
+    }
+    uint8_t hello[1 + 64 + 2];
+    size_t uid_len = strlen(uid);
+    hello[0] = (uint8_t)uid_len;
+    memcpy(hello + 1, uid, uid_len);
+    hello[1 + uid_len] = 0;
+    hello[2 + uid_len] = 0;
+    uint8_t sid[64];
+    uint32_t n = 0;
+    if (request(fd, 0, 4, hello, (uint32_t)(uid_len + 3), sid, sizeof sid, &n) != 1 || n != 16) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The Before-join hook: refuses "mallory" with code 1001, lets everyone else in. Runs on a server thread
+ * and answers at once, from inside the callback. */
+static void before_join(void *userdata, const group_hook_call *call, uint64_t token) {
+    const group_server *server = (const group_server *)userdata;
+    static const char refusal[] = "no mallory";
+    if (call->uid_len == 7 && memcmp(call->uid, "mallory", 7) == 0) {
+        group_next(server, token, 1001, (const uint8_t *)refusal, sizeof refusal - 1);
+    } else {
+        group_next(server, token, 0, NULL, 0);
+    }
+}
+
+/* Alice creates a group, bob joins it, mallory is refused by the hook with its code and message. */
+static int clients(uint16_t port) {
+    int alice = user(port, "alice");
+    int bob = user(port, "bob");
+    int mallory = user(port, "mallory");
+    CHECK(alice >= 0 && bob >= 0 && mallory >= 0, "three clients say Hello");
+    const uint8_t create[] = {1, 1, 0, 60, 0, 0}; /* allow_empty, join, ttl 60 s, no merging */
+    uint8_t group[256];
+    uint32_t n = 0;
+    CHECK(request(alice, 1, 110, create, sizeof create, group, sizeof group, &n) == 1 && n == 52,
+          "alice creates a group");
+    uint8_t reply[256];
+    uint32_t m = 0;
+    CHECK(request(bob, 1, 111, group, 52, reply, sizeof reply, &m) == 1 && m == 52 &&
+              memcmp(reply, group, 52) == 0,
+          "bob joins");
+    CHECK(request(mallory, 1, 111, group, 52, reply, sizeof reply, &m) == 4, "mallory is refused (Bad)");
+    /* code:u16, gid_len:u8, group_id[52], message */
+    CHECK(m == 2 + 1 + 52 + 10, "the refusal carries the group and the hook's message");
+    CHECK(reply[0] == 0x03 && reply[1] == 0xe9, "the hook's code, 1001");
+    CHECK(memcmp(reply + 3 + 52, "no mallory", 10) == 0, "the hook's message");
+    close(alice);
+    close(bob);
+    close(mallory);
     return 0;
 }
 
@@ -102,6 +186,10 @@ int main(void) {
         return 1;
     }
     CHECK(server != NULL, "a server");
+    if (expect(group_server_add_hook(server, GROUP_COMMAND_JOIN, GROUP_HOOK_BEFORE, before_join, server),
+               GROUP_RESULT_OK, "group_server_add_hook")) {
+        return 1;
+    }
     if (expect(group_server_start(server), GROUP_RESULT_OK, "group_server_start")) {
         return 1;
     }
@@ -115,7 +203,11 @@ int main(void) {
                "a disabled listener")) {
         return 1;
     }
-    if (hello(port) != 0) {
+    if (clients(port) != 0) {
+        return 1;
+    }
+    if (expect(group_next(server, 12345, 0, NULL, 0), GROUP_RESULT_NOT_FOUND,
+               "an unknown token is an error, not a crash")) {
         return 1;
     }
     if (expect(group_server_stop(server, 1000), GROUP_RESULT_OK, "group_server_stop")) {
