@@ -16,6 +16,17 @@ fn library_dir() -> PathBuf {
 
 fn build_host() -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `cargo test` links tests against the rlib only: build the shared library the C host links to.
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let release = library_dir().ends_with("release");
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "group-ffi", "--lib"])
+            .args(release.then_some("--release"))
+            .current_dir(crate_dir)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building libgroup_ffi failed");
+    }
     let lib = library_dir();
     assert!(
         lib.join("libgroup_ffi.so").exists(),

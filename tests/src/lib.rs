@@ -29,6 +29,10 @@ pub fn server_binary() -> PathBuf {
         let Some(cargo) = std::env::var_os("CARGO") else {
             return;
         };
+        let release = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.ends_with("release")))
+            .unwrap_or(false);
         let status = Command::new(cargo)
             .args([
                 "build",
@@ -38,6 +42,7 @@ pub fn server_binary() -> PathBuf {
                 "--bin",
                 "group-server",
             ])
+            .args(release.then_some("--release"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");
