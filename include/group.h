@@ -17,6 +17,9 @@
 // Patch version of this library.
 #define GROUP_VERSION_PATCH 0
 
+// Bytes in a group ID.
+#define GROUP_ID_LEN 52
+
 // What a `group_` function came to. Codes start at 7000 so that they are not mistaken for errno values
 // or booleans; compare with `GROUP_RESULT_OK`.
 enum group_result
@@ -48,6 +51,11 @@ enum group_result
   GROUP_RESULT_INVALID_ARGUMENT = 7010,
   // The thing asked for does not exist (a disabled listener, for example).
   GROUP_RESULT_NOT_FOUND = 7011,
+  // The server refused the operation; the protocol error code was written to `*refusal`.
+  GROUP_RESULT_REFUSED = 7012,
+  // A blocking call was made from one of the server's own threads (a callback), where it would
+  // deadlock: make it from another thread.
+  GROUP_RESULT_WRONG_THREAD = 7013,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -164,6 +172,103 @@ extern "C" {
 // The library's version as a NUL-terminated string, for example `"0.1.0"`. The pointer is static: never
 // free it. Compare with the `GROUP_VERSION_*` macros to detect a header that does not match the library.
 const char *group_version(void);
+
+// Creates a group owned by this node. With `join` set, `creator` (a uid with a session here; length 0 for
+// none) joins it. `allow_empty` and `join` are 0 or 1; `ttl_s` must be more than 10; `interval_ms` below
+// 100 means no merging. On success the 52-byte ID is written to `group_out`. **Blocking.**
+//
+// # Safety
+// `server` live and started; `creator` points to `creator_len` bytes; `group_out` to 52 writable bytes;
+// `refusal` NULL or a writable `uint16_t`. Any thread but the server's own.
+group_result group_server_new_group(const group_server *server,
+                                    const uint8_t *creator,
+                                    size_t creator_len,
+                                    uint8_t allow_empty,
+                                    uint8_t join,
+                                    uint16_t ttl_s,
+                                    uint16_t interval_ms,
+                                    uint8_t *group_out,
+                                    uint16_t *refusal);
+
+// Joins user `uid` (a session on this node) to `group` (52 bytes). When `message` is not empty the other
+// members get a push with `ver`/`cmd` (1/111 is the client protocol's own join push). **Blocking.**
+//
+// # Safety
+// `server` live and started; `group` 52 readable bytes; `uid` and `message` their lengths of readable
+// bytes; `refusal` NULL or writable. Any thread but the server's own.
+group_result group_server_join(const group_server *server,
+                               const uint8_t *group,
+                               const uint8_t *uid,
+                               size_t uid_len,
+                               const uint8_t *message,
+                               size_t message_len,
+                               uint8_t ver,
+                               uint16_t cmd,
+                               uint16_t *refusal);
+
+// Removes `uid` from `group`; the remaining members get a `ver`/`cmd` push when `message` is not empty.
+// **Blocking.**
+//
+// # Safety
+// As `group_server_join`.
+group_result group_server_leave(const group_server *server,
+                                const uint8_t *group,
+                                const uint8_t *uid,
+                                size_t uid_len,
+                                const uint8_t *message,
+                                size_t message_len,
+                                uint8_t ver,
+                                uint16_t cmd,
+                                uint16_t *refusal);
+
+// Sends `message` from member `uid` to the other members of `group` (on every node), with `ver`/`cmd`
+// (1/113 is the protocol's broadcast push). `reliable` (0 or 1) picks the UDP channel for UDP members.
+// **Blocking** until the node has queued it.
+//
+// # Safety
+// As `group_server_join`.
+group_result group_server_broadcast(const group_server *server,
+                                    const uint8_t *group,
+                                    const uint8_t *uid,
+                                    size_t uid_len,
+                                    uint8_t ver,
+                                    uint16_t cmd,
+                                    const uint8_t *message,
+                                    size_t message_len,
+                                    uint8_t reliable,
+                                    uint16_t *refusal);
+
+// Sends `message` to every member of `group` from the server itself (an entry with an empty uid). No
+// client command can do this. **Blocking** until the node has queued it.
+//
+// # Safety
+// As `group_server_join` (without a uid).
+group_result group_server_announce(const group_server *server,
+                                   const uint8_t *group,
+                                   uint8_t ver,
+                                   uint16_t cmd,
+                                   const uint8_t *message,
+                                   size_t message_len,
+                                   uint8_t reliable,
+                                   uint16_t *refusal);
+
+// Writes the group `uid` joined most recently (Diarkis's GetGroupID) to `group_out` (52 bytes).
+// `GROUP_RESULT_NOT_FOUND` when the user has no session here or is in no group. **Blocking.**
+//
+// # Safety
+// `server` live and started; `uid` `uid_len` readable bytes; `group_out` 52 writable bytes. Any thread but
+// the server's own.
+group_result group_server_latest_group(const group_server *server,
+                                       const uint8_t *uid,
+                                       size_t uid_len,
+                                       uint8_t *group_out);
+
+// Takes the node offline: it refuses new groups, pushes Offline to every client, and hands the groups it
+// owns to their backups. The server keeps running until `group_server_stop`. **Blocking.**
+//
+// # Safety
+// `server` live and started. Any thread but the server's own.
+group_result group_server_set_offline(const group_server *server);
 
 // Writes the message for result `code` (UTF-8, not NUL-terminated) into `buf` and its length into
 // `*written`. An unknown code gets a message saying so. Returns `GROUP_RESULT_BUFFER_TOO_SMALL` (with the

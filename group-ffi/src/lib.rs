@@ -10,12 +10,18 @@
 
 #![allow(non_camel_case_types)]
 
+mod api;
 mod hooks;
 mod panic;
 mod result;
 mod server;
 mod slice;
 
+pub use api::{
+    GROUP_ID_LEN, group_server_announce, group_server_broadcast, group_server_join,
+    group_server_latest_group, group_server_leave, group_server_new_group,
+    group_server_set_offline,
+};
 pub use hooks::{group_command, group_hook_call, group_hook_fn, group_hook_phase};
 pub use result::{group_result, group_result_message};
 pub use server::{

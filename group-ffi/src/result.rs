@@ -32,6 +32,11 @@ pub enum group_result {
     GROUP_RESULT_INVALID_ARGUMENT = 7010,
     /// The thing asked for does not exist (a disabled listener, for example).
     GROUP_RESULT_NOT_FOUND = 7011,
+    /// The server refused the operation; the protocol error code was written to `*refusal`.
+    GROUP_RESULT_REFUSED = 7012,
+    /// A blocking call was made from one of the server's own threads (a callback), where it would
+    /// deadlock: make it from another thread.
+    GROUP_RESULT_WRONG_THREAD = 7013,
 }
 
 impl group_result {
@@ -60,6 +65,12 @@ impl group_result {
             group_result::GROUP_RESULT_NOT_FOUND => {
                 "no such thing (for example a disabled listener)"
             }
+            group_result::GROUP_RESULT_REFUSED => {
+                "the server refused the operation; *refusal holds the protocol error code"
+            }
+            group_result::GROUP_RESULT_WRONG_THREAD => {
+                "a blocking call from one of the server's own threads (a callback): call it from another"
+            }
         }
     }
 
@@ -78,6 +89,8 @@ impl group_result {
             GROUP_RESULT_NOT_STARTED,
             GROUP_RESULT_INVALID_ARGUMENT,
             GROUP_RESULT_NOT_FOUND,
+            GROUP_RESULT_REFUSED,
+            GROUP_RESULT_WRONG_THREAD,
         ]
         .into_iter()
         .find(|r| *r as u32 == code)

@@ -35,6 +35,16 @@ impl group_server {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The running server's API handle, if it runs.
+    pub(crate) fn handle(&self) -> Option<group_net::ServerHandle> {
+        self.lock().server.as_ref().map(Server::handle)
+    }
+
+    /// The runtime the server's tasks run on.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
 }
 
 /// The listeners a server has, for `group_server_port`.

@@ -210,6 +210,25 @@ int main(void) {
                "an unknown token is an error, not a crash")) {
         return 1;
     }
+    /* The server API from C: a group with no creator, a refused join with the protocol's code. */
+    uint8_t group[GROUP_ID_LEN];
+    uint16_t refusal = 0;
+    if (expect(group_server_new_group(server, NULL, 0, 1, 0, 60, 0, group, &refusal), GROUP_RESULT_OK,
+               "group_server_new_group")) {
+        return 1;
+    }
+    if (expect(group_server_join(server, group, (const uint8_t *)"nobody", 6, NULL, 0, 1, 111, &refusal),
+               GROUP_RESULT_REFUSED, "joining a user with no session")) {
+        return 1;
+    }
+    CHECK(refusal == 6, "refused with code 6 (UNKNOWN_USER)");
+    if (expect(group_server_announce(server, group, 1, 113, (const uint8_t *)"hi", 2, 1, &refusal),
+               GROUP_RESULT_OK, "group_server_announce")) {
+        return 1;
+    }
+    if (expect(group_server_set_offline(server), GROUP_RESULT_OK, "group_server_set_offline")) {
+        return 1;
+    }
     if (expect(group_server_stop(server, 1000), GROUP_RESULT_OK, "group_server_stop")) {
         return 1;
     }
