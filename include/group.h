@@ -56,6 +56,8 @@ enum group_result
   // A blocking call was made from one of the server's own threads (a callback), where it would
   // deadlock: make it from another thread.
   GROUP_RESULT_WRONG_THREAD = 7013,
+  // The connection closed (or could not be made).
+  GROUP_RESULT_DISCONNECTED = 7014,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -130,9 +132,53 @@ typedef uint32_t group_hook_phase;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What a push is.
+enum group_push_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // A member joined (111). When `uid` is the receiver's own, the group changed owner (rejoin push).
+  GROUP_PUSH_JOINED = 1,
+  // A member left or was discarded (112).
+  GROUP_PUSH_LEFT = 2,
+  // A broadcast (113): one entry; an empty uid is an announce from the server.
+  GROUP_PUSH_BROADCAST = 3,
+  // The node is going offline (ver 0, cmd 6): create groups elsewhere.
+  GROUP_PUSH_OFFLINE = 4,
+  // A refused broadcast (its Bad response): `code` holds the protocol code.
+  GROUP_PUSH_REFUSED = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum group_push_kind group_push_kind;
+#else
+typedef uint32_t group_push_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
+// client must not overlap (use one client per thread, or lock around it).
+typedef struct group_client group_client;
+
 // A group server hosted in this process. Create with `group_server_new`, free with `group_server_free`.
 // Every function on it may be called from any thread; the state below is locked for each call.
 typedef struct group_server group_server;
+
+// One push, as `group_client_poll_push` hands it out. `uid` and `message` are offsets into the caller's
+// buffer: bytes `[0, uid_len)` are the uid, `[uid_len, uid_len + message_len)` the message.
+typedef struct {
+  // A `group_push_kind` value.
+  uint32_t kind;
+  // The group (all zeros for Offline).
+  uint8_t group[GROUP_ID_LEN];
+  // Length of the uid at the start of the buffer.
+  size_t uid_len;
+  // Length of the message after the uid.
+  size_t message_len;
+  // For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
+  uint16_t code;
+} group_push;
 
 // What a hooked request is. Byte strings are pointer + length and are not NUL-terminated.
 typedef struct {
@@ -269,6 +315,98 @@ group_result group_server_latest_group(const group_server *server,
 // # Safety
 // `server` live and started. Any thread but the server's own.
 group_result group_server_set_offline(const group_server *server);
+
+// Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
+// `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed). On success
+// `*out` owns the client until `group_client_free`.
+//
+// # Safety
+// `addr` must point to `addr_len` readable bytes; `out` to a writable pointer. Any thread but a server's.
+group_result group_client_connect(uint32_t transport,
+                                  const uint8_t *addr,
+                                  size_t addr_len,
+                                  group_client **out);
+
+// Says Hello as `uid` with `token` (empty when the server has no `authSecret`). On success the 16-byte
+// session ID is written to `sid_out`. A refusal (bad token: 8) returns `GROUP_RESULT_REFUSED` with the code
+// in `*refusal`. **Blocking.**
+//
+// # Safety
+// `client` live; `uid`/`token` their lengths of readable bytes; `sid_out` 16 writable bytes; `refusal`
+// NULL or writable.
+group_result group_client_hello(group_client *client,
+                                const uint8_t *uid,
+                                size_t uid_len,
+                                const uint8_t *token,
+                                size_t token_len,
+                                uint8_t *sid_out,
+                                uint16_t *refusal);
+
+// Creates a group (see `group_server_new_group` for the parameters); the 52-byte ID goes to `group_out`.
+// **Blocking.**
+//
+// # Safety
+// `client` live; `group_out` 52 writable bytes; `refusal` NULL or writable.
+group_result group_client_create(group_client *client,
+                                 uint8_t allow_empty,
+                                 uint8_t join,
+                                 uint16_t ttl_s,
+                                 uint16_t interval_ms,
+                                 uint8_t *group_out,
+                                 uint16_t *refusal);
+
+// Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
+//
+// # Safety
+// `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes; `refusal` NULL or
+// writable.
+group_result group_client_join(group_client *client,
+                               const uint8_t *group,
+                               const uint8_t *message,
+                               size_t message_len,
+                               uint16_t *refusal);
+
+// Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking.**
+//
+// # Safety
+// As `group_client_join`.
+group_result group_client_leave(group_client *client,
+                                const uint8_t *group,
+                                const uint8_t *message,
+                                size_t message_len,
+                                uint16_t *refusal);
+
+// Broadcasts `message` to the other members of `group`; `reliable` (0 or 1) picks the UDP channel. Returns
+// once it is sent: a refusal arrives later as a `GROUP_PUSH_REFUSED` push.
+//
+// # Safety
+// `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes.
+group_result group_client_broadcast(group_client *client,
+                                    const uint8_t *group,
+                                    const uint8_t *message,
+                                    size_t message_len,
+                                    uint8_t reliable);
+
+// Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
+// its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
+// `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
+// cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
+// is handed out one entry per call.
+//
+// # Safety
+// `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
+group_result group_client_poll_push(group_client *client,
+                                    uint32_t timeout_ms,
+                                    group_push *out,
+                                    uint8_t *buf,
+                                    size_t buf_len,
+                                    size_t *needed);
+
+// Closes the connection and frees the client. NULL is a no-op; `client` must not be used afterwards.
+//
+// # Safety
+// `client` NULL or a live client with no call in progress, freed once.
+void group_client_free(group_client *client);
 
 // Writes the message for result `code` (UTF-8, not NUL-terminated) into `buf` and its length into
 // `*written`. An unknown code gets a message saying so. Returns `GROUP_RESULT_BUFFER_TOO_SMALL` (with the

@@ -11,6 +11,7 @@
 #![allow(non_camel_case_types)]
 
 mod api;
+mod client;
 mod hooks;
 mod panic;
 mod result;
@@ -21,6 +22,11 @@ pub use api::{
     GROUP_ID_LEN, group_server_announce, group_server_broadcast, group_server_join,
     group_server_latest_group, group_server_leave, group_server_new_group,
     group_server_set_offline,
+};
+pub use client::{
+    group_client, group_client_broadcast, group_client_connect, group_client_create,
+    group_client_free, group_client_hello, group_client_join, group_client_leave,
+    group_client_poll_push, group_push, group_push_kind,
 };
 pub use hooks::{group_command, group_hook_call, group_hook_fn, group_hook_phase};
 pub use result::{group_result, group_result_message};

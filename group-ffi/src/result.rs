@@ -37,6 +37,8 @@ pub enum group_result {
     /// A blocking call was made from one of the server's own threads (a callback), where it would
     /// deadlock: make it from another thread.
     GROUP_RESULT_WRONG_THREAD = 7013,
+    /// The connection closed (or could not be made).
+    GROUP_RESULT_DISCONNECTED = 7014,
 }
 
 impl group_result {
@@ -68,6 +70,7 @@ impl group_result {
             group_result::GROUP_RESULT_REFUSED => {
                 "the server refused the operation; *refusal holds the protocol error code"
             }
+            group_result::GROUP_RESULT_DISCONNECTED => "the connection closed or could not be made",
             group_result::GROUP_RESULT_WRONG_THREAD => {
                 "a blocking call from one of the server's own threads (a callback): call it from another"
             }
@@ -91,6 +94,7 @@ impl group_result {
             GROUP_RESULT_NOT_FOUND,
             GROUP_RESULT_REFUSED,
             GROUP_RESULT_WRONG_THREAD,
+            GROUP_RESULT_DISCONNECTED,
         ]
         .into_iter()
         .find(|r| *r as u32 == code)

@@ -1,7 +1,7 @@
 /* A C99 host of the group server: creates a server from JSON, registers a Before-join hook that refuses
- * "mallory", starts it, and drives clients over raw TCP (Hello, Create, Join accepted, Join refused with the
- * hook's code and message), then stops and frees it, checking every result. Exits non-zero on the first
- * failure.
+ * "mallory", starts it, drives clients through the C client API over TCP, WebSocket and UDP (create, join,
+ * a join refused with the hook's code, broadcast, leave) and one over raw TCP (the refusal's bytes), uses the
+ * server API, then stops and frees everything, checking every result. Exits non-zero on the first failure.
  * Built and run (also under valgrind) by group-ffi/tests/c_host.rs. */
 #define _POSIX_C_SOURCE 200112L
 
@@ -123,6 +123,84 @@ static void before_join(void *userdata, const group_hook_call *call, uint64_t to
     }
 }
 
+/* A client of `server` over `transport` that has said Hello as `uid`. */
+static group_client *client_for(const group_server *server, uint32_t transport, const char *uid) {
+    uint16_t port = 0;
+    if (group_server_port(server, transport, &port) != GROUP_RESULT_OK) {
+        return NULL;
+    }
+    char addr[32];
+    int len = snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)port);
+    group_client *client = NULL;
+    if (expect(group_client_connect(transport, (const uint8_t *)addr, (size_t)len, &client),
+               GROUP_RESULT_OK, "group_client_connect")) {
+        return NULL;
+    }
+    uint8_t sid[16];
+    uint16_t refusal = 0;
+    if (expect(group_client_hello(client, (const uint8_t *)uid, strlen(uid), NULL, 0, sid, &refusal),
+               GROUP_RESULT_OK, "group_client_hello")) {
+        group_client_free(client);
+        return NULL;
+    }
+    return client;
+}
+
+/* Waits for the next push of `kind` (skipping others) and checks its uid and message. */
+static int expect_push(group_client *client, uint32_t kind, const char *uid, const char *message) {
+    uint8_t buf[512];
+    for (int tries = 0; tries < 20; tries++) {
+        group_push push;
+        size_t needed = 0;
+        group_result r = group_client_poll_push(client, 5000, &push, buf, sizeof buf, &needed);
+        if (expect(r, GROUP_RESULT_OK, "group_client_poll_push")) {
+            return 1;
+        }
+        if (push.kind != kind) {
+            continue;
+        }
+        CHECK(push.uid_len == strlen(uid) && memcmp(buf, uid, push.uid_len) == 0, "the push's uid");
+        CHECK(push.message_len == strlen(message) && memcmp(buf + push.uid_len, message, push.message_len) == 0,
+              "the push's message");
+        return 0;
+    }
+    fprintf(stderr, "server_host: no push of kind %u came\n", (unsigned)kind);
+    return 1;
+}
+
+/* Alice (TCP) creates a group; bob (WebSocket) and carol (UDP) join; mallory is refused by the hook;
+ * alice's broadcast reaches bob and carol; carol leaves. All through the C client API. */
+static int client_api(const group_server *server) {
+    group_client *alice = client_for(server, GROUP_TRANSPORT_TCP, "alice");
+    group_client *bob = client_for(server, GROUP_TRANSPORT_WS, "bob");
+    group_client *carol = client_for(server, GROUP_TRANSPORT_UDP, "carol");
+    group_client *mallory = client_for(server, GROUP_TRANSPORT_TCP, "mallory");
+    CHECK(alice && bob && carol && mallory, "four clients over three transports");
+    uint8_t group[GROUP_ID_LEN];
+    uint16_t refusal = 0;
+    if (expect(group_client_create(alice, 0, 1, 60, 0, group, &refusal), GROUP_RESULT_OK, "create") ||
+        expect(group_client_join(bob, group, (const uint8_t *)"hi", 2, &refusal), GROUP_RESULT_OK, "bob joins") ||
+        expect_push(alice, GROUP_PUSH_JOINED, "bob", "hi") ||
+        expect(group_client_join(carol, group, NULL, 0, &refusal), GROUP_RESULT_OK, "carol joins") ||
+        expect(group_client_join(mallory, group, NULL, 0, &refusal), GROUP_RESULT_REFUSED, "mallory")) {
+        return 1;
+    }
+    CHECK(refusal == 1001, "the hook's code reaches the C client");
+    if (expect(group_client_broadcast(alice, group, (const uint8_t *)"hello all", 9, 1), GROUP_RESULT_OK,
+               "alice broadcasts") ||
+        expect_push(bob, GROUP_PUSH_BROADCAST, "alice", "hello all") ||
+        expect_push(carol, GROUP_PUSH_BROADCAST, "alice", "hello all") ||
+        expect(group_client_leave(carol, group, NULL, 0, &refusal), GROUP_RESULT_OK, "carol leaves")) {
+        return 1;
+    }
+    group_client_free(alice);
+    group_client_free(bob);
+    group_client_free(carol);
+    group_client_free(mallory);
+    group_client_free(NULL);
+    return 0;
+}
+
 /* Alice creates a group, bob joins it, mallory is refused by the hook with its code and message. */
 static int clients(uint16_t port) {
     int alice = user(port, "alice");
@@ -179,7 +257,7 @@ int main(void) {
     CHECK(strstr((const char *)text, "group.relayLimit") != NULL, "the error names the key");
 
     const char *config =
-        "{\"server\": {\"tcp\": \"127.0.0.1:0\", \"ws\": null, \"udp\": null},"
+        "{\"server\": {\"tcp\": \"127.0.0.1:0\", \"ws\": \"127.0.0.1:0\", \"udp\": \"127.0.0.1:0\"},"
         " \"mesh\": {\"bind\": \"127.0.0.1:0\"}}";
     if (expect(group_server_new((const uint8_t *)config, strlen(config), 2, &server), GROUP_RESULT_OK,
                "group_server_new")) {
@@ -199,11 +277,11 @@ int main(void) {
         return 1;
     }
     CHECK(port != 0, "a real port");
-    if (expect(group_server_port(server, GROUP_TRANSPORT_WS, &port), GROUP_RESULT_NOT_FOUND,
-               "a disabled listener")) {
+    if (expect(group_server_port(server, 99, &port), GROUP_RESULT_INVALID_ARGUMENT,
+               "an unknown transport")) {
         return 1;
     }
-    if (clients(port) != 0) {
+    if (clients(port) != 0 || client_api(server) != 0) {
         return 1;
     }
     if (expect(group_next(server, 12345, 0, NULL, 0), GROUP_RESULT_NOT_FOUND,

@@ -1,0 +1,473 @@
+//! A game client over C: connect over TCP, WebSocket or UDP (KCP), say Hello, create, join, leave,
+//! broadcast, and poll pushes from the host's own thread (a game loop).
+//!
+//! Each client owns one background thread (its runtime), which keeps the connection alive (KCP timers,
+//! acknowledgements) between calls. Every call is **blocking** until its answer arrives, except
+//! `group_client_broadcast` (no answer on success) and `group_client_poll_push` with a zero timeout.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use group_core::GroupId;
+use group_core::proto::CreateRequest;
+use group_net::client::{Client, ClientError, Push};
+use tokio::runtime::Runtime;
+
+use crate::api::GROUP_ID_LEN;
+use crate::panic::{guard, guard_void};
+use crate::result::group_result;
+use crate::slice::{bytes, text};
+
+/// A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
+/// client must not overlap (use one client per thread, or lock around it).
+pub struct group_client {
+    /// Declared first so that it drops first: the connection closes before its runtime goes.
+    client: Client,
+    /// Entries of merged broadcast pushes not yet handed out (`group_client_poll_push` gives one per call).
+    queued: VecDeque<Owned>,
+    runtime: Runtime,
+}
+
+/// What a push is.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum group_push_kind {
+    /// A member joined (111). When `uid` is the receiver's own, the group changed owner (rejoin push).
+    GROUP_PUSH_JOINED = 1,
+    /// A member left or was discarded (112).
+    GROUP_PUSH_LEFT = 2,
+    /// A broadcast (113): one entry; an empty uid is an announce from the server.
+    GROUP_PUSH_BROADCAST = 3,
+    /// The node is going offline (ver 0, cmd 6): create groups elsewhere.
+    GROUP_PUSH_OFFLINE = 4,
+    /// A refused broadcast (its Bad response): `code` holds the protocol code.
+    GROUP_PUSH_REFUSED = 5,
+}
+
+/// One push, as `group_client_poll_push` hands it out. `uid` and `message` are offsets into the caller's
+/// buffer: bytes `[0, uid_len)` are the uid, `[uid_len, uid_len + message_len)` the message.
+#[repr(C)]
+pub struct group_push {
+    /// A `group_push_kind` value.
+    pub kind: u32,
+    /// The group (all zeros for Offline).
+    pub group: [u8; GROUP_ID_LEN],
+    /// Length of the uid at the start of the buffer.
+    pub uid_len: usize,
+    /// Length of the message after the uid.
+    pub message_len: usize,
+    /// For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
+    pub code: u16,
+}
+
+/// A push copied out of the client, waiting to be handed over.
+struct Owned {
+    kind: group_push_kind,
+    group: [u8; GROUP_ID_LEN],
+    uid: String,
+    message: Bytes,
+    code: u16,
+}
+
+fn owned(kind: group_push_kind, group: Option<GroupId>, uid: String, message: Bytes) -> Owned {
+    Owned {
+        kind,
+        group: group.map_or([0; GROUP_ID_LEN], |g| *g.as_bytes()),
+        uid,
+        message,
+        code: 0,
+    }
+}
+
+/// Writes a refusal's code and turns a client error into a result.
+fn client_error(error: ClientError, refusal: *mut u16) -> group_result {
+    match error.code() {
+        Some(code) => {
+            if !refusal.is_null() {
+                // SAFETY: non-null, and per the caller's contract writable.
+                unsafe { refusal.write(code) };
+            }
+            group_result::GROUP_RESULT_REFUSED
+        }
+        None => group_result::GROUP_RESULT_DISCONNECTED,
+    }
+}
+
+/// # Safety
+/// `client` must be NULL or a live client with no other call in progress.
+unsafe fn client_mut<'a>(client: *mut group_client) -> Result<&'a mut group_client, group_result> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(group_result::GROUP_RESULT_WRONG_THREAD);
+    }
+    // SAFETY: per the contract, a live client used by one thread at a time.
+    unsafe { client.as_mut() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)
+}
+
+/// Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
+/// `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed). On success
+/// `*out` owns the client until `group_client_free`.
+///
+/// # Safety
+/// `addr` must point to `addr_len` readable bytes; `out` to a writable pointer. Any thread but a server's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_connect(
+    transport: u32,
+    addr: *const u8,
+    addr_len: usize,
+    out: *mut *mut group_client,
+) -> group_result {
+    guard(|| {
+        if out.is_null() {
+            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
+        }
+        // SAFETY: forwarded from this function's contract.
+        let addr: std::net::SocketAddr = unsafe { text(addr, addr_len) }?
+            .parse()
+            .map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("group-client")
+            .enable_all()
+            .build()
+            .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)?;
+        let connecting = async {
+            match transport {
+                1 => Ok(Client::connect_tcp(addr).await),
+                2 => Ok(Client::connect_udp(addr).await),
+                3 => Ok(Client::connect_ws(addr).await),
+                _ => Err(group_result::GROUP_RESULT_INVALID_ARGUMENT),
+            }
+        };
+        let client = runtime
+            .block_on(connecting)?
+            .map_err(|_| group_result::GROUP_RESULT_DISCONNECTED)?;
+        let client = Box::new(group_client {
+            client,
+            queued: VecDeque::new(),
+            runtime,
+        });
+        // SAFETY: `out` is non-null and, per the contract, writable.
+        unsafe { out.write(Box::into_raw(client)) };
+        Ok(())
+    })
+}
+
+/// Says Hello as `uid` with `token` (empty when the server has no `authSecret`). On success the 16-byte
+/// session ID is written to `sid_out`. A refusal (bad token: 8) returns `GROUP_RESULT_REFUSED` with the code
+/// in `*refusal`. **Blocking.**
+///
+/// # Safety
+/// `client` live; `uid`/`token` their lengths of readable bytes; `sid_out` 16 writable bytes; `refusal`
+/// NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_hello(
+    client: *mut group_client,
+    uid: *const u8,
+    uid_len: usize,
+    token: *const u8,
+    token_len: usize,
+    sid_out: *mut u8,
+    refusal: *mut u16,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (client, uid, token) = unsafe {
+            (
+                client_mut(client)?,
+                text(uid, uid_len)?,
+                text(token, token_len)?,
+            )
+        };
+        if sid_out.is_null() {
+            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+        }
+        let sid = client
+            .runtime
+            .block_on(client.client.hello(uid, token))
+            .map_err(|e| client_error(e, refusal))?;
+        // SAFETY: `sid_out` is non-null and, per the contract, holds 16 writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(sid.0.as_ptr(), sid_out, sid.0.len()) };
+        Ok(())
+    })
+}
+
+/// Creates a group (see `group_server_new_group` for the parameters); the 52-byte ID goes to `group_out`.
+/// **Blocking.**
+///
+/// # Safety
+/// `client` live; `group_out` 52 writable bytes; `refusal` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_create(
+    client: *mut group_client,
+    allow_empty: u8,
+    join: u8,
+    ttl_s: u16,
+    interval_ms: u16,
+    group_out: *mut u8,
+    refusal: *mut u16,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let client = unsafe { client_mut(client) }?;
+        if group_out.is_null() {
+            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+        }
+        let params = CreateRequest {
+            allow_empty: allow_empty != 0,
+            join: join != 0,
+            ttl_s,
+            interval_ms,
+        };
+        let id = client
+            .runtime
+            .block_on(client.client.create(params))
+            .map_err(|e| client_error(e, refusal))?;
+        // SAFETY: `group_out` is non-null and, per the contract, holds 52 writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(id.as_bytes().as_ptr(), group_out, GROUP_ID_LEN) };
+        Ok(())
+    })
+}
+
+/// Reads a group ID argument.
+///
+/// # Safety
+/// `group` NULL or 52 readable bytes.
+unsafe fn group_arg(group: *const u8) -> Result<GroupId, group_result> {
+    // SAFETY: forwarded from this function's contract.
+    let raw = unsafe { bytes(group, GROUP_ID_LEN) }?;
+    GroupId::from_bytes(raw).map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)
+}
+
+/// Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
+///
+/// # Safety
+/// `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes; `refusal` NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_join(
+    client: *mut group_client,
+    group: *const u8,
+    message: *const u8,
+    message_len: usize,
+    refusal: *mut u16,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (client, group, message) = unsafe {
+            (
+                client_mut(client)?,
+                group_arg(group)?,
+                bytes(message, message_len)?,
+            )
+        };
+        client
+            .runtime
+            .block_on(client.client.join(group, message))
+            .map(|_| ())
+            .map_err(|e| client_error(e, refusal))
+    })
+}
+
+/// Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking.**
+///
+/// # Safety
+/// As `group_client_join`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_leave(
+    client: *mut group_client,
+    group: *const u8,
+    message: *const u8,
+    message_len: usize,
+    refusal: *mut u16,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (client, group, message) = unsafe {
+            (
+                client_mut(client)?,
+                group_arg(group)?,
+                bytes(message, message_len)?,
+            )
+        };
+        client
+            .runtime
+            .block_on(client.client.leave(group, message))
+            .map(|_| ())
+            .map_err(|e| client_error(e, refusal))
+    })
+}
+
+/// Broadcasts `message` to the other members of `group`; `reliable` (0 or 1) picks the UDP channel. Returns
+/// once it is sent: a refusal arrives later as a `GROUP_PUSH_REFUSED` push.
+///
+/// # Safety
+/// `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_broadcast(
+    client: *mut group_client,
+    group: *const u8,
+    message: *const u8,
+    message_len: usize,
+    reliable: u8,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (client, group, message) = unsafe {
+            (
+                client_mut(client)?,
+                group_arg(group)?,
+                bytes(message, message_len)?,
+            )
+        };
+        let message = Bytes::copy_from_slice(message);
+        client
+            .runtime
+            .block_on(client.client.broadcast(group, message, reliable != 0))
+            .map_err(|e| client_error(e, std::ptr::null_mut()))
+    })
+}
+
+/// Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
+/// its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
+/// `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
+/// cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
+/// is handed out one entry per call.
+///
+/// # Safety
+/// `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_poll_push(
+    client: *mut group_client,
+    timeout_ms: u32,
+    out: *mut group_push,
+    buf: *mut u8,
+    buf_len: usize,
+    needed: *mut usize,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let client = unsafe { client_mut(client) }?;
+        if out.is_null() || needed.is_null() {
+            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+        }
+        if client.queued.is_empty() {
+            let wait = Duration::from_millis(u64::from(timeout_ms));
+            let push = client
+                .runtime
+                .block_on(async { tokio::time::timeout(wait, client.client.next_push()).await });
+            match push {
+                Err(_) => return Err(group_result::GROUP_RESULT_NOT_FOUND),
+                Ok(None) => return Err(group_result::GROUP_RESULT_DISCONNECTED),
+                Ok(Some(push)) => queue(&mut client.queued, push),
+            }
+        }
+        let Some(next) = client.queued.front() else {
+            return Err(group_result::GROUP_RESULT_NOT_FOUND);
+        };
+        let size = next.uid.len() + next.message.len();
+        // SAFETY: non-null, and per the contract writable.
+        unsafe { needed.write(size) };
+        if size > buf_len {
+            return Err(group_result::GROUP_RESULT_BUFFER_TOO_SMALL);
+        }
+        if size > 0 && buf.is_null() {
+            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+        }
+        let Some(next) = client.queued.pop_front() else {
+            return Err(group_result::GROUP_RESULT_NOT_FOUND);
+        };
+        // SAFETY: `buf` holds `buf_len >= size` writable bytes per the contract; the sources are owned here.
+        unsafe {
+            std::ptr::copy_nonoverlapping(next.uid.as_ptr(), buf, next.uid.len());
+            std::ptr::copy_nonoverlapping(
+                next.message.as_ptr(),
+                buf.add(next.uid.len()),
+                next.message.len(),
+            );
+        }
+        let push = group_push {
+            kind: next.kind as u32,
+            group: next.group,
+            uid_len: next.uid.len(),
+            message_len: next.message.len(),
+            code: next.code,
+        };
+        // SAFETY: `out` is non-null and, per the contract, writable.
+        unsafe { out.write(push) };
+        Ok(())
+    })
+}
+
+/// Turns a push into the entries handed out one by one.
+fn queue(queued: &mut VecDeque<Owned>, push: Push) {
+    match push {
+        Push::Joined {
+            group,
+            uid,
+            message,
+        } => queued.push_back(owned(
+            group_push_kind::GROUP_PUSH_JOINED,
+            Some(group),
+            uid,
+            message,
+        )),
+        Push::Left {
+            group,
+            uid,
+            message,
+        } => queued.push_back(owned(
+            group_push_kind::GROUP_PUSH_LEFT,
+            Some(group),
+            uid,
+            message,
+        )),
+        Push::Broadcast { group, entries } => {
+            for entry in entries {
+                let kind = group_push_kind::GROUP_PUSH_BROADCAST;
+                queued.push_back(owned(kind, Some(group), entry.uid, entry.message));
+            }
+        }
+        Push::Offline => queued.push_back(owned(
+            group_push_kind::GROUP_PUSH_OFFLINE,
+            None,
+            String::new(),
+            Bytes::new(),
+        )),
+        Push::Refused { error, .. } => {
+            let mut refused = owned(
+                group_push_kind::GROUP_PUSH_REFUSED,
+                error.group,
+                String::new(),
+                Bytes::from(error.message.into_bytes()),
+            );
+            refused.code = error.code;
+            queued.push_back(refused);
+        }
+        _ => {}
+    }
+}
+
+/// Closes the connection and frees the client. NULL is a no-op; `client` must not be used afterwards.
+///
+/// # Safety
+/// `client` NULL or a live client with no call in progress, freed once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_free(client: *mut group_client) {
+    guard_void(|| {
+        if client.is_null() {
+            return;
+        }
+        // SAFETY: per the contract, `client` came from Box::into_raw in group_client_connect, freed once.
+        let client = unsafe { Box::from_raw(client) };
+        let group_client {
+            client, runtime, ..
+        } = *client;
+        // Close inside the runtime (the connection's tasks end with it), then let the runtime go.
+        runtime.block_on(async move { drop(client) });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    });
+}
