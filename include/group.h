@@ -20,6 +20,9 @@
 // Bytes in a group ID.
 #define GROUP_ID_LEN 52
 
+// Most events the polling queue holds.
+#define MAX_QUEUED_EVENTS 65536
+
 // What a `group_` function came to. Codes start at 7000 so that they are not mistaken for errno values
 // or booleans; compare with `GROUP_RESULT_OK`.
 enum group_result
@@ -157,6 +160,27 @@ typedef uint32_t group_push_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What an event is.
+enum group_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // A client said Hello: `uid` and `sid` are set.
+  GROUP_EVENT_SESSION_OPENED = 1,
+  // A session ended and its user left every group: `uid`, `sid` and `reason` are set.
+  GROUP_EVENT_SESSION_DISCARDED = 2,
+  // A group was deleted (emptied, or its ttl ran out): `group` is set.
+  GROUP_EVENT_GROUP_DELETED = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum group_event_kind group_event_kind;
+#else
+typedef uint32_t group_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
 // client must not overlap (use one client per thread, or lock around it).
 typedef struct group_client group_client;
@@ -210,6 +234,26 @@ typedef struct {
 // return promptly (answer later from another thread if the decision takes time) and must not unwind
 // (no C++ exception may leave it).
 typedef void (*group_hook_fn)(void *userdata, const group_hook_call *call, uint64_t token);
+
+// One event. The uid is handed out separately (a buffer for polling, a pointer for the callback).
+typedef struct {
+  // A `group_event_kind` value.
+  uint32_t kind;
+  // The group, for `GROUP_EVENT_GROUP_DELETED`; zeros otherwise.
+  uint8_t group[GROUP_ID_LEN];
+  // The session ID, for session events; zeros otherwise.
+  uint8_t sid[16];
+  // Length of the uid, for session events; 0 otherwise.
+  size_t uid_len;
+  // Why a session was discarded: 1 Fin, 2 disconnected, 3 idle, 4 replaced by a newer Hello, 5 closed for
+  // a protocol violation; 0 otherwise.
+  uint32_t reason;
+} group_event;
+
+// The event callback: `event` and `uid` (`event->uid_len` bytes) live only during the call. Called on
+// the server's node thread for every event; it must return at once and must not call back into blocking
+// functions of this server (they return `GROUP_RESULT_WRONG_THREAD`).
+typedef void (*group_event_fn)(void *userdata, const group_event *event, const uint8_t *uid);
 
 #ifdef __cplusplus
 extern "C" {
@@ -402,7 +446,8 @@ group_result group_client_poll_push(group_client *client,
                                     size_t buf_len,
                                     size_t *needed);
 
-// Closes the connection and frees the client. NULL is a no-op; `client` must not be used afterwards.
+// Says Fin (the session ends at once on the server), closes the connection and frees the client.
+// **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.
 //
 // # Safety
 // `client` NULL or a live client with no call in progress, freed once.
@@ -490,6 +535,30 @@ group_result group_server_add_hook(const group_server *server,
                                    uint32_t phase,
                                    group_hook_fn callback,
                                    void *userdata);
+
+// Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
+// server's node thread (see `group_event_fn`). The polling queue receives every event as well.
+//
+// # Safety
+// `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
+// replaced or the server is freed. Any thread.
+group_result group_server_set_event_callback(const group_server *server,
+                                             group_event_fn callback,
+                                             void *userdata);
+
+// Takes the next event from the queue without waiting: writes it to `*out` and its uid (`out->uid_len`
+// bytes, not NUL-terminated) to `uid_buf`. `GROUP_RESULT_NOT_FOUND` when the queue is empty;
+// `GROUP_RESULT_BUFFER_TOO_SMALL` (the event stays queued, `*needed` = the uid length) when `uid_buf_len`
+// is too small (64 bytes always suffice: uids are at most 64 bytes). Meant for a game loop's thread.
+//
+// # Safety
+// `server` as in `group_server_start`; `out` writable; `uid_buf` `uid_buf_len` writable bytes; `needed`
+// writable. Any thread.
+group_result group_server_poll_event(const group_server *server,
+                                     group_event *out,
+                                     uint8_t *uid_buf,
+                                     size_t uid_buf_len,
+                                     size_t *needed);
 
 // Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
 // client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at

@@ -451,7 +451,8 @@ fn queue(queued: &mut VecDeque<Owned>, push: Push) {
     }
 }
 
-/// Closes the connection and frees the client. NULL is a no-op; `client` must not be used afterwards.
+/// Says Fin (the session ends at once on the server), closes the connection and frees the client.
+/// **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.
 ///
 /// # Safety
 /// `client` NULL or a live client with no call in progress, freed once.
@@ -464,10 +465,16 @@ pub unsafe extern "C" fn group_client_free(client: *mut group_client) {
         // SAFETY: per the contract, `client` came from Box::into_raw in group_client_connect, freed once.
         let client = unsafe { Box::from_raw(client) };
         let group_client {
-            client, runtime, ..
+            mut client,
+            runtime,
+            ..
         } = *client;
-        // Close inside the runtime (the connection's tasks end with it), then let the runtime go.
-        runtime.block_on(async move { drop(client) });
+        // Say Fin (at most half a second) so the server ends the session at once rather than after
+        // connectionTtl, then close inside the runtime (the connection's tasks end with it).
+        runtime.block_on(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(500), client.fin()).await;
+            drop(client)
+        });
         runtime.shutdown_timeout(Duration::from_secs(1));
     });
 }

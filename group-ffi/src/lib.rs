@@ -12,6 +12,7 @@
 
 mod api;
 mod client;
+mod events;
 mod hooks;
 mod panic;
 mod result;
@@ -28,11 +29,13 @@ pub use client::{
     group_client_free, group_client_hello, group_client_join, group_client_leave,
     group_client_poll_push, group_push, group_push_kind,
 };
+pub use events::{MAX_QUEUED_EVENTS, group_event, group_event_fn, group_event_kind};
 pub use hooks::{group_command, group_hook_call, group_hook_fn, group_hook_phase};
 pub use result::{group_result, group_result_message};
 pub use server::{
     group_config_error, group_next, group_server, group_server_add_hook, group_server_free,
-    group_server_new, group_server_port, group_server_start, group_server_stop, group_transport,
+    group_server_new, group_server_poll_event, group_server_port, group_server_set_event_callback,
+    group_server_start, group_server_stop, group_transport,
 };
 
 use std::ffi::c_char;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use group_net::{Command, Rejection, Server, ServerBuilder, ServerConfig, StartError};
 use tokio::runtime::Runtime;
 
+use crate::events::{Events, group_event, group_event_fn};
 use crate::hooks::{Answer, Continuations, HostHook, group_command, group_hook_fn};
 use crate::panic::{guard, guard_void};
 use crate::result::group_result;
@@ -23,6 +24,8 @@ pub struct group_server {
     runtime: Runtime,
     /// Hook tokens waiting for `group_next`; shared with the hooks themselves.
     continuations: Arc<Continuations>,
+    /// The event queue and callback; shared with the node task.
+    events: Arc<Events>,
 }
 
 /// Before `group_server_start`: a builder, where hooks are registered. After: the running server.
@@ -105,13 +108,17 @@ pub unsafe extern "C" fn group_server_new(
             .enable_all()
             .build()
             .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)?;
+        let events = Arc::new(Events::default());
+        let sink = events.clone();
+        let builder = ServerBuilder::new(config).on_event(move |event| sink.record(event));
         let server = Box::new(group_server {
             state: Mutex::new(State {
-                builder: Some(ServerBuilder::new(config)),
+                builder: Some(builder),
                 server: None,
             }),
             runtime,
             continuations: Arc::default(),
+            events,
         });
         // SAFETY: `out` is non-null and, per the contract, writable.
         unsafe { out.write(Box::into_raw(server)) };
@@ -319,6 +326,72 @@ pub unsafe extern "C" fn group_server_add_hook(
             }
         };
         state.builder = Some(builder);
+        Ok(())
+    })
+}
+
+/// Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
+/// server's node thread (see `group_event_fn`). The polling queue receives every event as well.
+///
+/// # Safety
+/// `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
+/// replaced or the server is freed. Any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_server_set_event_callback(
+    server: *const group_server,
+    callback: group_event_fn,
+    userdata: *mut c_void,
+) -> group_result {
+    guard(|| {
+        // SAFETY: per the contract, a live server (shared: events are internally locked).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        server.events.set_callback(callback, userdata);
+        Ok(())
+    })
+}
+
+/// Takes the next event from the queue without waiting: writes it to `*out` and its uid (`out->uid_len`
+/// bytes, not NUL-terminated) to `uid_buf`. `GROUP_RESULT_NOT_FOUND` when the queue is empty;
+/// `GROUP_RESULT_BUFFER_TOO_SMALL` (the event stays queued, `*needed` = the uid length) when `uid_buf_len`
+/// is too small (64 bytes always suffice: uids are at most 64 bytes). Meant for a game loop's thread.
+///
+/// # Safety
+/// `server` as in `group_server_start`; `out` writable; `uid_buf` `uid_buf_len` writable bytes; `needed`
+/// writable. Any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_server_poll_event(
+    server: *const group_server,
+    out: *mut group_event,
+    uid_buf: *mut u8,
+    uid_buf_len: usize,
+    needed: *mut usize,
+) -> group_result {
+    guard(|| {
+        // SAFETY: per the contract, a live server (shared: events are internally locked).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        if out.is_null() || needed.is_null() {
+            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+        }
+        let mut uid_len = 0;
+        let taken = server
+            .events
+            .pop_if(|q| {
+                uid_len = q.uid.len();
+                uid_len <= uid_buf_len
+            })
+            .ok_or(group_result::GROUP_RESULT_NOT_FOUND)?;
+        // SAFETY: non-null and, per the contract, writable.
+        unsafe { needed.write(uid_len) };
+        let queued = taken.ok_or(group_result::GROUP_RESULT_BUFFER_TOO_SMALL)?;
+        if uid_len > 0 {
+            if uid_buf.is_null() {
+                return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+            }
+            // SAFETY: `uid_buf` holds `uid_buf_len >= uid_len` writable bytes per the contract.
+            unsafe { std::ptr::copy_nonoverlapping(queued.uid.as_ptr(), uid_buf, uid_len) };
+        }
+        // SAFETY: `out` is non-null and, per the contract, writable.
+        unsafe { out.write(queued.event) };
         Ok(())
     })
 }
@@ -604,5 +677,93 @@ mod hook_tests {
         // SAFETY: freed once; the host outlives it.
         unsafe { group_server_free(server) };
         drop(host);
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use crate::events::{group_event, group_event_kind};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the events the callback sees.
+    unsafe extern "C" fn count(userdata: *mut c_void, event: *const group_event, _uid: *const u8) {
+        // SAFETY: the test passes an AtomicUsize as userdata, and the library a valid event.
+        let (counter, event) = unsafe { (&*(userdata as *const AtomicUsize), &*event) };
+        if event.kind == group_event_kind::GROUP_EVENT_SESSION_OPENED as u32 {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn events_reach_the_callback_and_the_queue() {
+        let config = r#"{"server": {"tcp": "127.0.0.1:0", "ws": null, "udp": null},
+                         "mesh": {"bind": "127.0.0.1:0"}}"#;
+        let counter = Box::new(AtomicUsize::new(0));
+        let mut server: *mut group_server = std::ptr::null_mut();
+        let mut port = 0u16;
+        // SAFETY: real pointers; the counter outlives the server, which is freed below.
+        unsafe {
+            group_server_new(config.as_ptr(), config.len(), 1, &mut server);
+            let userdata = &*counter as *const AtomicUsize as *mut c_void;
+            assert_eq!(
+                group_server_set_event_callback(server, Some(count), userdata),
+                group_result::GROUP_RESULT_OK
+            );
+            group_server_start(server);
+            group_server_port(server, 1, &mut port);
+        }
+        let client_side = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        client_side.block_on(async {
+            let mut c = group_net::client::Client::connect_tcp(([127, 0, 0, 1], port).into())
+                .await
+                .unwrap();
+            c.hello("zoe", "").await.unwrap();
+        });
+        // The node records events right after it queues the Hello's response: wait for it, briefly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while counter.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            counter.load(Ordering::SeqCst),
+            1,
+            "the callback saw the Hello"
+        );
+        let mut event = std::mem::MaybeUninit::<group_event>::uninit();
+        let (mut small, mut uid) = ([0u8; 2], [0u8; 64]);
+        let mut needed = 0usize;
+        // SAFETY: real buffers and out-parameters; the server lives until freed.
+        unsafe {
+            let r = group_server_poll_event(
+                server,
+                event.as_mut_ptr(),
+                small.as_mut_ptr(),
+                2,
+                &mut needed,
+            );
+            assert_eq!(
+                (r, needed),
+                (group_result::GROUP_RESULT_BUFFER_TOO_SMALL, 3)
+            );
+            let r = group_server_poll_event(
+                server,
+                event.as_mut_ptr(),
+                uid.as_mut_ptr(),
+                64,
+                &mut needed,
+            );
+            assert_eq!(r, group_result::GROUP_RESULT_OK);
+            let event = event.assume_init();
+            assert_eq!(
+                event.kind,
+                group_event_kind::GROUP_EVENT_SESSION_OPENED as u32
+            );
+            assert_eq!(&uid[..event.uid_len], b"zoe");
+            group_server_free(server);
+        }
     }
 }

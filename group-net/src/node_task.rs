@@ -170,6 +170,8 @@ pub struct NodeState {
     joins: HashMap<u64, JoinWaiter>,
     /// Links to the other nodes; `None` until the mesh is up (and in a node without one).
     pub(crate) links: Option<Arc<crate::mesh::Links>>,
+    /// Server code's view of the core's events (`ServerBuilder::on_event`).
+    pub(crate) event_sink: Option<crate::server::EventFn>,
     stats: Arc<Stats>,
     handle: ServerHandle,
 }
@@ -188,6 +190,7 @@ impl NodeState {
             ticks: HashMap::new(),
             joins: HashMap::new(),
             links: None,
+            event_sink: None,
             stats,
             handle,
         }
@@ -366,6 +369,9 @@ impl NodeState {
     }
 
     fn on_event(&mut self, event: Event) {
+        if let Some(sink) = &self.event_sink {
+            sink(&event);
+        }
         match event {
             Event::Close { conn, reason } => {
                 tracing::debug!(conn = conn.0, ?reason, "closing connection");

@@ -27,6 +27,9 @@ use crate::node_task::{self, Input, JoinWaiter, Kill, NodeState, Stats};
 
 /// A tick callback: runs on its own task each time the group's timer fires.
 pub type TickFn = Arc<dyn Fn(GroupId, ServerHandle) -> HookFuture<()> + Send + Sync>;
+/// Server code's view of the core's events (see [`ServerBuilder::on_event`]).
+pub type EventFn = Arc<dyn Fn(&group_core::Event) + Send + Sync>;
+
 /// Makes the custom message for discard (112 push) or rejoin (111 push): group, uid, sid.
 pub type CustomMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
 
@@ -68,6 +71,7 @@ pub struct ServerBuilder {
     reserved: Vec<(u8, u16)>,
     discard_message: Option<CustomMessageFn>,
     rejoin_message: Option<CustomMessageFn>,
+    event_sink: Option<EventFn>,
     tcp: Option<TcpListener>,
     ws: Option<TcpListener>,
     udp: Option<tokio::net::UdpSocket>,
@@ -83,6 +87,7 @@ impl ServerBuilder {
             reserved: Vec::new(),
             discard_message: None,
             rejoin_message: None,
+            event_sink: None,
             tcp: None,
             ws: None,
             udp: None,
@@ -137,8 +142,15 @@ impl ServerBuilder {
         self
     }
 
-    /// Sets the rejoin custom message: pushed (as a 111 join) to members re-registered with a new owner
-    /// after cluster failover. Kept for the cluster driver; a single node never re-registers members.
+    /// Sees every event of the core (sessions opened and discarded, groups deleted, ticks, remote joins
+    /// completed, ...), on the node task: it must return at once (hand the event to a queue).
+    pub fn on_event(mut self, f: impl Fn(&group_core::Event) + Send + Sync + 'static) -> Self {
+        self.event_sink = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets the rejoin custom message: pushed (as a 111 join carrying the member's own uid) to every member
+    /// of a group whose owner changed (a failover, or a drained owner's handover).
     pub fn rejoin_message(
         mut self,
         f: impl FnMut(&GroupId, &str, &Sid) -> Bytes + Send + 'static,
@@ -243,6 +255,7 @@ impl ServerBuilder {
             stats.clone(),
             handle.clone(),
         );
+        state.event_sink = self.event_sink.take();
         let stop_mesh = Arc::new(Kill::default());
         let links = Links::new(
             mesh,

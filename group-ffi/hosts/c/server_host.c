@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "group.h"
@@ -201,6 +202,40 @@ static int client_api(const group_server *server) {
     return 0;
 }
 
+/* Drains the event queue until `opened` sessions opened and `discarded` ended have been seen (at most 30 s:
+ * valgrind is slow), checking that "alice" opened one. */
+static int events(const group_server *server, int opened, int discarded) {
+    int seen_opened = 0, seen_discarded = 0, alice = 0;
+    for (int waited_ms = 0; waited_ms < 30000;) {
+        group_event event;
+        uint8_t uid[64];
+        size_t needed = 0;
+        group_result r = group_server_poll_event(server, &event, uid, sizeof uid, &needed);
+        if (r == GROUP_RESULT_NOT_FOUND) {
+            if (seen_opened >= opened && seen_discarded >= discarded) {
+                break;
+            }
+            struct timespec pause = {0, 10 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+            waited_ms += 10;
+            continue;
+        }
+        if (expect(r, GROUP_RESULT_OK, "group_server_poll_event")) {
+            return 1;
+        }
+        if (event.kind == GROUP_EVENT_SESSION_OPENED) {
+            seen_opened++;
+            alice |= event.uid_len == 5 && memcmp(uid, "alice", 5) == 0;
+        } else if (event.kind == GROUP_EVENT_SESSION_DISCARDED) {
+            seen_discarded++;
+        }
+    }
+    CHECK(seen_opened == opened, "every Hello became a session-opened event");
+    CHECK(seen_discarded == discarded, "every closed client became a session-discarded event");
+    CHECK(alice, "the events carry the uid");
+    return 0;
+}
+
 /* Alice creates a group, bob joins it, mallory is refused by the hook with its code and message. */
 static int clients(uint16_t port) {
     int alice = user(port, "alice");
@@ -281,7 +316,7 @@ int main(void) {
                "an unknown transport")) {
         return 1;
     }
-    if (clients(port) != 0 || client_api(server) != 0) {
+    if (clients(port) != 0 || client_api(server) != 0 || events(server, 7, 7) != 0) {
         return 1;
     }
     if (expect(group_next(server, 12345, 0, NULL, 0), GROUP_RESULT_NOT_FOUND,
