@@ -17,11 +17,11 @@
 // Patch version of this library.
 #define GROUP_VERSION_PATCH 0
 
+// Most events the polling queue holds.
+#define GROUP_MAX_QUEUED_EVENTS 65536
+
 // Bytes in a group ID.
 #define GROUP_ID_LEN 52
-
-// Most events the polling queue holds.
-#define MAX_QUEUED_EVENTS 65536
 
 // What a `group_` function came to. Codes start at 7000 so that they are not mistaken for errno values
 // or booleans; compare with `GROUP_RESULT_OK`.

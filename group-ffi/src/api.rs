@@ -17,10 +17,8 @@ use tokio::runtime::Runtime;
 use crate::panic::guard;
 use crate::result::group_result;
 use crate::server::group_server;
-use crate::slice::{bytes, text};
-
-/// Bytes in a group ID.
-pub const GROUP_ID_LEN: usize = 52;
+pub use crate::slice::GROUP_ID_LEN;
+use crate::slice::{bytes, group_in, refused_with, text, write_group};
 
 /// The running server's API handle and runtime, refusing calls from the server's own threads.
 /// The lifetime `'a` is the caller's call: every caller's contract keeps the server alive during it.
@@ -48,24 +46,29 @@ fn refused(error: ApiError, refusal: *mut u16) -> group_result {
         ApiError::Broadcast(e) => e.code(),
         _ => group_core::proto::code::HOOK_FAILED,
     };
-    if !refusal.is_null() {
-        // SAFETY: non-null, and per the caller's contract writable.
-        unsafe { refusal.write(code) };
-    }
-    group_result::GROUP_RESULT_REFUSED
+    // SAFETY: every caller passes its own `refusal` out-parameter, NULL or writable per its contract.
+    unsafe { refused_with(code, refusal) }
 }
 
-/// Reads a 52-byte group ID.
+/// Reads the (group, uid, message) arguments of a member's operation.
 ///
 /// # Safety
-/// `group` must be NULL or point to 52 readable bytes.
-unsafe fn group_id(group: *const u8) -> Result<GroupId, group_result> {
-    if group.is_null() {
-        return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+/// `group` 52 readable bytes; `uid` and `message` their lengths of readable bytes.
+unsafe fn member_args(
+    group: *const u8,
+    uid: *const u8,
+    uid_len: usize,
+    message: *const u8,
+    message_len: usize,
+) -> Result<(GroupId, String, Bytes), group_result> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        Ok((
+            group_in(group)?,
+            text(uid, uid_len)?.to_string(),
+            Bytes::copy_from_slice(bytes(message, message_len)?),
+        ))
     }
-    // SAFETY: per the contract, 52 readable bytes.
-    let raw = unsafe { std::slice::from_raw_parts(group, GROUP_ID_LEN) };
-    GroupId::from_bytes(raw).map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)
 }
 
 /// Runs an API call to completion on the server's runtime.
@@ -97,9 +100,6 @@ pub unsafe extern "C" fn group_server_new_group(
     refusal: *mut u16,
 ) -> group_result {
     guard(|| {
-        if group_out.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
         // SAFETY: forwarded from this function's contract.
         let creator = unsafe { text(creator, creator_len) }?;
         let creator = (!creator.is_empty()).then(|| creator.to_string());
@@ -111,9 +111,8 @@ pub unsafe extern "C" fn group_server_new_group(
             interval_ms,
         };
         let id = finish(runtime, handle.new_group(params, creator), refusal)?;
-        // SAFETY: `group_out` is non-null and, per the contract, holds 52 writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(id.as_bytes().as_ptr(), group_out, GROUP_ID_LEN) };
-        Ok(())
+        // SAFETY: per the contract, `group_out` holds 52 writable bytes.
+        unsafe { write_group(&id, group_out) }
     })
 }
 
@@ -137,13 +136,8 @@ pub unsafe extern "C" fn group_server_join(
 ) -> group_result {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (group, uid, message) = unsafe {
-            (
-                group_id(group)?,
-                text(uid, uid_len)?.to_string(),
-                Bytes::copy_from_slice(bytes(message, message_len)?),
-            )
-        };
+        let (group, uid, message) =
+            unsafe { member_args(group, uid, uid_len, message, message_len) }?;
         let (handle, runtime) = running(server)?;
         finish(runtime, handle.join(group, uid, message, ver, cmd), refusal)
     })
@@ -168,13 +162,8 @@ pub unsafe extern "C" fn group_server_leave(
 ) -> group_result {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (group, uid, message) = unsafe {
-            (
-                group_id(group)?,
-                text(uid, uid_len)?.to_string(),
-                Bytes::copy_from_slice(bytes(message, message_len)?),
-            )
-        };
+        let (group, uid, message) =
+            unsafe { member_args(group, uid, uid_len, message, message_len) }?;
         let (handle, runtime) = running(server)?;
         finish(
             runtime,
@@ -205,13 +194,8 @@ pub unsafe extern "C" fn group_server_broadcast(
 ) -> group_result {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (group, uid, message) = unsafe {
-            (
-                group_id(group)?,
-                text(uid, uid_len)?.to_string(),
-                Bytes::copy_from_slice(bytes(message, message_len)?),
-            )
-        };
+        let (group, uid, message) =
+            unsafe { member_args(group, uid, uid_len, message, message_len) }?;
         let (handle, runtime) = running(server)?;
         let call = handle.broadcast(group, uid, ver, cmd, message, reliable != 0);
         finish(runtime, call, refusal)
@@ -238,7 +222,7 @@ pub unsafe extern "C" fn group_server_announce(
         // SAFETY: forwarded from this function's contract.
         let (group, message) = unsafe {
             (
-                group_id(group)?,
+                group_in(group)?,
                 Bytes::copy_from_slice(bytes(message, message_len)?),
             )
         };
@@ -262,17 +246,13 @@ pub unsafe extern "C" fn group_server_latest_group(
     group_out: *mut u8,
 ) -> group_result {
     guard(|| {
-        if group_out.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
         // SAFETY: forwarded from this function's contract.
         let uid = unsafe { text(uid, uid_len) }?.to_string();
         let (handle, runtime) = running(server)?;
         let latest = finish(runtime, handle.latest_group_id(uid), std::ptr::null_mut())?;
         let id = latest.ok_or(group_result::GROUP_RESULT_NOT_FOUND)?;
-        // SAFETY: `group_out` is non-null and, per the contract, holds 52 writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(id.as_bytes().as_ptr(), group_out, GROUP_ID_LEN) };
-        Ok(())
+        // SAFETY: per the contract, `group_out` holds 52 writable bytes.
+        unsafe { write_group(&id, group_out) }
     })
 }
 

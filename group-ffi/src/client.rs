@@ -14,9 +14,9 @@ use group_core::proto::CreateRequest;
 use group_net::client::{Client, ClientError, Push};
 use tokio::runtime::Runtime;
 
-use crate::api::GROUP_ID_LEN;
 use crate::panic::{guard, guard_void};
 use crate::result::group_result;
+use crate::slice::{GROUP_ID_LEN, group_in, refused_with, write_group};
 use crate::slice::{bytes, text};
 
 /// A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
@@ -83,13 +83,8 @@ fn owned(kind: group_push_kind, group: Option<GroupId>, uid: String, message: By
 /// Writes a refusal's code and turns a client error into a result.
 fn client_error(error: ClientError, refusal: *mut u16) -> group_result {
     match error.code() {
-        Some(code) => {
-            if !refusal.is_null() {
-                // SAFETY: non-null, and per the caller's contract writable.
-                unsafe { refusal.write(code) };
-            }
-            group_result::GROUP_RESULT_REFUSED
-        }
+        // SAFETY: every caller passes its own `refusal` out-parameter, NULL or writable per its contract.
+        Some(code) => unsafe { refused_with(code, refusal) },
         None => group_result::GROUP_RESULT_DISCONNECTED,
     }
 }
@@ -213,9 +208,6 @@ pub unsafe extern "C" fn group_client_create(
     guard(|| {
         // SAFETY: forwarded from this function's contract.
         let client = unsafe { client_mut(client) }?;
-        if group_out.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
         let params = CreateRequest {
             allow_empty: allow_empty != 0,
             join: join != 0,
@@ -226,20 +218,47 @@ pub unsafe extern "C" fn group_client_create(
             .runtime
             .block_on(client.client.create(params))
             .map_err(|e| client_error(e, refusal))?;
-        // SAFETY: `group_out` is non-null and, per the contract, holds 52 writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(id.as_bytes().as_ptr(), group_out, GROUP_ID_LEN) };
-        Ok(())
+        // SAFETY: per the contract, `group_out` holds 52 writable bytes.
+        unsafe { write_group(&id, group_out) }
     })
 }
 
-/// Reads a group ID argument.
+/// Whether a membership call joins or leaves.
+enum Membership {
+    Join,
+    Leave,
+}
+
+/// Joins or leaves, with the arguments of `group_client_join` / `group_client_leave`.
 ///
 /// # Safety
-/// `group` NULL or 52 readable bytes.
-unsafe fn group_arg(group: *const u8) -> Result<GroupId, group_result> {
-    // SAFETY: forwarded from this function's contract.
-    let raw = unsafe { bytes(group, GROUP_ID_LEN) }?;
-    GroupId::from_bytes(raw).map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)
+/// As `group_client_join`.
+unsafe fn change_membership(
+    client: *mut group_client,
+    group: *const u8,
+    message: *const u8,
+    message_len: usize,
+    refusal: *mut u16,
+    change: Membership,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (client, group, message) = unsafe {
+            (
+                client_mut(client)?,
+                group_in(group)?,
+                bytes(message, message_len)?,
+            )
+        };
+        let connection = &mut client.client;
+        let answer = client.runtime.block_on(async {
+            match change {
+                Membership::Join => connection.join(group, message).await,
+                Membership::Leave => connection.leave(group, message).await,
+            }
+        });
+        answer.map(|_| ()).map_err(|e| client_error(e, refusal))
+    })
 }
 
 /// Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
@@ -255,21 +274,17 @@ pub unsafe extern "C" fn group_client_join(
     message_len: usize,
     refusal: *mut u16,
 ) -> group_result {
-    guard(|| {
-        // SAFETY: forwarded from this function's contract.
-        let (client, group, message) = unsafe {
-            (
-                client_mut(client)?,
-                group_arg(group)?,
-                bytes(message, message_len)?,
-            )
-        };
-        client
-            .runtime
-            .block_on(client.client.join(group, message))
-            .map(|_| ())
-            .map_err(|e| client_error(e, refusal))
-    })
+    // SAFETY: the same contract.
+    unsafe {
+        change_membership(
+            client,
+            group,
+            message,
+            message_len,
+            refusal,
+            Membership::Join,
+        )
+    }
 }
 
 /// Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking.**
@@ -284,21 +299,17 @@ pub unsafe extern "C" fn group_client_leave(
     message_len: usize,
     refusal: *mut u16,
 ) -> group_result {
-    guard(|| {
-        // SAFETY: forwarded from this function's contract.
-        let (client, group, message) = unsafe {
-            (
-                client_mut(client)?,
-                group_arg(group)?,
-                bytes(message, message_len)?,
-            )
-        };
-        client
-            .runtime
-            .block_on(client.client.leave(group, message))
-            .map(|_| ())
-            .map_err(|e| client_error(e, refusal))
-    })
+    // SAFETY: the same contract.
+    unsafe {
+        change_membership(
+            client,
+            group,
+            message,
+            message_len,
+            refusal,
+            Membership::Leave,
+        )
+    }
 }
 
 /// Broadcasts `message` to the other members of `group`; `reliable` (0 or 1) picks the UDP channel. Returns
@@ -319,7 +330,7 @@ pub unsafe extern "C" fn group_client_broadcast(
         let (client, group, message) = unsafe {
             (
                 client_mut(client)?,
-                group_arg(group)?,
+                group_in(group)?,
                 bytes(message, message_len)?,
             )
         };

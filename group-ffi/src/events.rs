@@ -1,7 +1,7 @@
 //! Server events for the host: sessions opened and discarded, groups deleted. Two ways to receive them, to
 //! fit both kinds of host: a queue drained from the host's own thread (`group_server_poll_event`, for a
 //! game loop), and a callback on the server's thread (`group_server_set_event_callback`). Both see every
-//! event. The queue holds at most [`MAX_QUEUED_EVENTS`]; beyond that the oldest are dropped (and logged).
+//! event. The queue holds at most [`GROUP_MAX_QUEUED_EVENTS`]; beyond that the oldest are dropped (and logged).
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use group_core::Event;
 
-use crate::api::GROUP_ID_LEN;
+use crate::slice::GROUP_ID_LEN;
 
 /// Most events the polling queue holds.
-pub const MAX_QUEUED_EVENTS: usize = 65536;
+pub const GROUP_MAX_QUEUED_EVENTS: usize = 65536;
 
 /// What an event is.
 #[repr(u32)]
@@ -99,9 +99,11 @@ impl Events {
             unsafe { (host.callback)(host.userdata, &event, uid.as_ptr()) };
         }
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.len() >= MAX_QUEUED_EVENTS {
+        if queue.len() >= GROUP_MAX_QUEUED_EVENTS {
             queue.pop_front();
-            tracing::warn!("event queue full ({MAX_QUEUED_EVENTS}): dropped the oldest event");
+            tracing::warn!(
+                "event queue full ({GROUP_MAX_QUEUED_EVENTS}): dropped the oldest event"
+            );
         }
         queue.push_back(Queued { event, uid });
     }

@@ -120,16 +120,13 @@ struct TokenGuard {
 impl Drop for TokenGuard {
     fn drop(&mut self) {
         if self.continuations.lock().remove(&self.token).is_some() {
-            tracing_warn(self.token);
+            let token = self.token;
+            tracing::warn!(
+                token,
+                "a hook token was never answered with group_next; the request failed"
+            );
         }
     }
-}
-
-fn tracing_warn(token: u64) {
-    tracing::warn!(
-        token,
-        "a hook token was never answered with group_next; the request failed"
-    );
 }
 
 /// The host's callback and its userdata.
@@ -168,7 +165,7 @@ impl HostHook {
         {
             // The call and its pointers live only for the callback (and must not be held across the
             // await below: they point into this task's locals).
-            let mut frame = bytes_mut();
+            let mut frame = bytes::BytesMut::new();
             ctx.request.encode(&mut frame);
             let payload = frame
                 .get(group_core::proto::CLIENT_HEADER_LEN..)
@@ -196,8 +193,4 @@ impl HostHook {
             Answer::Reject(Rejection::new(code::HOOK_FAILED, "the hook was abandoned"))
         })
     }
-}
-
-fn bytes_mut() -> bytes::BytesMut {
-    bytes::BytesMut::new()
 }

@@ -67,8 +67,18 @@ pub enum group_transport {
 /// Most worker threads a server's runtime may have.
 const MAX_WORKERS: u32 = 256;
 
-fn parse_config(json: &str) -> Result<ServerConfig, group_core::ConfigError> {
-    ServerConfig::from_json(json)
+/// Reads a configuration argument: UTF-8 JSON, where nothing at all means `{}` (every default).
+///
+/// # Safety
+/// `config` must point to `config_len` readable bytes (NULL allowed when `config_len` is 0).
+unsafe fn parse_config(
+    config: *const u8,
+    config_len: usize,
+) -> Result<Result<ServerConfig, group_core::ConfigError>, group_result> {
+    // SAFETY: forwarded from this function's contract.
+    let json = unsafe { text(config, config_len) }?;
+    let json = if json.trim().is_empty() { "{}" } else { json };
+    Ok(ServerConfig::from_json(json))
 }
 
 /// Creates a server from a JSON configuration (the same format as group-server's `--config` file; `{}`
@@ -91,9 +101,8 @@ pub unsafe extern "C" fn group_server_new(
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }
         // SAFETY: forwarded from this function's contract.
-        let json = unsafe { text(config, config_len) }?;
-        let json = if json.trim().is_empty() { "{}" } else { json };
-        let config = parse_config(json).map_err(|_| group_result::GROUP_RESULT_INVALID_CONFIG)?;
+        let config = unsafe { parse_config(config, config_len) }?
+            .map_err(|_| group_result::GROUP_RESULT_INVALID_CONFIG)?;
         if worker_threads > MAX_WORKERS {
             return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
         }
@@ -143,9 +152,7 @@ pub unsafe extern "C" fn group_config_error(
 ) -> group_result {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let json = unsafe { text(config, config_len) }?;
-        let json = if json.trim().is_empty() { "{}" } else { json };
-        match parse_config(json) {
+        match unsafe { parse_config(config, config_len) }? {
             // SAFETY: forwarded from this function's contract.
             Ok(_) => unsafe { write_out(b"", buf, buf_len, written) },
             Err(e) => {

@@ -1,6 +1,11 @@
 //! Reading the (pointer, length) pairs C passes in, and writing into the buffers it provides.
 
+use group_core::GroupId;
+
 use crate::result::group_result;
+
+/// Bytes in a group ID.
+pub const GROUP_ID_LEN: usize = 52;
 
 /// Borrows `len` bytes at `ptr`. `len == 0` gives an empty slice whatever `ptr` is.
 ///
@@ -57,4 +62,43 @@ pub(crate) unsafe fn write_out(
     // overlap `text`, which Rust owns.
     unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len()) };
     Ok(())
+}
+
+/// Reads a 52-byte group ID argument.
+///
+/// # Safety
+/// `group` must be NULL or point to 52 readable bytes.
+pub(crate) unsafe fn group_in(group: *const u8) -> Result<GroupId, group_result> {
+    if group.is_null() {
+        return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+    }
+    // SAFETY: non-null and, per the contract, 52 readable bytes.
+    let raw = unsafe { bytes(group, GROUP_ID_LEN) }?;
+    GroupId::from_bytes(raw).map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)
+}
+
+/// Writes a group ID to a 52-byte out-parameter.
+///
+/// # Safety
+/// `out` must be NULL or point to 52 writable bytes.
+pub(crate) unsafe fn write_group(id: &GroupId, out: *mut u8) -> Result<(), group_result> {
+    if out.is_null() {
+        return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+    }
+    // SAFETY: non-null and, per the contract, 52 writable bytes; `id` is owned by Rust.
+    unsafe { std::ptr::copy_nonoverlapping(id.as_bytes().as_ptr(), out, GROUP_ID_LEN) };
+    Ok(())
+}
+
+/// Writes a refusal's protocol code to `refusal` (when not NULL) and returns `GROUP_RESULT_REFUSED`: the one
+/// out-parameter written on failure.
+///
+/// # Safety
+/// `refusal` must be NULL or point to a writable `uint16_t`.
+pub(crate) unsafe fn refused_with(code: u16, refusal: *mut u16) -> group_result {
+    if !refusal.is_null() {
+        // SAFETY: non-null and, per the contract, writable.
+        unsafe { refusal.write(code) };
+    }
+    group_result::GROUP_RESULT_REFUSED
 }

@@ -386,13 +386,16 @@ impl NodeState {
             Event::GroupDeleted { group } => {
                 self.ticks.remove(&group);
             }
-            Event::JoinCompleted { op, result, .. } => match self.joins.remove(&op) {
+            Event::JoinCompleted {
+                op, group, result, ..
+            } => match self.joins.remove(&op) {
                 Some(JoinWaiter::Api(reply)) => {
                     let _ = reply.send(result);
                 }
                 Some(JoinWaiter::Client { conn, reply }) => {
                     let outcome = match &result {
-                        Ok(()) => Outcome::Accepted { group: None },
+                        // After hooks see the group, as they do for a local join.
+                        Ok(()) => Outcome::Accepted { group: Some(group) },
                         Err(e) => Outcome::Refused { code: e.code() },
                     };
                     let session = self

@@ -219,3 +219,49 @@ async fn a_mesh_peer_of_another_version_is_refused() {
     );
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_hooks_of_a_remote_join_see_the_group() {
+    let a = node(&[]).await;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let config = ServerConfig {
+        mesh_seeds: vec![a.mesh_addr().0],
+        mesh_probe_interval: Duration::from_millis(100),
+        mesh_suspect_timeout: Duration::from_millis(600),
+        ..common::config()
+    };
+    let builder = ServerBuilder::new(config).after(group_net::Command::Join, move |ctx| {
+        let _ = seen_tx.send(ctx.group);
+        async {}
+    });
+    let b = common::start(builder).await;
+    for server in [&a, &b] {
+        until("the two nodes see each other", || async {
+            live_count(server).await == 1
+        })
+        .await;
+    }
+    let mut alice = user(&a, Transport::Tcp, "alice").await;
+    let params = CreateRequest {
+        allow_empty: false,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    };
+    let group = bounded("create", alice.create(params)).await.unwrap();
+    assert_eq!(
+        group.layout().unwrap().owner,
+        a.mesh_addr(),
+        "owned by the other node"
+    );
+    let mut bob = user(&b, Transport::Tcp, "bob").await;
+    bounded("bob joins remotely", bob.join(group, b""))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded("the After hook", seen.recv()).await,
+        Some(Some(group))
+    );
+    b.shutdown(Duration::from_secs(2)).await;
+    a.shutdown(Duration::from_secs(2)).await;
+}

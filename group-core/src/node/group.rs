@@ -80,7 +80,7 @@ pub(crate) struct Group {
     /// Owner node from the ID; `None` for static groups, which every node holds.
     pub owner: Option<NodeAddr>,
     pub backups: Vec<NodeAddr>,
-    pub members: BTreeMap<Uid, Member>,
+    pub members: super::members::Members,
     /// When the group last became empty; `None` while it has members.
     pub empty_since: Option<Instant>,
     /// A TTL timer entry is in the heap; avoids piling up one entry per emptiness.
@@ -118,7 +118,7 @@ impl Group {
             backups: layout
                 .map(|l| l.backups.iter().flatten().copied().collect())
                 .unwrap_or_default(),
-            members: BTreeMap::new(),
+            members: Default::default(),
             empty_since: None,
             ttl_timer_armed: false,
             pending: VecDeque::new(),
@@ -167,15 +167,7 @@ impl Group {
 
     /// Other nodes holding members, in address order: where a broadcast is relayed.
     pub fn member_nodes_except(&self, own: NodeAddr) -> Vec<NodeAddr> {
-        let mut nodes: Vec<NodeAddr> = self
-            .members
-            .values()
-            .map(|m| m.node)
-            .filter(|n| *n != own)
-            .collect();
-        nodes.sort_unstable();
-        nodes.dedup();
-        nodes
+        self.members.nodes().filter(|n| *n != own).collect()
     }
 
     /// Every other node that keeps a copy: member nodes, backups and the owner. Membership changes go here.
@@ -217,7 +209,7 @@ impl Group {
         except: Option<&str>,
         out: &mut VecDeque<Transmit>,
     ) {
-        for (uid, member) in &self.members {
+        for (uid, member) in self.members.iter() {
             let Some(conn) = member.conn else { continue };
             if except == Some(&**uid) {
                 continue;
@@ -281,7 +273,7 @@ impl Group {
             .filter_map(|e| e.sender.as_deref())
             .map(|uid| (uid, None))
             .collect();
-        for (uid, member) in &self.members {
+        for (uid, member) in self.members.iter() {
             let Some(conn) = member.conn else { continue };
             let frame = match own_copies.get_mut(&**uid) {
                 None => shared.clone(),

@@ -17,6 +17,7 @@
 mod error;
 mod failover;
 mod group;
+mod members;
 mod mesh_input;
 mod ops;
 mod remote_join;
@@ -449,21 +450,14 @@ impl Node {
                 .iter()
                 .map(|(uid, m)| (uid.to_string(), m.sid))
                 .collect(),
-            member_nodes: g.members.values().map(|m| m.node).collect(),
+            member_nodes: g.members.nodes().collect(),
             version: g.version,
         })
     }
 
     /// The nodes that hold members of a group (Diarkis's GetMemberMeshNodes).
     pub fn member_nodes(&self, id: &GroupId) -> Option<BTreeSet<NodeAddr>> {
-        Some(
-            self.groups
-                .get(id)?
-                .members
-                .values()
-                .map(|m| m.node)
-                .collect(),
-        )
+        Some(self.groups.get(id)?.members.nodes().collect())
     }
 
     /// Every group on this node, in ID order.

@@ -111,19 +111,7 @@ impl Node {
                 "session already open",
             )),
             (_, None) => Err(Refusal::new(code::NOT_GREETED, None, "send Hello first")),
-            (Request::Join { group, message }, Some(uid)) => {
-                match self.join_from(&group, &uid, message, (ver, cmd), Some(conn)) {
-                    Ok(JoinStatus::Joined) => {
-                        self.respond(conn, ver, cmd, group.as_bytes());
-                        Ok(Ran::Finished(Some(group)))
-                    }
-                    Ok(JoinStatus::Pending(op)) => Ok(Ran::Pending(op)),
-                    Err(e) => Err(Refusal::new(e.code(), Some(group), e)),
-                }
-            }
-            (request, Some(uid)) => self
-                .run_command(conn, request, &uid, now)
-                .map(Ran::Finished),
+            (request, Some(uid)) => self.run_command(conn, request, &uid, now),
         };
         match result {
             Ok(Ran::Finished(group)) => Outcome::Accepted { group },
@@ -149,7 +137,7 @@ impl Node {
         request: Request,
         uid: &Uid,
         now: Instant,
-    ) -> Result<Option<GroupId>, Refusal> {
+    ) -> Result<Ran, Refusal> {
         let (ver, cmd) = request.ver_cmd();
         let group = match request {
             Request::Hello { .. } => {
@@ -161,16 +149,16 @@ impl Node {
             }
             Request::KeepAlive => {
                 self.respond(conn, ver, cmd, &[]);
-                return Ok(None);
+                return Ok(Ran::Finished(None));
             }
             Request::Ping(bytes) => {
                 self.respond(conn, ver, cmd, &bytes);
-                return Ok(None);
+                return Ok(Ran::Finished(None));
             }
             Request::Fin => {
                 self.respond(conn, ver, cmd, &[]);
                 self.close(conn, CloseReason::Fin, DiscardReason::Fin);
-                return Ok(None);
+                return Ok(Ran::Finished(None));
             }
             Request::Custom { ver, cmd, payload } => {
                 self.events.push_back(Event::Custom {
@@ -180,7 +168,7 @@ impl Node {
                     cmd,
                     payload,
                 });
-                return Ok(None);
+                return Ok(Ran::Finished(None));
             }
             Request::Broadcast {
                 group,
@@ -189,7 +177,7 @@ impl Node {
             } => {
                 self.broadcast(&group, uid, ver, cmd, message, reliable)
                     .map_err(|e| Refusal::new(e.code(), Some(group), e))?;
-                return Ok(Some(group)); // No Ok response: broadcasts answer errors only.
+                return Ok(Ran::Finished(Some(group))); // No Ok response: broadcasts answer errors only.
             }
             Request::Create(params) => self
                 .create(&params, Some(uid), now)
@@ -197,13 +185,16 @@ impl Node {
             Request::RandJoin(params) => self
                 .rand_join(&params, uid, now)
                 .map_err(|e| Refusal::new(e.code(), None, e))?,
-            Request::Join { group, .. } => {
-                // Never reached: handle_request answers joins itself, as they may wait for another node.
-                return Err(Refusal::new(
-                    code::MALFORMED,
-                    Some(group),
-                    "join is handled apart",
-                ));
+            Request::Join { group, message } => {
+                // A join may have to wait for the group's owner on another node.
+                return match self.join_from(&group, uid, message, (ver, cmd), Some(conn)) {
+                    Ok(JoinStatus::Joined) => {
+                        self.respond(conn, ver, cmd, group.as_bytes());
+                        Ok(Ran::Finished(Some(group)))
+                    }
+                    Ok(JoinStatus::Pending(op)) => Ok(Ran::Pending(op)),
+                    Err(e) => Err(Refusal::new(e.code(), Some(group), e)),
+                };
             }
             Request::Leave { group, message } => {
                 self.leave(&group, uid, message, ver, cmd)
@@ -212,7 +203,7 @@ impl Node {
             }
         };
         self.respond(conn, ver, cmd, group.as_bytes());
-        Ok(Some(group))
+        Ok(Ran::Finished(Some(group)))
     }
 
     /// Refuses a request with a Bad response and closes the connection (the user, if any, is discarded).
