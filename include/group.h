@@ -17,8 +17,14 @@
 // Patch version of this library.
 #define GROUP_VERSION_PATCH 0
 
+// Largest discard or rejoin message a host can produce: the size of the buffer its callback fills.
+#define GROUP_MAX_CUSTOM_MESSAGE 4096
+
 // Most events the polling queue holds.
 #define GROUP_MAX_QUEUED_EVENTS 65536
+
+// Longest uid, in bytes.
+#define GROUP_MAX_UID_LEN 64
 
 // Bytes in a group ID.
 #define GROUP_ID_LEN 52
@@ -107,6 +113,8 @@ enum group_command
   GROUP_COMMAND_LEAVE = 3,
   // Broadcast.
   GROUP_COMMAND_BROADCAST = 4,
+  // A command of the server's own (ver >= 2), registered with `group_server_add_command`.
+  GROUP_COMMAND_CUSTOM = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -172,6 +180,8 @@ enum group_event_kind
   GROUP_EVENT_SESSION_DISCARDED = 2,
   // A group was deleted (emptied, or its ttl ran out): `group` is set.
   GROUP_EVENT_GROUP_DELETED = 3,
+  // A group's tick (set with `group_server_set_tick`) fired: `group` is set.
+  GROUP_EVENT_TICK = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -189,20 +199,22 @@ typedef struct group_client group_client;
 // Every function on it may be called from any thread; the state below is locked for each call.
 typedef struct group_server group_server;
 
-// One push, as `group_client_poll_push` hands it out. `uid` and `message` are offsets into the caller's
-// buffer: bytes `[0, uid_len)` are the uid, `[uid_len, uid_len + message_len)` the message.
-typedef struct {
-  // A `group_push_kind` value.
-  uint32_t kind;
-  // The group (all zeros for Offline).
-  uint8_t group[GROUP_ID_LEN];
-  // Length of the uid at the start of the buffer.
-  size_t uid_len;
-  // Length of the message after the uid.
-  size_t message_len;
-  // For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
-  uint16_t code;
-} group_push;
+// Produces a discard or rejoin message: writes at most `buf_len` bytes (`GROUP_MAX_CUSTOM_MESSAGE`) into
+// `buf` and returns how many it wrote (0: an empty message). `group` (52 bytes), `uid` (`uid_len`
+// bytes) and `sid` (16 bytes) live during the call. Called on the server's node thread: it must return at
+// once and must not call the server API (that returns `GROUP_RESULT_WRONG_THREAD`).
+typedef size_t (*group_message_fn)(void *userdata,
+                                   const uint8_t *group,
+                                   const uint8_t *uid,
+                                   size_t uid_len,
+                                   const uint8_t *sid,
+                                   uint8_t *buf,
+                                   size_t buf_len);
+
+// A tick callback: `group` (52 bytes) lives during the call. Called on one of the server's blocking
+// threads, where the blocking server API is allowed (a tick typically announces to its group); a slow
+// callback delays nothing else, but a tick that outlasts the interval overlaps the next one.
+typedef void (*group_tick_fn)(void *userdata, const uint8_t *group);
 
 // What a hooked request is. Byte strings are pointer + length and are not NUL-terminated.
 typedef struct {
@@ -235,11 +247,68 @@ typedef struct {
 // (no C++ exception may leave it).
 typedef void (*group_hook_fn)(void *userdata, const group_hook_call *call, uint64_t token);
 
+// One push, as `group_client_poll_push` hands it out. `uid` and `message` are offsets into the caller's
+// buffer: bytes `[0, uid_len)` are the uid, `[uid_len, uid_len + message_len)` the message.
+typedef struct {
+  // A `group_push_kind` value.
+  uint32_t kind;
+  // The group (all zeros for Offline).
+  uint8_t group[GROUP_ID_LEN];
+  // Length of the uid at the start of the buffer.
+  size_t uid_len;
+  // Length of the message after the uid.
+  size_t message_len;
+  // For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
+  uint16_t code;
+} group_push;
+
+// A node's mesh address (IPv4, as the mesh uses).
+typedef struct {
+  // The address's four bytes, most significant first (127.0.0.1 is {127, 0, 0, 1}).
+  uint8_t ip[4];
+  // The port.
+  uint16_t port;
+} group_node_addr;
+
+// What a group looks like on this node (its copy, for a group owned elsewhere).
+typedef struct {
+  // 1 when the group is kept while empty until its ttl runs out.
+  uint8_t allow_empty;
+  // 1 for a group of `staticGroups` (never deleted, no owner).
+  uint8_t is_static;
+  // 1 when `owner` is set (every group but a static one).
+  uint8_t has_owner;
+  // The node that owns the group.
+  group_node_addr owner;
+  // How long an empty group survives, in milliseconds.
+  uint64_t ttl_ms;
+  // Merge interval of outbound messages in milliseconds (0: no merging).
+  uint64_t interval_ms;
+  // Members, on every node.
+  size_t member_count;
+  // Nodes holding members.
+  size_t member_node_count;
+  // Owner changes since the group was created (a failover or handover adds one).
+  uint32_t epoch;
+  // Membership changes within the epoch.
+  uint64_t seq;
+} group_snapshot;
+
+// One member of a group.
+typedef struct {
+  // The uid's bytes (UTF-8), `uid_len` of them; the rest are zero.
+  uint8_t uid[GROUP_MAX_UID_LEN];
+  // Length of the uid.
+  size_t uid_len;
+  // The member's 16-byte session ID.
+  uint8_t sid[16];
+} group_member;
+
 // One event. The uid is handed out separately (a buffer for polling, a pointer for the callback).
 typedef struct {
   // A `group_event_kind` value.
   uint32_t kind;
-  // The group, for `GROUP_EVENT_GROUP_DELETED`; zeros otherwise.
+  // The group, for `GROUP_EVENT_GROUP_DELETED` and `GROUP_EVENT_TICK`; zeros otherwise.
   uint8_t group[GROUP_ID_LEN];
   // The session ID, for session events; zeros otherwise.
   uint8_t sid[16];
@@ -360,6 +429,60 @@ group_result group_server_latest_group(const group_server *server,
 // `server` live and started. Any thread but the server's own.
 group_result group_server_set_offline(const group_server *server);
 
+// Sets the callback producing the discard (`GROUP_MESSAGE_DISCARD`) or rejoin (`GROUP_MESSAGE_REJOIN`)
+// custom message; without one the message is empty. Only before `group_server_start`.
+//
+// # Safety
+// `server` live; `callback` and `userdata` usable from the server's node thread until the server is
+// freed. Any thread.
+group_result group_server_set_message(const group_server *server,
+                                      uint32_t kind,
+                                      group_message_fn callback,
+                                      void *userdata);
+
+// Calls `callback(userdata, group)` every `interval_ms` milliseconds (at least 1000) while `group`
+// exists on this node (Diarkis's SetOnTick); `interval_ms` 0 stops it. Setting it again replaces the
+// callback and interval. The event queue also receives a `GROUP_EVENT_TICK` at each tick, so a game loop
+// can pass NULL and poll. `GROUP_RESULT_NOT_FOUND` when this node knows no such group;
+// `GROUP_RESULT_INVALID_ARGUMENT` for an interval from 1 to 999. **Blocking.**
+//
+// # Safety
+// `server` live and started; `group` 52 readable bytes; `callback` NULL (events only) or usable with
+// `userdata` from the server's threads until stopped or the group is gone. Any thread but the server's
+// worker threads.
+group_result group_server_set_tick(const group_server *server,
+                                   const uint8_t *group,
+                                   uint32_t interval_ms,
+                                   group_tick_fn callback,
+                                   void *userdata);
+
+// Handles the server's own command (`ver` >= 2, any `cmd`): `callback` runs for every such request with a
+// `group_hook_call` (command `GROUP_COMMAND_CUSTOM`, the request's payload) and a token, which the host
+// answers with `group_reply` (an Ok response carrying a payload) or `group_next` (0: Ok with no payload;
+// 1000-65535: Bad with that code and message). Unanswered, it fails after `server.hookTimeout`.
+// `GROUP_RESULT_INVALID_ARGUMENT` for ver 0 or 1 (the protocol's own); a second handler of the same
+// (ver, cmd) replaces the first. Only before `group_server_start`.
+//
+// # Safety
+// `server` live; `callback` and `userdata` usable from the server's threads until it is freed. Any thread.
+group_result group_server_add_command(const group_server *server,
+                                      uint8_t ver,
+                                      uint16_t cmd,
+                                      group_hook_fn callback,
+                                      void *userdata);
+
+// Answers a custom command's token with an Ok response carrying `payload` (at most `limits.maxPayload`
+// bytes, else `GROUP_RESULT_INVALID_ARGUMENT` and the token stays open). Any thread, at once or later.
+// A hook's token gives `GROUP_RESULT_INVALID_ARGUMENT` (hooks take `group_next`); a token answered
+// already, timed out or never issued gives `GROUP_RESULT_NOT_FOUND`.
+//
+// # Safety
+// `server` live; `payload` `payload_len` readable bytes (NULL allowed when the length is 0).
+group_result group_reply(const group_server *server,
+                         uint64_t token,
+                         const uint8_t *payload,
+                         size_t payload_len);
+
 // Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
 // `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed). On success
 // `*out` owns the client until `group_client_free`.
@@ -452,6 +575,49 @@ group_result group_client_poll_push(group_client *client,
 // # Safety
 // `client` NULL or a live client with no call in progress, freed once.
 void group_client_free(group_client *client);
+
+// Writes the groups user `uid` is in, in join order (Diarkis's GetGroupIDList), into `groups_out`: an
+// array of `capacity` IDs of 52 bytes each (`capacity * 52` bytes). `*count` receives the number of
+// groups. `GROUP_RESULT_NOT_FOUND` when the user has no session on this node. **Blocking.**
+//
+// # Safety
+// `server` live and started; `uid` `uid_len` readable bytes; `groups_out` `capacity * 52` writable bytes
+// (NULL allowed when `capacity` is 0); `count` writable. Any thread but the server's worker threads.
+group_result group_server_group_ids(const group_server *server,
+                                    const uint8_t *uid,
+                                    size_t uid_len,
+                                    uint8_t *groups_out,
+                                    size_t capacity,
+                                    size_t *count);
+
+// Writes the mesh addresses of the nodes holding members of `group` (Diarkis's GetMemberMeshNodes) into
+// `nodes_out` (`capacity` entries), their number into `*count`. `GROUP_RESULT_NOT_FOUND` when this node
+// knows no such group. **Blocking.**
+//
+// # Safety
+// `server` live and started; `group` 52 readable bytes; `nodes_out` `capacity` writable entries (NULL
+// allowed when `capacity` is 0); `count` writable. Any thread but the server's worker threads.
+group_result group_server_member_nodes(const group_server *server,
+                                       const uint8_t *group,
+                                       group_node_addr *nodes_out,
+                                       size_t capacity,
+                                       size_t *count);
+
+// Writes a snapshot of `group` to `*out` and its members, ordered by uid, into `members_out` (`capacity`
+// entries); `*count` receives the number of members. A capacity too small writes only `*count` and
+// returns `GROUP_RESULT_BUFFER_TOO_SMALL`. `GROUP_RESULT_NOT_FOUND` when this node knows no such group.
+// **Blocking.**
+//
+// # Safety
+// `server` live and started; `group` 52 readable bytes; `out` writable; `members_out` `capacity` writable
+// entries (NULL allowed when `capacity` is 0); `count` writable. Any thread but the server's worker
+// threads.
+group_result group_server_snapshot(const group_server *server,
+                                   const uint8_t *group,
+                                   group_snapshot *out,
+                                   group_member *members_out,
+                                   size_t capacity,
+                                   size_t *count);
 
 // Writes the message for result `code` (UTF-8, not NUL-terminated) into `buf` and its length into
 // `*written`. An unknown code gets a message saying so. Returns `GROUP_RESULT_BUFFER_TOO_SMALL` (with the

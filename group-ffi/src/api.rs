@@ -8,6 +8,8 @@
 //! user) to `*refusal`: the one out-parameter written on failure, so a host can tell a join error from a
 //! leave or create error, as Diarkis's IsJoinError does.
 
+use std::cell::Cell;
+
 use bytes::Bytes;
 use group_core::GroupId;
 use group_core::proto::CreateRequest;
@@ -20,10 +22,29 @@ use crate::server::group_server;
 pub use crate::slice::GROUP_ID_LEN;
 use crate::slice::{bytes, group_in, refused_with, text, write_group};
 
-/// The running server's API handle and runtime, refusing calls from the server's own threads.
+thread_local! {
+    /// Set while a host callback runs on one of the runtime's blocking threads (tick callbacks), where
+    /// a blocking call cannot stall the node task and is allowed.
+    static ON_BLOCKING_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a host callback on a blocking thread of the server's runtime, allowing it the blocking API.
+pub(crate) fn as_blocking_callback<T>(callback: impl FnOnce() -> T) -> T {
+    ON_BLOCKING_CALLBACK.with(|on| on.set(true));
+    let out = callback();
+    ON_BLOCKING_CALLBACK.with(|on| on.set(false));
+    out
+}
+
+/// The running server's API handle and runtime, refusing calls from the server's own worker threads
+/// (and from inside any other async runtime), where waiting for the node task could deadlock.
 /// The lifetime `'a` is the caller's call: every caller's contract keeps the server alive during it.
-fn running<'a>(server: *const group_server) -> Result<(ServerHandle, &'a Runtime), group_result> {
-    if tokio::runtime::Handle::try_current().is_ok() {
+pub(crate) fn running<'a>(
+    server: *const group_server,
+) -> Result<(ServerHandle, &'a Runtime), group_result> {
+    let on_worker =
+        tokio::runtime::Handle::try_current().is_ok() && !ON_BLOCKING_CALLBACK.with(Cell::get);
+    if on_worker {
         return Err(group_result::GROUP_RESULT_WRONG_THREAD);
     }
     // SAFETY: per every caller's contract, a live server for the duration of the call, which is all 'a
@@ -72,7 +93,7 @@ unsafe fn member_args(
 }
 
 /// Runs an API call to completion on the server's runtime.
-fn finish<T>(
+pub(crate) fn finish<T>(
     runtime: &Runtime,
     call: impl std::future::Future<Output = Result<T, ApiError>>,
     refusal: *mut u16,

@@ -1,4 +1,4 @@
-//! Server events for the host: sessions opened and discarded, groups deleted. Two ways to receive them, to
+//! Server events for the host: sessions opened and discarded, groups deleted, ticks. Two ways to receive them, to
 //! fit both kinds of host: a queue drained from the host's own thread (`group_server_poll_event`, for a
 //! game loop), and a callback on the server's thread (`group_server_set_event_callback`). Both see every
 //! event. The queue holds at most [`GROUP_MAX_QUEUED_EVENTS`]; beyond that the oldest are dropped (and logged).
@@ -24,6 +24,8 @@ pub enum group_event_kind {
     GROUP_EVENT_SESSION_DISCARDED = 2,
     /// A group was deleted (emptied, or its ttl ran out): `group` is set.
     GROUP_EVENT_GROUP_DELETED = 3,
+    /// A group's tick (set with `group_server_set_tick`) fired: `group` is set.
+    GROUP_EVENT_TICK = 4,
 }
 
 /// One event. The uid is handed out separately (a buffer for polling, a pointer for the callback).
@@ -32,7 +34,7 @@ pub enum group_event_kind {
 pub struct group_event {
     /// A `group_event_kind` value.
     pub kind: u32,
-    /// The group, for `GROUP_EVENT_GROUP_DELETED`; zeros otherwise.
+    /// The group, for `GROUP_EVENT_GROUP_DELETED` and `GROUP_EVENT_TICK`; zeros otherwise.
     pub group: [u8; GROUP_ID_LEN],
     /// The session ID, for session events; zeros otherwise.
     pub sid: [u8; 16],
@@ -128,6 +130,13 @@ fn session(kind: group_event_kind, uid: &str, sid: [u8; 16], reason: u32) -> (gr
     (event, uid.to_string())
 }
 
+fn of_group(kind: group_event_kind, group: &group_core::GroupId) -> (group_event, String) {
+    let mut event = blank();
+    event.kind = kind as u32;
+    event.group = *group.as_bytes();
+    (event, String::new())
+}
+
 fn translate(event: &Event) -> Option<(group_event, String)> {
     match event {
         Event::SessionOpened { uid, sid, .. } => Some(session(
@@ -154,11 +163,9 @@ fn translate(event: &Event) -> Option<(group_event, String)> {
             ))
         }
         Event::GroupDeleted { group } => {
-            let mut deleted = blank();
-            deleted.kind = group_event_kind::GROUP_EVENT_GROUP_DELETED as u32;
-            deleted.group = *group.as_bytes();
-            Some((deleted, String::new()))
+            Some(of_group(group_event_kind::GROUP_EVENT_GROUP_DELETED, group))
         }
+        Event::Tick { group } => Some(of_group(group_event_kind::GROUP_EVENT_TICK, group)),
         _ => None,
     }
 }

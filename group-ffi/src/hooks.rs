@@ -61,6 +61,8 @@ pub enum group_command {
     GROUP_COMMAND_LEAVE = 3,
     /// Broadcast.
     GROUP_COMMAND_BROADCAST = 4,
+    /// A command of the server's own (ver >= 2), registered with `group_server_add_command`.
+    GROUP_COMMAND_CUSTOM = 5,
 }
 
 /// When a hook runs.
@@ -75,22 +77,45 @@ pub enum group_hook_phase {
 
 /// How a host answered a token.
 pub(crate) enum Answer {
+    /// Go on (a hook), or an Ok response with no payload (a custom command).
     Continue,
+    /// An Ok response with this payload: custom commands only.
+    Reply(bytes::Bytes),
+    /// Refuse with this code and message.
     Reject(Rejection),
+}
+
+/// A token waiting for the host's answer.
+struct Waiting {
+    answer: oneshot::Sender<Answer>,
+    /// Custom commands take a reply payload; hooks do not.
+    takes_reply: bool,
+}
+
+/// Why an answer was not delivered.
+pub(crate) enum Unanswerable {
+    /// Answered already, given up after the timeout, or never issued.
+    UnknownToken,
+    /// A reply payload for a hook's token.
+    NotACommand,
 }
 
 /// Tokens waiting for the host's answer.
 #[derive(Default)]
 pub(crate) struct Continuations {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    waiting: Mutex<HashMap<u64, Waiting>>,
 }
 
 impl Continuations {
-    fn register(self: &Arc<Self>) -> (TokenGuard, oneshot::Receiver<Answer>) {
+    fn register(self: &Arc<Self>, takes_reply: bool) -> (TokenGuard, oneshot::Receiver<Answer>) {
         let token = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(token, tx);
+        let waiting = Waiting {
+            answer: tx,
+            takes_reply,
+        };
+        self.lock().insert(token, waiting);
         let guard = TokenGuard {
             continuations: self.clone(),
             token,
@@ -98,15 +123,24 @@ impl Continuations {
         (guard, rx)
     }
 
-    /// Delivers an answer; false if the token is unknown (answered already, timed out, or never issued).
-    pub fn answer(&self, token: u64, answer: Answer) -> bool {
-        match self.lock().remove(&token) {
-            Some(tx) => tx.send(answer).is_ok(),
-            None => false,
+    /// Delivers an answer to the request waiting on `token`.
+    pub fn answer(&self, token: u64, answer: Answer) -> Result<(), Unanswerable> {
+        let mut waiting = self.lock();
+        let takes_reply = waiting
+            .get(&token)
+            .ok_or(Unanswerable::UnknownToken)?
+            .takes_reply;
+        if matches!(answer, Answer::Reply(_)) && !takes_reply {
+            return Err(Unanswerable::NotACommand);
         }
+        let waiting = waiting.remove(&token).ok_or(Unanswerable::UnknownToken)?;
+        waiting
+            .answer
+            .send(answer)
+            .map_err(|_| Unanswerable::UnknownToken)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -161,7 +195,8 @@ impl HostHook {
         continuations: Arc<Continuations>,
         ctx: HookContext,
     ) -> Answer {
-        let (guard, answer) = continuations.register();
+        let takes_reply = self.command == group_command::GROUP_COMMAND_CUSTOM;
+        let (guard, answer) = continuations.register(takes_reply);
         {
             // The call and its pointers live only for the callback (and must not be held across the
             // await below: they point into this task's locals).

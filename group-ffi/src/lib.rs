@@ -11,10 +11,12 @@
 #![allow(non_camel_case_types)]
 
 mod api;
+mod callbacks;
 mod client;
 mod events;
 mod hooks;
 mod panic;
+mod queries;
 mod result;
 mod server;
 mod slice;
@@ -24,6 +26,10 @@ pub use api::{
     group_server_latest_group, group_server_leave, group_server_new_group,
     group_server_set_offline,
 };
+pub use callbacks::{
+    GROUP_MAX_CUSTOM_MESSAGE, group_message_fn, group_message_kind, group_reply,
+    group_server_add_command, group_server_set_message, group_server_set_tick, group_tick_fn,
+};
 pub use client::{
     group_client, group_client_broadcast, group_client_connect, group_client_create,
     group_client_free, group_client_hello, group_client_join, group_client_leave,
@@ -31,6 +37,10 @@ pub use client::{
 };
 pub use events::{GROUP_MAX_QUEUED_EVENTS, group_event, group_event_fn, group_event_kind};
 pub use hooks::{group_command, group_hook_call, group_hook_fn, group_hook_phase};
+pub use queries::{
+    GROUP_MAX_UID_LEN, group_member, group_node_addr, group_server_group_ids,
+    group_server_member_nodes, group_server_snapshot, group_snapshot,
+};
 pub use result::{group_result, group_result_message};
 pub use server::{
     group_config_error, group_next, group_server, group_server_add_hook, group_server_free,

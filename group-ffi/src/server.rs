@@ -11,7 +11,7 @@ use group_net::{Command, Rejection, Server, ServerBuilder, ServerConfig, StartEr
 use tokio::runtime::Runtime;
 
 use crate::events::{Events, group_event, group_event_fn};
-use crate::hooks::{Answer, Continuations, HostHook, group_command, group_hook_fn};
+use crate::hooks::{Answer, Continuations, HostHook, Unanswerable, group_command, group_hook_fn};
 use crate::panic::{guard, guard_void};
 use crate::result::group_result;
 use crate::slice::{text, write_out};
@@ -26,6 +26,8 @@ pub struct group_server {
     continuations: Arc<Continuations>,
     /// The event queue and callback; shared with the node task.
     events: Arc<Events>,
+    /// `limits.maxPayload` of the configuration.
+    max_payload: usize,
 }
 
 /// Before `group_server_start`: a builder, where hooks are registered. After: the running server.
@@ -47,6 +49,41 @@ impl group_server {
     /// The runtime the server's tasks run on.
     pub(crate) fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The tokens hooks and custom commands wait on.
+    pub(crate) fn continuations(&self) -> Arc<Continuations> {
+        self.continuations.clone()
+    }
+
+    /// Largest payload a client may send and a custom command may answer with (`limits.maxPayload`).
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Delivers the host's answer to a token.
+    pub(crate) fn answer(&self, token: u64, answer: Answer) -> Result<(), group_result> {
+        self.continuations
+            .answer(token, answer)
+            .map_err(|e| match e {
+                Unanswerable::UnknownToken => group_result::GROUP_RESULT_NOT_FOUND,
+                Unanswerable::NotACommand => group_result::GROUP_RESULT_INVALID_ARGUMENT,
+            })
+    }
+
+    /// Changes the builder: only before `group_server_start` (once clients can connect, what runs for
+    /// them is fixed).
+    pub(crate) fn configure(
+        &self,
+        change: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> Result<(), group_result> {
+        let mut state = self.lock();
+        let builder = state
+            .builder
+            .take()
+            .ok_or(group_result::GROUP_RESULT_ALREADY_STARTED)?;
+        state.builder = Some(change(builder));
+        Ok(())
     }
 }
 
@@ -117,6 +154,7 @@ pub unsafe extern "C" fn group_server_new(
             .enable_all()
             .build()
             .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)?;
+        let max_payload = usize::try_from(config.limits.max_payload).unwrap_or(usize::MAX);
         let events = Arc::new(Events::default());
         let sink = events.clone();
         let builder = ServerBuilder::new(config).on_event(move |event| sink.record(event));
@@ -128,6 +166,7 @@ pub unsafe extern "C" fn group_server_new(
             runtime,
             continuations: Arc::default(),
             events,
+            max_payload,
         });
         // SAFETY: `out` is non-null and, per the contract, writable.
         unsafe { out.write(Box::into_raw(server)) };
@@ -302,38 +341,30 @@ pub unsafe extern "C" fn group_server_add_hook(
             4 => (group_command::GROUP_COMMAND_BROADCAST, Command::Broadcast),
             _ => return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT),
         };
+        if !matches!(phase, 1 | 2) {
+            return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
+        }
         let hook = HostHook::new(callback, userdata, command)
             .map(Arc::new)
             .ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
-        let mut state = server.lock();
-        let builder = state
-            .builder
-            .take()
-            .ok_or(group_result::GROUP_RESULT_ALREADY_STARTED)?;
         let continuations = server.continuations.clone();
-        let builder = match phase {
+        server.configure(|builder| match phase {
             1 => builder.before(which, move |ctx| {
                 let run = hook.clone().run(continuations.clone(), ctx);
                 async move {
                     match run.await {
-                        Answer::Continue => Ok(()),
                         Answer::Reject(rejection) => Err(rejection),
+                        Answer::Continue | Answer::Reply(_) => Ok(()),
                     }
                 }
             }),
-            2 => builder.after(which, move |ctx| {
+            _ => builder.after(which, move |ctx| {
                 let run = hook.clone().run(continuations.clone(), ctx);
                 async move {
                     let _ = run.await;
                 }
             }),
-            _ => {
-                state.builder = Some(builder);
-                return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
-            }
-        };
-        state.builder = Some(builder);
-        Ok(())
+        })
     })
 }
 
@@ -433,11 +464,7 @@ pub unsafe extern "C" fn group_next(
             }
             _ => return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT),
         };
-        if server.continuations.answer(token, answer) {
-            Ok(())
-        } else {
-            Err(group_result::GROUP_RESULT_NOT_FOUND)
-        }
+        server.answer(token, answer)
     })
 }
 
