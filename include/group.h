@@ -253,7 +253,7 @@ typedef struct {
   // A `group_push_kind` value.
   uint32_t kind;
   // The group (all zeros for Offline).
-  uint8_t group[GROUP_ID_LEN];
+  uint8_t group[52];
   // Length of the uid at the start of the buffer.
   size_t uid_len;
   // Length of the message after the uid.
@@ -297,7 +297,7 @@ typedef struct {
 // One member of a group.
 typedef struct {
   // The uid's bytes (UTF-8), `uid_len` of them; the rest are zero.
-  uint8_t uid[GROUP_MAX_UID_LEN];
+  uint8_t uid[64];
   // Length of the uid.
   size_t uid_len;
   // The member's 16-byte session ID.
@@ -309,7 +309,7 @@ typedef struct {
   // A `group_event_kind` value.
   uint32_t kind;
   // The group, for `GROUP_EVENT_GROUP_DELETED` and `GROUP_EVENT_TICK`; zeros otherwise.
-  uint8_t group[GROUP_ID_LEN];
+  uint8_t group[52];
   // The session ID, for session events; zeros otherwise.
   uint8_t sid[16];
   // Length of the uid, for session events; 0 otherwise.
@@ -568,6 +568,17 @@ group_result group_client_poll_push(group_client *client,
                                     uint8_t *buf,
                                     size_t buf_len,
                                     size_t *needed);
+
+// Writes the message of the last refusal this client received (a hook's own text, for example; UTF-8, not
+// NUL-terminated) into `buf` and its length into `*written`; empty before any refusal. A buffer too small
+// returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length needed in `*written`.
+//
+// # Safety
+// `client` live; `buf` `buf_len` writable bytes (NULL allowed when `buf_len` is 0); `written` writable.
+group_result group_client_refusal_message(group_client *client,
+                                          uint8_t *buf,
+                                          size_t buf_len,
+                                          size_t *written);
 
 // Says Fin (the session ends at once on the server), closes the connection and frees the client.
 // **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.

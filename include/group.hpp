@@ -145,6 +145,22 @@ public:
               "group_client_broadcast");
     }
 
+    // The message of the last refusal this client received (a hook's own text, for example).
+    std::string refusal_message() {
+        std::string buf(256, '\0');
+        std::size_t written = 0;
+        group_result result = group_client_refusal_message(
+            client_.get(), reinterpret_cast<std::uint8_t *>(buf.data()), buf.size(), &written);
+        if (result == GROUP_RESULT_BUFFER_TOO_SMALL) {
+            buf.resize(written);
+            result = group_client_refusal_message(
+                client_.get(), reinterpret_cast<std::uint8_t *>(buf.data()), buf.size(), &written);
+        }
+        check(result, "group_client_refusal_message");
+        buf.resize(written);
+        return buf;
+    }
+
     // The next push within `timeout_ms`, or nothing.
     std::optional<Push> poll(std::uint32_t timeout_ms) {
         std::string buf(256, '\0');

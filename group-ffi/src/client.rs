@@ -17,7 +17,7 @@ use tokio::runtime::Runtime;
 use crate::panic::{guard, guard_void};
 use crate::result::group_result;
 use crate::slice::{GROUP_ID_LEN, group_in, refused_with, write_group};
-use crate::slice::{bytes, text};
+use crate::slice::{bytes, text, write_out};
 
 /// A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
 /// client must not overlap (use one client per thread, or lock around it).
@@ -26,6 +26,8 @@ pub struct group_client {
     client: Client,
     /// Entries of merged broadcast pushes not yet handed out (`group_client_poll_push` gives one per call).
     queued: VecDeque<Owned>,
+    /// The message of the last refusal, for `group_client_refusal_message`.
+    last_refusal: String,
     runtime: Runtime,
 }
 
@@ -52,7 +54,8 @@ pub struct group_push {
     /// A `group_push_kind` value.
     pub kind: u32,
     /// The group (all zeros for Offline).
-    pub group: [u8; GROUP_ID_LEN],
+    // A literal, not GROUP_ID_LEN: the C# generator does not resolve constants in array lengths.
+    pub group: [u8; 52],
     /// Length of the uid at the start of the buffer.
     pub uid_len: usize,
     /// Length of the message after the uid.
@@ -80,12 +83,15 @@ fn owned(kind: group_push_kind, group: Option<GroupId>, uid: String, message: By
     }
 }
 
-/// Writes a refusal's code and turns a client error into a result.
-fn client_error(error: ClientError, refusal: *mut u16) -> group_result {
-    match error.code() {
-        // SAFETY: every caller passes its own `refusal` out-parameter, NULL or writable per its contract.
-        Some(code) => unsafe { refused_with(code, refusal) },
-        None => group_result::GROUP_RESULT_DISCONNECTED,
+/// Writes a refusal's code, keeps its message, and turns a client error into a result.
+fn client_error(last_refusal: &mut String, error: ClientError, refusal: *mut u16) -> group_result {
+    match error {
+        ClientError::Refused(payload) => {
+            *last_refusal = payload.message;
+            // SAFETY: every caller passes its own `refusal` out-parameter, NULL or writable per its contract.
+            unsafe { refused_with(payload.code, refusal) }
+        }
+        _ => group_result::GROUP_RESULT_DISCONNECTED,
     }
 }
 
@@ -143,6 +149,7 @@ pub unsafe extern "C" fn group_client_connect(
         let client = Box::new(group_client {
             client,
             queued: VecDeque::new(),
+            last_refusal: String::new(),
             runtime,
         });
         // SAFETY: `out` is non-null and, per the contract, writable.
@@ -183,7 +190,7 @@ pub unsafe extern "C" fn group_client_hello(
         let sid = client
             .runtime
             .block_on(client.client.hello(uid, token))
-            .map_err(|e| client_error(e, refusal))?;
+            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
         // SAFETY: `sid_out` is non-null and, per the contract, holds 16 writable bytes.
         unsafe { std::ptr::copy_nonoverlapping(sid.0.as_ptr(), sid_out, sid.0.len()) };
         Ok(())
@@ -217,7 +224,7 @@ pub unsafe extern "C" fn group_client_create(
         let id = client
             .runtime
             .block_on(client.client.create(params))
-            .map_err(|e| client_error(e, refusal))?;
+            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
         // SAFETY: per the contract, `group_out` holds 52 writable bytes.
         unsafe { write_group(&id, group_out) }
     })
@@ -257,7 +264,9 @@ unsafe fn change_membership(
                 Membership::Leave => connection.leave(group, message).await,
             }
         });
-        answer.map(|_| ()).map_err(|e| client_error(e, refusal))
+        answer
+            .map(|_| ())
+            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))
     })
 }
 
@@ -338,7 +347,7 @@ pub unsafe extern "C" fn group_client_broadcast(
         client
             .runtime
             .block_on(client.client.broadcast(group, message, reliable != 0))
-            .map_err(|e| client_error(e, std::ptr::null_mut()))
+            .map_err(|e| client_error(&mut client.last_refusal, e, std::ptr::null_mut()))
     })
 }
 
@@ -460,6 +469,27 @@ fn queue(queued: &mut VecDeque<Owned>, push: Push) {
         }
         _ => {}
     }
+}
+
+/// Writes the message of the last refusal this client received (a hook's own text, for example; UTF-8, not
+/// NUL-terminated) into `buf` and its length into `*written`; empty before any refusal. A buffer too small
+/// returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length needed in `*written`.
+///
+/// # Safety
+/// `client` live; `buf` `buf_len` writable bytes (NULL allowed when `buf_len` is 0); `written` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_refusal_message(
+    client: *mut group_client,
+    buf: *mut u8,
+    buf_len: usize,
+    written: *mut usize,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let client = unsafe { client_mut(client) }?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { write_out(client.last_refusal.as_bytes(), buf, buf_len, written) }
+    })
 }
 
 /// Says Fin (the session ends at once on the server), closes the connection and frees the client.

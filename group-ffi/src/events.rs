@@ -35,7 +35,8 @@ pub struct group_event {
     /// A `group_event_kind` value.
     pub kind: u32,
     /// The group, for `GROUP_EVENT_GROUP_DELETED` and `GROUP_EVENT_TICK`; zeros otherwise.
-    pub group: [u8; GROUP_ID_LEN],
+    // A literal, not GROUP_ID_LEN: the C# generator does not resolve constants in array lengths.
+    pub group: [u8; 52],
     /// The session ID, for session events; zeros otherwise.
     pub sid: [u8; 16],
     /// Length of the uid, for session events; 0 otherwise.

@@ -45,7 +45,8 @@ impl From<NodeAddr> for group_node_addr {
 #[derive(Debug, Clone, Copy)]
 pub struct group_member {
     /// The uid's bytes (UTF-8), `uid_len` of them; the rest are zero.
-    pub uid: [u8; GROUP_MAX_UID_LEN],
+    // A literal, not GROUP_MAX_UID_LEN: the C# generator does not resolve constants in array lengths.
+    pub uid: [u8; 64],
     /// Length of the uid.
     pub uid_len: usize,
     /// The member's 16-byte session ID.

@@ -6,6 +6,7 @@ use crate::result::group_result;
 
 /// Bytes in a group ID.
 pub const GROUP_ID_LEN: usize = 52;
+const _: () = assert!(GROUP_ID_LEN == group_core::id::GROUP_ID_LEN);
 
 /// Borrows `len` bytes at `ptr`. `len == 0` gives an empty slice whatever `ptr` is.
 ///

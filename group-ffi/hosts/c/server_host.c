@@ -187,6 +187,13 @@ static int client_api(const group_server *server) {
         return 1;
     }
     CHECK(refusal == 1001, "the hook's code reaches the C client");
+    uint8_t why[64];
+    size_t why_len = 0;
+    if (expect(group_client_refusal_message(mallory, why, sizeof why, &why_len), GROUP_RESULT_OK,
+               "group_client_refusal_message")) {
+        return 1;
+    }
+    CHECK(why_len == 10 && memcmp(why, "no mallory", 10) == 0, "the hook's message reaches the C client");
     if (expect(group_client_broadcast(alice, group, (const uint8_t *)"hello all", 9, 1), GROUP_RESULT_OK,
                "alice broadcasts") ||
         expect_push(bob, GROUP_PUSH_BROADCAST, "alice", "hello all") ||

@@ -77,6 +77,7 @@ int main() {
         } catch (const group::Error &e) {
             expect(e.result == GROUP_RESULT_REFUSED && e.refusal == 1001, "the hook's code");
         }
+        expect(mallory.refusal_message() == "no mallory", "the hook's message");
 
         alice.broadcast(group, "hello all");
         for (group::Client *member : {&bob, &carol}) {
