@@ -1,8 +1,9 @@
-//! Builds the C99 host (`hosts/c/server_host.c`) with `gcc -std=c99 -Wall -Wextra -Werror` and the C++17
+//! Builds the C99 host (`hosts/c/server_host.c`) with `gcc -std=c99 -Wall -Wextra -Werror`, the C++17
 //! host (`hosts/cpp/server_host.cpp`, through `include/group.hpp`) with `g++ -std=c++17` against the
-//! committed header and this crate's shared library, and runs them; the C host runs again under valgrind,
-//! which must report no invalid access and no definite leak. CI installs gcc and valgrind; a developer machine without
-//! valgrind skips that half (and says so) unless `CI` is set.
+//! committed header and this crate's shared library, and the C# host (`hosts/csharp/ServerHost.cs`, through
+//! the wrapper in `csharp/`) with Mono's `mcs -langversion:7`, and runs them; the C host runs again under
+//! valgrind, which must report no invalid access and no definite leak. CI installs gcc, valgrind and Mono;
+//! a developer machine without valgrind or Mono skips those parts (and says so) unless `CI` is set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,10 +16,9 @@ fn library_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
-/// Builds `source` with `compiler` and `flags` against the header and the shared library.
-fn build_host(compiler: &str, flags: &[&str], source: &str) -> PathBuf {
+/// Builds the shared library the hosts load: `cargo test` links tests against the rlib only.
+fn build_library() -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // `cargo test` links tests against the rlib only: build the shared library the C host links to.
     if let Some(cargo) = std::env::var_os("CARGO") {
         let release = library_dir().ends_with("release");
         let status = Command::new(cargo)
@@ -35,6 +35,13 @@ fn build_host(compiler: &str, flags: &[&str], source: &str) -> PathBuf {
         "cargo builds the cdylib next to the tests: {}",
         lib.display()
     );
+    lib
+}
+
+/// Builds `source` with `compiler` and `flags` against the header and the shared library.
+fn build_host(compiler: &str, flags: &[&str], source: &str) -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = build_library();
     let name = Path::new(source)
         .file_stem()
         .unwrap()
@@ -58,7 +65,12 @@ fn build_host(compiler: &str, flags: &[&str], source: &str) -> PathBuf {
 
 /// Runs a host and checks it says `ok`.
 fn run_host(host: &Path, ok: &str) {
-    let output = Command::new(host).output().unwrap();
+    run_checked(Command::new(host), host, ok);
+}
+
+/// Runs `command` (a host) and checks it succeeds and says `ok`.
+fn run_checked(mut command: Command, host: &Path, ok: &str) {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
         "{} failed: {}",
@@ -80,10 +92,7 @@ fn the_c_host_runs_cleanly_and_under_valgrind() {
     let host = build_host("gcc", &["-std=c99"], "hosts/c/server_host.c");
     run_host(&host, "server_host: ok");
 
-    let valgrind = Command::new("valgrind").arg("--version").output();
-    if valgrind.is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must have valgrind");
-        eprintln!("valgrind not installed: skipping the memory check");
+    if !available("valgrind", "--version") {
         let _ = std::fs::remove_file(&host);
         return;
     }
@@ -104,4 +113,46 @@ fn the_c_host_runs_cleanly_and_under_valgrind() {
     );
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
     let _ = std::fs::remove_file(&host);
+}
+
+/// Whether `tool` runs here; without it a developer machine skips, CI fails.
+fn available(tool: &str, version_flag: &str) -> bool {
+    if Command::new(tool).arg(version_flag).output().is_ok() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must have {tool}");
+    eprintln!("{tool} not installed: skipping");
+    false
+}
+
+#[test]
+fn the_csharp_host_runs_on_mono_with_a_csharp_hook() {
+    if !available("mcs", "--version") || !available("mono", "--version") {
+        return;
+    }
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = build_library();
+    let exe = std::env::temp_dir().join(format!("group-csharp-host-{}.exe", std::process::id()));
+    let output = Command::new("mcs")
+        .args(["-unsafe", "-langversion:7", "-warnaserror+"])
+        .arg(format!("-out:{}", exe.display()))
+        .args([
+            "csharp/NativeMethods.g.cs",
+            "csharp/Group.cs",
+            "csharp/GroupServer.cs",
+            "csharp/GroupClient.cs",
+            "hosts/csharp/ServerHost.cs",
+        ])
+        .current_dir(crate_dir)
+        .output()
+        .expect("mcs runs");
+    assert!(
+        output.status.success(),
+        "the C# host compiles without warnings:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let mut mono = Command::new("mono");
+    mono.arg(&exe).env("LD_LIBRARY_PATH", &lib);
+    run_checked(mono, &exe, "csharp_host: ok");
+    let _ = std::fs::remove_file(&exe);
 }

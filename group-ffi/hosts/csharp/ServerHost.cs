@@ -1,0 +1,177 @@
+// A C# (Mono, C# 7) host of the group server through the wrapper in group-ffi/csharp: a Before-join hook
+// written in C# refuses "mallory"; clients over TCP, WebSocket and UDP create, join (mallory is refused with
+// the hook's code and message), broadcast and leave; the server API creates a group, refuses a join, lists a
+// user's groups, snapshots a group, and ticks a group that announces to its members; events arrive both by
+// polling and by the EventRaised event. Exits non-zero on the first thing that is not as expected.
+
+using System;
+using System.Linq;
+using System.Text;
+using System.Threading;
+using Group;
+using Group.Native;
+
+static class ServerHost
+{
+    static void Expect(bool ok, string what)
+    {
+        if (!ok) throw new Exception("expected: " + what);
+    }
+
+    static byte[] Bytes(string text) { return Encoding.UTF8.GetBytes(text); }
+    static string Text(byte[] bytes) { return Encoding.UTF8.GetString(bytes); }
+
+    // Waits for the next push of kind (skipping others) and returns it.
+    static Push NextOf(Client client, PushKind kind)
+    {
+        for (var tries = 0; tries < 20; tries++)
+        {
+            Push push;
+            if (!client.TryPoll(5000, out push)) break;
+            if (push.Kind == kind) return push;
+        }
+        throw new Exception("no push of kind " + kind + " came");
+    }
+
+    static Client Connect(Server server, Transport transport, string uid)
+    {
+        var client = new Client(transport, "127.0.0.1:" + server.Port(transport));
+        client.Hello(uid);
+        return client;
+    }
+
+    static void Run()
+    {
+        var version = string.Format("{0}.{1}.{2}", NativeMethods.GROUP_VERSION_MAJOR,
+            NativeMethods.GROUP_VERSION_MINOR, NativeMethods.GROUP_VERSION_PATCH);
+        unsafe
+        {
+            var native = new string((sbyte*)NativeMethods.group_version());
+            Expect(native == version, "the library's version matches the bindings' (" + native + ")");
+        }
+
+        try
+        {
+            new Server("{\"group\": {\"relayLimit\": 0}}").Dispose();
+            Expect(false, "a bad configuration is refused");
+        }
+        catch (GroupException e)
+        {
+            Expect(e.Result == group_result.GROUP_RESULT_INVALID_CONFIG, "INVALID_CONFIG");
+            Expect(e.Message.Contains("group.relayLimit"), "the error names the key: " + e.Message);
+        }
+
+        const string config = "{\"server\": {\"tcp\": \"127.0.0.1:0\", \"ws\": \"127.0.0.1:0\", \"udp\": \"127.0.0.1:0\"}," +
+                              " \"mesh\": {\"bind\": \"127.0.0.1:0\"}}";
+        using (var server = new Server(config, 2))
+        {
+            var hooked = 0;
+            server.AddHook(HookCommand.Join, HookPhase.Before, call =>
+            {
+                Interlocked.Increment(ref hooked);
+                if (call.Uid == "mallory") server.Next(call.Token, 1001, "no mallory");
+                else server.Next(call.Token);
+            });
+            server.SetMessage(MessageKind.Discard, (group, uid, sid) => Bytes("gone:" + uid));
+            var raised = 0;
+            server.EventRaised += e => { if (e.Kind == ServerEventKind.SessionOpened) Interlocked.Increment(ref raised); };
+            server.Start();
+            Expect(server.Port(Transport.Tcp) != 0, "a real port");
+
+            using (var alice = Connect(server, Transport.Tcp, "alice"))
+            using (var bob = Connect(server, Transport.WebSocket, "bob"))
+            using (var carol = Connect(server, Transport.Udp, "carol"))
+            using (var mallory = Connect(server, Transport.Tcp, "mallory"))
+            {
+                var group = alice.Create(false, true, 60);
+                bob.Join(group, Bytes("hi"));
+                var joined = NextOf(alice, PushKind.Joined);
+                Expect(joined.Uid == "bob" && Text(joined.Message) == "hi", "alice sees bob's join");
+                carol.Join(group);
+                try
+                {
+                    mallory.Join(group);
+                    Expect(false, "mallory is refused");
+                }
+                catch (GroupException e)
+                {
+                    Expect(e.Result == group_result.GROUP_RESULT_REFUSED && e.Refusal == 1001, "the hook's code");
+                    Expect(e.RefusalMessage == "no mallory", "the hook's message: " + e.RefusalMessage);
+                }
+                Expect(hooked == 3, "the C# hook ran for every join");
+
+                alice.Broadcast(group, Bytes("hello all"));
+                foreach (var member in new[] { bob, carol })
+                {
+                    var push = NextOf(member, PushKind.Broadcast);
+                    Expect(push.Uid == "alice" && Text(push.Message) == "hello all", "the broadcast arrives");
+                }
+                carol.Leave(group, Bytes("bye"));
+                var left = NextOf(alice, PushKind.Left);
+                Expect(left.Uid == "carol" && Text(left.Message) == "bye", "alice sees carol leave");
+
+                // The server API.
+                var ids = server.GroupIds("alice");
+                Expect(ids != null && ids.Length == 1 && ids[0].Equals(group), "alice's groups");
+                Expect(server.GroupIds("nobody") == null, "no session, no list");
+                var snapshot = server.Snapshot(group);
+                Expect(snapshot != null && snapshot.Members.Select(m => m.Uid).SequenceEqual(new[] { "alice", "bob" }),
+                    "the snapshot lists alice and bob");
+                Expect(snapshot.Owner == "127.0.0.1:" + server.Port(Transport.Mesh), "owned by this node");
+                var other = server.NewGroup(null, true, false, 60);
+                try
+                {
+                    server.Join(other, "nobody");
+                    Expect(false, "joining a user with no session is refused");
+                }
+                catch (GroupException e)
+                {
+                    Expect(e.Refusal == 6, "refused with code 6 (UNKNOWN_USER)");
+                }
+                server.Join(other, "alice");
+                Expect(server.LatestGroup("alice").Value.Equals(other), "the latest group");
+
+                // A tick written in C# announces from the tick thread.
+                server.SetTick(group, 1000, g => server.Announce(g, Bytes("tick")));
+                var tick = NextOf(bob, PushKind.Broadcast);
+                Expect(tick.Uid == "" && Text(tick.Message) == "tick", "the tick's announce reaches bob");
+                server.SetTick(group, 0, null);
+
+                // Bob goes: alice hears the discard message produced in C#.
+                bob.Dispose();
+                var gone = NextOf(alice, PushKind.Left);
+                Expect(gone.Uid == "bob" && Text(gone.Message) == "gone:bob", "the discard message");
+            }
+
+            var opened = 0;
+            var sawAlice = false;
+            ServerEvent e2;
+            for (var waited = 0; opened < 4 && waited < 10000; )
+            {
+                if (!server.TryPollEvent(out e2)) { Thread.Sleep(10); waited += 10; continue; }
+                if (e2.Kind != ServerEventKind.SessionOpened) continue;
+                opened++;
+                sawAlice |= e2.Uid == "alice";
+            }
+            Expect(opened == 4 && sawAlice, "four sessions opened, alice's among them (polled)");
+            Expect(raised == 4, "four sessions opened (raised)");
+            Expect(!server.Next(12345), "an unknown token is refused, not a crash");
+            server.Stop();
+        }
+    }
+
+    static int Main()
+    {
+        try
+        {
+            Run();
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine("csharp_host: " + e);
+            return 1;
+        }
+        Console.WriteLine("csharp_host: ok");
+        return 0;
+    }
+}
