@@ -67,6 +67,9 @@ enum group_result
   GROUP_RESULT_WRONG_THREAD = 7013,
   // The connection closed (or could not be made).
   GROUP_RESULT_DISCONNECTED = 7014,
+  // The server's input queue is full: a call that does not wait was not queued. Retry later, or make
+  // the blocking call.
+  GROUP_RESULT_BUSY = 7015,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -182,6 +185,9 @@ enum group_event_kind
   GROUP_EVENT_GROUP_DELETED = 3,
   // A group's tick (set with `group_server_set_tick`) fired: `group` is set.
   GROUP_EVENT_TICK = 4,
+  // A broadcast queued with `group_server_broadcast_nowait` was refused: `group` and `uid` are set, and
+  // `reason` is the protocol code (400 no such group, 401 not a member, 6 no such user).
+  GROUP_EVENT_BROADCAST_REFUSED = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -315,7 +321,7 @@ typedef struct {
   // Length of the uid, for session events; 0 otherwise.
   size_t uid_len;
   // Why a session was discarded: 1 Fin, 2 disconnected, 3 idle, 4 replaced by a newer Hello, 5 closed for
-  // a protocol violation; 0 otherwise.
+  // a protocol violation. For `GROUP_EVENT_BROADCAST_REFUSED`: the protocol code. 0 otherwise.
   uint32_t reason;
 } group_event;
 
@@ -396,6 +402,25 @@ group_result group_server_broadcast(const group_server *server,
                                     size_t message_len,
                                     uint8_t reliable,
                                     uint16_t *refusal);
+
+// Queues a broadcast from member `uid` to the other members of `group` (as `group_server_broadcast`) and
+// returns at once: **not blocking**, so any thread may call it, the server's own callbacks included. It
+// saves the caller the round trip between threads that a blocking call waits for (README: the FFI cost).
+// A refusal arrives later as a `GROUP_EVENT_BROADCAST_REFUSED` event carrying the code.
+// `GROUP_RESULT_BUSY` when the server's input queue (8192 calls) is full: nothing was queued.
+//
+// # Safety
+// `server` live and started; `group` 52 readable bytes; `uid` and `message` their lengths of readable
+// bytes. Any thread.
+group_result group_server_broadcast_nowait(const group_server *server,
+                                           const uint8_t *group,
+                                           const uint8_t *uid,
+                                           size_t uid_len,
+                                           uint8_t ver,
+                                           uint16_t cmd,
+                                           const uint8_t *message,
+                                           size_t message_len,
+                                           uint8_t reliable);
 
 // Sends `message` to every member of `group` from the server itself (an entry with an empty uid). No
 // client command can do this. **Blocking** until the node has queued it.

@@ -83,6 +83,18 @@ public:
         check(result, "group_server_announce", refusal);
     }
 
+    // Queues a broadcast from member `uid` and returns at once (no round trip between threads); false when
+    // the server's queue is full. A refusal arrives later as a GROUP_EVENT_BROADCAST_REFUSED event.
+    bool broadcast_nowait(const GroupId &group, std::string_view uid, std::string_view message) const {
+        group_result result = group_server_broadcast_nowait(server_.get(), group.data(), bytes(uid), uid.size(), 1, 113,
+                                                            bytes(message), message.size(), 1);
+        if (result == GROUP_RESULT_BUSY) {
+            return false;
+        }
+        check(result, "group_server_broadcast_nowait");
+        return true;
+    }
+
     void stop(std::uint32_t grace_ms = 1000) { check(group_server_stop(server_.get(), grace_ms), "group_server_stop"); }
 
     const group_server *get() const { return server_.get(); }

@@ -144,10 +144,11 @@ namespace Group
         public ulong Token;
     }
 
-    public enum ServerEventKind : uint { SessionOpened = 1, SessionDiscarded = 2, GroupDeleted = 3, Tick = 4 }
+    public enum ServerEventKind : uint { SessionOpened = 1, SessionDiscarded = 2, GroupDeleted = 3, Tick = 4, BroadcastRefused = 5 }
 
     /// <summary>Something that happened on the server. Uid and Sid are set for session events, Group for
-    /// group events; Reason (1 Fin, 2 disconnected, 3 idle, 4 replaced, 5 protocol violation) for discards.</summary>
+    /// group events; Reason (1 Fin, 2 disconnected, 3 idle, 4 replaced, 5 protocol violation) for discards,
+    /// the protocol code for BroadcastRefused (which has Group and Uid).</summary>
     public struct ServerEvent
     {
         public ServerEventKind Kind;
@@ -159,7 +160,8 @@ namespace Group
         internal static unsafe ServerEvent From(group_event* e, byte* uid)
         {
             var kind = (ServerEventKind)e->kind;
-            var hasGroup = kind == ServerEventKind.GroupDeleted || kind == ServerEventKind.Tick;
+            var hasGroup = kind == ServerEventKind.GroupDeleted || kind == ServerEventKind.Tick ||
+                           kind == ServerEventKind.BroadcastRefused;
             return new ServerEvent
             {
                 Kind = kind,

@@ -226,6 +226,20 @@ namespace Group.Native
         public static extern group_result group_server_broadcast(group_server* server, byte* group, byte* uid, System.UIntPtr uid_len, byte ver, ushort cmd, byte* message, System.UIntPtr message_len, byte reliable, ushort* refusal);
 
         /// <summary>
+        ///  Queues a broadcast from member `uid` to the other members of `group` (as `group_server_broadcast`) and
+        ///  returns at once: **not blocking**, so any thread may call it, the server's own callbacks included. It
+        ///  saves the caller the round trip between threads that a blocking call waits for (README: the FFI cost).
+        ///  A refusal arrives later as a `GROUP_EVENT_BROADCAST_REFUSED` event carrying the code.
+        ///  `GROUP_RESULT_BUSY` when the server's input queue (8192 calls) is full: nothing was queued.
+        ///
+        ///  # Safety
+        ///  `server` live and started; `group` 52 readable bytes; `uid` and `message` their lengths of readable
+        ///  bytes. Any thread.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_server_broadcast_nowait", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_server_broadcast_nowait(group_server* server, byte* group, byte* uid, System.UIntPtr uid_len, byte ver, ushort cmd, byte* message, System.UIntPtr message_len, byte reliable);
+
+        /// <summary>
         ///  Sends `message` to every member of `group` from the server itself (an entry with an empty uid). No
         ///  client command can do this. **Blocking** until the node has queued it.
         ///
@@ -611,7 +625,7 @@ namespace Group.Native
         public System.UIntPtr uid_len;
         /// <summary>
         ///  Why a session was discarded: 1 Fin, 2 disconnected, 3 idle, 4 replaced by a newer Hello, 5 closed for
-        ///  a protocol violation; 0 otherwise.
+        ///  a protocol violation. For `GROUP_EVENT_BROADCAST_REFUSED`: the protocol code. 0 otherwise.
         /// </summary>
         public uint reason;
     }
@@ -722,6 +736,11 @@ namespace Group.Native
         ///  The connection closed (or could not be made).
         /// </summary>
         GROUP_RESULT_DISCONNECTED = 7014,
+        /// <summary>
+        ///  The server's input queue is full: a call that does not wait was not queued. Retry later, or make
+        ///  the blocking call.
+        /// </summary>
+        GROUP_RESULT_BUSY = 7015,
     }
 
     /// <summary>
@@ -826,6 +845,11 @@ namespace Group.Native
         ///  A group's tick (set with `group_server_set_tick`) fired: `group` is set.
         /// </summary>
         GROUP_EVENT_TICK = 4,
+        /// <summary>
+        ///  A broadcast queued with `group_server_broadcast_nowait` was refused: `group` and `uid` are set, and
+        ///  `reason` is the protocol code (400 no such group, 401 not a member, 6 no such user).
+        /// </summary>
+        GROUP_EVENT_BROADCAST_REFUSED = 5,
     }
 
     /// <summary>

@@ -41,7 +41,7 @@ pub(crate) fn as_blocking_callback<T>(callback: impl FnOnce() -> T) -> T {
 /// The lifetime `'a` is the caller's call: every caller's contract keeps the server alive during it.
 pub(crate) fn running<'a>(
     server: *const group_server,
-) -> Result<(ServerHandle, &'a Runtime), group_result> {
+) -> Result<(&'a ServerHandle, &'a Runtime), group_result> {
     let on_worker =
         tokio::runtime::Handle::try_current().is_ok() && !ON_BLOCKING_CALLBACK.with(Cell::get);
     if on_worker {
@@ -220,6 +220,49 @@ pub unsafe extern "C" fn group_server_broadcast(
         let (handle, runtime) = running(server)?;
         let call = handle.broadcast(group, uid, ver, cmd, message, reliable != 0);
         finish(runtime, call, refusal)
+    })
+}
+
+/// Queues a broadcast from member `uid` to the other members of `group` (as `group_server_broadcast`) and
+/// returns at once: **not blocking**, so any thread may call it, the server's own callbacks included. It
+/// saves the caller the round trip between threads that a blocking call waits for (README: the FFI cost).
+/// A refusal arrives later as a `GROUP_EVENT_BROADCAST_REFUSED` event carrying the code.
+/// `GROUP_RESULT_BUSY` when the server's input queue (8192 calls) is full: nothing was queued.
+///
+/// # Safety
+/// `server` live and started; `group` 52 readable bytes; `uid` and `message` their lengths of readable
+/// bytes. Any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_server_broadcast_nowait(
+    server: *const group_server,
+    group: *const u8,
+    uid: *const u8,
+    uid_len: usize,
+    ver: u8,
+    cmd: u16,
+    message: *const u8,
+    message_len: usize,
+    reliable: u8,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (group, uid, message) =
+            unsafe { member_args(group, uid, uid_len, message, message_len) }?;
+        // SAFETY: per the contract, a live server for the duration of the call.
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let handle = server
+            .handle()
+            .ok_or(group_result::GROUP_RESULT_NOT_STARTED)?;
+        let events = server.events();
+        let refused = move |e: group_core::BroadcastError, group, uid| {
+            events.record_refused(&group, uid, e.code());
+        };
+        handle
+            .broadcast_nowait(group, uid, ver, cmd, message, reliable != 0, refused)
+            .map_err(|e| match e {
+                ApiError::Busy => group_result::GROUP_RESULT_BUSY,
+                _ => group_result::GROUP_RESULT_NOT_STARTED,
+            })
     })
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use group_core::Event;
 
@@ -26,6 +26,9 @@ pub enum group_event_kind {
     GROUP_EVENT_GROUP_DELETED = 3,
     /// A group's tick (set with `group_server_set_tick`) fired: `group` is set.
     GROUP_EVENT_TICK = 4,
+    /// A broadcast queued with `group_server_broadcast_nowait` was refused: `group` and `uid` are set, and
+    /// `reason` is the protocol code (400 no such group, 401 not a member, 6 no such user).
+    GROUP_EVENT_BROADCAST_REFUSED = 5,
 }
 
 /// One event. The uid is handed out separately (a buffer for polling, a pointer for the callback).
@@ -42,7 +45,7 @@ pub struct group_event {
     /// Length of the uid, for session events; 0 otherwise.
     pub uid_len: usize,
     /// Why a session was discarded: 1 Fin, 2 disconnected, 3 idle, 4 replaced by a newer Hello, 5 closed for
-    /// a protocol violation; 0 otherwise.
+    /// a protocol violation. For `GROUP_EVENT_BROADCAST_REFUSED`: the protocol code. 0 otherwise.
     pub reason: u32,
 }
 
@@ -92,11 +95,24 @@ impl Events {
         }
     }
 
+    /// Records a refused `group_server_broadcast_nowait` (called on the node task).
+    pub fn record_refused(&self, group: &group_core::GroupId, uid: String, code: u16) {
+        let (mut event, _) = of_group(group_event_kind::GROUP_EVENT_BROADCAST_REFUSED, group);
+        event.uid_len = uid.len();
+        event.reason = u32::from(code);
+        self.deliver(event, uid);
+    }
+
     /// Records a core event (called on the node task).
-    pub fn record(self: &Arc<Self>, event: &Event) {
+    pub fn record(&self, event: &Event) {
         let Some((event, uid)) = translate(event) else {
             return;
         };
+        self.deliver(event, uid);
+    }
+
+    /// Hands an event to the callback and the queue.
+    fn deliver(&self, event: group_event, uid: String) {
         if let Some(host) = &*self.callback.lock().unwrap_or_else(|e| e.into_inner()) {
             // SAFETY: the host's callback, called as documented, with pointers valid during the call.
             unsafe { (host.callback)(host.userdata, &event, uid.as_ptr()) };

@@ -22,8 +22,8 @@ mod server;
 mod slice;
 
 pub use api::{
-    GROUP_ID_LEN, group_server_announce, group_server_broadcast, group_server_join,
-    group_server_latest_group, group_server_leave, group_server_new_group,
+    GROUP_ID_LEN, group_server_announce, group_server_broadcast, group_server_broadcast_nowait,
+    group_server_join, group_server_latest_group, group_server_leave, group_server_new_group,
     group_server_set_offline,
 };
 pub use callbacks::{

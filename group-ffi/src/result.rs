@@ -39,6 +39,9 @@ pub enum group_result {
     GROUP_RESULT_WRONG_THREAD = 7013,
     /// The connection closed (or could not be made).
     GROUP_RESULT_DISCONNECTED = 7014,
+    /// The server's input queue is full: a call that does not wait was not queued. Retry later, or make
+    /// the blocking call.
+    GROUP_RESULT_BUSY = 7015,
 }
 
 impl group_result {
@@ -71,6 +74,7 @@ impl group_result {
                 "the server refused the operation; *refusal holds the protocol error code"
             }
             group_result::GROUP_RESULT_DISCONNECTED => "the connection closed or could not be made",
+            group_result::GROUP_RESULT_BUSY => "the server's input queue is full: retry later",
             group_result::GROUP_RESULT_WRONG_THREAD => {
                 "a blocking call from one of the server's own threads (a callback): call it from another"
             }
@@ -95,6 +99,7 @@ impl group_result {
             GROUP_RESULT_REFUSED,
             GROUP_RESULT_WRONG_THREAD,
             GROUP_RESULT_DISCONNECTED,
+            GROUP_RESULT_BUSY,
         ]
         .into_iter()
         .find(|r| *r as u32 == code)

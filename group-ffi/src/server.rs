@@ -4,7 +4,7 @@
 //! documented as blocking (`group_server_start`, `group_server_stop`, `group_server_free`).
 
 use std::ffi::c_void;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use group_net::{Command, Rejection, Server, ServerBuilder, ServerConfig, StartError};
@@ -28,6 +28,8 @@ pub struct group_server {
     events: Arc<Events>,
     /// `limits.maxPayload` of the configuration.
     max_payload: usize,
+    /// The API handle, set by `group_server_start`.
+    handle: OnceLock<group_net::ServerHandle>,
 }
 
 /// Before `group_server_start`: a builder, where hooks are registered. After: the running server.
@@ -41,14 +43,21 @@ impl group_server {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The running server's API handle, if it runs.
-    pub(crate) fn handle(&self) -> Option<group_net::ServerHandle> {
-        self.lock().server.as_ref().map(Server::handle)
+    /// The server's Rust API once started (after a stop, its calls fail with `Stopped`), for Rust code
+    /// linked into a host that created the server through the C ABI. Kept outside the lock, so that C API
+    /// calls neither lock nor clone it: the C ABI's cost per call stays near Rust's.
+    pub fn handle(&self) -> Option<&group_net::ServerHandle> {
+        self.handle.get()
     }
 
-    /// The runtime the server's tasks run on.
-    pub(crate) fn runtime(&self) -> &Runtime {
+    /// The runtime the server's tasks run on (to spawn Rust tasks beside them, or block on its API).
+    pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The event queue and callback.
+    pub(crate) fn events(&self) -> Arc<Events> {
+        self.events.clone()
     }
 
     /// The tokens hooks and custom commands wait on.
@@ -167,6 +176,7 @@ pub unsafe extern "C" fn group_server_new(
             continuations: Arc::default(),
             events,
             max_payload,
+            handle: OnceLock::new(),
         });
         // SAFETY: `out` is non-null and, per the contract, writable.
         unsafe { out.write(Box::into_raw(server)) };
@@ -220,6 +230,7 @@ pub unsafe extern "C" fn group_server_start(server: *const group_server) -> grou
         let started = server.runtime.block_on(builder.start());
         match started {
             Ok(running) => {
+                let _ = server.handle.set(running.handle());
                 state.server = Some(running);
                 Ok(())
             }

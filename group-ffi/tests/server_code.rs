@@ -414,3 +414,78 @@ fn ticks_call_back_and_may_use_the_blocking_api() {
         assert_eq!(r, group_result::GROUP_RESULT_NOT_FOUND);
     }
 }
+
+#[test]
+fn broadcasts_queued_without_waiting_arrive_and_their_refusals_become_events() {
+    let (server, addr, _) = start();
+    let server = server.0;
+    let rt = client_runtime();
+    let mut alice = connect(&rt, addr, "alice");
+    let mut bob = connect(&rt, addr, "bob");
+    let group = create(&rt, &mut alice);
+    bounded(&rt, bob.join(group, b"")).unwrap();
+    let nowait = |uid: &[u8]| {
+        // SAFETY: a live server; real pointers and lengths.
+        unsafe {
+            group_server_broadcast_nowait(
+                server,
+                group.as_bytes().as_ptr(),
+                uid.as_ptr(),
+                uid.len(),
+                1,
+                113,
+                b"quick".as_ptr(),
+                5,
+                1,
+            )
+        }
+    };
+    // Not blocking, so allowed even where blocking calls are refused (inside a runtime, as in a callback).
+    rt.block_on(async { assert_eq!(nowait(b"alice"), group_result::GROUP_RESULT_OK) });
+    loop {
+        match bounded(&rt, bob.next_push()) {
+            Some(Push::Broadcast { entries, .. }) => {
+                assert_eq!(
+                    (entries[0].uid.as_str(), &entries[0].message[..]),
+                    ("alice", &b"quick"[..])
+                );
+                break;
+            }
+            Some(_) => {}
+            None => panic!("bob's connection closed"),
+        }
+    }
+    assert_eq!(
+        nowait(b"carol"),
+        group_result::GROUP_RESULT_OK,
+        "queued; refused later"
+    );
+    let mut event = std::mem::MaybeUninit::<group_event>::uninit();
+    let mut uid = [0u8; 64];
+    let mut needed = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no refusal event");
+        // SAFETY: real buffers; a live server.
+        let r = unsafe {
+            group_server_poll_event(
+                server,
+                event.as_mut_ptr(),
+                uid.as_mut_ptr(),
+                64,
+                &mut needed,
+            )
+        };
+        if r != group_result::GROUP_RESULT_OK {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        // SAFETY: written on OK.
+        let event = unsafe { event.assume_init_read() };
+        if event.kind == group_event_kind::GROUP_EVENT_BROADCAST_REFUSED as u32 {
+            assert_eq!((&uid[..event.uid_len], event.reason), (&b"carol"[..], 6));
+            assert_eq!(event.group, *group.as_bytes());
+            break;
+        }
+    }
+}

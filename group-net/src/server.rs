@@ -481,6 +481,10 @@ pub enum ApiError {
     /// The server has stopped.
     #[error("server stopped")]
     Stopped,
+    /// The node's input queue is full: a call that does not wait was not queued. Retry later, or make
+    /// the waiting call (which waits for room).
+    #[error("the node's input queue is full ({INPUT_QUEUE} calls waiting)")]
+    Busy,
     /// See [`CreateError`].
     #[error(transparent)]
     Create(#[from] CreateError),
@@ -614,6 +618,34 @@ impl ServerHandle {
         self.call(move |s| s.node.broadcast(&group, &uid, ver, cmd, message, reliable))
             .await?
             .map_err(ApiError::from)
+    }
+
+    /// Queues a broadcast from member `uid` and returns at once, without waiting for the node task: for a
+    /// host thread (a game loop, a C caller) that must not block for a round trip between threads. A
+    /// refusal (no such group, not a member) is handed to `refused` on the node task instead, with the
+    /// group and the uid; it must return at once. [`ApiError::Busy`] when the node's input queue is full.
+    #[allow(clippy::too_many_arguments)]
+    pub fn broadcast_nowait(
+        &self,
+        group: GroupId,
+        uid: String,
+        ver: u8,
+        cmd: u16,
+        message: Bytes,
+        reliable: bool,
+        refused: impl FnOnce(BroadcastError, GroupId, String) + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let call = Box::new(move |s: &mut NodeState| {
+            if let Err(e) = s.node.broadcast(&group, &uid, ver, cmd, message, reliable) {
+                refused(e, group, uid);
+            }
+        });
+        self.inputs
+            .try_send(Input::Call(call))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ApiError::Busy,
+                mpsc::error::TrySendError::Closed(_) => ApiError::Stopped,
+            })
     }
 
     /// Sends `message` to every member from the server itself (an entry with an empty uid).

@@ -216,6 +216,24 @@ async fn server_api_mirrors_the_group_package() {
         panic!()
     };
     assert_eq!(entries[0].uid, "bob");
+    // Without waiting: the broadcast is delivered; a refusal goes to the callback instead of the caller.
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
+    let nowait = Bytes::from_static(b"no wait");
+    api.broadcast_nowait(group, "bob".into(), 1, 113, nowait, true, |_, _, _| {})
+        .unwrap();
+    let Push::Broadcast { entries, .. } = next_push(&mut alice).await else {
+        panic!()
+    };
+    assert_eq!(&entries[0].message[..], b"no wait");
+    let refused = move |e, _, uid| {
+        let _ = refused_tx.send((e, uid));
+    };
+    api.broadcast_nowait(group, "carol".into(), 1, 113, Bytes::new(), true, refused)
+        .unwrap();
+    let (refusal, uid): (group_core::BroadcastError, String) =
+        bounded("the refusal", refused_rx).await.unwrap();
+    assert_eq!(refusal.code(), group_core::proto::code::UNKNOWN_USER);
+    assert_eq!(uid, "carol");
 
     assert_eq!(
         api.group_ids("alice".into()).await.unwrap(),

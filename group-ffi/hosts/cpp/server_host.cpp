@@ -87,6 +87,9 @@ int main() {
         server.announce(group, "from the server");
         auto announce = next_of(bob, GROUP_PUSH_BROADCAST);
         expect(announce && announce->uid.empty() && announce->message == "from the server", "the announce");
+        expect(server.broadcast_nowait(group, "alice", "no wait"), "a broadcast queued without waiting");
+        auto quick = next_of(bob, GROUP_PUSH_BROADCAST);
+        expect(quick && quick->uid == "alice" && quick->message == "no wait", "the queued broadcast arrives");
         carol.leave(group);
         expect(server.next(424242) == GROUP_RESULT_NOT_FOUND, "an unknown token is an error code");
         server.stop();

@@ -131,6 +131,12 @@ static class ServerHost
                 server.Join(other, "alice");
                 Expect(server.LatestGroup("alice").Value.Equals(other), "the latest group");
 
+                // A broadcast that does not wait arrives; one from a user with no session becomes an event.
+                Expect(server.BroadcastNoWait(group, "alice", Bytes("no wait")), "queued");
+                var quick = NextOf(bob, PushKind.Broadcast);
+                Expect(quick.Uid == "alice" && Text(quick.Message) == "no wait", "the queued broadcast arrives");
+                Expect(server.BroadcastNoWait(group, "nobody", Bytes("x")), "queued, refused later");
+
                 // A tick written in C# announces from the tick thread.
                 server.SetTick(group, 1000, g => server.Announce(g, Bytes("tick")));
                 var tick = NextOf(bob, PushKind.Broadcast);
@@ -145,15 +151,18 @@ static class ServerHost
 
             var opened = 0;
             var sawAlice = false;
+            var refused = false;
             ServerEvent e2;
-            for (var waited = 0; opened < 4 && waited < 10000; )
+            for (var waited = 0; (opened < 4 || !refused) && waited < 10000; )
             {
                 if (!server.TryPollEvent(out e2)) { Thread.Sleep(10); waited += 10; continue; }
+                refused |= e2.Kind == ServerEventKind.BroadcastRefused && e2.Uid == "nobody" && e2.Reason == 6;
                 if (e2.Kind != ServerEventKind.SessionOpened) continue;
                 opened++;
                 sawAlice |= e2.Uid == "alice";
             }
             Expect(opened == 4 && sawAlice, "four sessions opened, alice's among them (polled)");
+            Expect(refused, "the queued broadcast from nobody was refused with code 6 (an event)");
             Expect(raised == 4, "four sessions opened (raised)");
             Expect(!server.Next(12345), "an unknown token is refused, not a crash");
             server.Stop();
