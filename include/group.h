@@ -715,6 +715,16 @@ group_result group_server_port(const group_server *server, uint32_t transport, u
 group_result group_server_stop(const group_server *server,
                                uint32_t grace_ms);
 
+// Drains a running server, as SIGTERM does to group-server: it goes offline (no new groups, the Offline
+// push to every client, the groups it owns handed to their backups), keeps serving until the last client
+// has gone or `server.drainTimeout` passed, then stops as `group_server_stop` with `grace_ms`. **Blocking**
+// for all of that. The server can then only be freed.
+//
+// # Safety
+// `server` as in `group_server_start`. Any thread but the server's own (never from a callback).
+group_result group_server_drain(const group_server *server,
+                                uint32_t grace_ms);
+
 // Frees a server, stopping it first (with a one-second grace) if it still runs. **Blocking** while it
 // stops. `server` may be NULL (nothing happens); it must not be used afterwards.
 //

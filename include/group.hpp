@@ -95,6 +95,10 @@ public:
         return true;
     }
 
+    // Drains as SIGTERM does to group-server (offline, groups handed over, serving until the last client
+    // has gone or server.drainTimeout passed), then stops.
+    void drain(std::uint32_t grace_ms = 1000) { check(group_server_drain(server_.get(), grace_ms), "group_server_drain"); }
+
     void stop(std::uint32_t grace_ms = 1000) { check(group_server_stop(server_.get(), grace_ms), "group_server_stop"); }
 
     const group_server *get() const { return server_.get(); }

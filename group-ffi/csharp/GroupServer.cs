@@ -371,6 +371,10 @@ namespace Group
         /// <summary>Stops serving: leaves the cluster and closes every connection, waiting at most graceMs.</summary>
         public void Stop(uint graceMs = 1000) { Interop.Check(NativeMethods.group_server_stop(Raw, graceMs), "group_server_stop"); }
 
+        /// <summary>Drains, as SIGTERM does to group-server: offline, owned groups handed over, serving until the
+        /// last client has gone or server.drainTimeout passed, then stopped with graceMs. Blocking.</summary>
+        public void Drain(uint graceMs = 1000) { Interop.Check(NativeMethods.group_server_drain(Raw, graceMs), "group_server_drain"); }
+
         /// <summary>Stops (if running) and frees the server; callbacks are released afterwards.</summary>
         public void Dispose()
         {

@@ -120,6 +120,18 @@ namespace Group.Native
         public static extern group_result group_server_stop(group_server* server, uint grace_ms);
 
         /// <summary>
+        ///  Drains a running server, as SIGTERM does to group-server: it goes offline (no new groups, the Offline
+        ///  push to every client, the groups it owns handed to their backups), keeps serving until the last client
+        ///  has gone or `server.drainTimeout` passed, then stops as `group_server_stop` with `grace_ms`. **Blocking**
+        ///  for all of that. The server can then only be freed.
+        ///
+        ///  # Safety
+        ///  `server` as in `group_server_start`. Any thread but the server's own (never from a callback).
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_server_drain", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_server_drain(group_server* server, uint grace_ms);
+
+        /// <summary>
         ///  Frees a server, stopping it first (with a one-second grace) if it still runs. **Blocking** while it
         ///  stops. `server` may be NULL (nothing happens); it must not be used afterwards.
         ///

@@ -43,9 +43,9 @@ pub use queries::{
 };
 pub use result::{group_result, group_result_message};
 pub use server::{
-    group_config_error, group_next, group_server, group_server_add_hook, group_server_free,
-    group_server_new, group_server_poll_event, group_server_port, group_server_set_event_callback,
-    group_server_start, group_server_stop, group_transport,
+    group_config_error, group_next, group_server, group_server_add_hook, group_server_drain,
+    group_server_free, group_server_new, group_server_poll_event, group_server_port,
+    group_server_set_event_callback, group_server_start, group_server_stop, group_transport,
 };
 
 use std::ffi::c_char;

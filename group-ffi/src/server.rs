@@ -1,7 +1,8 @@
 //! Hosting a server: create it from a JSON configuration, start it, ask where it listens, stop it, free it.
 //!
 //! The server owns its tokio runtime (its own threads); the host's threads only ever block in the calls
-//! documented as blocking (`group_server_start`, `group_server_stop`, `group_server_free`).
+//! documented as blocking (`group_server_start`, `group_server_stop`, `group_server_drain`,
+//! `group_server_free`, and the server API).
 
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -288,6 +289,9 @@ pub unsafe extern "C" fn group_server_stop(
     grace_ms: u32,
 ) -> group_result {
     guard(|| {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
+        }
         // SAFETY: per the contract, a live server (shared: its state is behind a lock).
         let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
         let running = server
@@ -297,6 +301,35 @@ pub unsafe extern "C" fn group_server_stop(
             .ok_or(group_result::GROUP_RESULT_NOT_STARTED)?;
         let grace = Duration::from_millis(u64::from(grace_ms));
         server.runtime.block_on(running.shutdown(grace));
+        Ok(())
+    })
+}
+
+/// Drains a running server, as SIGTERM does to group-server: it goes offline (no new groups, the Offline
+/// push to every client, the groups it owns handed to their backups), keeps serving until the last client
+/// has gone or `server.drainTimeout` passed, then stops as `group_server_stop` with `grace_ms`. **Blocking**
+/// for all of that. The server can then only be freed.
+///
+/// # Safety
+/// `server` as in `group_server_start`. Any thread but the server's own (never from a callback).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_server_drain(
+    server: *const group_server,
+    grace_ms: u32,
+) -> group_result {
+    guard(|| {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
+        }
+        // SAFETY: per the contract, a live server (shared: its state is behind a lock).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let running = server
+            .lock()
+            .server
+            .take()
+            .ok_or(group_result::GROUP_RESULT_NOT_STARTED)?;
+        let grace = Duration::from_millis(u64::from(grace_ms));
+        server.runtime.block_on(running.drain(grace));
         Ok(())
     })
 }

@@ -19,7 +19,8 @@ use group_core::proto::{CreateRequest, Request};
 use group_ffi::*;
 use group_net::client::{Client, Push};
 
-const CONFIG: &str = r#"{"server": {"tcp": "127.0.0.1:0", "ws": null, "udp": null},
+/// A drain waits for clients for up to ten minutes: one that ends in seconds saw the last client go.
+const CONFIG: &str = r#"{"server": {"tcp": "127.0.0.1:0", "ws": null, "udp": null, "drainTimeout": 600000},
                          "mesh": {"bind": "127.0.0.1:0"}}"#;
 
 /// The server, freed when dropped (also when an assertion fails).
@@ -488,4 +489,31 @@ fn broadcasts_queued_without_waiting_arrive_and_their_refusals_become_events() {
             break;
         }
     }
+}
+
+#[test]
+fn a_drain_pushes_offline_and_ends_once_the_last_client_has_gone() {
+    let (server, addr, _) = start();
+    let raw = server.0 as usize;
+    let rt = client_runtime();
+    let mut alice = connect(&rt, addr, "alice");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let drainer = std::thread::spawn(move || {
+        // SAFETY: the server outlives this thread: the test joins it before the guard frees the server.
+        let r = unsafe { group_server_drain(raw as *const group_server, 1000) };
+        let _ = done_tx.send(r);
+    });
+    assert_eq!(bounded(&rt, alice.next_push()), Some(Push::Offline));
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the drain waits while a client is connected"
+    );
+    drop(alice);
+    let r = done_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(r, group_result::GROUP_RESULT_OK);
+    drainer.join().unwrap();
+    let mut port = 0u16;
+    // SAFETY: a live (drained) server.
+    let r = unsafe { group_server_port(server.0, 1, &mut port) };
+    assert_eq!(r, group_result::GROUP_RESULT_NOT_STARTED);
 }

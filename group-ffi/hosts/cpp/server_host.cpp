@@ -52,7 +52,7 @@ std::optional<group::Push> next_of(group::Client &client, std::uint32_t kind) {
 int main() {
     try {
         group::Server server(
-            R"({"server": {"tcp": "127.0.0.1:0", "ws": "127.0.0.1:0", "udp": "127.0.0.1:0"},
+            R"({"server": {"tcp": "127.0.0.1:0", "ws": "127.0.0.1:0", "udp": "127.0.0.1:0", "drainTimeout": 300},
                 "mesh": {"bind": "127.0.0.1:0"}})");
         server.add_hook(GROUP_COMMAND_JOIN, GROUP_HOOK_BEFORE, before_join, &server);
         server.start();
@@ -92,7 +92,10 @@ int main() {
         expect(quick && quick->uid == "alice" && quick->message == "no wait", "the queued broadcast arrives");
         carol.leave(group);
         expect(server.next(424242) == GROUP_RESULT_NOT_FOUND, "an unknown token is an error code");
-        server.stop();
+        // A drain pushes Offline, waits (at most drainTimeout, 300 ms here: the clients stay), and stops.
+        server.drain();
+        auto offline = next_of(alice, GROUP_PUSH_OFFLINE);
+        expect(offline.has_value(), "the drain told alice to go");
     } catch (const group::Error &e) {
         std::fprintf(stderr, "cpp_host: %s (refusal %u)\n", e.what(), static_cast<unsigned>(e.refusal));
         return 1;
