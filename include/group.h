@@ -268,6 +268,26 @@ typedef struct {
   uint16_t code;
 } group_push;
 
+// One event. The uid is handed out separately (a buffer for polling, a pointer for the callback).
+typedef struct {
+  // A `group_event_kind` value.
+  uint32_t kind;
+  // The group, for `GROUP_EVENT_GROUP_DELETED` and `GROUP_EVENT_TICK`; zeros otherwise.
+  uint8_t group[52];
+  // The session ID, for session events; zeros otherwise.
+  uint8_t sid[16];
+  // Length of the uid, for session events; 0 otherwise.
+  size_t uid_len;
+  // Why a session was discarded: 1 Fin, 2 disconnected, 3 idle, 4 replaced by a newer Hello, 5 closed for
+  // a protocol violation. For `GROUP_EVENT_BROADCAST_REFUSED`: the protocol code. 0 otherwise.
+  uint32_t reason;
+} group_event;
+
+// The event callback: `event` and `uid` (`event->uid_len` bytes) live only during the call. Called on
+// the server's node thread for every event; it must return at once and must not call back into blocking
+// functions of this server (they return `GROUP_RESULT_WRONG_THREAD`).
+typedef void (*group_event_fn)(void *userdata, const group_event *event, const uint8_t *uid);
+
 // A node's mesh address (IPv4, as the mesh uses).
 typedef struct {
   // The address's four bytes, most significant first (127.0.0.1 is {127, 0, 0, 1}).
@@ -309,26 +329,6 @@ typedef struct {
   // The member's 16-byte session ID.
   uint8_t sid[16];
 } group_member;
-
-// One event. The uid is handed out separately (a buffer for polling, a pointer for the callback).
-typedef struct {
-  // A `group_event_kind` value.
-  uint32_t kind;
-  // The group, for `GROUP_EVENT_GROUP_DELETED` and `GROUP_EVENT_TICK`; zeros otherwise.
-  uint8_t group[52];
-  // The session ID, for session events; zeros otherwise.
-  uint8_t sid[16];
-  // Length of the uid, for session events; 0 otherwise.
-  size_t uid_len;
-  // Why a session was discarded: 1 Fin, 2 disconnected, 3 idle, 4 replaced by a newer Hello, 5 closed for
-  // a protocol violation. For `GROUP_EVENT_BROADCAST_REFUSED`: the protocol code. 0 otherwise.
-  uint32_t reason;
-} group_event;
-
-// The event callback: `event` and `uid` (`event->uid_len` bytes) live only during the call. Called on
-// the server's node thread for every event; it must return at once and must not call back into blocking
-// functions of this server (they return `GROUP_RESULT_WRONG_THREAD`).
-typedef void (*group_event_fn)(void *userdata, const group_event *event, const uint8_t *uid);
 
 #ifdef __cplusplus
 extern "C" {
@@ -612,6 +612,59 @@ group_result group_client_refusal_message(group_client *client,
 // `client` NULL or a live client with no call in progress, freed once.
 void group_client_free(group_client *client);
 
+// Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
+// server's node thread (see `group_event_fn`). The polling queue receives every event as well.
+//
+// # Safety
+// `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
+// replaced or the server is freed. Any thread.
+group_result group_server_set_event_callback(const group_server *server,
+                                             group_event_fn callback,
+                                             void *userdata);
+
+// Takes the next event from the queue without waiting: writes it to `*out` and its uid (`out->uid_len`
+// bytes, not NUL-terminated) to `uid_buf`. `GROUP_RESULT_NOT_FOUND` when the queue is empty;
+// `GROUP_RESULT_BUFFER_TOO_SMALL` (the event stays queued, `*needed` = the uid length) when `uid_buf_len`
+// is too small (64 bytes always suffice: uids are at most 64 bytes). Meant for a game loop's thread.
+//
+// # Safety
+// `server` as in `group_server_start`; `out` writable; `uid_buf` `uid_buf_len` writable bytes; `needed`
+// writable. Any thread.
+group_result group_server_poll_event(const group_server *server,
+                                     group_event *out,
+                                     uint8_t *uid_buf,
+                                     size_t uid_buf_len,
+                                     size_t *needed);
+
+// Registers a hook written in C: `callback` runs with `userdata` for every `command` (a `group_command`),
+// before it is carried out (`phase` `GROUP_HOOK_BEFORE`, which may refuse it) or after it succeeded
+// (`GROUP_HOOK_AFTER`). Several hooks of one command and phase run in registration order. Only before
+// `group_server_start` (`GROUP_RESULT_ALREADY_STARTED` afterwards): once clients can connect, the hooks
+// are fixed. See `group_hook_fn` for the callback's thread and lifetimes, and `group_next` for the answer.
+//
+// # Safety
+// `server` as in `group_server_start`. `callback` and `userdata` must stay usable from the server's
+// threads until the server is freed. Any thread.
+group_result group_server_add_hook(const group_server *server,
+                                   uint32_t command,
+                                   uint32_t phase,
+                                   group_hook_fn callback,
+                                   void *userdata);
+
+// Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
+// client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at
+// once (even inside the callback) or later. A token answered already, given up after
+// `server.hookTimeout`, or never issued gives `GROUP_RESULT_NOT_FOUND`.
+//
+// # Safety
+// `server` as in `group_server_start`; `message` must point to `message_len` readable bytes (NULL allowed
+// when the length is 0).
+group_result group_next(const group_server *server,
+                        uint64_t token,
+                        uint32_t code,
+                        const uint8_t *message,
+                        size_t message_len);
+
 // Writes the groups user `uid` is in, in join order (Diarkis's GetGroupIDList), into `groups_out`: an
 // array of `capacity` IDs of 52 bytes each (`capacity * 52` bytes). `*count` receives the number of
 // groups. `GROUP_RESULT_NOT_FOUND` when the user has no session on this node. **Blocking.**
@@ -732,59 +785,6 @@ group_result group_server_drain(const group_server *server,
 // `server` must be NULL or come from `group_server_new`, not already freed, with no call in progress.
 // Never call it from a callback of this same server.
 void group_server_free(group_server *server);
-
-// Registers a hook written in C: `callback` runs with `userdata` for every `command` (a `group_command`),
-// before it is carried out (`phase` `GROUP_HOOK_BEFORE`, which may refuse it) or after it succeeded
-// (`GROUP_HOOK_AFTER`). Several hooks of one command and phase run in registration order. Only before
-// `group_server_start` (`GROUP_RESULT_ALREADY_STARTED` afterwards): once clients can connect, the hooks
-// are fixed. See `group_hook_fn` for the callback's thread and lifetimes, and `group_next` for the answer.
-//
-// # Safety
-// `server` as in `group_server_start`. `callback` and `userdata` must stay usable from the server's
-// threads until the server is freed. Any thread.
-group_result group_server_add_hook(const group_server *server,
-                                   uint32_t command,
-                                   uint32_t phase,
-                                   group_hook_fn callback,
-                                   void *userdata);
-
-// Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
-// server's node thread (see `group_event_fn`). The polling queue receives every event as well.
-//
-// # Safety
-// `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
-// replaced or the server is freed. Any thread.
-group_result group_server_set_event_callback(const group_server *server,
-                                             group_event_fn callback,
-                                             void *userdata);
-
-// Takes the next event from the queue without waiting: writes it to `*out` and its uid (`out->uid_len`
-// bytes, not NUL-terminated) to `uid_buf`. `GROUP_RESULT_NOT_FOUND` when the queue is empty;
-// `GROUP_RESULT_BUFFER_TOO_SMALL` (the event stays queued, `*needed` = the uid length) when `uid_buf_len`
-// is too small (64 bytes always suffice: uids are at most 64 bytes). Meant for a game loop's thread.
-//
-// # Safety
-// `server` as in `group_server_start`; `out` writable; `uid_buf` `uid_buf_len` writable bytes; `needed`
-// writable. Any thread.
-group_result group_server_poll_event(const group_server *server,
-                                     group_event *out,
-                                     uint8_t *uid_buf,
-                                     size_t uid_buf_len,
-                                     size_t *needed);
-
-// Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
-// client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at
-// once (even inside the callback) or later. A token answered already, given up after
-// `server.hookTimeout`, or never issued gives `GROUP_RESULT_NOT_FOUND`.
-//
-// # Safety
-// `server` as in `group_server_start`; `message` must point to `message_len` readable bytes (NULL allowed
-// when the length is 0).
-group_result group_next(const group_server *server,
-                        uint64_t token,
-                        uint32_t code,
-                        const uint8_t *message,
-                        size_t message_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -157,30 +157,6 @@ namespace Group.Native
         public static extern group_result group_server_add_hook(group_server* server, uint command, uint phase, group_server_add_hook_callback_delegate callback, void* userdata);
 
         /// <summary>
-        ///  Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
-        ///  server's node thread (see `group_event_fn`). The polling queue receives every event as well.
-        ///
-        ///  # Safety
-        ///  `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
-        ///  replaced or the server is freed. Any thread.
-        /// </summary>
-        [DllImport(__DllName, EntryPoint = "group_server_set_event_callback", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
-        public static extern group_result group_server_set_event_callback(group_server* server, group_server_set_event_callback_callback_delegate callback, void* userdata);
-
-        /// <summary>
-        ///  Takes the next event from the queue without waiting: writes it to `*out` and its uid (`out-&gt;uid_len`
-        ///  bytes, not NUL-terminated) to `uid_buf`. `GROUP_RESULT_NOT_FOUND` when the queue is empty;
-        ///  `GROUP_RESULT_BUFFER_TOO_SMALL` (the event stays queued, `*needed` = the uid length) when `uid_buf_len`
-        ///  is too small (64 bytes always suffice: uids are at most 64 bytes). Meant for a game loop's thread.
-        ///
-        ///  # Safety
-        ///  `server` as in `group_server_start`; `out` writable; `uid_buf` `uid_buf_len` writable bytes; `needed`
-        ///  writable. Any thread.
-        /// </summary>
-        [DllImport(__DllName, EntryPoint = "group_server_poll_event", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
-        public static extern group_result group_server_poll_event(group_server* server, group_event* @out, byte* uid_buf, System.UIntPtr uid_buf_len, System.UIntPtr* needed);
-
-        /// <summary>
         ///  Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
         ///  client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at
         ///  once (even inside the callback) or later. A token answered already, given up after
@@ -371,6 +347,30 @@ namespace Group.Native
         /// </summary>
         [DllImport(__DllName, EntryPoint = "group_reply", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         public static extern group_result group_reply(group_server* server, ulong token, byte* payload, System.UIntPtr payload_len);
+
+        /// <summary>
+        ///  Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
+        ///  server's node thread (see `group_event_fn`). The polling queue receives every event as well.
+        ///
+        ///  # Safety
+        ///  `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
+        ///  replaced or the server is freed. Any thread.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_server_set_event_callback", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_server_set_event_callback(group_server* server, group_server_set_event_callback_callback_delegate callback, void* userdata);
+
+        /// <summary>
+        ///  Takes the next event from the queue without waiting: writes it to `*out` and its uid (`out-&gt;uid_len`
+        ///  bytes, not NUL-terminated) to `uid_buf`. `GROUP_RESULT_NOT_FOUND` when the queue is empty;
+        ///  `GROUP_RESULT_BUFFER_TOO_SMALL` (the event stays queued, `*needed` = the uid length) when `uid_buf_len`
+        ///  is too small (64 bytes always suffice: uids are at most 64 bytes). Meant for a game loop's thread.
+        ///
+        ///  # Safety
+        ///  `server` as in `group_server_start`; `out` writable; `uid_buf` `uid_buf_len` writable bytes; `needed`
+        ///  writable. Any thread.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_server_poll_event", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_server_poll_event(group_server* server, group_event* @out, byte* uid_buf, System.UIntPtr uid_buf_len, System.UIntPtr* needed);
 
         /// <summary>
         ///  Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as

@@ -9,6 +9,9 @@ use std::sync::Mutex;
 
 use group_core::Event;
 
+use crate::panic::guard;
+use crate::result::group_result;
+use crate::server::group_server;
 use crate::slice::GROUP_ID_LEN;
 
 /// Most events the polling queue holds.
@@ -184,5 +187,162 @@ fn translate(event: &Event) -> Option<(group_event, String)> {
         }
         Event::Tick { group } => Some(of_group(group_event_kind::GROUP_EVENT_TICK, group)),
         _ => None,
+    }
+}
+
+/// Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
+/// server's node thread (see `group_event_fn`). The polling queue receives every event as well.
+///
+/// # Safety
+/// `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
+/// replaced or the server is freed. Any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_server_set_event_callback(
+    server: *const group_server,
+    callback: group_event_fn,
+    userdata: *mut c_void,
+) -> group_result {
+    guard(|| {
+        // SAFETY: per the contract, a live server (shared: events are internally locked).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        server.events().set_callback(callback, userdata);
+        Ok(())
+    })
+}
+
+/// Takes the next event from the queue without waiting: writes it to `*out` and its uid (`out->uid_len`
+/// bytes, not NUL-terminated) to `uid_buf`. `GROUP_RESULT_NOT_FOUND` when the queue is empty;
+/// `GROUP_RESULT_BUFFER_TOO_SMALL` (the event stays queued, `*needed` = the uid length) when `uid_buf_len`
+/// is too small (64 bytes always suffice: uids are at most 64 bytes). Meant for a game loop's thread.
+///
+/// # Safety
+/// `server` as in `group_server_start`; `out` writable; `uid_buf` `uid_buf_len` writable bytes; `needed`
+/// writable. Any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_server_poll_event(
+    server: *const group_server,
+    out: *mut group_event,
+    uid_buf: *mut u8,
+    uid_buf_len: usize,
+    needed: *mut usize,
+) -> group_result {
+    guard(|| {
+        // SAFETY: per the contract, a live server (shared: events are internally locked).
+        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        if out.is_null() || needed.is_null() {
+            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+        }
+        let mut uid_len = 0;
+        let taken = server
+            .events()
+            .pop_if(|q| {
+                uid_len = q.uid.len();
+                uid_len <= uid_buf_len
+            })
+            .ok_or(group_result::GROUP_RESULT_NOT_FOUND)?;
+        // SAFETY: non-null and, per the contract, writable.
+        unsafe { needed.write(uid_len) };
+        let queued = taken.ok_or(group_result::GROUP_RESULT_BUFFER_TOO_SMALL)?;
+        if uid_len > 0 {
+            if uid_buf.is_null() {
+                return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+            }
+            // SAFETY: `uid_buf` holds `uid_buf_len >= uid_len` writable bytes per the contract.
+            unsafe { std::ptr::copy_nonoverlapping(queued.uid.as_ptr(), uid_buf, uid_len) };
+        }
+        // SAFETY: `out` is non-null and, per the contract, writable.
+        unsafe { out.write(queued.event) };
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{
+        group_server_free, group_server_new, group_server_port, group_server_start,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Counts the events the callback sees.
+    unsafe extern "C" fn count(userdata: *mut c_void, event: *const group_event, _uid: *const u8) {
+        // SAFETY: the test passes an AtomicUsize as userdata, and the library a valid event.
+        let (counter, event) = unsafe { (&*(userdata as *const AtomicUsize), &*event) };
+        if event.kind == group_event_kind::GROUP_EVENT_SESSION_OPENED as u32 {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn events_reach_the_callback_and_the_queue() {
+        let config = r#"{"server": {"tcp": "127.0.0.1:0", "ws": null, "udp": null},
+                         "mesh": {"bind": "127.0.0.1:0"}}"#;
+        let counter = Box::new(AtomicUsize::new(0));
+        let mut server: *mut group_server = std::ptr::null_mut();
+        let mut port = 0u16;
+        // SAFETY: real pointers; the counter outlives the server, which is freed below.
+        unsafe {
+            group_server_new(config.as_ptr(), config.len(), 1, &mut server);
+            let userdata = &*counter as *const AtomicUsize as *mut c_void;
+            assert_eq!(
+                group_server_set_event_callback(server, Some(count), userdata),
+                group_result::GROUP_RESULT_OK
+            );
+            group_server_start(server);
+            group_server_port(server, 1, &mut port);
+        }
+        let client_side = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        client_side.block_on(async {
+            let mut c = group_net::client::Client::connect_tcp(([127, 0, 0, 1], port).into())
+                .await
+                .unwrap();
+            c.hello("zoe", "").await.unwrap();
+        });
+        // The node records events right after it queues the Hello's response: wait for it, briefly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while counter.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            counter.load(Ordering::SeqCst),
+            1,
+            "the callback saw the Hello"
+        );
+        let mut event = std::mem::MaybeUninit::<group_event>::uninit();
+        let (mut small, mut uid) = ([0u8; 2], [0u8; 64]);
+        let mut needed = 0usize;
+        // SAFETY: real buffers and out-parameters; the server lives until freed.
+        unsafe {
+            let r = group_server_poll_event(
+                server,
+                event.as_mut_ptr(),
+                small.as_mut_ptr(),
+                2,
+                &mut needed,
+            );
+            assert_eq!(
+                (r, needed),
+                (group_result::GROUP_RESULT_BUFFER_TOO_SMALL, 3)
+            );
+            let r = group_server_poll_event(
+                server,
+                event.as_mut_ptr(),
+                uid.as_mut_ptr(),
+                64,
+                &mut needed,
+            );
+            assert_eq!(r, group_result::GROUP_RESULT_OK);
+            let event = event.assume_init();
+            assert_eq!(
+                event.kind,
+                group_event_kind::GROUP_EVENT_SESSION_OPENED as u32
+            );
+            assert_eq!(&uid[..event.uid_len], b"zoe");
+            group_server_free(server);
+        }
     }
 }

@@ -14,6 +14,7 @@ mod api;
 mod callbacks;
 mod client;
 mod events;
+mod hook_api;
 mod hooks;
 mod panic;
 mod queries;
@@ -35,7 +36,11 @@ pub use client::{
     group_client_free, group_client_hello, group_client_join, group_client_leave,
     group_client_poll_push, group_client_refusal_message, group_push, group_push_kind,
 };
-pub use events::{GROUP_MAX_QUEUED_EVENTS, group_event, group_event_fn, group_event_kind};
+pub use events::{
+    GROUP_MAX_QUEUED_EVENTS, group_event, group_event_fn, group_event_kind,
+    group_server_poll_event, group_server_set_event_callback,
+};
+pub use hook_api::{group_next, group_server_add_hook};
 pub use hooks::{group_command, group_hook_call, group_hook_fn, group_hook_phase};
 pub use queries::{
     GROUP_MAX_UID_LEN, group_member, group_node_addr, group_server_group_ids,
@@ -43,9 +48,8 @@ pub use queries::{
 };
 pub use result::{group_result, group_result_message};
 pub use server::{
-    group_config_error, group_next, group_server, group_server_add_hook, group_server_drain,
-    group_server_free, group_server_new, group_server_poll_event, group_server_port,
-    group_server_set_event_callback, group_server_start, group_server_stop, group_transport,
+    group_config_error, group_server, group_server_drain, group_server_free, group_server_new,
+    group_server_port, group_server_start, group_server_stop, group_transport,
 };
 
 use std::ffi::c_char;

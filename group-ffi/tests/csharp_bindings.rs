@@ -7,10 +7,11 @@
 use std::path::Path;
 
 /// The source files that declare exported functions, structs and enums.
-const SOURCES: [&str; 9] = [
+const SOURCES: [&str; 10] = [
     "lib.rs",
     "result.rs",
     "server.rs",
+    "hook_api.rs",
     "api.rs",
     "queries.rs",
     "callbacks.rs",
