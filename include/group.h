@@ -583,7 +583,8 @@ group_result group_client_broadcast(group_client *client,
 // its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
 // `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
 // cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
-// is handed out one entry per call.
+// is handed out one entry per call. While it waits it sends the KeepAlive the client owes (see
+// `group_client_set_keep_alive`).
 //
 // # Safety
 // `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
@@ -593,6 +594,16 @@ group_result group_client_poll_push(group_client *client,
                                     uint8_t *buf,
                                     size_t buf_len,
                                     size_t *needed);
+
+// Sets how long a polling client may stay silent before `group_client_poll_push` sends a KeepAlive for
+// it (default 3000 ms; 0 turns it off). The server discards a session silent for `limits.connectionTtl`
+// (10 s by default): a game loop that polls every frame stays connected with nothing else to send. A host
+// that does not poll for longer than the server's ttl must send something itself.
+//
+// # Safety
+// `client` live.
+group_result group_client_set_keep_alive(group_client *client,
+                                         uint32_t interval_ms);
 
 // Writes the message of the last refusal this client received (a hook's own text, for example; UTF-8, not
 // NUL-terminated) into `buf` and its length into `*written`; empty before any refusal. A buffer too small

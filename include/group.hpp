@@ -161,6 +161,11 @@ public:
               "group_client_broadcast");
     }
 
+    // How long the client may stay silent before poll() sends a KeepAlive for it (default 3000 ms, 0: never).
+    void set_keep_alive(std::uint32_t interval_ms) {
+        check(group_client_set_keep_alive(client_.get(), interval_ms), "group_client_set_keep_alive");
+    }
+
     // The message of the last refusal this client received (a hook's own text, for example).
     std::string refusal_message() {
         std::string buf(256, '\0');

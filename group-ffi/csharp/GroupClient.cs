@@ -65,6 +65,13 @@ namespace Group
             throw new GroupException(call, result, refusal, text);
         }
 
+        /// <summary>How long the client may stay silent before TryPoll sends a KeepAlive for it (default 3000 ms,
+        /// 0: never). A client that polls every frame stays connected with nothing else to send.</summary>
+        public void SetKeepAlive(uint intervalMs)
+        {
+            Check(NativeMethods.group_client_set_keep_alive(Raw, intervalMs), "group_client_set_keep_alive", 0);
+        }
+
         /// <summary>Says Hello as uid; returns the 16-byte session ID.</summary>
         public byte[] Hello(string uid, string token = "")
         {

@@ -12,7 +12,9 @@ namespace Group
     /// <summary>A server hosted in this process. Register hooks, commands and messages, then Start; Dispose
     /// stops it (one second of grace) and frees it. Every method may be called from any thread, but the
     /// blocking ones (all but Next, Reply, TryPollEvent, Port) not from the server's own callbacks, where they
-    /// throw GroupException with GROUP_RESULT_WRONG_THREAD; ticks are the exception and may call them.</summary>
+    /// throw GroupException with GROUP_RESULT_WRONG_THREAD; ticks are the exception and may call them.
+    /// Dispose it: there is no finalizer, since stopping a server from the finalizer thread could block it
+    /// (a server never disposed runs until the process ends).</summary>
     public sealed unsafe class Server : IDisposable
     {
         IntPtr handle;

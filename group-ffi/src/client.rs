@@ -6,7 +6,7 @@
 //! `group_client_broadcast` (no answer on success) and `group_client_poll_push` with a zero timeout.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use group_core::GroupId;
@@ -28,8 +28,16 @@ pub struct group_client {
     queued: VecDeque<Owned>,
     /// The message of the last refusal, for `group_client_refusal_message`.
     last_refusal: String,
+    /// When this client last sent anything, and how long it may stay silent before a poll sends a
+    /// KeepAlive (None: never): the server discards sessions silent for `limits.connectionTtl`.
+    last_sent: Instant,
+    keep_alive: Option<Duration>,
     runtime: Runtime,
 }
+
+/// How long a polling client stays silent before it sends a KeepAlive: under the server's default
+/// `limits.connectionTtl` (10 s) with room for a slow frame.
+const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(3);
 
 /// What a push is.
 #[repr(u32)]
@@ -80,6 +88,22 @@ fn owned(kind: group_push_kind, group: Option<GroupId>, uid: String, message: By
         uid,
         message,
         code: 0,
+    }
+}
+
+impl group_client {
+    /// Sends a KeepAlive when the client has been silent for its keep-alive interval (its Ok response is
+    /// skipped by the poll), and tells when the next one is due (None: keep-alive is off).
+    fn keep_alive_if_due(&mut self) -> Result<Option<Instant>, ClientError> {
+        let Some(every) = self.keep_alive else {
+            return Ok(None);
+        };
+        if self.last_sent.elapsed() >= every {
+            self.last_sent = Instant::now();
+            let request = group_core::proto::Request::KeepAlive;
+            self.runtime.block_on(self.client.send(&request))?;
+        }
+        Ok(Some(self.last_sent + every))
     }
 }
 
@@ -150,6 +174,8 @@ pub unsafe extern "C" fn group_client_connect(
             client,
             queued: VecDeque::new(),
             last_refusal: String::new(),
+            last_sent: Instant::now(),
+            keep_alive: Some(DEFAULT_KEEP_ALIVE),
             runtime,
         });
         // SAFETY: `out` is non-null and, per the contract, writable.
@@ -187,6 +213,7 @@ pub unsafe extern "C" fn group_client_hello(
         if sid_out.is_null() {
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }
+        client.last_sent = Instant::now();
         let sid = client
             .runtime
             .block_on(client.client.hello(uid, token))
@@ -221,6 +248,7 @@ pub unsafe extern "C" fn group_client_create(
             ttl_s,
             interval_ms,
         };
+        client.last_sent = Instant::now();
         let id = client
             .runtime
             .block_on(client.client.create(params))
@@ -257,6 +285,7 @@ unsafe fn change_membership(
                 bytes(message, message_len)?,
             )
         };
+        client.last_sent = Instant::now();
         let connection = &mut client.client;
         let answer = client.runtime.block_on(async {
             match change {
@@ -344,6 +373,7 @@ pub unsafe extern "C" fn group_client_broadcast(
             )
         };
         let message = Bytes::copy_from_slice(message);
+        client.last_sent = Instant::now();
         client
             .runtime
             .block_on(client.client.broadcast(group, message, reliable != 0))
@@ -355,7 +385,8 @@ pub unsafe extern "C" fn group_client_broadcast(
 /// its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
 /// `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
 /// cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
-/// is handed out one entry per call.
+/// is handed out one entry per call. While it waits it sends the KeepAlive the client owes (see
+/// `group_client_set_keep_alive`).
 ///
 /// # Safety
 /// `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
@@ -374,13 +405,25 @@ pub unsafe extern "C" fn group_client_poll_push(
         if out.is_null() || needed.is_null() {
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }
-        if client.queued.is_empty() {
-            let wait = Duration::from_millis(u64::from(timeout_ms));
-            let push = client
-                .runtime
-                .block_on(async { tokio::time::timeout(wait, client.client.next_push()).await });
+        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        while client.queued.is_empty() {
+            let wake = client.keep_alive_if_due();
+            if wake.is_err() {
+                return Err(group_result::GROUP_RESULT_DISCONNECTED);
+            }
+            let until = wake
+                .ok()
+                .flatten()
+                .map_or(deadline, |due| due.min(deadline));
+            let next = client.client.next_push();
+            let push = client.runtime.block_on(async {
+                tokio::time::timeout_at(tokio::time::Instant::from_std(until), next).await
+            });
             match push {
-                Err(_) => return Err(group_result::GROUP_RESULT_NOT_FOUND),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(group_result::GROUP_RESULT_NOT_FOUND);
+                }
+                Err(_) => {}
                 Ok(None) => return Err(group_result::GROUP_RESULT_DISCONNECTED),
                 Ok(Some(push)) => queue(&mut client.queued, push),
             }
@@ -469,6 +512,27 @@ fn queue(queued: &mut VecDeque<Owned>, push: Push) {
         }
         _ => {}
     }
+}
+
+/// Sets how long a polling client may stay silent before `group_client_poll_push` sends a KeepAlive for
+/// it (default 3000 ms; 0 turns it off). The server discards a session silent for `limits.connectionTtl`
+/// (10 s by default): a game loop that polls every frame stays connected with nothing else to send. A host
+/// that does not poll for longer than the server's ttl must send something itself.
+///
+/// # Safety
+/// `client` live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_set_keep_alive(
+    client: *mut group_client,
+    interval_ms: u32,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let client = unsafe { client_mut(client) }?;
+        client.keep_alive =
+            (interval_ms > 0).then(|| Duration::from_millis(u64::from(interval_ms)));
+        Ok(())
+    })
 }
 
 /// Writes the message of the last refusal this client received (a hook's own text, for example; UTF-8, not
