@@ -161,6 +161,24 @@ public:
               "group_client_broadcast");
     }
 
+    // Sends the server's own command (ver 2 and up) and returns its reply's payload.
+    std::string request(std::uint8_t ver, std::uint16_t cmd, std::string_view payload) {
+        std::string reply(1024, '\0');
+        std::size_t length = 0;
+        std::uint16_t refusal = 0;
+        group_result result = group_client_request(client_.get(), ver, cmd, bytes(payload), payload.size(),
+                                                   reinterpret_cast<std::uint8_t *>(reply.data()), reply.size(),
+                                                   &length, &refusal);
+        if (result == GROUP_RESULT_BUFFER_TOO_SMALL) {
+            reply.resize(length);
+            result = group_client_last_reply(client_.get(), reinterpret_cast<std::uint8_t *>(reply.data()),
+                                             reply.size(), &length);
+        }
+        check(result, "group_client_request", refusal);
+        reply.resize(length);
+        return reply;
+    }
+
     // How long the client may stay silent before poll() sends a KeepAlive for it (default 3000 ms, 0: never).
     void set_keep_alive(std::uint32_t interval_ms) {
         check(group_client_set_keep_alive(client_.get(), interval_ms), "group_client_set_keep_alive");

@@ -124,6 +124,29 @@ namespace Group
             }
         }
 
+        /// <summary>Sends the server's own command (ver 2 and up) and returns its reply's payload.</summary>
+        public byte[] Request(byte ver, ushort cmd, byte[] payload)
+        {
+            payload = payload ?? new byte[0];
+            var reply = new byte[1024];
+            UIntPtr length;
+            ushort refusal = 0;
+            fixed (byte* p = Interop.NonEmpty(payload))
+            fixed (byte* r = reply)
+            {
+                var result = NativeMethods.group_client_request(Raw, ver, cmd, p, (UIntPtr)payload.Length, r,
+                    (UIntPtr)reply.Length, &length, &refusal);
+                if (result == group_result.GROUP_RESULT_OK) return Interop.Copy(r, (int)length);
+                if (result != group_result.GROUP_RESULT_BUFFER_TOO_SMALL) Check(result, "group_client_request", refusal);
+            }
+            reply = new byte[(int)length];
+            fixed (byte* r = Interop.NonEmpty(reply))
+            {
+                Check(NativeMethods.group_client_last_reply(Raw, r, (UIntPtr)reply.Length, &length), "group_client_last_reply", 0);
+            }
+            return reply;
+        }
+
         /// <summary>Sends message to the other members; a refusal comes later as a Refused push.</summary>
         public void Broadcast(GroupId group, byte[] message, bool reliable = true)
         {

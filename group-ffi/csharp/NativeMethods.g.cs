@@ -435,6 +435,52 @@ namespace Group.Native
         public static extern group_result group_client_broadcast(group_client* client, byte* group, byte* message, System.UIntPtr message_len, byte reliable);
 
         /// <summary>
+        ///  Sends the server's own command `ver` (2 or more) / `cmd` with `payload` and waits for its answer
+        ///  (`group_server_add_command` on a C host, `ServerBuilder::on_command` in Rust). The Ok response's payload
+        ///  is copied into `reply_buf` and its length written to `*reply_len`; when it does not fit, the call
+        ///  returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length in `*reply_len` and keeps the reply for
+        ///  `group_client_last_reply`. A refusal returns `GROUP_RESULT_REFUSED` with the code in `*refusal` (9: no
+        ///  handler for that command). **Blocking.**
+        ///
+        ///  # Safety
+        ///  `client` live; `payload` `payload_len` readable bytes; `reply_buf` `reply_cap` writable bytes (NULL
+        ///  allowed when `reply_cap` is 0); `reply_len` writable; `refusal` NULL or writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_request", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_request(group_client* client, byte ver, ushort cmd, byte* payload, System.UIntPtr payload_len, byte* reply_buf, System.UIntPtr reply_cap, System.UIntPtr* reply_len, ushort* refusal);
+
+        /// <summary>
+        ///  Copies the payload of the last custom command's reply (see `group_client_request`) into `buf`, its
+        ///  length into `*written`; `GROUP_RESULT_BUFFER_TOO_SMALL` with the length needed when it does not fit.
+        ///
+        ///  # Safety
+        ///  `client` live; `buf` `buf_len` writable bytes (NULL allowed when `buf_len` is 0); `written` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_last_reply", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_last_reply(group_client* client, byte* buf, System.UIntPtr buf_len, System.UIntPtr* written);
+
+        /// <summary>
+        ///  Writes the message of the last refusal this client received (a hook's own text, for example; UTF-8, not
+        ///  NUL-terminated) into `buf` and its length into `*written`; empty before any refusal. A buffer too small
+        ///  returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length needed in `*written`.
+        ///
+        ///  # Safety
+        ///  `client` live; `buf` `buf_len` writable bytes (NULL allowed when `buf_len` is 0); `written` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_refusal_message", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_refusal_message(group_client* client, byte* buf, System.UIntPtr buf_len, System.UIntPtr* written);
+
+        /// <summary>
+        ///  Says Fin (the session ends at once on the server), closes the connection and frees the client.
+        ///  **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.
+        ///
+        ///  # Safety
+        ///  `client` NULL or a live client with no call in progress, freed once.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_free", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern void group_client_free(group_client* client);
+
+        /// <summary>
         ///  Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
         ///  its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
         ///  `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
@@ -459,27 +505,6 @@ namespace Group.Native
         /// </summary>
         [DllImport(__DllName, EntryPoint = "group_client_set_keep_alive", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         public static extern group_result group_client_set_keep_alive(group_client* client, uint interval_ms);
-
-        /// <summary>
-        ///  Writes the message of the last refusal this client received (a hook's own text, for example; UTF-8, not
-        ///  NUL-terminated) into `buf` and its length into `*written`; empty before any refusal. A buffer too small
-        ///  returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length needed in `*written`.
-        ///
-        ///  # Safety
-        ///  `client` live; `buf` `buf_len` writable bytes (NULL allowed when `buf_len` is 0); `written` writable.
-        /// </summary>
-        [DllImport(__DllName, EntryPoint = "group_client_refusal_message", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
-        public static extern group_result group_client_refusal_message(group_client* client, byte* buf, System.UIntPtr buf_len, System.UIntPtr* written);
-
-        /// <summary>
-        ///  Says Fin (the session ends at once on the server), closes the connection and frees the client.
-        ///  **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.
-        ///
-        ///  # Safety
-        ///  `client` NULL or a live client with no call in progress, freed once.
-        /// </summary>
-        [DllImport(__DllName, EntryPoint = "group_client_free", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
-        public static extern void group_client_free(group_client* client);
 
 
     }

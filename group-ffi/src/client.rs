@@ -9,102 +9,32 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use group_core::GroupId;
 use group_core::proto::CreateRequest;
-use group_net::client::{Client, ClientError, Push};
+use group_net::client::{Client, ClientError};
 use tokio::runtime::Runtime;
 
+use crate::client_push::{DEFAULT_KEEP_ALIVE, Owned};
 use crate::panic::{guard, guard_void};
 use crate::result::group_result;
-use crate::slice::{GROUP_ID_LEN, group_in, refused_with, write_group};
 use crate::slice::{bytes, text, write_out};
+use crate::slice::{group_in, refused_with, write_group};
 
 /// A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
 /// client must not overlap (use one client per thread, or lock around it).
 pub struct group_client {
     /// Declared first so that it drops first: the connection closes before its runtime goes.
-    client: Client,
+    pub(crate) client: Client,
     /// Entries of merged broadcast pushes not yet handed out (`group_client_poll_push` gives one per call).
-    queued: VecDeque<Owned>,
+    pub(crate) queued: VecDeque<Owned>,
     /// The message of the last refusal, for `group_client_refusal_message`.
-    last_refusal: String,
+    pub(crate) last_refusal: String,
+    /// The payload of the last custom command's Ok response, for `group_client_last_reply`.
+    pub(crate) last_reply: Bytes,
     /// When this client last sent anything, and how long it may stay silent before a poll sends a
     /// KeepAlive (None: never): the server discards sessions silent for `limits.connectionTtl`.
-    last_sent: Instant,
-    keep_alive: Option<Duration>,
-    runtime: Runtime,
-}
-
-/// How long a polling client stays silent before it sends a KeepAlive: under the server's default
-/// `limits.connectionTtl` (10 s) with room for a slow frame.
-const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(3);
-
-/// What a push is.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum group_push_kind {
-    /// A member joined (111). When `uid` is the receiver's own, the group changed owner (rejoin push).
-    GROUP_PUSH_JOINED = 1,
-    /// A member left or was discarded (112).
-    GROUP_PUSH_LEFT = 2,
-    /// A broadcast (113): one entry; an empty uid is an announce from the server.
-    GROUP_PUSH_BROADCAST = 3,
-    /// The node is going offline (ver 0, cmd 6): create groups elsewhere.
-    GROUP_PUSH_OFFLINE = 4,
-    /// A refused broadcast (its Bad response): `code` holds the protocol code.
-    GROUP_PUSH_REFUSED = 5,
-}
-
-/// One push, as `group_client_poll_push` hands it out. `uid` and `message` are offsets into the caller's
-/// buffer: bytes `[0, uid_len)` are the uid, `[uid_len, uid_len + message_len)` the message.
-#[repr(C)]
-pub struct group_push {
-    /// A `group_push_kind` value.
-    pub kind: u32,
-    /// The group (all zeros for Offline).
-    // A literal, not GROUP_ID_LEN: the C# generator does not resolve constants in array lengths.
-    pub group: [u8; 52],
-    /// Length of the uid at the start of the buffer.
-    pub uid_len: usize,
-    /// Length of the message after the uid.
-    pub message_len: usize,
-    /// For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
-    pub code: u16,
-}
-
-/// A push copied out of the client, waiting to be handed over.
-struct Owned {
-    kind: group_push_kind,
-    group: [u8; GROUP_ID_LEN],
-    uid: String,
-    message: Bytes,
-    code: u16,
-}
-
-fn owned(kind: group_push_kind, group: Option<GroupId>, uid: String, message: Bytes) -> Owned {
-    Owned {
-        kind,
-        group: group.map_or([0; GROUP_ID_LEN], |g| *g.as_bytes()),
-        uid,
-        message,
-        code: 0,
-    }
-}
-
-impl group_client {
-    /// Sends a KeepAlive when the client has been silent for its keep-alive interval (its Ok response is
-    /// skipped by the poll), and tells when the next one is due (None: keep-alive is off).
-    fn keep_alive_if_due(&mut self) -> Result<Option<Instant>, ClientError> {
-        let Some(every) = self.keep_alive else {
-            return Ok(None);
-        };
-        if self.last_sent.elapsed() >= every {
-            self.last_sent = Instant::now();
-            let request = group_core::proto::Request::KeepAlive;
-            self.runtime.block_on(self.client.send(&request))?;
-        }
-        Ok(Some(self.last_sent + every))
-    }
+    pub(crate) last_sent: Instant,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) runtime: Runtime,
 }
 
 /// Writes a refusal's code, keeps its message, and turns a client error into a result.
@@ -121,7 +51,9 @@ fn client_error(last_refusal: &mut String, error: ClientError, refusal: *mut u16
 
 /// # Safety
 /// `client` must be NULL or a live client with no other call in progress.
-unsafe fn client_mut<'a>(client: *mut group_client) -> Result<&'a mut group_client, group_result> {
+pub(crate) unsafe fn client_mut<'a>(
+    client: *mut group_client,
+) -> Result<&'a mut group_client, group_result> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(group_result::GROUP_RESULT_WRONG_THREAD);
     }
@@ -174,6 +106,7 @@ pub unsafe extern "C" fn group_client_connect(
             client,
             queued: VecDeque::new(),
             last_refusal: String::new(),
+            last_reply: Bytes::new(),
             last_sent: Instant::now(),
             keep_alive: Some(DEFAULT_KEEP_ALIVE),
             runtime,
@@ -381,157 +314,70 @@ pub unsafe extern "C" fn group_client_broadcast(
     })
 }
 
-/// Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
-/// its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
-/// `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
-/// cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
-/// is handed out one entry per call. While it waits it sends the KeepAlive the client owes (see
-/// `group_client_set_keep_alive`).
+/// Sends the server's own command `ver` (2 or more) / `cmd` with `payload` and waits for its answer
+/// (`group_server_add_command` on a C host, `ServerBuilder::on_command` in Rust). The Ok response's payload
+/// is copied into `reply_buf` and its length written to `*reply_len`; when it does not fit, the call
+/// returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length in `*reply_len` and keeps the reply for
+/// `group_client_last_reply`. A refusal returns `GROUP_RESULT_REFUSED` with the code in `*refusal` (9: no
+/// handler for that command). **Blocking.**
 ///
 /// # Safety
-/// `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
+/// `client` live; `payload` `payload_len` readable bytes; `reply_buf` `reply_cap` writable bytes (NULL
+/// allowed when `reply_cap` is 0); `reply_len` writable; `refusal` NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn group_client_poll_push(
+pub unsafe extern "C" fn group_client_request(
     client: *mut group_client,
-    timeout_ms: u32,
-    out: *mut group_push,
-    buf: *mut u8,
-    buf_len: usize,
-    needed: *mut usize,
+    ver: u8,
+    cmd: u16,
+    payload: *const u8,
+    payload_len: usize,
+    reply_buf: *mut u8,
+    reply_cap: usize,
+    reply_len: *mut usize,
+    refusal: *mut u16,
 ) -> group_result {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let client = unsafe { client_mut(client) }?;
-        if out.is_null() || needed.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
-        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-        while client.queued.is_empty() {
-            let wake = client.keep_alive_if_due();
-            if wake.is_err() {
-                return Err(group_result::GROUP_RESULT_DISCONNECTED);
-            }
-            let until = wake
-                .ok()
-                .flatten()
-                .map_or(deadline, |due| due.min(deadline));
-            let next = client.client.next_push();
-            let push = client.runtime.block_on(async {
-                tokio::time::timeout_at(tokio::time::Instant::from_std(until), next).await
+        let (client, payload) = unsafe { (client_mut(client)?, bytes(payload, payload_len)?) };
+        if ver < group_core::proto::VER_CUSTOM_MIN || reply_len.is_null() {
+            return Err(if reply_len.is_null() {
+                group_result::GROUP_RESULT_NULL_ARGUMENT
+            } else {
+                group_result::GROUP_RESULT_INVALID_ARGUMENT
             });
-            match push {
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(group_result::GROUP_RESULT_NOT_FOUND);
-                }
-                Err(_) => {}
-                Ok(None) => return Err(group_result::GROUP_RESULT_DISCONNECTED),
-                Ok(Some(push)) => queue(&mut client.queued, push),
-            }
         }
-        let Some(next) = client.queued.front() else {
-            return Err(group_result::GROUP_RESULT_NOT_FOUND);
+        let request = group_core::proto::Request::Custom {
+            ver,
+            cmd,
+            payload: Bytes::copy_from_slice(payload),
         };
-        let size = next.uid.len() + next.message.len();
-        // SAFETY: non-null, and per the contract writable.
-        unsafe { needed.write(size) };
-        if size > buf_len {
-            return Err(group_result::GROUP_RESULT_BUFFER_TOO_SMALL);
-        }
-        if size > 0 && buf.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
-        let Some(next) = client.queued.pop_front() else {
-            return Err(group_result::GROUP_RESULT_NOT_FOUND);
-        };
-        // SAFETY: `buf` holds `buf_len >= size` writable bytes per the contract; the sources are owned here.
-        unsafe {
-            std::ptr::copy_nonoverlapping(next.uid.as_ptr(), buf, next.uid.len());
-            std::ptr::copy_nonoverlapping(
-                next.message.as_ptr(),
-                buf.add(next.uid.len()),
-                next.message.len(),
-            );
-        }
-        let push = group_push {
-            kind: next.kind as u32,
-            group: next.group,
-            uid_len: next.uid.len(),
-            message_len: next.message.len(),
-            code: next.code,
-        };
-        // SAFETY: `out` is non-null and, per the contract, writable.
-        unsafe { out.write(push) };
-        Ok(())
+        client.last_sent = Instant::now();
+        client.last_reply = client
+            .runtime
+            .block_on(client.client.request(&request))
+            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { write_out(&client.last_reply, reply_buf, reply_cap, reply_len) }
     })
 }
 
-/// Turns a push into the entries handed out one by one.
-fn queue(queued: &mut VecDeque<Owned>, push: Push) {
-    match push {
-        Push::Joined {
-            group,
-            uid,
-            message,
-        } => queued.push_back(owned(
-            group_push_kind::GROUP_PUSH_JOINED,
-            Some(group),
-            uid,
-            message,
-        )),
-        Push::Left {
-            group,
-            uid,
-            message,
-        } => queued.push_back(owned(
-            group_push_kind::GROUP_PUSH_LEFT,
-            Some(group),
-            uid,
-            message,
-        )),
-        Push::Broadcast { group, entries } => {
-            for entry in entries {
-                let kind = group_push_kind::GROUP_PUSH_BROADCAST;
-                queued.push_back(owned(kind, Some(group), entry.uid, entry.message));
-            }
-        }
-        Push::Offline => queued.push_back(owned(
-            group_push_kind::GROUP_PUSH_OFFLINE,
-            None,
-            String::new(),
-            Bytes::new(),
-        )),
-        Push::Refused { error, .. } => {
-            let mut refused = owned(
-                group_push_kind::GROUP_PUSH_REFUSED,
-                error.group,
-                String::new(),
-                Bytes::from(error.message.into_bytes()),
-            );
-            refused.code = error.code;
-            queued.push_back(refused);
-        }
-        _ => {}
-    }
-}
-
-/// Sets how long a polling client may stay silent before `group_client_poll_push` sends a KeepAlive for
-/// it (default 3000 ms; 0 turns it off). The server discards a session silent for `limits.connectionTtl`
-/// (10 s by default): a game loop that polls every frame stays connected with nothing else to send. A host
-/// that does not poll for longer than the server's ttl must send something itself.
+/// Copies the payload of the last custom command's reply (see `group_client_request`) into `buf`, its
+/// length into `*written`; `GROUP_RESULT_BUFFER_TOO_SMALL` with the length needed when it does not fit.
 ///
 /// # Safety
-/// `client` live.
+/// `client` live; `buf` `buf_len` writable bytes (NULL allowed when `buf_len` is 0); `written` writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn group_client_set_keep_alive(
+pub unsafe extern "C" fn group_client_last_reply(
     client: *mut group_client,
-    interval_ms: u32,
+    buf: *mut u8,
+    buf_len: usize,
+    written: *mut usize,
 ) -> group_result {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
         let client = unsafe { client_mut(client) }?;
-        client.keep_alive =
-            (interval_ms > 0).then(|| Duration::from_millis(u64::from(interval_ms)));
-        Ok(())
+        // SAFETY: forwarded from this function's contract.
+        unsafe { write_out(&client.last_reply, buf, buf_len, written) }
     })
 }
 

@@ -13,6 +13,7 @@
 mod api;
 mod callbacks;
 mod client;
+mod client_push;
 mod events;
 mod hook_api;
 mod hooks;
@@ -33,9 +34,11 @@ pub use callbacks::{
 };
 pub use client::{
     group_client, group_client_broadcast, group_client_connect, group_client_create,
-    group_client_free, group_client_hello, group_client_join, group_client_leave,
-    group_client_poll_push, group_client_refusal_message, group_client_set_keep_alive, group_push,
-    group_push_kind,
+    group_client_free, group_client_hello, group_client_join, group_client_last_reply,
+    group_client_leave, group_client_refusal_message, group_client_request,
+};
+pub use client_push::{
+    group_client_poll_push, group_client_set_keep_alive, group_push, group_push_kind,
 };
 pub use events::{
     GROUP_MAX_QUEUED_EVENTS, group_event, group_event_fn, group_event_kind,

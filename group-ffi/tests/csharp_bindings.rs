@@ -7,7 +7,7 @@
 use std::path::Path;
 
 /// The source files that declare exported functions, structs and enums.
-const SOURCES: [&str; 10] = [
+const SOURCES: [&str; 11] = [
     "lib.rs",
     "result.rs",
     "server.rs",
@@ -18,6 +18,7 @@ const SOURCES: [&str; 10] = [
     "hooks.rs",
     "events.rs",
     "client.rs",
+    "client_push.rs",
 ];
 
 #[test]

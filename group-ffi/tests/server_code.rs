@@ -196,6 +196,112 @@ fn custom_commands_are_answered_by_token() {
     };
     let e = bounded(&rt, alice.request(&refused)).unwrap_err();
     assert_eq!(e.code(), Some(1234), "{e}");
+    // The same through the C client API: a reply too large for the buffer is kept for last_reply.
+    let text = addr.to_string();
+    let mut c: *mut group_client = std::ptr::null_mut();
+    let (mut sid, mut refusal, mut len) = ([0u8; 16], 0u16, 0usize);
+    let mut reply = [0u8; 8];
+    // SAFETY: real pointers and lengths; the client is freed once at the end.
+    unsafe {
+        assert_eq!(
+            group_client_connect(1, text.as_ptr(), text.len(), &mut c),
+            group_result::GROUP_RESULT_OK
+        );
+        let r = group_client_hello(
+            c,
+            b"carol".as_ptr(),
+            5,
+            std::ptr::null(),
+            0,
+            sid.as_mut_ptr(),
+            &mut refusal,
+        );
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        let r = group_client_request(
+            c,
+            2,
+            7,
+            b"abc".as_ptr(),
+            3,
+            reply.as_mut_ptr(),
+            2,
+            &mut len,
+            &mut refusal,
+        );
+        assert_eq!((r, len), (group_result::GROUP_RESULT_BUFFER_TOO_SMALL, 3));
+        let r = group_client_last_reply(c, reply.as_mut_ptr(), reply.len(), &mut len);
+        assert_eq!(
+            (r, &reply[..len]),
+            (group_result::GROUP_RESULT_OK, &b"cba"[..])
+        );
+        let r = group_client_request(
+            c,
+            2,
+            7,
+            b"xy".as_ptr(),
+            2,
+            reply.as_mut_ptr(),
+            reply.len(),
+            &mut len,
+            &mut refusal,
+        );
+        assert_eq!(
+            (r, &reply[..len]),
+            (group_result::GROUP_RESULT_OK, &b"yx"[..])
+        );
+        let r = group_client_request(
+            c,
+            2,
+            8,
+            std::ptr::null(),
+            0,
+            reply.as_mut_ptr(),
+            reply.len(),
+            &mut len,
+            &mut refusal,
+        );
+        assert_eq!((r, refusal), (group_result::GROUP_RESULT_REFUSED, 1234));
+        let r = group_client_refusal_message(c, reply.as_mut_ptr(), reply.len(), &mut len);
+        assert_eq!(
+            (r, &reply[..len]),
+            (group_result::GROUP_RESULT_OK, &b"no"[..])
+        );
+        let r = group_client_request(
+            c,
+            2,
+            99,
+            std::ptr::null(),
+            0,
+            reply.as_mut_ptr(),
+            reply.len(),
+            &mut len,
+            &mut refusal,
+        );
+        assert_eq!(
+            (r, refusal),
+            (
+                group_result::GROUP_RESULT_REFUSED,
+                group_core::proto::code::NO_HANDLER
+            )
+        );
+        let r = group_client_request(
+            c,
+            1,
+            110,
+            std::ptr::null(),
+            0,
+            reply.as_mut_ptr(),
+            reply.len(),
+            &mut len,
+            &mut refusal,
+        );
+        assert_eq!(
+            r,
+            group_result::GROUP_RESULT_INVALID_ARGUMENT,
+            "ver 1 has its own functions"
+        );
+        group_client_free(c);
+    }
     // A join passes the hook, whose attempt at a reply payload was refused.
     let group = create(&rt, &mut alice);
     let mut bob = connect(&rt, addr, "bob");

@@ -1,8 +1,8 @@
 // A C# (Mono, C# 7) host of the group server through the wrapper in group-ffi/csharp: a Before-join hook
 // written in C# refuses "mallory"; clients over TCP, WebSocket and UDP create, join (mallory is refused with
 // the hook's code and message), broadcast and leave; the server API creates a group, refuses a join, lists a
-// user's groups, snapshots a group, and ticks a group that announces to its members; events arrive both by
-// polling and by the EventRaised event. Exits non-zero on the first thing that is not as expected.
+// user's groups, snapshots a group, and ticks a group that announces to its members; a custom command
+// written in C# answers a client; events arrive both by polling and by the EventRaised event. Exits non-zero on the first thing that is not as expected.
 
 using System;
 using System.Linq;
@@ -73,6 +73,8 @@ static class ServerHost
                 else server.Next(call.Token);
             });
             server.SetMessage(MessageKind.Discard, (group, uid, sid) => Bytes("gone:" + uid));
+            // The server's own command 2/7, written in C#: answers with the payload reversed.
+            server.AddCommand(2, 7, call => server.Reply(call.Token, call.Payload.Reverse().ToArray()));
             var raised = 0;
             server.EventRaised += e => { if (e.Kind == ServerEventKind.SessionOpened) Interlocked.Increment(ref raised); };
             server.Start();
@@ -83,6 +85,19 @@ static class ServerHost
             using (var carol = Connect(server, Transport.Udp, "carol"))
             using (var mallory = Connect(server, Transport.Tcp, "mallory"))
             {
+                Expect(Text(alice.Request(2, 7, Bytes("abc"))) == "cba", "the C# command answered");
+                var big = new string('x', 3000) + "y";
+                Expect(Text(alice.Request(2, 7, Bytes(big))) == "y" + new string('x', 3000), "a reply larger than 1 KiB");
+                try
+                {
+                    alice.Request(2, 8, null);
+                    Expect(false, "a command without a handler is refused");
+                }
+                catch (GroupException e)
+                {
+                    Expect(e.Refusal == 9, "refused with code 9 (NO_HANDLER)");
+                }
+
                 var group = alice.Create(false, true, 60);
                 bob.Join(group, Bytes("hi"));
                 var joined = NextOf(alice, PushKind.Joined);
