@@ -547,6 +547,22 @@ group_result group_client_create(group_client *client,
                                  uint8_t *group_out,
                                  uint16_t *refusal);
 
+// Joins a random group that has room, or creates one (with `allow_empty`, `ttl_s`, `interval_ms` as in
+// `group_client_create`) when none has; the other members get a join push when `message` is not empty.
+// The 52-byte ID of the group joined or created goes to `group_out`. **Blocking.**
+//
+// # Safety
+// `client` live; `message` `message_len` readable bytes; `group_out` 52 writable bytes; `refusal` NULL
+// or writable.
+group_result group_client_random_join(group_client *client,
+                                      uint8_t allow_empty,
+                                      uint16_t ttl_s,
+                                      uint16_t interval_ms,
+                                      const uint8_t *message,
+                                      size_t message_len,
+                                      uint8_t *group_out,
+                                      uint16_t *refusal);
+
 // Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
 //
 // # Safety

@@ -144,6 +144,17 @@ public:
         return group;
     }
 
+    // Joins a random group with room, or creates one when none has.
+    GroupId random_join(bool allow_empty, std::uint16_t ttl_s, std::uint16_t interval_ms = 0,
+                        std::string_view message = {}) {
+        GroupId group{};
+        std::uint16_t refusal = 0;
+        group_result result = group_client_random_join(client_.get(), allow_empty, ttl_s, interval_ms, bytes(message),
+                                                       message.size(), group.data(), &refusal);
+        check(result, "group_client_random_join", refusal);
+        return group;
+    }
+
     void join(const GroupId &group, std::string_view message = {}) {
         std::uint16_t refusal = 0;
         group_result result = group_client_join(client_.get(), group.data(), bytes(message), message.size(), &refusal);

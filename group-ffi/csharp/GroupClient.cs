@@ -102,6 +102,22 @@ namespace Group
             return new GroupId(id);
         }
 
+        /// <summary>Joins a random group with room, or creates one when none has; returns its ID.</summary>
+        public GroupId RandomJoin(bool allowEmpty, ushort ttlS, ushort intervalMs = 0, byte[] message = null)
+        {
+            message = message ?? new byte[0];
+            var id = new byte[Interop.GroupIdLength];
+            ushort refusal = 0;
+            fixed (byte* m = Interop.NonEmpty(message))
+            fixed (byte* g = id)
+            {
+                var r = NativeMethods.group_client_random_join(Raw, allowEmpty ? (byte)1 : (byte)0, ttlS, intervalMs, m,
+                    (UIntPtr)message.Length, g, &refusal);
+                Check(r, "group_client_random_join", refusal);
+            }
+            return new GroupId(id);
+        }
+
         public void Join(GroupId group, byte[] message = null)
         {
             message = message ?? new byte[0];

@@ -406,6 +406,18 @@ namespace Group.Native
         public static extern group_result group_client_create(group_client* client, byte allow_empty, byte join, ushort ttl_s, ushort interval_ms, byte* group_out, ushort* refusal);
 
         /// <summary>
+        ///  Joins a random group that has room, or creates one (with `allow_empty`, `ttl_s`, `interval_ms` as in
+        ///  `group_client_create`) when none has; the other members get a join push when `message` is not empty.
+        ///  The 52-byte ID of the group joined or created goes to `group_out`. **Blocking.**
+        ///
+        ///  # Safety
+        ///  `client` live; `message` `message_len` readable bytes; `group_out` 52 writable bytes; `refusal` NULL
+        ///  or writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_random_join", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_random_join(group_client* client, byte allow_empty, ushort ttl_s, ushort interval_ms, byte* message, System.UIntPtr message_len, byte* group_out, ushort* refusal);
+
+        /// <summary>
         ///  Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
         ///
         ///  # Safety

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use group_core::proto::CreateRequest;
+use group_core::proto::{CreateRequest, RandJoinRequest};
 use group_net::client::{Client, ClientError};
 use tokio::runtime::Runtime;
 
@@ -185,6 +185,43 @@ pub unsafe extern "C" fn group_client_create(
         let id = client
             .runtime
             .block_on(client.client.create(params))
+            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
+        // SAFETY: per the contract, `group_out` holds 52 writable bytes.
+        unsafe { write_group(&id, group_out) }
+    })
+}
+
+/// Joins a random group that has room, or creates one (with `allow_empty`, `ttl_s`, `interval_ms` as in
+/// `group_client_create`) when none has; the other members get a join push when `message` is not empty.
+/// The 52-byte ID of the group joined or created goes to `group_out`. **Blocking.**
+///
+/// # Safety
+/// `client` live; `message` `message_len` readable bytes; `group_out` 52 writable bytes; `refusal` NULL
+/// or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_client_random_join(
+    client: *mut group_client,
+    allow_empty: u8,
+    ttl_s: u16,
+    interval_ms: u16,
+    message: *const u8,
+    message_len: usize,
+    group_out: *mut u8,
+    refusal: *mut u16,
+) -> group_result {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (client, message) = unsafe { (client_mut(client)?, bytes(message, message_len)?) };
+        let params = RandJoinRequest {
+            allow_empty: allow_empty != 0,
+            ttl_s,
+            interval_ms,
+            message: Bytes::copy_from_slice(message),
+        };
+        client.last_sent = Instant::now();
+        let id = client
+            .runtime
+            .block_on(client.client.rand_join(params))
             .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
         // SAFETY: per the contract, `group_out` holds 52 writable bytes.
         unsafe { write_group(&id, group_out) }

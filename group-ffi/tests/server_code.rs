@@ -623,3 +623,66 @@ fn a_drain_pushes_offline_and_ends_once_the_last_client_has_gone() {
     let r = unsafe { group_server_port(server.0, 1, &mut port) };
     assert_eq!(r, group_result::GROUP_RESULT_NOT_STARTED);
 }
+
+#[test]
+fn a_random_join_creates_a_group_then_fills_it() {
+    let (_server, addr, _) = start();
+    let text = addr.to_string();
+    let mut group = [[0u8; GROUP_ID_LEN]; 2];
+    let mut clients = Vec::new();
+    for (i, uid) in ["alice", "bob"].into_iter().enumerate() {
+        let mut c: *mut group_client = std::ptr::null_mut();
+        let (mut sid, mut refusal) = ([0u8; 16], 0u16);
+        // SAFETY: real pointers and lengths; each client is freed once below.
+        unsafe {
+            let r = group_client_connect(1, text.as_ptr(), text.len(), &mut c);
+            assert_eq!(r, group_result::GROUP_RESULT_OK);
+            let r = group_client_hello(
+                c,
+                uid.as_ptr(),
+                uid.len(),
+                std::ptr::null(),
+                0,
+                sid.as_mut_ptr(),
+                &mut refusal,
+            );
+            assert_eq!(r, group_result::GROUP_RESULT_OK);
+            let r = group_client_random_join(
+                c,
+                0,
+                60,
+                0,
+                b"hey".as_ptr(),
+                3,
+                group[i].as_mut_ptr(),
+                &mut refusal,
+            );
+            assert_eq!(r, group_result::GROUP_RESULT_OK, "refusal {refusal}");
+        }
+        clients.push(c);
+    }
+    assert_eq!(
+        group[0], group[1],
+        "bob landed in the group alice's random join created"
+    );
+    let mut push = std::mem::MaybeUninit::<group_push>::uninit();
+    let (mut buf, mut needed) = ([0u8; 64], 0usize);
+    // SAFETY: a live client; real buffers. Then each client is freed once.
+    unsafe {
+        let r = group_client_poll_push(
+            clients[0],
+            10_000,
+            push.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut needed,
+        );
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        let push = push.assume_init_read();
+        assert_eq!(push.kind, group_push_kind::GROUP_PUSH_JOINED as u32);
+        assert_eq!(&buf[..push.uid_len + push.message_len], b"bobhey");
+        for c in clients {
+            group_client_free(c);
+        }
+    }
+}
