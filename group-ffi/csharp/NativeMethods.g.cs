@@ -12,7 +12,12 @@ namespace Group.Native
 {
     public static unsafe partial class NativeMethods
     {
+#if UNITY_IOS && !UNITY_EDITOR
+        const string __DllName = "__Internal";
+#else
         const string __DllName = "group_ffi";
+#endif
+        
 
         /// <summary>
         ///  Major version of this library (the `version` of group-ffi's Cargo.toml).

@@ -33,6 +33,8 @@ fn the_committed_csharp_bindings_match_the_library() {
     let out = out_dir.join("NativeMethods.g.cs");
     builder
         .csharp_dll_name("group_ffi")
+        // iOS links native code statically: Unity's players there find it in the executable itself.
+        .csharp_dll_name_if("UNITY_IOS && !UNITY_EDITOR", "__Internal")
         .csharp_namespace("Group.Native")
         .csharp_class_name("NativeMethods")
         .csharp_class_accessibility("public")
