@@ -1,19 +1,19 @@
 //! The cost of the C ABI for a broadcast: the same broadcast issued through `group_server_broadcast` (what
 //! a C, C++ or C# host calls) and through group-net's Rust API, to one server (hosted through the C ABI)
-//! in the same run.
+//! in the same run. Calling an `extern "C"` function from Rust is the calling convention a C program
+//! uses, so this is a C host's cost without a C toolchain in the benchmark.
 //!
 //! - `rust_async`: a task on the server's runtime awaits `ServerHandle::broadcast` (a Rust backend's path).
 //! - `rust_block_on`: a host thread blocks on `ServerHandle::broadcast` (the same shape as the C call).
 //! - `c_abi`: a host thread calls `group_server_broadcast` (argument checks, copies, the panic boundary,
 //!   then the same blocking call).
 //! - `rust_nowait` and `c_abi_nowait`: a host thread queues the broadcast without waiting for the node
-//!   task (`ServerHandle::broadcast_nowait`, `group_server_broadcast_nowait`). Calling an `extern "C"` function from Rust is the C calling convention
-//!   a C program uses, so this is the C host's cost without a C toolchain in the benchmark.
+//!   task (`ServerHandle::broadcast_nowait`, `group_server_broadcast_nowait`).
 //!
 //! The broadcast goes to a group with no other member: the call alone, since delivery costs the same on
-//! every path. The two blocking paths are measured interleaved (see `interleaved`): measured one after the
-//! other, the second ran in a different state of the runtimes' threads and came out up to 2.4x apart.
-//! Run with `cargo bench -p group-ffi --bench ffi_cost`.
+//! every path. A blocking call's time swings between runs with the state of the runtime's threads, more
+//! than the two paths differ, so the figure to compare C with Rust is the `paired` line printed at the
+//! end (see `paired_ratios`). Run with `cargo bench -p group-ffi --bench ffi_cost`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -128,19 +128,6 @@ fn rust_blocking(setup: &Setup) {
     setup.server().runtime().block_on(call).unwrap();
 }
 
-/// Times `measured` over `iters` calls, each followed by an untimed call of `other`: both blocking paths
-/// then run under the same mix of work, so thread wake-ups and parking cost them alike.
-fn interleaved(iters: u64, mut measured: impl FnMut(), mut other: impl FnMut()) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let start = Instant::now();
-        measured();
-        total += start.elapsed();
-        other();
-    }
-    total
-}
-
 fn rust_nowait(setup: &Setup) -> Result<(), group_net::ApiError> {
     let message = Bytes::copy_from_slice(MESSAGE);
     let uid = "alice".to_string();
@@ -225,13 +212,9 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
-    let c_call = || c_broadcast(black_box(setup.server), &setup.group);
-    let rust_call = || rust_blocking(&setup);
-    g.bench_function("rust_block_on", |b| {
-        b.iter_custom(|iters| interleaved(iters, rust_call, c_call))
-    });
+    g.bench_function("rust_block_on", |b| b.iter(|| rust_blocking(&setup)));
     g.bench_function("c_abi", |b| {
-        b.iter_custom(|iters| interleaved(iters, c_call, rust_call))
+        b.iter(|| c_broadcast(black_box(setup.server), &setup.group))
     });
     // The calls that do not wait: a flat-out caller fills the node's queue, so a full queue (BUSY) is
     // retried and counted in the time: this is the sustained cost per broadcast.

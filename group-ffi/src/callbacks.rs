@@ -11,6 +11,7 @@ use group_net::ApiError;
 
 use crate::api::{as_blocking_callback, running};
 use crate::hooks::{Answer, HostHook, group_command, group_hook_fn};
+use crate::host::Host;
 use crate::panic::guard;
 use crate::result::group_result;
 use crate::server::group_server;
@@ -40,18 +41,6 @@ pub type group_message_fn = Option<
     ) -> usize,
 >;
 
-/// A host's callback and its userdata, shared with the server's threads.
-struct Host<F> {
-    callback: F,
-    userdata: *mut c_void,
-}
-
-// SAFETY: the host registers the callback and userdata knowing (the header, docs/FFI.md) that they are
-// used from the server's own threads; the library only passes `userdata` back.
-unsafe impl<F: Send> Send for Host<F> {}
-// SAFETY: as above; the library never reads or writes through `userdata`.
-unsafe impl<F: Sync> Sync for Host<F> {}
-
 type MessageCallback = unsafe extern "C" fn(
     *mut c_void,
     *const u8,
@@ -63,9 +52,9 @@ type MessageCallback = unsafe extern "C" fn(
 ) -> usize;
 
 impl Host<MessageCallback> {
-    /// Asks the host for a message about `uid` leaving (or rejoining) `group`.
-    fn message(&self, group: &GroupId, uid: &str, sid: &Sid) -> Bytes {
-        let mut buf = vec![0u8; GROUP_MAX_CUSTOM_MESSAGE];
+    /// Asks the host for a message about `uid` leaving (or rejoining) `group`, written into `scratch`
+    /// (kept between calls, so that no call allocates and zeroes a fresh buffer).
+    fn message(&self, scratch: &mut [u8], group: &GroupId, uid: &str, sid: &Sid) -> Bytes {
         // SAFETY: the host's callback called as documented, with pointers into locals that outlive the call
         // and a buffer of exactly the length given.
         let wrote = unsafe {
@@ -75,19 +64,20 @@ impl Host<MessageCallback> {
                 uid.as_ptr(),
                 uid.len(),
                 sid.0.as_ptr(),
-                buf.as_mut_ptr(),
-                buf.len(),
+                scratch.as_mut_ptr(),
+                scratch.len(),
             )
         };
-        if wrote > GROUP_MAX_CUSTOM_MESSAGE {
-            tracing::warn!(
-                wrote,
-                "a message callback claimed more than {GROUP_MAX_CUSTOM_MESSAGE} bytes; sent empty"
-            );
-            return Bytes::new();
+        match scratch.get(..wrote) {
+            Some(message) => Bytes::copy_from_slice(message),
+            None => {
+                tracing::warn!(
+                    wrote,
+                    "a message callback claimed more than {GROUP_MAX_CUSTOM_MESSAGE} bytes; sent empty"
+                );
+                Bytes::new()
+            }
         }
-        buf.truncate(wrote);
-        Bytes::from(buf)
     }
 }
 
@@ -120,7 +110,9 @@ pub unsafe extern "C" fn group_server_set_message(
         let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
         let callback = callback.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
         let host = Host { callback, userdata };
-        let produce = move |g: &GroupId, uid: &str, sid: &Sid| host.message(g, uid, sid);
+        let mut scratch = vec![0u8; GROUP_MAX_CUSTOM_MESSAGE];
+        let produce =
+            move |g: &GroupId, uid: &str, sid: &Sid| host.message(&mut scratch, g, uid, sid);
         match kind {
             1 => server.configure(|b| b.discard_message(produce)),
             2 => server.configure(|b| b.rejoin_message(produce)),

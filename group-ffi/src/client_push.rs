@@ -111,14 +111,10 @@ pub unsafe extern "C" fn group_client_poll_push(
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
         while client.queued.is_empty() {
-            let wake = client.keep_alive_if_due();
-            if wake.is_err() {
-                return Err(group_result::GROUP_RESULT_DISCONNECTED);
-            }
-            let until = wake
-                .ok()
-                .flatten()
-                .map_or(deadline, |due| due.min(deadline));
+            let next_keep_alive = client
+                .keep_alive_if_due()
+                .map_err(|_| group_result::GROUP_RESULT_DISCONNECTED)?;
+            let until = next_keep_alive.map_or(deadline, |due| due.min(deadline));
             let next = client.client.next_push();
             let push = client.runtime.block_on(async {
                 tokio::time::timeout_at(tokio::time::Instant::from_std(until), next).await

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use group_core::Event;
 
+use crate::host::Host;
 use crate::panic::guard;
 use crate::result::group_result;
 use crate::server::group_server;
@@ -64,26 +65,20 @@ pub(crate) struct Queued {
     pub uid: String,
 }
 
+type EventCallback = unsafe extern "C" fn(*mut c_void, *const group_event, *const u8);
+
 /// The queue and the callback, shared between the server's node task and the host.
 #[derive(Default)]
 pub(crate) struct Events {
     queue: Mutex<VecDeque<Queued>>,
-    callback: Mutex<Option<HostCallback>>,
+    /// Events dropped from a full queue (a host that never polls drops every event past the bound).
+    dropped: std::sync::atomic::AtomicU64,
+    callback: Mutex<Option<Host<EventCallback>>>,
 }
-
-/// The host's callback and userdata.
-struct HostCallback {
-    callback: unsafe extern "C" fn(*mut c_void, *const group_event, *const u8),
-    userdata: *mut c_void,
-}
-
-// SAFETY: the host sets the callback knowing (the header, docs/FFI.md) that it is called from the server's
-// thread; passing `userdata` back on that thread is part of that contract.
-unsafe impl Send for HostCallback {}
 
 impl Events {
     pub fn set_callback(&self, callback: group_event_fn, userdata: *mut c_void) {
-        let host = callback.map(|callback| HostCallback { callback, userdata });
+        let host = callback.map(|callback| Host { callback, userdata });
         *self.callback.lock().unwrap_or_else(|e| e.into_inner()) = host;
     }
 
@@ -123,9 +118,18 @@ impl Events {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if queue.len() >= GROUP_MAX_QUEUED_EVENTS {
             queue.pop_front();
-            tracing::warn!(
-                "event queue full ({GROUP_MAX_QUEUED_EVENTS}): dropped the oldest event"
-            );
+            let dropped = 1 + self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Logged at 1, 2, 4, 8, ... drops: a host that only uses the callback never polls, and
+            // must not get a line per event.
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped,
+                    "event queue full ({GROUP_MAX_QUEUED_EVENTS}): dropping the oldest events; \
+                     poll with group_server_poll_event"
+                );
+            }
         }
         queue.push_back(Queued { event, uid });
     }
@@ -272,6 +276,18 @@ mod tests {
         if event.kind == group_event_kind::GROUP_EVENT_SESSION_OPENED as u32 {
             counter.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_them() {
+        let events = Events::default();
+        let group = group_core::GroupId::from_bytes(&[b'0'; GROUP_ID_LEN]).unwrap();
+        for n in 0..GROUP_MAX_QUEUED_EVENTS + 3 {
+            events.record_refused(&group, n.to_string(), 401);
+        }
+        assert_eq!(events.dropped.load(Ordering::Relaxed), 3);
+        let oldest = events.pop_if(|_| true).flatten().unwrap();
+        assert_eq!(oldest.uid, "3", "the three oldest went");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use group_core::proto::code;
 use group_net::{HookContext, Rejection};
+
+use crate::host::Host;
 use tokio::sync::oneshot;
 
 /// A hook callback. `call` and everything it points to live only during the callback; `token` lives until
@@ -163,18 +165,11 @@ impl Drop for TokenGuard {
     }
 }
 
-/// The host's callback and its userdata.
+/// The host's hook callback, and the command it was registered for.
 pub(crate) struct HostHook {
-    callback: unsafe extern "C" fn(*mut c_void, *const group_hook_call, u64),
-    userdata: *mut c_void,
+    host: Host<unsafe extern "C" fn(*mut c_void, *const group_hook_call, u64)>,
     command: group_command,
 }
-
-// SAFETY: the host registers the callback and userdata knowing (docs/FFI.md, the header) that they are used
-// from the server's own threads; sharing them across threads is part of that contract.
-unsafe impl Send for HostHook {}
-// SAFETY: as above; the library never mutates through `userdata`, it only passes it back.
-unsafe impl Sync for HostHook {}
 
 impl HostHook {
     pub fn new(
@@ -182,9 +177,9 @@ impl HostHook {
         userdata: *mut c_void,
         command: group_command,
     ) -> Option<HostHook> {
+        let callback = callback?;
         Some(HostHook {
-            callback: callback?,
-            userdata,
+            host: Host { callback, userdata },
             command,
         })
     }
@@ -220,7 +215,7 @@ impl HostHook {
             };
             // SAFETY: the callback is the host's, called as its documented signature says, with pointers
             // into `ctx`, `group` and `frame`, which outlive the call.
-            unsafe { (self.callback)(self.userdata, &call, guard.token) };
+            unsafe { (self.host.callback)(self.host.userdata, &call, guard.token) };
         }
         let answer = answer.await;
         drop(guard);

@@ -17,6 +17,7 @@ mod client_push;
 mod events;
 mod hook_api;
 mod hooks;
+mod host;
 mod panic;
 mod queries;
 mod result;
