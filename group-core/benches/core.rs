@@ -1,7 +1,7 @@
 //! Benchmarks of the core alone (no sockets): broadcast fan-out per delivered push, merged flushes,
 //! join+leave throughput, and request decoding. Run with `cargo bench -p group-core`.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -9,7 +9,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use group_core::proto::{CreateRequest, Request, VER_GROUP, cmd, decode_client_frame};
-use group_core::{ConnId, GroupId, Instant, Node, NodeConfig};
+use group_core::{
+    Call, ConnId, Event, GroupId, Handled, Input, Instant, JoinStatus, MeshTransmit, Node,
+    NodeConfig, Sink, Transmit,
+};
 
 /// A node with `members` greeted users, all in one group with the given merge interval.
 fn node_with_group(members: usize, interval_ms: u16) -> (Node, GroupId) {
@@ -20,15 +23,12 @@ fn node_with_group(members: usize, interval_ms: u16) -> (Node, GroupId) {
     let now = Instant::ZERO;
     for i in 0..members {
         let conn = ConnId(i as u64);
-        node.handle_connect(conn, now).unwrap();
-        node.handle_request(
-            conn,
-            Request::Hello {
-                uid: format!("user{i}"),
-                token: Bytes::new(),
-            },
-            now,
-        );
+        assert_eq!(node.handle(Input::Connect(conn), now), Handled::Connect(Ok(())));
+        let hello = Request::Hello {
+            uid: format!("user{i}"),
+            token: Bytes::new(),
+        };
+        let _outcome = node.handle(Input::Request { conn, request: hello }, now);
     }
     let create = CreateRequest {
         allow_empty: true,
@@ -36,30 +36,62 @@ fn node_with_group(members: usize, interval_ms: u16) -> (Node, GroupId) {
         ttl_s: 60,
         interval_ms,
     };
-    let group = node.create(&create, Some("user0"), now).unwrap();
+    let create = Call::Create {
+        params: create,
+        creator: Some("user0".into()),
+    };
+    let Handled::Create(Ok(group)) = node.handle(Input::Call(create), now) else {
+        panic!("the group is created")
+    };
     for i in 1..members {
-        node.join(
-            &group,
-            &format!("user{i}"),
-            Bytes::new(),
-            VER_GROUP,
-            cmd::JOIN,
-        )
-        .map(|status| assert_eq!(status, group_core::JoinStatus::Joined))
-        .unwrap();
+        let join = Call::Join {
+            group,
+            uid: format!("user{i}"),
+            message: Bytes::new(),
+            ver: VER_GROUP,
+            cmd: cmd::JOIN,
+        };
+        let joined = node.handle(Input::Call(join), now);
+        assert_eq!(joined, Handled::Join(Ok(JoinStatus::Joined)));
     }
     drain(&mut node);
     (node, group)
 }
 
-fn drain(node: &mut Node) -> usize {
-    let mut n = 0;
-    while let Some(t) = node.poll_transmit() {
-        black_box(&t);
-        n += 1;
+/// Counts the frames of one drain through the shared drain loop.
+#[derive(Default)]
+struct Count(usize);
+
+impl Sink for Count {
+    fn transmit(&mut self, transmit: Transmit) -> bool {
+        black_box(&transmit);
+        self.0 += 1;
+        true
     }
-    while node.poll_event().is_some() {}
-    n
+    fn event(&mut self, event: Event) {
+        black_box(&event);
+    }
+    fn mesh(&mut self, transmit: MeshTransmit) {
+        black_box(&transmit);
+    }
+}
+
+fn drain(node: &mut Node) -> usize {
+    let mut count = Count::default();
+    let _deadline = node.drain(Instant::ZERO, &mut count);
+    count.0
+}
+
+/// A broadcast from `uid` as the server API makes it.
+fn broadcast(id: GroupId, uid: &str, message: &Bytes) -> Input {
+    Input::Call(Call::Broadcast {
+        group: id,
+        uid: uid.into(),
+        ver: VER_GROUP,
+        cmd: cmd::BROADCAST,
+        message: message.clone(),
+        reliable: true,
+    })
 }
 
 fn broadcast_fan_out(c: &mut Criterion) {
@@ -70,15 +102,8 @@ fn broadcast_fan_out(c: &mut Criterion) {
         group.throughput(Throughput::Elements((members - 1) as u64));
         group.bench_function(BenchmarkId::new("members", members), |b| {
             b.iter(|| {
-                node.broadcast(
-                    &id,
-                    "user0",
-                    VER_GROUP,
-                    cmd::BROADCAST,
-                    message.clone(),
-                    true,
-                )
-                .unwrap();
+                let sent = node.handle(broadcast(id, "user0", &message), Instant::ZERO);
+                assert_eq!(sent, Handled::Broadcast(Ok(())));
                 assert_eq!(drain(&mut node), members - 1);
             })
         });
@@ -130,24 +155,19 @@ fn merged_flush(c: &mut Criterion) {
                 iterations += 1;
                 if iterations.is_multiple_of(10_000) {
                     for i in 0..members {
-                        node.handle_request(ConnId(i as u64), Request::KeepAlive, now);
+                        let conn = ConnId(i as u64);
+                        let request = Request::KeepAlive;
+                        let _outcome = node.handle(Input::Request { conn, request }, now);
                     }
                     drain(&mut node);
                 }
                 for s in 0..10 {
                     let sender = format!("user{s}");
-                    node.broadcast(
-                        &id,
-                        &sender,
-                        VER_GROUP,
-                        cmd::BROADCAST,
-                        message.clone(),
-                        true,
-                    )
-                    .unwrap();
+                    let sent = node.handle(broadcast(id, &sender, &message), now);
+                    assert_eq!(sent, Handled::Broadcast(Ok(())));
                 }
                 now = now.saturating_add(Duration::from_millis(100));
-                node.handle_timeout(now);
+                let _done = node.handle(Input::Timeout, now);
                 assert_eq!(drain(&mut node), members);
             })
         });
@@ -158,36 +178,28 @@ fn merged_flush(c: &mut Criterion) {
 fn join_leave(c: &mut Criterion) {
     let (mut node, id) = node_with_group(1_000, 0);
     let conn = ConnId(1_000_000);
-    node.handle_connect(conn, Instant::ZERO).unwrap();
-    node.handle_request(
-        conn,
-        Request::Hello {
-            uid: "joiner".into(),
-            token: Bytes::new(),
-        },
-        Instant::ZERO,
-    );
+    let connected = node.handle(Input::Connect(conn), Instant::ZERO);
+    assert_eq!(connected, Handled::Connect(Ok(())));
+    let hello = Request::Hello {
+        uid: "joiner".into(),
+        token: Bytes::new(),
+    };
+    let _outcome = node.handle(Input::Request { conn, request: hello }, Instant::ZERO);
     drain(&mut node);
     let mut group = c.benchmark_group("join_leave");
     group.throughput(Throughput::Elements(2));
     group.bench_function("request_pair_in_1000_member_group", |b| {
         b.iter(|| {
-            node.handle_request(
-                conn,
-                Request::Join {
-                    group: id,
-                    message: Bytes::new(),
-                },
-                Instant::ZERO,
-            );
-            node.handle_request(
-                conn,
-                Request::Leave {
-                    group: id,
-                    message: Bytes::new(),
-                },
-                Instant::ZERO,
-            );
+            let join = Request::Join {
+                group: id,
+                message: Bytes::new(),
+            };
+            let _joined = node.handle(Input::Request { conn, request: join }, Instant::ZERO);
+            let leave = Request::Leave {
+                group: id,
+                message: Bytes::new(),
+            };
+            let _left = node.handle(Input::Request { conn, request: leave }, Instant::ZERO);
             assert_eq!(drain(&mut node), 2);
         })
     });

@@ -12,35 +12,52 @@
 //! in `group-net`.
 //!
 //! # Driving a node
-//! After every input, drain transmits, then events, then sleep until [`Node::poll_timeout`]:
+//! One input at a time goes in through [`Node::handle`] with the time it happened; then the driver
+//! drains the outputs (frames, events, mesh messages) and sleeps until the deadline [`Node::drain`]
+//! returns, or until the next input. Production, the simulations and the benches share this loop.
 //! ```
 //! use bytes::BytesMut;
 //! use group_core::proto::{Request, decode_client_frame};
-//! use group_core::{ConnId, Event, Instant, Node, NodeConfig};
+//! use group_core::{
+//!     ConnId, Event, Handled, Input, Instant, MeshTransmit, Node, NodeConfig, Sink, Transmit,
+//! };
+//!
+//! /// The driver's side: where frames, events and mesh messages go.
+//! #[derive(Default)]
+//! struct Driver {
+//!     written: Vec<Transmit>,
+//! }
+//!
+//! impl Sink for Driver {
+//!     fn transmit(&mut self, transmit: Transmit) -> bool {
+//!         self.written.push(transmit); // write transmit.frame to the connection's socket
+//!         true // false: the connection is gone or too slow, and the node disconnects it
+//!     }
+//!     fn event(&mut self, event: Event) {
+//!         if let Event::Close { conn, .. } = event { /* close conn's socket */ let _ = conn; }
+//!     }
+//!     fn mesh(&mut self, _transmit: MeshTransmit) { /* no cluster here */ }
+//! }
 //!
 //! let mut node = Node::new(NodeConfig::default(), Instant::ZERO).unwrap();
+//! let mut driver = Driver::default();
 //! let conn = ConnId(1);
 //! let now = Instant::from_millis(5);
-//! node.handle_connect(conn, now).unwrap();
+//! assert_eq!(node.handle(Input::Connect(conn), now), Handled::Connect(Ok(())));
 //!
 //! // Bytes read from the connection's socket: a Hello frame for uid "alice".
 //! let mut read_buf = BytesMut::new();
 //! Request::Hello { uid: "alice".into(), token: Default::default() }.encode(&mut read_buf);
 //! let max = node.config().limits.max_payload;
 //! while let Some(frame) = decode_client_frame(&mut read_buf, max).unwrap() {
-//!     node.handle_frame(conn, frame, now);
+//!     let _outcome = node.handle(Input::Frame { conn, frame }, now);
 //! }
 //!
-//! // Drain: write frames, act on events, then arm one timer.
-//! while let Some(transmit) = node.poll_transmit() {
-//!     assert_eq!(transmit.conn, conn); // the Hello response: write transmit.frame to the socket
-//! }
-//! while let Some(event) = node.poll_event() {
-//!     if let Event::Close { conn, .. } = event { /* close conn's socket */ let _ = conn; }
-//! }
-//! let deadline = node.poll_timeout().expect("the idle timer of the connection");
+//! // Drain: frames to writers, events acted on; then one timer until the deadline.
+//! let deadline = node.drain(now, &mut driver).expect("the idle timer of the connection");
+//! assert_eq!(driver.written[0].conn, conn); // the Hello response
 //! // ... sleep until `deadline` (or the next input), then:
-//! node.handle_timeout(deadline);
+//! let _done = node.handle(Input::Timeout, deadline);
 //! ```
 //!
 //! # Bounds
@@ -62,8 +79,9 @@ mod time;
 pub use config::{ConfigError, GroupConfig, Limits, NodeConfig, StaticGroup};
 pub use id::{GroupId, GroupIdError, IdLayout, NodeAddr};
 pub use node::{
-    BroadcastError, CloseReason, ConnId, ConnectError, CreateError, DiscardMessageFn,
-    DiscardReason, Event, GroupError, GroupSnapshot, JoinError, JoinStatus, LeaveError,
-    MeshTransmit, Node, Outcome, RandJoinError, RejoinMessageFn, Sid, TickError, Transmit, Uid,
+    BroadcastError, Call, CloseReason, ConnId, ConnectError, CreateError, DiscardMessageFn,
+    DiscardReason, Event, GroupError, GroupSnapshot, Handled, Input, JoinError, JoinStatus,
+    LeaveError, MeshTransmit, Node, Outcome, Output, RandJoinError, RejoinMessageFn, Sid, Sink,
+    TickError, Transmit, Uid,
 };
 pub use time::Instant;

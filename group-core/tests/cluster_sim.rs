@@ -36,7 +36,10 @@ use group_core::proto::{
     parse_broadcast_push, parse_error_payload, parse_member_push,
 };
 use group_core::rng::SplitMix64;
-use group_core::{ConnId, GroupId, Instant, Node, NodeAddr, NodeConfig, StaticGroup};
+use group_core::{
+    Call, ConnId, Event, GroupId, Handled, Input, Instant, MeshTransmit, Node, NodeAddr,
+    NodeConfig, Sink, StaticGroup, Transmit,
+};
 
 const DETECT: Duration = Duration::from_secs(2);
 
@@ -75,6 +78,29 @@ enum News {
 
 /// A mesh message on its way: (deliver at, sequence, from, to, encoded frame).
 type InFlight = (Instant, u64, usize, usize, Vec<u8>);
+
+/// What one node's drain put out, in the order the node gave it.
+#[derive(Default)]
+struct Drained {
+    frames: Vec<Transmit>,
+    mesh: Vec<MeshTransmit>,
+    remote_joins: usize,
+}
+
+impl Sink for Drained {
+    fn transmit(&mut self, transmit: Transmit) -> bool {
+        self.frames.push(transmit);
+        true
+    }
+    fn event(&mut self, event: Event) {
+        if let Event::JoinCompleted { result: Ok(()), .. } = event {
+            self.remote_joins += 1;
+        }
+    }
+    fn mesh(&mut self, transmit: MeshTransmit) {
+        self.mesh.push(transmit);
+    }
+}
 
 struct Cluster {
     nodes: Vec<Option<Node>>,
@@ -144,7 +170,8 @@ impl Cluster {
         for a in 0..size {
             for b in 0..size {
                 if a != b {
-                    cluster.nodes[a].as_mut().unwrap().handle_node_up(addr(b));
+                    let node = cluster.nodes[a].as_mut().unwrap();
+                    let _done = node.handle(Input::NodeUp(addr(b)), Instant::ZERO);
                 }
             }
         }
@@ -206,7 +233,7 @@ impl Cluster {
     fn restart(&mut self, i: usize) {
         for obs in 0..self.nodes.len() {
             if let Some(n) = self.nodes[obs].as_mut() {
-                n.handle_node_down(addr(i));
+                let _done = n.handle(Input::NodeDown(addr(i)), self.now);
                 self.drain(obs);
             }
         }
@@ -243,7 +270,8 @@ impl Cluster {
         let uid = format!("u{}", self.next_conn);
         let now = self.now;
         let n = self.nodes[node].as_mut().unwrap();
-        n.handle_connect(conn, now).unwrap();
+        let connected = n.handle(Input::Connect(conn), now);
+        assert_eq!(connected, Handled::Connect(Ok(())));
         self.clients.insert(
             conn,
             Client {
@@ -272,7 +300,7 @@ impl Cluster {
         };
         let now = self.now;
         if let Some(n) = self.nodes[node].as_mut() {
-            let _ = n.handle_request(conn, request, now);
+            let _outcome = n.handle(Input::Request { conn, request }, now);
         }
         self.drain(node);
     }
@@ -314,24 +342,14 @@ impl Cluster {
         let Some(node) = self.nodes[i].as_mut() else {
             return;
         };
-        let mut frames = Vec::new();
-        while let Some(t) = node.poll_transmit() {
-            frames.push(t);
-        }
-        while let Some(event) = node.poll_event() {
-            if let group_core::Event::JoinCompleted { result: Ok(()), .. } = event {
-                self.coverage.remote_joins += 1;
-            }
-        }
-        let mut outgoing = Vec::new();
-        while let Some(m) = node.poll_mesh() {
-            outgoing.push(m);
-        }
-        for t in frames {
+        let mut out = Drained::default();
+        let _deadline = node.drain(self.now, &mut out);
+        self.coverage.remote_joins += out.remote_joins;
+        for t in out.frames {
             (self.now, i, t.conn, &t.frame[..]).hash(&mut self.hasher);
             self.on_frame(t.conn, &t.frame);
         }
-        for m in outgoing {
+        for m in out.mesh {
             let Some(to) = self.index_of(m.to) else {
                 continue;
             };
@@ -432,10 +450,11 @@ impl Cluster {
                 if self.reachable(from, to) {
                     let decoded = mesh::decode(&frame).unwrap();
                     let now = self.now;
-                    self.nodes[to]
-                        .as_mut()
-                        .unwrap()
-                        .handle_mesh(addr(from), decoded, now);
+                    let mesh = Input::Mesh {
+                        from: addr(from),
+                        message: decoded,
+                    };
+                    let _done = self.nodes[to].as_mut().unwrap().handle(mesh, now);
                     self.drain(to);
                 }
             } else if news == Some(at) {
@@ -443,7 +462,7 @@ impl Cluster {
                 self.apply_news(news);
             } else if let Some((_, i)) = timer {
                 let now = self.now;
-                self.nodes[i].as_mut().unwrap().handle_timeout(now);
+                let _done = self.nodes[i].as_mut().unwrap().handle(Input::Timeout, now);
                 self.drain(i);
             }
         }
@@ -467,12 +486,12 @@ impl Cluster {
                 if self.nodes[obs].is_some() && !self.reachable(obs, subject) =>
             {
                 let node = self.nodes[obs].as_mut().unwrap();
-                node.handle_node_down(addr(subject));
+                let _done = node.handle(Input::NodeDown(addr(subject)), self.now);
                 self.drain(obs);
             }
             News::Up(obs, subject) if self.reachable(obs, subject) => {
                 let node = self.nodes[obs].as_mut().unwrap();
-                node.handle_node_up(addr(subject));
+                let _done = node.handle(Input::NodeUp(addr(subject)), self.now);
                 self.drain(obs);
             }
             _ => {}
@@ -617,10 +636,8 @@ impl Cluster {
                     let node = self.clients[&conn].node;
                     self.clients.remove(&conn);
                     let now = self.now;
-                    self.nodes[node]
-                        .as_mut()
-                        .unwrap()
-                        .handle_disconnect(conn, now);
+                    let n = self.nodes[node].as_mut().unwrap();
+                    let _done = n.handle(Input::Disconnect(conn), now);
                     self.drain(node);
                 }
             }
@@ -744,7 +761,8 @@ fn a_draining_owner_hands_its_group_over() {
     let mut cluster = Cluster::new(42, 4);
     let group = group_across(&mut cluster);
     let now = cluster.now;
-    cluster.nodes[0].as_mut().unwrap().set_offline(now);
+    let offline = Input::Call(Call::SetOffline);
+    let _done = cluster.nodes[0].as_mut().unwrap().handle(offline, now);
     cluster.drain(0);
     cluster.run_for(ms(500));
     assert_eq!(cluster.owner_of(&group), Some(1));

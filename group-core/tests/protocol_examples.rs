@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use group_core::proto::{
     CreateRequest, Request, Status, encode_error_payload, encode_server_frame, member_push,
 };
-use group_core::{ConnId, GroupId, Instant, Node, NodeConfig};
+use group_core::{ConnId, GroupId, Handled, Input, Instant, Node, NodeConfig, Output};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -73,16 +73,17 @@ fn documented_examples_match_the_codec() {
 #[test]
 fn the_node_produces_the_documented_create_response_shape() {
     let mut node = Node::new(NodeConfig::default(), Instant::ZERO).unwrap();
-    node.handle_connect(ConnId(1), Instant::ZERO).unwrap();
-    node.handle_request(
-        ConnId(1),
-        Request::Hello {
-            uid: "alice".into(),
-            token: Bytes::new(),
-        },
-        Instant::ZERO,
-    );
-    let hello = node.poll_transmit().unwrap();
+    let conn = ConnId(1);
+    let connected = node.handle(Input::Connect(conn), Instant::ZERO);
+    assert_eq!(connected, Handled::Connect(Ok(())));
+    let request = Request::Hello {
+        uid: "alice".into(),
+        token: Bytes::new(),
+    };
+    let _outcome = node.handle(Input::Request { conn, request }, Instant::ZERO);
+    let Some(Output::Transmit(hello)) = node.poll() else {
+        panic!("the Hello response comes first")
+    };
     assert_eq!(hex(&hello.frame[..8]), documented("hello-response-header"));
 }
 

@@ -28,7 +28,8 @@ use group_core::proto::{
 };
 use group_core::rng::SplitMix64;
 use group_core::{
-    CloseReason, ConnId, Event, GroupId, Instant, Node, NodeConfig, Outcome, StaticGroup,
+    Call, CloseReason, ConnId, Event, GroupId, Handled, Input, Instant, MeshTransmit, Node,
+    NodeConfig, Outcome, Sink, StaticGroup, Transmit,
 };
 
 const STATIC_NAMES: [&str; 2] = ["STATIC-LOBBY", "STATIC-MERGED"];
@@ -216,19 +217,20 @@ impl Sim {
                     reliable,
                     message,
                 };
-                self.last_outcome = Some(self.node.handle_request(c, request, self.now));
+                self.last_outcome = Some(self.outcome(Input::Request { conn: c, request }));
                 self.finish_step(StepKind::Request(c), Some((seq, group)));
             }
             (72..=74, _) => {
                 let seq = self.next_sequence();
-                let ok = self.node.announce(
-                    &group,
-                    VER_GROUP,
-                    cmd::BROADCAST,
-                    Bytes::from(format!("b{seq}")),
-                    true,
-                );
-                if ok.is_ok() {
+                let announce = Call::Announce {
+                    group,
+                    ver: VER_GROUP,
+                    cmd: cmd::BROADCAST,
+                    message: Bytes::from(format!("b{seq}")),
+                    reliable: true,
+                };
+                let handled = self.node.handle(Input::Call(announce), self.now);
+                if handled == Handled::Broadcast(Ok(())) {
                     self.record(seq, group, String::new());
                 }
                 self.finish_step(StepKind::ServerApi, None);
@@ -246,7 +248,7 @@ impl Sim {
             (79..=82, Some(c)) => self.request(c, Request::KeepAlive),
             (83..=84, Some(c)) => self.request(c, Request::Fin),
             (85..=86, Some(c)) => {
-                self.node.handle_disconnect(c, self.now);
+                let _done = self.node.handle(Input::Disconnect(c), self.now);
                 self.open.retain(|o| *o != c);
                 self.finish_step(StepKind::Disconnect, None);
             }
@@ -258,7 +260,7 @@ impl Sim {
                     cmd: [0, 1, 3, 4, 110, 111, 112, 113, 114, 999][self.rng.below(10)],
                     payload: Bytes::from(payload),
                 };
-                self.last_outcome = Some(self.node.handle_frame(c, frame, self.now));
+                self.last_outcome = Some(self.outcome(Input::Frame { conn: c, frame }));
                 self.finish_step(StepKind::Request(c), None);
             }
             _ => {
@@ -306,7 +308,8 @@ impl Sim {
         }
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.node.handle_connect(conn, self.now).unwrap();
+        let connected = self.node.handle(Input::Connect(conn), self.now);
+        assert_eq!(connected, Handled::Connect(Ok(())));
         self.open.push(conn);
         self.finish_step(StepKind::ServerApi, None);
         if self.rng.chance(90) {
@@ -322,8 +325,16 @@ impl Sim {
     }
 
     fn request(&mut self, conn: ConnId, request: Request) {
-        self.last_outcome = Some(self.node.handle_request(conn, request, self.now));
+        self.last_outcome = Some(self.outcome(Input::Request { conn, request }));
         self.finish_step(StepKind::Request(conn), None);
+    }
+
+    /// Feeds a client's request (or frame) and returns its outcome; the step drains it.
+    fn outcome(&mut self, input: Input) -> Outcome {
+        match self.node.handle(input, self.now) {
+            Handled::Request(outcome) => outcome,
+            other => panic!("a request is answered with its outcome, not {other:?}"),
+        }
     }
 
     /// Runs every deadline up to `now + by`, one step each, in order.
@@ -331,7 +342,7 @@ impl Sim {
         let end = self.now.saturating_add(by);
         while let Some(at) = self.node.poll_timeout().filter(|at| *at <= end) {
             self.now = at.max(self.now);
-            self.node.handle_timeout(self.now);
+            let _done = self.node.handle(Input::Timeout, self.now);
             self.finish_step(StepKind::Timeout, None);
         }
         self.now = end;
@@ -351,13 +362,35 @@ impl Sim {
     }
 }
 
+/// What one step's drain put out, in the order the node gave it.
+#[derive(Default)]
+struct Drained {
+    transmits: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+impl Sink for Drained {
+    fn transmit(&mut self, transmit: Transmit) -> bool {
+        self.transmits.push(transmit);
+        true
+    }
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+    fn mesh(&mut self, transmit: MeshTransmit) {
+        panic!("a node alone sends nothing to other nodes: {transmit:?}");
+    }
+}
+
 /// The per-step pipeline: drain, record what was accepted, check every push, reconcile the model with the
 /// node's state, and check the state invariants.
 impl Sim {
     fn finish_step(&mut self, kind: StepKind, broadcast: Option<(u64, GroupId)>) {
         self.steps += 1;
+        let mut out = Drained::default();
+        let _deadline = self.node.drain(self.now, &mut out);
         let mut frames = Vec::new();
-        while let Some(t) = self.node.poll_transmit() {
+        for t in out.transmits {
             (self.steps, t.conn, &t.frame[..], t.reliable).hash(&mut self.hasher);
             let mut buf = BytesMut::from(&t.frame[..]);
             let frame = decode_server_frame(&mut buf, u32::MAX)
@@ -366,7 +399,7 @@ impl Sim {
             assert!(buf.is_empty(), "one transmit is exactly one frame");
             frames.push((t.conn, frame));
         }
-        while let Some(event) = self.node.poll_event() {
+        for event in out.events {
             format!("{event:?}").hash(&mut self.hasher);
             if let Event::Close { conn, reason } = event {
                 self.open.retain(|c| *c != conn);

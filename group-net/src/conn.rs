@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use group_core::proto::{ClientFrame, Request, VER_CONTROL, cmd, code};
-use group_core::{ConnId, Outcome, Sid, Uid};
+use group_core::{Call, ConnId, Input, Outcome, Sid, Uid};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenVerifier;
 use crate::hooks::{Command, HookContext, Hooks, Stop, guarded};
-use crate::node_task::{ConnWriter, Input, Kill, Outgoing, Reply};
+use crate::inbox::{Answer, ConnWriter, NodeInput, Outgoing, answer_to};
 
 /// Everything connections share: where inputs go and what to check on the way.
 pub(crate) struct Shared {
-    pub inputs: mpsc::Sender<Input>,
+    pub inputs: mpsc::Sender<NodeInput>,
     pub hooks: Hooks,
     pub verifier: Option<TokenVerifier>,
     pub max_payload: u32,
@@ -40,17 +41,17 @@ impl Connection {
     pub async fn open(
         conn: ConnId,
         shared: Arc<Shared>,
-    ) -> Result<(Connection, mpsc::Receiver<Outgoing>, Arc<Kill>), Stopped> {
+    ) -> Result<(Connection, mpsc::Receiver<Outgoing>, CancellationToken), Stopped> {
         let (queue, receiver) = mpsc::channel(shared.outbound_queue);
-        let kill = Arc::new(Kill::default());
+        let kill = CancellationToken::new();
         let (reply, answer) = oneshot::channel();
         let writer = ConnWriter {
             queue,
-            kill: kill.clone(),
+            stop: kill.clone(),
         };
         shared
             .inputs
-            .send(Input::Connect {
+            .send(NodeInput::Connect {
                 conn,
                 writer,
                 reply,
@@ -86,6 +87,7 @@ impl Connection {
     }
 
     async fn send(&self, input: Input) -> Result<(), Stopped> {
+        let input = NodeInput::core(input);
         self.shared.inputs.send(input).await.map_err(|_| Stopped)
     }
 
@@ -104,39 +106,45 @@ impl Connection {
     /// Refuses a frame the transport could not deliver whole, and closes.
     pub async fn refuse_and_close(&mut self, code: u16, message: String) -> Result<(), Stopped> {
         self.finished = true;
-        let input = Input::RefuseAndClose {
+        let input = Input::Call(Call::RefuseAndClose {
             conn: self.conn,
             ver: VER_CONTROL,
             cmd: 0,
             code,
             message,
-        };
+        });
         self.send(input).await
     }
 
     /// The transport ended: the node discards the session.
     pub async fn disconnected(&self) {
-        let _ = self.send(Input::Disconnect { conn: self.conn }).await;
+        let _ = self.send(Input::Disconnect(self.conn)).await;
     }
 
-    async fn request(&self, request: Request, want_reply: bool) -> Result<Option<Reply>, Stopped> {
+    /// Sends a request; with `want_reply`, waits for what became of it and the session after it.
+    async fn request(
+        &self,
+        request: Request,
+        want_reply: bool,
+    ) -> Result<Option<(Outcome, Option<(Uid, Sid)>)>, Stopped> {
+        let input = Input::Request {
+            conn: self.conn,
+            request,
+        };
         if !want_reply {
-            self.send(Input::Request {
-                conn: self.conn,
-                request,
-                reply: None,
-            })
-            .await?;
+            self.send(input).await?;
             return Ok(None);
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Input::Request {
-            conn: self.conn,
-            request,
-            reply: Some(reply),
+        let message = NodeInput::Core {
+            input,
+            reply: Some(answer_to(reply)),
+        };
+        self.shared.inputs.send(message).await.map_err(|_| Stopped)?;
+        Ok(match answer.await {
+            Ok(Answer::Request { outcome, session }) => Some((outcome, session)),
+            _ => None,
         })
-        .await?;
-        Ok(answer.await.ok())
     }
 
     /// Handles one whole frame from the client.
@@ -145,12 +153,8 @@ impl Connection {
             Ok(request) => request,
             // The node answers Bad with the parse error's code.
             Err(_) => {
-                return self
-                    .send(Input::Frame {
-                        conn: self.conn,
-                        frame,
-                    })
-                    .await;
+                let conn = self.conn;
+                return self.send(Input::Frame { conn, frame }).await;
             }
         };
         match &request {
@@ -166,12 +170,12 @@ impl Connection {
                         match guarded("a command handler", self.shared.hooks.timeout, handler(ctx))
                             .await
                         {
-                            Ok(Ok(payload)) => Input::Respond {
+                            Ok(Ok(payload)) => Input::Call(Call::Respond {
                                 conn: self.conn,
                                 ver: *ver,
                                 cmd: *cmd,
                                 payload,
-                            },
+                            }),
                             Ok(Err(rejection)) => {
                                 self.stopped(*ver, *cmd, None, Stop::Rejected(rejection))
                             }
@@ -196,11 +200,7 @@ impl Connection {
         }
         let want_after = self.shared.hooks.has_after(command);
         let reply = self.request(request, want_after).await?;
-        if let Some(Reply {
-            outcome: Outcome::Accepted { group },
-            ..
-        }) = reply
-        {
+        if let Some((Outcome::Accepted { group }, _)) = reply {
             ctx.group = group;
             self.shared.hooks.run_after(command, &ctx).await;
         }
@@ -216,19 +216,19 @@ impl Connection {
         if let Some(e) = refused {
             tracing::info!(conn = self.conn.0, %uid, "Hello refused: {e}");
             self.finished = true;
-            let input = Input::RefuseAndClose {
+            let input = Input::Call(Call::RefuseAndClose {
                 conn: self.conn,
                 ver: VER_CONTROL,
                 cmd: cmd::HELLO,
                 code: code::AUTH_FAILED,
                 message: e.to_string(),
-            };
+            });
             return self.send(input).await;
         }
         if let Some(session) = self
             .request(request, true)
             .await?
-            .and_then(|reply| reply.session)
+            .and_then(|(_, session)| session)
         {
             self.session = Some(session);
         }
@@ -238,21 +238,21 @@ impl Connection {
     /// The response to a request that server code stopped: Bad for a rejection, Err for a failure.
     fn stopped(&self, ver: u8, cmd: u16, group: Option<group_core::GroupId>, stop: Stop) -> Input {
         match stop {
-            Stop::Rejected(r) => Input::Refuse {
+            Stop::Rejected(r) => Input::Call(Call::Refuse {
                 conn: self.conn,
                 ver,
                 cmd,
                 code: r.code,
                 group,
                 message: r.message,
-            },
-            Stop::Failed(message) => Input::Fail {
+            }),
+            Stop::Failed(message) => Input::Call(Call::Fail {
                 conn: self.conn,
                 ver,
                 cmd,
                 group,
                 message,
-            },
+            }),
         }
     }
 

@@ -25,11 +25,12 @@
 
 pub mod auth;
 pub mod client;
-mod client_udp;
 pub mod config;
 mod conn;
 pub mod hooks;
 mod listener;
+mod handle;
+mod inbox;
 mod mesh;
 mod node_task;
 mod server;
@@ -39,7 +40,6 @@ mod ws;
 
 pub use config::ServerConfig;
 pub use hooks::{Command, HookContext, HookFuture, Rejection};
-pub use node_task::{NodeState, Stats};
-pub use server::{
-    ApiError, CustomMessageFn, Server, ServerBuilder, ServerHandle, StartError, TickFn,
-};
+pub use handle::{ApiError, ServerHandle, TickFn};
+pub use inbox::{EventFn, Stats};
+pub use server::{CustomMessageFn, Server, ServerBuilder, StartError};

@@ -9,8 +9,10 @@ use group_core::ConnId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::conn::Shared;
-use crate::node_task::{Kill, Stats};
+use crate::inbox::Stats;
 
 pub(crate) struct Listeners {
     pub shared: Arc<Shared>,
@@ -19,17 +21,22 @@ pub(crate) struct Listeners {
     next_conn: AtomicU64,
     pub stats: Arc<Stats>,
     /// Stops every accept loop.
-    pub stop: Arc<Kill>,
+    pub stop: CancellationToken,
 }
 
 impl Listeners {
-    pub fn new(shared: Arc<Shared>, max_connections: usize, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        max_connections: usize,
+        stats: Arc<Stats>,
+        stop: CancellationToken,
+    ) -> Self {
         Listeners {
             shared,
             permits: Arc::new(Semaphore::new(max_connections)),
             next_conn: AtomicU64::new(1),
             stats,
-            stop: Arc::new(Kill::default()),
+            stop,
         }
     }
 
@@ -63,7 +70,7 @@ pub(crate) async fn accept_streams<F, Fut>(
 {
     loop {
         let accepted = tokio::select! {
-            () = listeners.stop.killed() => return,
+            () = listeners.stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {

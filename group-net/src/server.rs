@@ -1,4 +1,8 @@
-//! Starting a server, and the Rust server API (Diarkis's Group package) on a cloneable [`ServerHandle`].
+//! Starting a server ([`ServerBuilder`]) and the running [`Server`]: what it started, and how it stops.
+//!
+//! Every task the server starts is tracked and listens to one cancellation token: [`Server::shutdown`]
+//! stops them in order (listeners, then the mesh, saying goodbye to the cluster, then the node), and
+//! dropping a [`Server`] stops them all at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,34 +11,26 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use group_core::proto::{CreateRequest, VER_CUSTOM_MIN};
-use group_core::{
-    BroadcastError, CreateError, GroupId, GroupSnapshot, JoinError, JoinStatus, LeaveError, Node,
-    NodeAddr, NodeConfig, Sid, TickError,
-};
+use group_core::proto::VER_CUSTOM_MIN;
+use group_core::{GroupId, Node, NodeAddr, NodeConfig, Sid};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
 use crate::config::ServerConfig;
 use crate::conn::Shared;
-use crate::hooks::{Command, HookContext, HookFuture, Hooks, Rejection};
+use crate::handle::{INPUT_QUEUE, ServerHandle};
+use crate::hooks::{Command, HookContext, Hooks, Rejection};
+use crate::inbox::{EventFn, Stats};
 use crate::listener::Listeners;
 use crate::mesh::Links;
 use crate::mesh::membership::MembershipConfig;
-use crate::node_task::{self, Input, JoinWaiter, Kill, NodeState, Stats};
-
-/// A tick callback: runs on its own task each time the group's timer fires.
-pub type TickFn = Arc<dyn Fn(GroupId, ServerHandle) -> HookFuture<()> + Send + Sync>;
-/// Server code's view of the core's events (see [`ServerBuilder::on_event`]).
-pub type EventFn = Arc<dyn Fn(&group_core::Event) + Send + Sync>;
+use crate::node_task::{self, NodeTask};
 
 /// Makes the custom message for discard (112 push) or rejoin (111 push): group, uid, sid.
 pub type CustomMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
-
-/// Inputs waiting for the node task, at most. Readers wait when it is full: backpressure to clients.
-const INPUT_QUEUE: usize = 8192;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -234,9 +230,7 @@ impl ServerBuilder {
         self.hooks.timeout = self.config.hook_timeout;
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
         let stats = Arc::new(Stats::default());
-        let handle = ServerHandle {
-            inputs: inputs.clone(),
-        };
+        let handle = ServerHandle::new(inputs.clone());
         let shared = Arc::new(Shared {
             inputs,
             hooks: self.hooks,
@@ -248,24 +242,23 @@ impl ServerBuilder {
             max_payload: self.config.limits.max_payload,
             outbound_queue: self.config.outbound_queue,
         });
-        let stop_node = Arc::new(Kill::default());
-        let mut state = NodeState::new(
-            node,
-            tokio::time::Instant::now(),
-            stats.clone(),
-            handle.clone(),
-        );
-        state.event_sink = self.event_sink.take();
-        let stop_mesh = Arc::new(Kill::default());
+        let stop = CancellationToken::new();
+        let stop_node = stop.child_token();
+        let stop_mesh = stop.child_token();
         let links = Links::new(
             mesh,
             shared.inputs.clone(),
             stats.clone(),
             stop_mesh.clone(),
         );
-        state.links = Some(links.clone());
-        let mut tasks = JoinSet::new();
-        tasks.spawn(node_task::run(state, receiver, stop_node.clone()));
+        let task = NodeTask::new(
+            node,
+            Some(links.clone()),
+            self.event_sink.take(),
+            stats.clone(),
+        );
+        let tasks = TaskTracker::new();
+        tasks.spawn(node_task::run(task, receiver, stop_node.clone()));
         tasks.spawn(links.accept_loop(mesh_tcp));
         let membership = MembershipConfig {
             own: mesh.0,
@@ -275,7 +268,7 @@ impl ServerBuilder {
             suspect_timeout: self.config.mesh_suspect_timeout,
             seed: seed.rotate_left(29),
         };
-        let membership_task = tokio::spawn(crate::mesh::membership::run(
+        let membership_task = tasks.spawn(crate::mesh::membership::run(
             mesh_udp,
             membership,
             shared.inputs.clone(),
@@ -285,6 +278,7 @@ impl ServerBuilder {
             shared,
             self.config.limits.max_connections,
             stats.clone(),
+            stop.child_token(),
         ));
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let ws_addr = ws.as_ref().and_then(|l| l.local_addr().ok());
@@ -318,6 +312,7 @@ impl ServerBuilder {
             drain_timeout: self.config.drain_timeout,
             stats,
             listeners,
+            stop,
             stop_node,
             stop_mesh,
             membership: Some(membership_task),
@@ -382,10 +377,24 @@ pub struct Server {
     drain_timeout: Duration,
     stats: Arc<Stats>,
     listeners: Arc<Listeners>,
-    stop_node: Arc<Kill>,
-    stop_mesh: Arc<Kill>,
+    /// Stops everything the server started: cancelled by `Drop` at the latest.
+    stop: CancellationToken,
+    /// Stops the node task (a child of `stop`).
+    stop_node: CancellationToken,
+    /// Stops the mesh links and membership (a child of `stop`).
+    stop_mesh: CancellationToken,
+    /// The membership task, awaited at shutdown so that it can say goodbye to the cluster.
     membership: Option<tokio::task::JoinHandle<()>>,
-    tasks: JoinSet<()>,
+    /// Every long-lived task the server started.
+    tasks: TaskTracker,
+}
+
+impl Drop for Server {
+    /// A server dropped without [`Server::shutdown`] stops everything it started at once: no task
+    /// outlives it (the cluster then notices its absence through the failure detector).
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Server {
@@ -447,7 +456,7 @@ impl Server {
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         // Ends early once every client has gone: nobody is left to wait for.
         while tokio::time::Instant::now() < deadline {
-            let connected = self.handle.call(|s| s.node.connection_count()).await;
+            let connected = self.handle.connection_count().await;
             if connected.map_or(true, |n| n == 0) {
                 break;
             }
@@ -459,275 +468,16 @@ impl Server {
     /// Stops accepting, leaves the cluster, closes every connection, and waits for the tasks to end (at
     /// most `grace`).
     pub async fn shutdown(mut self, grace: Duration) {
-        self.listeners.stop.kill();
-        self.stop_mesh.kill();
+        self.listeners.stop.cancel();
+        self.stop_mesh.cancel();
         if let Some(membership) = self.membership.take() {
             // Leaving tells the other nodes at once, instead of after the failure detector's timeout.
             let _ = tokio::time::timeout(grace, membership).await;
         }
-        self.stop_node.kill();
-        let _ = tokio::time::timeout(grace, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        self.tasks.abort_all();
+        self.stop_node.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+        self.stop.cancel();
     }
 }
 
-/// Why a server API call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ApiError {
-    /// The server has stopped.
-    #[error("server stopped")]
-    Stopped,
-    /// The node's input queue is full: a call that does not wait was not queued. Retry later, or make
-    /// the waiting call (which waits for room).
-    #[error("the node's input queue is full ({INPUT_QUEUE} calls waiting)")]
-    Busy,
-    /// See [`CreateError`].
-    #[error(transparent)]
-    Create(#[from] CreateError),
-    /// See [`JoinError`].
-    #[error(transparent)]
-    Join(#[from] JoinError),
-    /// See [`LeaveError`].
-    #[error(transparent)]
-    Leave(#[from] LeaveError),
-    /// See [`BroadcastError`].
-    #[error(transparent)]
-    Broadcast(#[from] BroadcastError),
-    /// See [`TickError`].
-    #[error(transparent)]
-    Tick(#[from] TickError),
-}
-
-impl ApiError {
-    /// Diarkis's IsNewGroupError.
-    pub fn is_create_error(&self) -> bool {
-        matches!(self, ApiError::Create(_))
-    }
-    /// Diarkis's IsJoinError.
-    pub fn is_join_error(&self) -> bool {
-        matches!(self, ApiError::Join(_))
-    }
-    /// Diarkis's IsLeaveError.
-    pub fn is_leave_error(&self) -> bool {
-        matches!(self, ApiError::Leave(_))
-    }
-}
-
-/// The server API. Cheap to clone; every call runs on the node task, in order.
-#[derive(Clone)]
-pub struct ServerHandle {
-    inputs: mpsc::Sender<Input>,
-}
-
-impl std::fmt::Debug for ServerHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ServerHandle")
-    }
-}
-
-impl ServerHandle {
-    /// Runs `f` on the node task and returns its result; outputs it produces are sent before the call returns.
-    pub async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut NodeState) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let call = Box::new(move |state: &mut NodeState| {
-            let _ = reply.send(f(state));
-        });
-        self.inputs
-            .send(Input::Call(call))
-            .await
-            .map_err(|_| ApiError::Stopped)?;
-        answer.await.map_err(|_| ApiError::Stopped)
-    }
-
-    /// Creates a group (Diarkis's NewGroup); `creator` joins it when `params.join` is set.
-    pub async fn new_group(
-        &self,
-        params: CreateRequest,
-        creator: Option<String>,
-    ) -> Result<GroupId, ApiError> {
-        self.call(move |s| {
-            let now = s.now();
-            s.node.create(&params, creator.as_deref(), now)
-        })
-        .await?
-        .map_err(ApiError::from)
-    }
-
-    /// Joins `uid` to a group; the other members get a `ver`/`cmd` push when `message` is non-empty.
-    pub async fn join(
-        &self,
-        group: GroupId,
-        uid: String,
-        message: Bytes,
-        ver: u8,
-        cmd: u16,
-    ) -> Result<(), ApiError> {
-        let waiting = self
-            .call(
-                move |s| match s.node.join(&group, &uid, message, ver, cmd) {
-                    Ok(JoinStatus::Joined) => Ok(None),
-                    Ok(JoinStatus::Pending(op)) => {
-                        let (reply, answer) = oneshot::channel();
-                        s.wait_for_join(op, JoinWaiter::Api(reply));
-                        Ok(Some(answer))
-                    }
-                    Err(e) => Err(e),
-                },
-            )
-            .await??;
-        match waiting {
-            None => Ok(()),
-            Some(answer) => answer
-                .await
-                .map_err(|_| ApiError::Stopped)?
-                .map_err(ApiError::from),
-        }
-    }
-
-    /// Removes `uid` from a group; the remaining members get a `ver`/`cmd` push when `message` is non-empty.
-    pub async fn leave(
-        &self,
-        group: GroupId,
-        uid: String,
-        message: Bytes,
-        ver: u8,
-        cmd: u16,
-    ) -> Result<(), ApiError> {
-        self.call(move |s| s.node.leave(&group, &uid, message, ver, cmd))
-            .await?
-            .map_err(ApiError::from)
-    }
-
-    /// Broadcasts `message` from member `uid` to the other members.
-    pub async fn broadcast(
-        &self,
-        group: GroupId,
-        uid: String,
-        ver: u8,
-        cmd: u16,
-        message: Bytes,
-        reliable: bool,
-    ) -> Result<(), ApiError> {
-        self.call(move |s| s.node.broadcast(&group, &uid, ver, cmd, message, reliable))
-            .await?
-            .map_err(ApiError::from)
-    }
-
-    /// Queues a broadcast from member `uid` and returns at once, without waiting for the node task: for a
-    /// host thread (a game loop, a C caller) that must not block for a round trip between threads. A
-    /// refusal (no such group, not a member) is handed to `refused` on the node task instead, with the
-    /// group and the uid; it must return at once. [`ApiError::Busy`] when the node's input queue is full.
-    #[allow(clippy::too_many_arguments)]
-    pub fn broadcast_nowait(
-        &self,
-        group: GroupId,
-        uid: String,
-        ver: u8,
-        cmd: u16,
-        message: Bytes,
-        reliable: bool,
-        refused: impl FnOnce(BroadcastError, GroupId, String) + Send + 'static,
-    ) -> Result<(), ApiError> {
-        let call = Box::new(move |s: &mut NodeState| {
-            if let Err(e) = s.node.broadcast(&group, &uid, ver, cmd, message, reliable) {
-                refused(e, group, uid);
-            }
-        });
-        self.inputs
-            .try_send(Input::Call(call))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => ApiError::Busy,
-                mpsc::error::TrySendError::Closed(_) => ApiError::Stopped,
-            })
-    }
-
-    /// Sends `message` to every member from the server itself (an entry with an empty uid).
-    pub async fn announce(
-        &self,
-        group: GroupId,
-        ver: u8,
-        cmd: u16,
-        message: Bytes,
-        reliable: bool,
-    ) -> Result<(), ApiError> {
-        self.call(move |s| s.node.announce(&group, ver, cmd, message, reliable))
-            .await?
-            .map_err(ApiError::from)
-    }
-
-    /// The groups `uid` is in, in join order (GetGroupIDList); `None` if no such session here.
-    pub async fn group_ids(&self, uid: String) -> Result<Option<Vec<GroupId>>, ApiError> {
-        self.call(move |s| s.node.user_group_ids(&uid).map(<[GroupId]>::to_vec))
-            .await
-    }
-
-    /// The group `uid` joined last (GetGroupID).
-    pub async fn latest_group_id(&self, uid: String) -> Result<Option<GroupId>, ApiError> {
-        self.call(move |s| s.node.latest_group_id(&uid)).await
-    }
-
-    /// The mesh addresses of the nodes holding members of a group (GetMemberMeshNodes).
-    pub async fn member_mesh_nodes(
-        &self,
-        group: GroupId,
-    ) -> Result<Option<Vec<NodeAddr>>, ApiError> {
-        self.call(move |s| s.node.member_nodes(&group).map(|n| n.into_iter().collect()))
-            .await
-    }
-
-    /// A snapshot of a group.
-    pub async fn snapshot(&self, group: GroupId) -> Result<Option<GroupSnapshot>, ApiError> {
-        self.call(move |s| s.node.group_snapshot(&group)).await
-    }
-
-    /// Calls `callback` every `interval` while the group exists (`None` stops it).
-    pub async fn set_tick<F, Fut>(
-        &self,
-        group: GroupId,
-        interval: Option<Duration>,
-        callback: F,
-    ) -> Result<(), ApiError>
-    where
-        F: Fn(GroupId, ServerHandle) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let callback: TickFn = Arc::new(move |g, h| Box::pin(callback(g, h)));
-        self.call(move |s| {
-            let now = s.now();
-            s.node.set_tick(&group, interval, now)?;
-            s.set_tick_callback(group, interval.map(|_| callback));
-            Ok::<(), TickError>(())
-        })
-        .await?
-        .map_err(ApiError::from)
-    }
-
-    /// Pushes (status 0xFF) a frame to a connected user; false if the user has no session here.
-    pub async fn push_to_user(
-        &self,
-        uid: String,
-        ver: u8,
-        cmd: u16,
-        payload: Bytes,
-    ) -> Result<bool, ApiError> {
-        self.call(move |s| s.node.push_to_user(&uid, ver, cmd, &payload))
-            .await
-    }
-
-    /// Takes the node offline: no new groups, every client gets the Offline push, and the groups this node
-    /// owns move to their first live backup.
-    pub async fn set_offline(&self) -> Result<(), ApiError> {
-        self.call(|s| {
-            let now = s.now();
-            s.node.set_offline(now);
-        })
-        .await
-    }
-}

@@ -13,7 +13,9 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::conn::{Connection, Shared};
 use crate::listener::Listeners;
-use crate::node_task::{Kill, Outgoing};
+use tokio_util::sync::CancellationToken;
+
+use crate::inbox::Outgoing;
 
 /// Initial read buffer: small, so idle connections stay cheap; it grows to fit a frame being read.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -49,7 +51,7 @@ async fn serve(
 pub(crate) async fn read_frames<R: AsyncRead + Unpin>(
     mut reader: R,
     connection: &mut Connection,
-    kill: &Kill,
+    kill: &CancellationToken,
 ) {
     let max = connection.max_payload();
     let mut buf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
@@ -71,7 +73,7 @@ pub(crate) async fn read_frames<R: AsyncRead + Unpin>(
         }
         reserve_for_next_frame(&mut buf, max);
         let read = tokio::select! {
-            () = kill.killed() => return,
+            () = kill.cancelled() => return,
             read = reader.read_buf(&mut buf) => read,
         };
         if matches!(read, Ok(0) | Err(_)) {
@@ -99,13 +101,13 @@ fn reserve_for_next_frame(buf: &mut BytesMut, max_payload: u32) {
 pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut queue: mpsc::Receiver<Outgoing>,
-    kill: Arc<Kill>,
+    kill: CancellationToken,
 ) {
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     loop {
         let first = tokio::select! {
             biased;
-            () = kill.killed() => break,
+            () = kill.cancelled() => break,
             next = queue.recv() => match next {
                 Some(outgoing) => outgoing,
                 None => break,
@@ -120,7 +122,7 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
         }
         let written = tokio::select! {
             biased;
-            () = kill.killed() => break,
+            () = kill.cancelled() => break,
             written = write_all_vectored(&mut writer, &mut batch) => written,
         };
         if written.is_err() {
@@ -128,7 +130,7 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
         }
     }
     let _ = writer.shutdown().await;
-    kill.kill();
+    kill.cancel();
 }
 
 async fn write_all_vectored<W: AsyncWrite + Unpin>(

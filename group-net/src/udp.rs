@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::conn::Connection;
 use crate::listener::Listeners;
-use crate::node_task::{Kill, Outgoing};
+use tokio_util::sync::CancellationToken;
+
+use crate::inbox::Outgoing;
 
 /// Datagrams queued for one session's engine; beyond this they are dropped (KCP recovers).
 const SESSION_INBOX: usize = 256;
@@ -56,7 +58,7 @@ pub(crate) async fn accept_loop(
     let mut buf = vec![0u8; 65_536];
     loop {
         let received = tokio::select! {
-            () = listeners.stop.killed() => return,
+            () = listeners.stop.cancelled() => return,
             received = socket.recv_from(&mut buf) => received,
         };
         let Ok((len, peer)) = received else { continue };
@@ -163,11 +165,11 @@ async fn serve(
             max_payload,
         )
         .await;
-        engine_kill.kill(); // whatever ended the engine (disconnect, dead link) ends the session
+        engine_kill.cancel(); // whatever ended the engine (disconnect, dead link) ends the session
     });
     loop {
         let next = tokio::select! {
-            () = kill.killed() => break,
+            () = kill.cancelled() => break,
             next = inbound.recv() => next,
         };
         let result = match next {
@@ -198,7 +200,7 @@ async fn engine(
     cookie: u32,
     mut datagrams: mpsc::Receiver<Bytes>,
     mut queue: mpsc::Receiver<Outgoing>,
-    kill: Arc<Kill>,
+    kill: CancellationToken,
     inbound: mpsc::Sender<Inbound>,
     config: KcpConfig,
     max_payload: u32,
@@ -219,7 +221,7 @@ async fn engine(
         let wake = start + Duration::from_millis(u64::from(now_ms()) + u64::from(wait_ms));
         tokio::select! {
             biased;
-            () = kill.killed(), if !closing => {
+            () = kill.cancelled(), if !closing => {
                 // Slow consumer or shutdown: stop at once.
                 send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT])).await;
                 return;
@@ -293,7 +295,7 @@ async fn engine(
                 &wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT]),
             )
             .await;
-            kill.kill();
+            kill.cancel();
             return;
         }
     }

@@ -17,7 +17,9 @@ use tokio_tungstenite::{WebSocketStream, accept_async_with_config};
 
 use crate::conn::{Connection, Shared};
 use crate::listener::Listeners;
-use crate::node_task::{Kill, Outgoing};
+use tokio_util::sync::CancellationToken;
+
+use crate::inbox::Outgoing;
 
 /// A client gets this long to complete the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,13 +81,13 @@ async fn serve(
 async fn read_messages(
     mut messages: futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,
     connection: &mut Connection,
-    kill: &Kill,
+    kill: &CancellationToken,
     close: &CloseReason,
 ) {
     let max = connection.max_payload();
     loop {
         let message = tokio::select! {
-            () = kill.killed() => return,
+            () = kill.cancelled() => return,
             message = messages.next() => message,
         };
         let data = match message {
@@ -145,13 +147,13 @@ fn set_close(close: &CloseReason, code: CloseCode, reason: &str) {
 async fn write_messages(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
     mut queue: mpsc::Receiver<Outgoing>,
-    kill: Arc<Kill>,
+    kill: CancellationToken,
     close: CloseReason,
 ) {
     loop {
         let first = tokio::select! {
             biased;
-            () = kill.killed() => break,
+            () = kill.cancelled() => break,
             next = queue.recv() => match next {
                 Some(outgoing) => outgoing,
                 None => break,
@@ -159,7 +161,7 @@ async fn write_messages(
         };
         let written = tokio::select! {
             biased;
-            () = kill.killed() => break,
+            () = kill.cancelled() => break,
             written = async {
                 sink.feed(Message::Binary(first.frame)).await?;
                 while let Ok(next) = queue.try_recv() {
@@ -178,5 +180,5 @@ async fn write_messages(
         reason: reason.into(),
     });
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(frame))).await;
-    kill.kill();
+    kill.cancel();
 }

@@ -53,9 +53,10 @@ async fn members(server: &Server, group: GroupId, count: usize) -> bool {
 async fn live_count(server: &Server) -> usize {
     server
         .handle()
-        .call(|s| s.node.live_nodes().count())
+        .live_nodes()
         .await
         .unwrap()
+        .len()
 }
 
 /// The next broadcast push, skipping member pushes; returns (sender, message) of its first entry.

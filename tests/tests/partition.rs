@@ -72,9 +72,10 @@ async fn node(cuts: &Arc<Cuts>, index: usize, seeds: &[SocketAddr]) -> Server {
 async fn live(server: &Server) -> usize {
     server
         .handle()
-        .call(|s| s.node.live_nodes().count())
+        .live_nodes()
         .await
         .unwrap()
+        .len()
 }
 
 /// (owner, member uids) of a node's copy.

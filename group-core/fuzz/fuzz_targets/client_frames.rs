@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use group_core::proto::{FrameError, decode_client_frame, decode_server_frame};
-use group_core::{ConnId, Instant, Node, NodeConfig};
+use group_core::{ConnId, Handled, Input, Instant, Node, NodeConfig, Output};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     config.limits.max_merge_bytes = 4096;
     let Ok(mut node) = Node::new(config, Instant::ZERO) else { return };
     let conn = ConnId(1);
-    if node.handle_connect(conn, Instant::ZERO).is_err() {
+    if node.handle(Input::Connect(conn), Instant::ZERO) != Handled::Connect(Ok(())) {
         return;
     }
     let mut buf = BytesMut::from(data);
@@ -22,21 +22,21 @@ fuzz_target!(|data: &[u8]| {
         now = Instant::from_nanos(now.as_nanos() + 1_000_000);
         match decode_client_frame(&mut buf, 4096) {
             Ok(Some(frame)) => {
-                let _ = node.handle_frame(conn, frame, now);
+                let _ = node.handle(Input::Frame { conn, frame }, now);
             }
             Ok(None) => break,
             Err(FrameError::TooLarge { ver, cmd, len, .. }) => {
-                node.handle_oversized_frame(conn, ver, cmd, len, now);
+                let _ = node.handle(Input::Oversized { conn, ver, cmd, len }, now);
                 break;
             }
             Err(_) => break,
         }
-        while let Some(t) = node.poll_transmit() {
+        while let Some(output) = node.poll() {
+            let Output::Transmit(t) = output else { continue };
             let mut out = BytesMut::from(&t.frame[..]);
             let decoded = decode_server_frame(&mut out, u32::MAX);
             assert!(matches!(decoded, Ok(Some(_))) && out.is_empty(), "node sent a malformed frame");
         }
-        while node.poll_event().is_some() {}
     }
-    node.handle_timeout(Instant::from_nanos(u64::MAX / 2));
+    let _ = node.handle(Input::Timeout, Instant::from_nanos(u64::MAX / 2));
 });

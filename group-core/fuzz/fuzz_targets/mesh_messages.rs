@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use bytes::Bytes;
 use group_core::cluster::mesh::{decode, encode};
 use group_core::proto::CreateRequest;
-use group_core::{ConnId, Instant, Node, NodeAddr, NodeConfig};
+use group_core::{Call, ConnId, Input, Instant, Node, NodeAddr, NodeConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,14 +17,15 @@ fuzz_target!(|data: &[u8]| {
     let config = NodeConfig { addr: own, ..NodeConfig::default() };
     let Ok(mut node) = Node::new(config, Instant::ZERO) else { return };
     for peer in peers {
-        node.handle_node_up(peer);
+        let _ = node.handle(Input::NodeUp(peer), Instant::ZERO);
     }
     let now = Instant::from_nanos(1);
-    let _ = node.handle_connect(ConnId(1), now);
-    let hello = group_core::proto::Request::Hello { uid: "alice".into(), token: Bytes::new() };
-    let _ = node.handle_request(ConnId(1), hello, now);
+    let conn = ConnId(1);
+    let _ = node.handle(Input::Connect(conn), now);
+    let request = group_core::proto::Request::Hello { uid: "alice".into(), token: Bytes::new() };
+    let _ = node.handle(Input::Request { conn, request }, now);
     let params = CreateRequest { allow_empty: true, join: true, ttl_s: 60, interval_ms: 0 };
-    let _ = node.create(&params, Some("alice"), now);
+    let _ = node.handle(Input::Call(Call::Create { params, creator: Some("alice".into()) }), now);
     // Frames are separated by a length byte; the byte after it picks the sender.
     let mut rest = data;
     let mut t = 1u64;
@@ -36,10 +37,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(decode(&encode(&message)).as_ref(), Ok(&message), "round trip");
         let from = peers[usize::from(len) % peers.len()];
         t += u64::from(len) * 1_000_000;
-        node.handle_mesh(from, message, Instant::from_nanos(t));
-        node.handle_timeout(Instant::from_nanos(t));
-        while node.poll_transmit().is_some() {}
-        while node.poll_event().is_some() {}
-        while node.poll_mesh().is_some() {}
+        let _ = node.handle(Input::Mesh { from, message }, Instant::from_nanos(t));
+        let _ = node.handle(Input::Timeout, Instant::from_nanos(t));
+        while node.poll().is_some() {}
     }
 });

@@ -18,7 +18,7 @@ impl Node {
     /// The membership layer reports another node alive. New groups take their backups from live nodes, and
     /// this node sends the node its current state of every group the two share, which also settles which
     /// of two owners wins after a partition heals.
-    pub fn handle_node_up(&mut self, node: NodeAddr) {
+    pub(super) fn node_up(&mut self, node: NodeAddr) {
         let own = self.config.addr;
         if node == own || !self.live_nodes.insert(node) {
             return;
@@ -47,7 +47,7 @@ impl Node {
 
     /// The membership layer reports a node dead (or gone). Its members leave every group (the others get
     /// the discard push), joins waiting on it move on, and groups it owned move to their first live backup.
-    pub fn handle_node_down(&mut self, node: NodeAddr) {
+    pub(super) fn node_down(&mut self, node: NodeAddr) {
         let own = self.config.addr;
         if node == own || !self.live_nodes.remove(&node) {
             return;
@@ -124,7 +124,7 @@ impl Node {
             group.members.remove(uid);
             let message = (self.discard_message)(id, uid, sid);
             let frame = member_push(VER_GROUP, cmd::LEAVE, id, uid, &message);
-            group.send_to_members(&frame, true, None, &mut self.transmits);
+            group.send_to_members(&frame, true, None, &mut self.out.transmits);
             group.diverged = !group.owned_by(own);
             if group.owned_by(own) {
                 changes.push(group.count_removal(uid));
@@ -203,7 +203,7 @@ impl Node {
         for (uid, sid, conn) in local {
             let message = (self.rejoin_message)(id, &uid, &sid);
             let frame = member_push(VER_GROUP, cmd::JOIN, id, &uid, &message);
-            self.transmits.push_back(super::Transmit {
+            self.out.transmits.push_back(super::Transmit {
                 conn,
                 frame,
                 reliable: true,

@@ -20,7 +20,6 @@ use crate::cluster::mesh::{
 use crate::cluster::relay::relay_plan;
 use crate::id::{GroupId, NodeAddr};
 use crate::proto::member_push;
-use crate::time::Instant;
 
 /// Most nodes a relayed message may ask its receiver to forward to: a bound on what one peer can make
 /// this node send.
@@ -35,8 +34,7 @@ enum Change {
 impl Node {
     /// A message from another node arrived. `from` is the sender's mesh address as the transport
     /// established it. Malformed or stale messages are ignored; nothing a peer sends can panic the node.
-    pub fn handle_mesh(&mut self, from: NodeAddr, message: MeshMessage, now: Instant) {
-        self.advance(now);
+    pub(super) fn mesh(&mut self, from: NodeAddr, message: MeshMessage) {
         if from == self.config.addr {
             return;
         }
@@ -99,7 +97,7 @@ impl Node {
 
     pub(super) fn send_mesh(&mut self, to: NodeAddr, message: MeshMessage) {
         if to != self.config.addr {
-            self.mesh_out.push_back(MeshTransmit { to, message });
+            self.out.mesh.push_back(MeshTransmit { to, message });
         }
     }
 
@@ -162,7 +160,7 @@ impl Node {
             RelayEntry::StaticMember { uid, notice } => {
                 if let Some(group) = self.groups.get(id).filter(|g| g.is_static) {
                     let frame = member_push(notice.ver, notice.cmd, id, &uid, &notice.message);
-                    group.send_to_members(&frame, true, None, &mut self.transmits);
+                    group.send_to_members(&frame, true, None, &mut self.out.transmits);
                 }
             }
         }
@@ -308,7 +306,7 @@ impl Node {
         };
         if let Some(n) = &notice {
             let frame = member_push(n.ver, n.cmd, id, uid, &n.message);
-            group.send_to_members(&frame, true, Some(uid), &mut self.transmits);
+            group.send_to_members(&frame, true, Some(uid), &mut self.out.transmits);
         }
         match change {
             Change::Added(m) if m.node == own => {
@@ -575,7 +573,7 @@ impl Node {
         group.members.remove(uid);
         if let Some(n) = &notice {
             let frame = member_push(n.ver, n.cmd, id, uid, &n.message);
-            group.send_to_members(&frame, true, None, &mut self.transmits);
+            group.send_to_members(&frame, true, None, &mut self.out.transmits);
         }
         group.version = group.version.next();
         let version = group.version;
@@ -646,7 +644,7 @@ impl Node {
         self.groups.remove(id);
         self.tombstones.insert(*id, (seen, self.now));
         self.random_pool.remove(id);
-        self.events.push_back(Event::GroupDeleted { group: *id });
+        self.out.events.push_back(Event::GroupDeleted { group: *id });
     }
 }
 

@@ -1,48 +1,49 @@
 //! [`Node`]: the whole group logic of one server process, as a deterministic state machine.
 //!
-//! Inputs are `handle_*` methods (and the server-side operations such as [`Node::join`]), each taking
-//! `now`. Outputs are drained after every input, in this order:
-//! 1. [`Node::poll_transmit`] until `None`: frames for connections;
-//! 2. [`Node::poll_event`] until `None`: things the driver acts on (close a connection, run a tick
-//!    callback, answer a custom command);
-//! 3. [`Node::poll_mesh`] until `None`: messages for other nodes of the cluster;
-//! 4. [`Node::poll_timeout`]: when to call [`Node::handle_timeout`] next.
+//! One way in, one way out: [`Node::handle`] takes an [`Input`] and the time it happened
+//! ([`input`]); [`Node::poll`] hands out the [`Output`]s in a fixed order, or [`Node::drain`] hands them
+//! to a [`Sink`] and returns the next deadline ([`output`]). Getters (`&self`) answer questions for
+//! server code and never change anything.
 //!
-//! In a cluster the driver also feeds [`Node::handle_mesh`] with what other nodes sent, and
-//! [`Node::handle_node_up`] / [`Node::handle_node_down`] with what the membership layer concluded.
-//!
-//! Transmits come before events so that a response queued just before a `Close` event reaches the
-//! connection's writer before the driver closes it.
+//! The state is split by what owns which invariant: connections and sessions (`session`), groups with
+//! their members and merge buffers (`group`, `members`, `ops`), the cluster's copies and failover
+//! (`mesh_input`, `failover`), and joins waiting for another node (`remote_join`).
 
 mod error;
 mod failover;
 mod group;
+mod input;
 mod members;
 mod mesh_input;
 mod ops;
+mod output;
 mod remote_join;
 mod session;
 mod timers;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use input::{Call, Handled, Input};
+pub use output::{
+    CloseReason, DiscardReason, Event, JoinStatus, MeshTransmit, Outcome, Output, Sink, Transmit,
+};
 pub use error::{
     BroadcastError, ConnectError, CreateError, GroupError, JoinError, LeaveError, RandJoinError,
     TickError,
 };
 
-use crate::cluster::mesh::MeshMessage;
 use crate::config::{ConfigError, NodeConfig};
 use crate::id::{GroupId, NodeAddr};
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 use group::Group;
 use remote_join::PendingJoin;
+use output::Outputs;
 use timers::Timers;
 
 /// A user ID: 1 to 64 bytes of UTF-8, shared between the session and every group it is in.
@@ -66,163 +67,6 @@ impl fmt::Debug for Sid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Sid({self})")
     }
-}
-
-/// A frame to write to a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub struct Transmit {
-    /// Where to send it.
-    pub conn: ConnId,
-    /// A whole server frame. Shared: the same allocation goes to every recipient of a push.
-    pub frame: Bytes,
-    /// For UDP members: send on the reliable (KCP) channel. Stream transports ignore it.
-    pub reliable: bool,
-}
-
-/// A message for another node of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub struct MeshTransmit {
-    /// The node's mesh address.
-    pub to: NodeAddr,
-    /// The message (encode it with [`crate::cluster::mesh::encode`]).
-    pub message: MeshMessage,
-}
-
-/// How a join went that did not fail at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub enum JoinStatus {
-    /// The user is a member now.
-    Joined,
-    /// The group is owned by another node, which was asked; [`Event::JoinCompleted`] with this `op` tells
-    /// the result.
-    Pending(u64),
-}
-
-/// Why the node asks the driver to close a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The client sent Fin.
-    Fin,
-    /// No traffic for `connectionTtl`.
-    Idle,
-    /// Another connection said Hello with the same uid.
-    Replaced,
-    /// A frame declared a payload above `maxPayload`; a stream cannot resynchronise after that.
-    FrameTooLarge,
-    /// Server code refused the connection (for example a failed authentication).
-    Rejected,
-}
-
-/// Why a session ended and its user left every group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DiscardReason {
-    /// The client sent Fin.
-    Fin,
-    /// The transport reported the connection closed.
-    Disconnected,
-    /// No traffic for `connectionTtl`.
-    Idle,
-    /// A newer Hello with the same uid took over.
-    Replaced,
-    /// The connection was closed for a protocol violation.
-    ProtocolViolation,
-}
-
-/// Something for the driver to act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Close the connection after writing what was queued for it. The node has already forgotten it.
-    Close {
-        /// The connection.
-        conn: ConnId,
-        /// Why.
-        reason: CloseReason,
-    },
-    /// A Hello succeeded.
-    SessionOpened {
-        /// The connection.
-        conn: ConnId,
-        /// The user.
-        uid: Uid,
-        /// The new session ID.
-        sid: Sid,
-    },
-    /// A session ended; its user has left every group.
-    SessionDiscarded {
-        /// The connection it was on.
-        conn: ConnId,
-        /// The user.
-        uid: Uid,
-        /// The session ID.
-        sid: Sid,
-        /// Why.
-        reason: DiscardReason,
-    },
-    /// A group was removed (last member left, or its ttl ran out while empty).
-    GroupDeleted {
-        /// The group.
-        group: GroupId,
-    },
-    /// A group's tick timer fired: run its tick callback.
-    Tick {
-        /// The group.
-        group: GroupId,
-    },
-    /// A join that had to ask another node finished (the client, if it came from one, has its response).
-    JoinCompleted {
-        /// The `op` from [`JoinStatus::Pending`] or [`Outcome::Pending`].
-        op: u64,
-        /// The user.
-        uid: Uid,
-        /// The group.
-        group: GroupId,
-        /// The result.
-        result: Result<(), JoinError>,
-    },
-    /// A client sent a command with ver >= 2: server code answers it with [`Node::respond`].
-    Custom {
-        /// The connection.
-        conn: ConnId,
-        /// The sender.
-        uid: Uid,
-        /// Version byte.
-        ver: u8,
-        /// Command number.
-        cmd: u16,
-        /// Payload.
-        payload: Bytes,
-    },
-}
-
-/// What became of a client request. The response (Ok or Bad) is already queued; the outcome lets a driver
-/// run After hooks only after success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// Carried out. `group` is the group it created, joined, left or broadcast to, if it concerned one.
-    Accepted {
-        /// The group concerned.
-        group: Option<GroupId>,
-    },
-    /// Refused with a Bad response carrying `code`.
-    Refused {
-        /// The protocol error code sent.
-        code: u16,
-    },
-    /// The connection is not (or no longer) tracked: nothing was done or sent.
-    Ignored,
-    /// A join waits for another node's answer; [`Event::JoinCompleted`] with this `op` ends it, after the
-    /// response has been queued.
-    Pending {
-        /// Matches the completion event.
-        op: u64,
-    },
 }
 
 /// What a group looks like right now (Diarkis's group data for server code).
@@ -285,9 +129,8 @@ pub struct Node {
     /// Other nodes the membership layer reports alive: candidates for the backups of new groups.
     live_nodes: BTreeSet<NodeAddr>,
     timers: Timers,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
-    mesh_out: VecDeque<MeshTransmit>,
+    /// What the last inputs produced, until drained.
+    out: Outputs,
     /// Remote joins waiting for an answer, by op.
     joins: BTreeMap<u64, PendingJoin>,
     next_op: u64,
@@ -341,9 +184,7 @@ impl Node {
             random_pool: BTreeSet::new(),
             live_nodes: BTreeSet::new(),
             timers: Timers::default(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            mesh_out: VecDeque::new(),
+            out: Outputs::default(),
             joins: BTreeMap::new(),
             next_op: 0,
             sync_armed: false,
@@ -386,25 +227,7 @@ impl Node {
         self.rejoin_message = f;
     }
 
-    /// Next message for another node, if any. Drain until `None` after the events.
-    #[must_use]
-    pub fn poll_mesh(&mut self) -> Option<MeshTransmit> {
-        self.mesh_out.pop_front()
-    }
-
-    /// Next frame to write, if any. Drain until `None` after every input.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    /// Next event, if any. Drain after the transmits.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// When [`Node::handle_timeout`] should be called next, if anything is scheduled.
+    /// When to feed [`Input::Timeout`] next, if anything is scheduled.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()
@@ -419,6 +242,7 @@ impl Node {
             self.now
         );
         self.now = self.now.max(now);
+        self.out.timeout_told = false;
         self.now
     }
 

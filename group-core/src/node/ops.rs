@@ -27,13 +27,12 @@ pub const MIN_TTL_S: u16 = 10;
 impl Node {
     /// Creates a group owned by this node. With `params.join`, `creator` joins it (no push: nobody else is
     /// there yet). Server code may create a group with no creator when `allow_empty` is set.
-    pub fn create(
+    pub(super) fn create(
         &mut self,
         params: &CreateRequest,
         creator: Option<&str>,
         now: Instant,
     ) -> Result<GroupId, CreateError> {
-        let now = self.advance(now);
         if self.offline {
             return Err(CreateError::NodeOffline);
         }
@@ -116,20 +115,8 @@ impl Node {
     }
 
     /// Joins `uid` to a group. When `message` is non-empty the other members get a push with `ver`/`cmd`
-    /// (`group_id | uid_len | uid | message`). A group owned by another node is joined by asking it:
-    /// the result then comes as [`super::Event::JoinCompleted`].
-    pub fn join(
-        &mut self,
-        id: &GroupId,
-        uid: &str,
-        message: Bytes,
-        ver: u8,
-        cmd: u16,
-    ) -> Result<JoinStatus, JoinError> {
-        self.join_from(id, uid, message, (ver, cmd), None)
-    }
-
-    /// [`Node::join`], answering `reply_to` when the join has to wait for another node.
+    /// (`group_id | uid_len | uid | message`). A group owned by another node is joined by asking it: the
+    /// result then comes as [`super::Event::JoinCompleted`], and `reply_to` (a client) gets its answer.
     pub(super) fn join_from(
         &mut self,
         id: &GroupId,
@@ -182,7 +169,7 @@ impl Node {
         let sid = session.sid;
         if !message.is_empty() {
             let frame = member_push(ver, cmd, id, uid, &message);
-            group.send_to_members(&frame, true, None, &mut self.transmits);
+            group.send_to_members(&frame, true, None, &mut self.out.transmits);
         }
         let is_static = group.is_static;
         self.add_member(id, uid);
@@ -211,7 +198,7 @@ impl Node {
 
     /// Removes `uid` from a group. When `message` is non-empty the remaining members get a push with
     /// `ver`/`cmd`. A group without allow_empty is deleted when its last member leaves.
-    pub fn leave(
+    pub(super) fn leave(
         &mut self,
         id: &GroupId,
         uid: &str,
@@ -246,7 +233,7 @@ impl Node {
         }
         if let Some(n) = &notice {
             let frame = member_push(n.ver, n.cmd, id, uid, &n.message);
-            group.send_to_members(&frame, true, None, &mut self.transmits);
+            group.send_to_members(&frame, true, None, &mut self.out.transmits);
         }
         if group.is_static {
             self.relay_static_notice(id, uid, notice);
@@ -275,7 +262,7 @@ impl Node {
     }
 
     /// Sends `message` from `uid` to the other members, at once or through the merge buffer.
-    pub fn broadcast(
+    pub(super) fn broadcast(
         &mut self,
         id: &GroupId,
         uid: &str,
@@ -310,7 +297,7 @@ impl Node {
 
     /// Sends `message` to every member, from no one (an entry with an empty uid). Server-side only: no
     /// client command reaches this.
-    pub fn announce(
+    pub(super) fn announce(
         &mut self,
         id: &GroupId,
         ver: u8,
@@ -373,11 +360,11 @@ impl Node {
             return;
         };
         if group.merge_every.is_zero() {
-            group.deliver_now(&entry, &mut self.transmits);
+            group.deliver_now(&entry, &mut self.out.transmits);
             return;
         }
         if group.needs_flush_before(&entry, self.config.limits.max_merge_bytes) {
-            group.flush(&mut self.transmits);
+            group.flush(&mut self.out.transmits);
         }
         group.buffer(entry);
         if !group.flush_armed {
@@ -391,13 +378,12 @@ impl Node {
 
     /// Joins a group created by random join that `uid` is not in and that has room, picked with the
     /// node's seeded generator; creates one (with `params`) when there is none.
-    pub fn rand_join(
+    pub(super) fn rand_join(
         &mut self,
         params: &RandJoinRequest,
         uid: &str,
         now: Instant,
     ) -> Result<GroupId, RandJoinError> {
-        self.advance(now);
         let max_members = self.config.limits.max_members_per_group;
         let candidates: Vec<GroupId> = self
             .random_pool
@@ -432,13 +418,12 @@ impl Node {
 
     /// Sets (or with `None` clears) a group's tick timer: an [`super::Event::Tick`] every `interval`, the
     /// first one `interval` from now. Stops by itself when the group is deleted.
-    pub fn set_tick(
+    pub(super) fn set_tick(
         &mut self,
         id: &GroupId,
         interval: Option<Duration>,
         now: Instant,
     ) -> Result<(), TickError> {
-        let now = self.advance(now);
         if interval.is_some_and(|i| i < Duration::from_secs(1)) {
             return Err(TickError::ZeroInterval);
         }
@@ -461,15 +446,14 @@ impl Node {
     /// Takes the node offline: it refuses new groups, pushes Offline (ver 0, cmd 6) to every session so
     /// clients create groups elsewhere, and hands the groups it owns to their first live backup.
     /// Idempotent.
-    pub fn set_offline(&mut self, now: Instant) {
-        self.advance(now);
+    pub(super) fn set_offline(&mut self) {
         if self.offline {
             return;
         }
         self.offline = true;
         let frame = Node::offline_frame();
         for session in self.sessions.values() {
-            self.transmits.push_back(super::Transmit {
+            self.out.transmits.push_back(super::Transmit {
                 conn: session.conn,
                 frame: frame.clone(),
                 reliable: true,

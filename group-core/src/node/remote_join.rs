@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::group::Member;
 use super::timers::TimerKind;
-use super::{ConnId, Event, JoinError, JoinStatus, Node, Sid, Uid};
+use super::{ConnId, Event, JoinError, JoinStatus, Node, Outcome, Sid, Uid};
 use crate::cluster::mesh::{GroupState, JoinRefusal, MemberState, MeshMessage, Notice};
 use crate::id::{GroupId, NodeAddr};
 use crate::proto::member_push;
@@ -210,7 +210,7 @@ impl Node {
         let conn = session.map(|s| s.conn);
         if let (Some(notice), Some(group)) = (&pending.notice, self.groups.get(&id)) {
             let frame = member_push(notice.ver, notice.cmd, &id, &uid, &notice.message);
-            group.send_to_members(&frame, true, None, &mut self.transmits);
+            group.send_to_members(&frame, true, None, &mut self.out.transmits);
         }
         let member = Member {
             sid: pending.sid,
@@ -256,11 +256,19 @@ impl Node {
                 ),
             }
         }
-        self.events.push_back(Event::JoinCompleted {
+        let outcome = pending.reply_to.map(|_| match &result {
+            // After hooks see the group, as they do for a local join.
+            Ok(()) => Outcome::Accepted {
+                group: Some(pending.group),
+            },
+            Err(e) => Outcome::Refused { code: e.code() },
+        });
+        self.out.events.push_back(Event::JoinCompleted {
             op,
             uid: pending.uid,
             group: pending.group,
             result,
+            outcome,
         });
     }
 
@@ -312,7 +320,7 @@ impl Node {
         }
         if let Some(n) = &notice {
             let frame = member_push(n.ver, n.cmd, id, &member.uid, &n.message);
-            group.send_to_members(&frame, true, None, &mut self.transmits);
+            group.send_to_members(&frame, true, None, &mut self.out.transmits);
         }
         group.members.insert(
             Arc::from(member.uid.as_str()),

@@ -18,8 +18,7 @@ use crate::time::Instant;
 
 impl Node {
     /// A transport accepted a connection. Its idle clock starts now; it must say Hello before anything else.
-    pub fn handle_connect(&mut self, conn: ConnId, now: Instant) -> Result<(), ConnectError> {
-        let now = self.advance(now);
+    pub(super) fn connect(&mut self, conn: ConnId, now: Instant) -> Result<(), ConnectError> {
         if self.conns.contains_key(&conn) {
             return Err(ConnectError::DuplicateConnection);
         }
@@ -45,8 +44,7 @@ impl Node {
 
     /// The transport closed the connection (or the driver gave up on it, e.g. a slow consumer). Its user,
     /// if any, leaves every group. No `Close` event follows: the connection is already gone.
-    pub fn handle_disconnect(&mut self, conn: ConnId, now: Instant) {
-        self.advance(now);
+    pub(super) fn disconnect(&mut self, conn: ConnId) {
         if let Some(uid) = self.conns.remove(&conn).and_then(|state| state.uid) {
             self.discard(&uid, DiscardReason::Disconnected);
         }
@@ -54,11 +52,10 @@ impl Node {
 
     /// A whole frame arrived. Malformed payloads are answered with Bad and the connection stays usable:
     /// framing is intact, so the next frame can be read.
-    pub fn handle_frame(&mut self, conn: ConnId, frame: ClientFrame, now: Instant) -> Outcome {
+    pub(super) fn frame(&mut self, conn: ConnId, frame: ClientFrame, now: Instant) -> Outcome {
         match Request::parse(&frame) {
-            Ok(request) => self.handle_request(conn, request, now),
+            Ok(request) => self.request(conn, request, now),
             Err(e) => {
-                let now = self.advance(now);
                 if !self.touch(conn, now) {
                     return Outcome::Ignored;
                 }
@@ -70,15 +67,13 @@ impl Node {
 
     /// A frame header declared more than `maxPayload` bytes. The client gets Bad PAYLOAD_TOO_LARGE and the
     /// connection is closed: on a stream the rest of that frame cannot be skipped safely.
-    pub fn handle_oversized_frame(
+    pub(super) fn oversized_frame(
         &mut self,
         conn: ConnId,
         ver: u8,
         cmd: u16,
         len: u32,
-        now: Instant,
     ) {
-        self.advance(now);
         if !self.conns.contains_key(&conn) {
             return;
         }
@@ -94,8 +89,7 @@ impl Node {
 
     /// A decoded request arrived (drivers that run Before hooks decode first, then call this). The outcome
     /// tells the driver whether to run After hooks; the response is already queued either way.
-    pub fn handle_request(&mut self, conn: ConnId, request: Request, now: Instant) -> Outcome {
-        let now = self.advance(now);
+    pub(super) fn request(&mut self, conn: ConnId, request: Request, now: Instant) -> Outcome {
         if !self.touch(conn, now) {
             return Outcome::Ignored; // Closed already (e.g. replaced); late frames are dropped.
         }
@@ -160,15 +154,11 @@ impl Node {
                 self.close(conn, CloseReason::Fin, DiscardReason::Fin);
                 return Ok(Ran::Finished(None));
             }
-            Request::Custom { ver, cmd, payload } => {
-                self.events.push_back(Event::Custom {
-                    conn,
-                    uid: uid.clone(),
-                    ver,
-                    cmd,
-                    payload,
-                });
-                return Ok(Ran::Finished(None));
+            Request::Custom { ver, cmd, .. } => {
+                // Server code answers the commands it registered before they reach the node (its
+                // answer comes as `Call::Respond`); what reaches the node has no handler.
+                let message = format!("no handler for ver {ver} cmd {cmd}");
+                return Err(Refusal::new(code::NO_HANDLER, None, message));
             }
             Request::Broadcast {
                 group,
@@ -208,16 +198,14 @@ impl Node {
 
     /// Refuses a request with a Bad response and closes the connection (the user, if any, is discarded).
     /// Drivers use this for failed authentication, where the connection must not stay open.
-    pub fn refuse_and_close(
+    pub(super) fn refuse_and_close(
         &mut self,
         conn: ConnId,
         ver: u8,
         cmd: u16,
         code: u16,
         reason: &str,
-        now: Instant,
     ) {
-        self.advance(now);
         self.refuse(conn, ver, cmd, code, None, reason);
         self.close(
             conn,
@@ -227,13 +215,13 @@ impl Node {
     }
 
     /// Queues an Ok response. Server code uses this to answer custom commands.
-    pub fn respond(&mut self, conn: ConnId, ver: u8, cmd: u16, payload: &[u8]) {
+    pub(super) fn respond(&mut self, conn: ConnId, ver: u8, cmd: u16, payload: &[u8]) {
         self.send_frame(conn, ver, cmd, Status::Ok, payload);
     }
 
     /// Queues a Bad response carrying `code`, the group the request named (if any) and a reason. Drivers
     /// use this for hook rejections (codes from [`code::APP_MIN`] up).
-    pub fn refuse(
+    pub(super) fn refuse(
         &mut self,
         conn: ConnId,
         ver: u8,
@@ -248,7 +236,7 @@ impl Node {
 
     /// Queues an Err response (status 5): the server failed while handling the request, through no fault
     /// of the client's. Drivers use this when server code (a hook or handler) fails.
-    pub fn fail(
+    pub(super) fn fail(
         &mut self,
         conn: ConnId,
         ver: u8,
@@ -264,7 +252,7 @@ impl Node {
     /// Queues a whole frame for a connection the node still tracks.
     fn queue_frame(&mut self, conn: ConnId, frame: Bytes) {
         if self.conns.contains_key(&conn) {
-            self.transmits.push_back(Transmit {
+            self.out.transmits.push_back(Transmit {
                 conn,
                 frame,
                 reliable: true,
@@ -273,7 +261,7 @@ impl Node {
     }
 
     /// Queues a push (status 0xFF) to a user's connection. Returns false if the user has no session here.
-    pub fn push_to_user(&mut self, uid: &str, ver: u8, cmd: u16, payload: &[u8]) -> bool {
+    pub(super) fn push_to_user(&mut self, uid: &str, ver: u8, cmd: u16, payload: &[u8]) -> bool {
         let Some(conn) = self.sessions.get(uid).map(|s| s.conn) else {
             return false;
         };
@@ -285,7 +273,7 @@ impl Node {
         if self.conns.contains_key(&conn) {
             let mut out = bytes::BytesMut::new();
             encode_server_frame(ver, cmd, status, payload, &mut out);
-            self.transmits.push_back(Transmit {
+            self.out.transmits.push_back(Transmit {
                 conn,
                 frame: out.freeze(),
                 reliable: true,
@@ -323,7 +311,7 @@ impl Node {
             state.uid = Some(uid.clone());
         }
         self.respond(conn, VER_CONTROL, cmd::HELLO, &sid.0);
-        self.events
+        self.out.events
             .push_back(Event::SessionOpened { conn, uid, sid });
     }
 
@@ -333,7 +321,7 @@ impl Node {
             if let Some(uid) = state.uid {
                 self.discard(&uid, discard);
             }
-            self.events.push_back(Event::Close { conn, reason });
+            self.out.events.push_back(Event::Close { conn, reason });
         }
     }
 
@@ -352,7 +340,7 @@ impl Node {
             };
             self.remove_local_member(id, uid, Some(notice));
         }
-        self.events.push_back(Event::SessionDiscarded {
+        self.out.events.push_back(Event::SessionDiscarded {
             conn: session.conn,
             uid: uid.clone(),
             sid: session.sid,
@@ -400,7 +388,7 @@ impl Node {
             debug_assert!(!group.is_static, "static groups are never deleted");
             debug_assert!(group.members.is_empty(), "only empty groups are deleted");
             self.random_pool.remove(id);
-            self.events.push_back(Event::GroupDeleted { group: *id });
+            self.out.events.push_back(Event::GroupDeleted { group: *id });
         }
     }
 

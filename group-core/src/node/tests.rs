@@ -16,9 +16,35 @@ const STATIC_ID: &str = "STATIC-GROUP-000000000000000000000000000000000000000";
 struct Harness {
     node: Node,
     now: Instant,
+    log: Log,
+}
+
+/// What the node put out, recorded by the shared drain loop.
+#[derive(Default)]
+struct Log {
     /// Every frame sent, decoded, with the raw Bytes (to check sharing).
     sent: Vec<(ConnId, ServerFrame, Bytes)>,
     events: Vec<Event>,
+    /// Every mesh message, with the time the harness drained it.
+    mesh: Vec<(Instant, MeshTransmit)>,
+    /// The harness's time, for `mesh`.
+    now: Instant,
+}
+
+impl Sink for Log {
+    fn transmit(&mut self, t: Transmit) -> bool {
+        let mut buf = BytesMut::from(&t.frame[..]);
+        let frame = decode_server_frame(&mut buf, u32::MAX).unwrap().unwrap();
+        assert!(buf.is_empty(), "one transmit is exactly one frame");
+        self.sent.push((t.conn, frame, t.frame));
+        true
+    }
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+    fn mesh(&mut self, transmit: MeshTransmit) {
+        self.mesh.push((self.now, transmit));
+    }
 }
 
 impl Harness {
@@ -39,26 +65,44 @@ impl Harness {
         Harness {
             node: Node::new(config, Instant::ZERO).unwrap(),
             now: Instant::ZERO,
-            sent: vec![],
-            events: vec![],
+            log: Log::default(),
         }
     }
 
     fn drain(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            let mut buf = BytesMut::from(&t.frame[..]);
-            let frame = decode_server_frame(&mut buf, u32::MAX).unwrap().unwrap();
-            assert!(buf.is_empty(), "one transmit is exactly one frame");
-            self.sent.push((t.conn, frame, t.frame));
-        }
-        while let Some(e) = self.node.poll_event() {
-            self.events.push(e);
-        }
+        self.log.now = self.now;
+        let _deadline = self.node.drain(self.now, &mut self.log);
+    }
+
+    /// Feeds one input at the harness's time and drains what it produced.
+    fn input(&mut self, input: Input) -> Handled {
+        let handled = self.node.handle(input, self.now);
+        self.drain();
+        handled
+    }
+
+    fn call(&mut self, call: Call) -> Handled {
+        self.input(Input::Call(call))
+    }
+
+    fn connect(&mut self, conn: ConnId) -> Result<(), ConnectError> {
+        let Handled::Connect(result) = self.input(Input::Connect(conn)) else {
+            panic!("a connect is answered with its result")
+        };
+        result
+    }
+
+    /// Sends a request and returns its outcome.
+    fn outcome(&mut self, conn: ConnId, request: Request) -> Outcome {
+        let Handled::Request(outcome) = self.input(Input::Request { conn, request }) else {
+            panic!("a request is answered with its outcome")
+        };
+        outcome
     }
 
     fn user(&mut self, conn: u64, uid: &str) -> ConnId {
         let c = ConnId(conn);
-        self.node.handle_connect(c, self.now).unwrap();
+        self.connect(c).unwrap();
         self.request(
             c,
             Request::Hello {
@@ -73,16 +117,15 @@ impl Harness {
     }
 
     fn request(&mut self, conn: ConnId, request: Request) {
-        self.node.handle_request(conn, request, self.now);
-        self.drain();
+        let _outcome = self.outcome(conn, request);
     }
 
     /// Frames sent to `conn` since the last take.
     fn take(&mut self, conn: ConnId) -> Vec<ServerFrame> {
-        let (mine, rest) = std::mem::take(&mut self.sent)
+        let (mine, rest) = std::mem::take(&mut self.log.sent)
             .into_iter()
             .partition(|(c, _, _)| *c == conn);
-        self.sent = rest;
+        self.log.sent = rest;
         mine.into_iter().map(|(_, f, _)| f).collect()
     }
 
@@ -140,8 +183,7 @@ impl Harness {
         let end = self.now.saturating_add(by);
         while let Some(at) = self.node.poll_timeout().filter(|at| *at <= end) {
             self.now = at.max(self.now);
-            self.node.handle_timeout(self.now);
-            self.drain();
+            let _done = self.input(Input::Timeout);
         }
         self.now = end;
     }
@@ -156,7 +198,7 @@ fn error_code(frame: &ServerFrame) -> u16 {
 fn commands_before_hello_are_refused_and_hello_once_per_connection() {
     let mut h = Harness::new();
     let c = ConnId(1);
-    h.node.handle_connect(c, h.now).unwrap();
+    h.connect(c).unwrap();
     h.request(c, Request::Ping(Bytes::from_static(b"x")));
     assert_eq!(error_code(&h.take(c)[0]), code::NOT_GREETED);
     h.request(
@@ -197,7 +239,7 @@ fn second_hello_with_same_uid_replaces_and_discards_the_older_session() {
         old_sid,
         "a new session gets a new sid"
     );
-    assert!(h.events.contains(&Event::Close {
+    assert!(h.log.events.contains(&Event::Close {
         conn: old,
         reason: CloseReason::Replaced
     }));
@@ -246,8 +288,7 @@ fn create_rules_follow_diarkis() {
     assert_eq!(layout.owner, h.node.config().addr);
     assert_ne!(merged, unmerged, "IDs are unique even at the same instant");
 
-    h.node.set_offline(h.now);
-    h.drain();
+    let _done = h.call(Call::SetOffline);
     let offline = h.take(c);
     assert_eq!(
         (offline[0].ver, offline[0].cmd, offline[0].status),
@@ -329,25 +370,45 @@ fn server_side_operations_use_the_given_ver_and_cmd() {
     let a = h.user(1, "a");
     let b = h.user(2, "b");
     let g = h.create(a, false, true, 60, 0);
-    h.node
-        .join(&g, "b", Bytes::from_static(b"j"), 5, 500)
-        .map(|status| assert_eq!(status, JoinStatus::Joined))
-        .unwrap();
-    h.node
-        .broadcast(&g, "b", 6, 600, Bytes::from_static(b"m"), false)
-        .unwrap();
-    h.node
-        .leave(&g, "b", Bytes::from_static(b"l"), 7, 700)
-        .unwrap();
-    h.drain();
+    let join = |uid: &str, message: &'static [u8], ver, cmd| Call::Join {
+        group: g,
+        uid: uid.into(),
+        message: Bytes::from_static(message),
+        ver,
+        cmd,
+    };
+    let leave = |message: &'static [u8], ver, cmd| Call::Leave {
+        group: g,
+        uid: "b".into(),
+        message: Bytes::from_static(message),
+        ver,
+        cmd,
+    };
+    assert_eq!(
+        h.call(join("b", b"j", 5, 500)),
+        Handled::Join(Ok(JoinStatus::Joined))
+    );
+    let broadcast = Call::Broadcast {
+        group: g,
+        uid: "b".into(),
+        ver: 6,
+        cmd: 600,
+        message: Bytes::from_static(b"m"),
+        reliable: false,
+    };
+    assert_eq!(h.call(broadcast), Handled::Broadcast(Ok(())));
+    assert_eq!(h.call(leave(b"l", 7, 700)), Handled::Leave(Ok(())));
     let got: Vec<(u8, u16)> = h.take(a).iter().map(|f| (f.ver, f.cmd)).collect();
     assert_eq!(got, vec![(5, 500), (6, 600), (7, 700)]);
     assert!(h.take(b).is_empty());
-    let err = GroupError::from(h.node.leave(&g, "b", Bytes::new(), 1, 112).unwrap_err());
+    let Handled::Leave(Err(err)) = h.call(leave(b"", 1, 112)) else {
+        panic!("b left already")
+    };
+    let err = GroupError::from(err);
     assert!(err.is_leave_error() && !err.is_join_error());
     assert!(matches!(
-        h.node.join(&g, "nobody", Bytes::new(), 1, 111),
-        Err(JoinError::UnknownUser { .. })
+        h.call(join("nobody", b"", 1, 111)),
+        Handled::Join(Err(JoinError::UnknownUser { .. }))
     ));
 }
 
@@ -367,18 +428,18 @@ fn broadcast_reaches_the_other_members_with_one_shared_encoding() {
         "no echo to the sender, no Ok on success"
     );
     assert!(h.take(outsider).is_empty());
-    let raws: Vec<Bytes> = h.sent.iter().map(|(_, _, raw)| raw.clone()).collect();
+    let raws: Vec<Bytes> = h.log.sent.iter().map(|(_, _, raw)| raw.clone()).collect();
     assert_eq!(raws.len(), others.len());
     assert!(
         raws.windows(2).all(|w| w[0].as_ptr() == w[1].as_ptr()),
         "one allocation shared by all"
     );
-    let (group, entries) = parse_broadcast_push(&h.sent[0].1.payload).unwrap();
+    let (group, entries) = parse_broadcast_push(&h.log.sent[0].1.payload).unwrap();
     assert_eq!(
         (group, entries[0].uid.as_str(), &entries[0].message[..]),
         (g, "a", &b"hello"[..])
     );
-    h.sent.clear();
+    h.log.sent.clear();
 
     h.broadcast(outsider, g, b"x");
     let refused = h.take(outsider).remove(0);
@@ -413,9 +474,9 @@ fn merged_broadcasts_flush_once_per_interval_in_order_without_own_entries() {
     h.advance(Duration::from_millis(50));
     h.broadcast(b, g, b"2");
     h.broadcast(a, g, b"3");
-    assert!(h.sent.is_empty(), "nothing before the interval");
+    assert!(h.log.sent.is_empty(), "nothing before the interval");
     h.advance(Duration::from_millis(149));
-    assert!(h.sent.is_empty());
+    assert!(h.log.sent.is_empty());
     h.advance(Duration::from_millis(1));
     let texts = |frames: Vec<ServerFrame>| -> Vec<Vec<(String, Bytes)>> {
         frames
@@ -438,7 +499,7 @@ fn merged_broadcasts_flush_once_per_interval_in_order_without_own_entries() {
     assert_eq!(texts(h.take(a)), vec![vec![e("b", b"2")]]);
     assert_eq!(texts(h.take(b)), vec![vec![e("a", b"1"), e("a", b"3")]]);
     h.advance(Duration::from_secs(1));
-    assert!(h.sent.is_empty(), "an empty buffer sends nothing");
+    assert!(h.log.sent.is_empty(), "an empty buffer sends nothing");
 }
 
 #[test]
@@ -481,7 +542,7 @@ fn fin_and_disconnect_discard_with_the_custom_message() {
     h.join(c, g, b"");
     h.request(b, Request::Fin);
     assert_eq!(h.take(b)[0].status, Status::Ok);
-    assert!(h.events.contains(&Event::Close {
+    assert!(h.log.events.contains(&Event::Close {
         conn: b,
         reason: CloseReason::Fin
     }));
@@ -492,14 +553,13 @@ fn fin_and_disconnect_discard_with_the_custom_message() {
     );
     assert_eq!(h.take(c).len(), 1);
 
-    h.node.handle_disconnect(a, h.now);
-    h.drain();
+    let _done = h.input(Input::Disconnect(a));
     assert!(h.take(c)[0].cmd == cmd::LEAVE);
     assert!(
         h.node.group_snapshot(&g2).is_none(),
         "a's own non-allow_empty group went with a"
     );
-    assert!(h.events.contains(&Event::GroupDeleted { group: g2 }));
+    assert!(h.log.events.contains(&Event::GroupDeleted { group: g2 }));
     assert_eq!(h.node.group_snapshot(&g).unwrap().members.len(), 1);
 }
 
@@ -512,12 +572,12 @@ fn idle_connections_are_discarded_after_connection_ttl_and_keepalive_postpones_i
     h.request(a, Request::KeepAlive);
     assert_eq!(h.take(a)[0].status, Status::Ok);
     h.advance(Duration::from_secs(1));
-    assert!(h.events.contains(&Event::Close {
+    assert!(h.log.events.contains(&Event::Close {
         conn: b,
         reason: CloseReason::Idle
     }));
     assert!(
-        !h.events
+        !h.log.events
             .iter()
             .any(|e| matches!(e, Event::Close { conn, .. } if *conn == a))
     );
@@ -593,23 +653,25 @@ fn tick_fires_every_interval_until_cleared_or_deleted() {
     let mut h = Harness::new();
     let a = h.user(1, "a");
     let g = h.create(a, false, true, 60, 0);
+    let tick = |interval| Call::SetTick { group: g, interval };
     assert_eq!(
-        h.node.set_tick(&g, Some(Duration::ZERO), h.now),
-        Err(TickError::ZeroInterval)
+        h.call(tick(Some(Duration::ZERO))),
+        Handled::Tick(Err(TickError::ZeroInterval))
     );
-    h.node
-        .set_tick(&g, Some(Duration::from_secs(2)), h.now)
-        .unwrap();
+    assert_eq!(
+        h.call(tick(Some(Duration::from_secs(2)))),
+        Handled::Tick(Ok(()))
+    );
     h.request(a, Request::KeepAlive); // keep the session alive past the ticks
     h.advance(Duration::from_secs(5));
     let ticks = |h: &Harness| {
-        h.events
+        h.log.events
             .iter()
             .filter(|e| **e == Event::Tick { group: g })
             .count()
     };
     assert_eq!(ticks(&h), 2);
-    h.node.set_tick(&g, None, h.now).unwrap();
+    assert_eq!(h.call(tick(None)), Handled::Tick(Ok(())));
     h.request(a, Request::KeepAlive);
     h.advance(Duration::from_secs(5));
     assert_eq!(ticks(&h), 2);
@@ -683,11 +745,11 @@ fn limits_are_errors_not_panics() {
         code::JOIN_USER_GROUP_LIMIT
     );
     assert_eq!(
-        h.node.handle_connect(ConnId(5), h.now),
+        h.connect(ConnId(5)),
         Err(ConnectError::TooManyConnections { max: 4 })
     );
     assert_eq!(
-        h.node.handle_connect(ConnId(4), h.now),
+        h.connect(ConnId(4)),
         Err(ConnectError::DuplicateConnection)
     );
 }
@@ -699,31 +761,23 @@ fn bad_frames_get_bad_responses_and_oversized_frames_close() {
     let b = h.user(2, "b");
     let g = h.create(a, false, true, 60, 0);
     h.join(b, g, b"");
-    h.node.handle_frame(
-        a,
-        ClientFrame {
-            ver: 1,
-            cmd: 111,
-            payload: Bytes::from_static(b"short"),
-        },
-        h.now,
-    );
-    h.node.handle_frame(
-        a,
-        ClientFrame {
-            ver: 0,
-            cmd: 77,
-            payload: Bytes::new(),
-        },
-        h.now,
-    );
-    h.drain();
+    let frame = |ver, cmd, payload| Input::Frame {
+        conn: a,
+        frame: ClientFrame { ver, cmd, payload },
+    };
+    let _short = h.input(frame(1, 111, Bytes::from_static(b"short")));
+    let _unknown = h.input(frame(0, 77, Bytes::new()));
     let codes: Vec<u16> = h.take(a).iter().map(error_code).collect();
     assert_eq!(codes, vec![code::MALFORMED, code::UNKNOWN_COMMAND]);
-    h.node.handle_oversized_frame(a, 1, 113, 1 << 30, h.now);
-    h.drain();
+    let oversized = Input::Oversized {
+        conn: a,
+        ver: 1,
+        cmd: 113,
+        len: 1 << 30,
+    };
+    assert_eq!(h.input(oversized), Handled::Done);
     assert_eq!(error_code(&h.take(a)[0]), code::PAYLOAD_TOO_LARGE);
-    assert!(h.events.contains(&Event::Close {
+    assert!(h.log.events.contains(&Event::Close {
         conn: a,
         reason: CloseReason::FrameTooLarge
     }));
@@ -737,35 +791,42 @@ fn bad_frames_get_bad_responses_and_oversized_frames_close() {
 }
 
 #[test]
-fn custom_commands_surface_as_events_and_are_answered_by_server_code() {
+fn custom_commands_without_a_handler_are_refused_and_server_code_answers_the_others() {
     let mut h = Harness::new();
     let a = h.user(1, "a");
-    h.request(
-        a,
-        Request::Custom {
-            ver: 2,
-            cmd: 9,
-            payload: Bytes::from_static(b"q"),
-        },
-    );
-    let Some(Event::Custom {
-        conn,
-        uid,
-        ver,
-        cmd,
-        payload,
-    }) = h.events.pop()
-    else {
-        panic!("{:?}", h.events)
+    let custom = Request::Custom {
+        ver: 2,
+        cmd: 9,
+        payload: Bytes::from_static(b"q"),
     };
     assert_eq!(
-        (conn, &*uid, ver, cmd, &payload[..]),
-        (a, "a", 2, 9, &b"q"[..])
+        h.outcome(a, custom),
+        Outcome::Refused {
+            code: code::NO_HANDLER
+        }
     );
-    h.node.respond(conn, ver, cmd, b"answer");
-    assert!(h.node.push_to_user("a", 3, 1, b"pushed"));
-    assert!(!h.node.push_to_user("nobody", 3, 1, b""));
-    h.drain();
+    let refusal = h.take(a).remove(0);
+    assert_eq!((refusal.ver, refusal.cmd), (2, 9));
+    assert_eq!(
+        parse_error_payload(&refusal.payload).unwrap().message,
+        "no handler for ver 2 cmd 9"
+    );
+    // A command server code intercepted is answered through the node.
+    let respond = Call::Respond {
+        conn: a,
+        ver: 2,
+        cmd: 9,
+        payload: Bytes::from_static(b"answer"),
+    };
+    assert_eq!(h.call(respond), Handled::Done);
+    let push = |uid: &str| Call::PushToUser {
+        uid: uid.into(),
+        ver: 3,
+        cmd: 1,
+        payload: Bytes::from_static(b"pushed"),
+    };
+    assert_eq!(h.call(push("a")), Handled::Pushed(true));
+    assert_eq!(h.call(push("nobody")), Handled::Pushed(false));
     let frames = h.take(a);
     assert_eq!(
         (frames[0].status, &frames[0].payload[..]),
@@ -785,7 +846,7 @@ fn request_outcomes_tell_the_driver_what_happened() {
         ttl_s: 60,
         interval_ms: 0,
     });
-    let Outcome::Accepted { group: Some(g) } = h.node.handle_request(a, create, h.now) else {
+    let Outcome::Accepted { group: Some(g) } = h.outcome(a, create) else {
         panic!()
     };
     let join_again = Request::Join {
@@ -793,7 +854,7 @@ fn request_outcomes_tell_the_driver_what_happened() {
         message: Bytes::new(),
     };
     assert_eq!(
-        h.node.handle_request(a, join_again, h.now),
+        h.outcome(a, join_again),
         Outcome::Refused {
             code: code::JOIN_ALREADY_MEMBER
         }
@@ -804,11 +865,11 @@ fn request_outcomes_tell_the_driver_what_happened() {
         message: Bytes::new(),
     };
     assert_eq!(
-        h.node.handle_request(a, broadcast, h.now),
+        h.outcome(a, broadcast),
         Outcome::Accepted { group: Some(g) }
     );
     assert_eq!(
-        h.node.handle_request(a, Request::KeepAlive, h.now),
+        h.outcome(a, Request::KeepAlive),
         Outcome::Accepted { group: None }
     );
     let garbage = ClientFrame {
@@ -817,13 +878,16 @@ fn request_outcomes_tell_the_driver_what_happened() {
         payload: Bytes::from_static(b"?"),
     };
     assert_eq!(
-        h.node.handle_frame(a, garbage, h.now),
-        Outcome::Refused {
+        h.input(Input::Frame {
+            conn: a,
+            frame: garbage
+        }),
+        Handled::Request(Outcome::Refused {
             code: code::MALFORMED
-        }
+        })
     );
     assert_eq!(
-        h.node.handle_request(ConnId(77), Request::KeepAlive, h.now),
+        h.outcome(ConnId(77), Request::KeepAlive),
         Outcome::Ignored
     );
 }
@@ -832,9 +896,14 @@ fn request_outcomes_tell_the_driver_what_happened() {
 fn fail_sends_an_err_response_and_keeps_the_connection() {
     let mut h = Harness::new();
     let a = h.user(1, "a");
-    h.node
-        .fail(a, 1, cmd::JOIN, code::HOOK_FAILED, None, "hook panicked");
-    h.drain();
+    let fail = Call::Fail {
+        conn: a,
+        ver: 1,
+        cmd: cmd::JOIN,
+        group: None,
+        message: "hook panicked".into(),
+    };
+    assert_eq!(h.call(fail), Handled::Done);
     let frame = h.take(a).remove(0);
     assert_eq!(
         (
@@ -850,15 +919,20 @@ fn fail_sends_an_err_response_and_keeps_the_connection() {
 fn refuse_and_close_answers_then_closes() {
     let mut h = Harness::new();
     let a = h.user(1, "a");
-    h.node
-        .refuse_and_close(a, 0, cmd::HELLO, code::AUTH_FAILED, "token expired", h.now);
-    h.drain();
+    let refuse = Call::RefuseAndClose {
+        conn: a,
+        ver: 0,
+        cmd: cmd::HELLO,
+        code: code::AUTH_FAILED,
+        message: "token expired".into(),
+    };
+    assert_eq!(h.call(refuse), Handled::Done);
     let frame = h.take(a).remove(0);
     assert_eq!(
         parse_error_payload(&frame.payload).unwrap().message,
         "token expired"
     );
-    assert!(h.events.contains(&Event::Close {
+    assert!(h.log.events.contains(&Event::Close {
         conn: a,
         reason: CloseReason::Rejected
     }));
@@ -878,21 +952,62 @@ fn new_groups_name_the_next_live_nodes_as_backups() {
         "a cluster of one has no backups"
     );
     for port in [8099, 8101, 8105, 8100] {
-        h.node.handle_node_up(node(port)); // 8100 is this node itself: ignored
+        let _done = h.input(Input::NodeUp(node(port))); // 8100 is this node itself: ignored
     }
     let id = h.create(a, true, true, 60, 0);
     assert_eq!(
         id.layout().unwrap().backups,
         [Some(node(8101)), Some(node(8105))]
     );
-    h.node.handle_node_down(node(8105));
+    let _done = h.input(Input::NodeDown(node(8105)));
     let id = h.create(a, true, true, 60, 0);
     assert_eq!(
         id.layout().unwrap().backups,
         [Some(node(8101)), Some(node(8099))],
         "wraps around"
     );
-    h.node.handle_node_down(node(8101));
-    h.node.handle_node_down(node(8099));
+    let _done = h.input(Input::NodeDown(node(8101)));
+    let _done = h.input(Input::NodeDown(node(8099)));
     assert!(h.node.backup_candidates().is_empty());
+}
+
+#[test]
+fn a_server_api_join_arms_its_deadline_from_the_time_of_the_call() {
+    use crate::cluster::mesh::MeshMessage;
+    use std::net::Ipv4Addr;
+    let peer = NodeAddr::new(Ipv4Addr::LOCALHOST, 8101);
+    let mut h = Harness::new();
+    let _done = h.input(Input::NodeUp(peer));
+    let _a = h.user(1, "a");
+    let remote = GroupId::generate(1_000, peer, &[]);
+    // Nothing happens for 7 s: the last input before the call is at 0.
+    let called_at = h.now.saturating_add(Duration::from_secs(7));
+    h.now = called_at;
+    let join = Call::Join {
+        group: remote,
+        uid: "a".into(),
+        message: Bytes::new(),
+        ver: 1,
+        cmd: cmd::JOIN,
+    };
+    assert!(matches!(
+        h.call(join),
+        Handled::Join(Ok(JoinStatus::Pending(_)))
+    ));
+    let timeout = h.node.config().limits.mesh_request_timeout;
+    let requests = |h: &Harness| -> Vec<Instant> {
+        let asks = h.log.mesh.iter();
+        asks.filter(|(_, m)| matches!(m.message, MeshMessage::JoinRequest { .. }))
+            .map(|(at, _)| *at)
+            .collect()
+    };
+    assert_eq!(requests(&h), vec![called_at]);
+    h.advance(timeout - Duration::from_millis(1));
+    assert_eq!(requests(&h).len(), 1, "no retry before the timeout");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(
+        requests(&h),
+        vec![called_at, called_at.saturating_add(timeout)],
+        "the retry comes one timeout after the call"
+    );
 }

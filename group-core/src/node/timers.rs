@@ -62,8 +62,7 @@ impl Timers {
 
 impl Node {
     /// Runs everything due at or before `now`: idle discards, TTL deletions, merge flushes, ticks.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.advance(now);
+    pub(super) fn timeout(&mut self, now: Instant) {
         // Bounded: each popped entry re-arms at most one entry with a deadline later than `now`.
         while let Some(kind) = self.timers.pop_due(now) {
             match kind {
@@ -72,7 +71,7 @@ impl Node {
                 TimerKind::Flush(id) => {
                     if let Some(group) = self.groups.get_mut(&id) {
                         group.flush_armed = false;
-                        group.flush(&mut self.transmits);
+                        group.flush(&mut self.out.transmits);
                     }
                 }
                 TimerKind::JoinTimeout(op, attempt) => self.join_timed_out(op, attempt),
@@ -82,7 +81,7 @@ impl Node {
                         continue;
                     };
                     if tick.generation == generation {
-                        self.events.push_back(Event::Tick { group: id });
+                        self.out.events.push_back(Event::Tick { group: id });
                         self.timers.arm(
                             now.saturating_add(tick.interval),
                             TimerKind::Tick(id, generation),

@@ -26,7 +26,10 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::node_task::{Input, Kill, Stats};
+use group_core::Input;
+use tokio_util::sync::CancellationToken;
+
+use crate::inbox::{NodeInput, Stats};
 
 /// Largest mesh frame accepted (a whole group's state can be large).
 pub const MAX_MESH_FRAME: usize = 32 << 20;
@@ -44,9 +47,9 @@ const HIGHER_DIAL_DELAY: Duration = Duration::from_secs(1);
 pub(crate) struct Links {
     own: NodeAddr,
     peers: Mutex<HashMap<NodeAddr, Peer>>,
-    inputs: mpsc::Sender<Input>,
+    inputs: mpsc::Sender<NodeInput>,
     stats: Arc<Stats>,
-    stop: Arc<Kill>,
+    stop: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -58,9 +61,9 @@ struct Peer {
 impl Links {
     pub fn new(
         own: NodeAddr,
-        inputs: mpsc::Sender<Input>,
+        inputs: mpsc::Sender<NodeInput>,
         stats: Arc<Stats>,
-        stop: Arc<Kill>,
+        stop: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Links {
             own,
@@ -107,7 +110,7 @@ impl Links {
     pub async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
         loop {
             let accepted = tokio::select! {
-                () = self.stop.killed() => return,
+                () = self.stop.cancelled() => return,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
@@ -216,7 +219,7 @@ async fn run_peer(
             Some(stream) => stream,
             None => tokio::select! {
                 biased;
-                () = links.stop.killed() => return,
+                () = links.stop.cancelled() => return,
                 stream = streams.recv() => match stream {
                     Some(stream) => stream,
                     None => return,
@@ -230,7 +233,7 @@ async fn run_peer(
                         delay = Duration::ZERO;
                         tracing::debug!(%peer, "mesh dial failed: {e}; retrying in {backoff:?}");
                         tokio::select! {
-                            () = links.stop.killed() => return,
+                            () = links.stop.cancelled() => return,
                             () = tokio::time::sleep(backoff) => {}
                         }
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -262,7 +265,7 @@ async fn serve(
     let outcome = loop {
         tokio::select! {
             biased;
-            () = links.stop.killed() => break None,
+            () = links.stop.cancelled() => break None,
             _ = &mut reading => break None,
             newer = streams.recv() => break newer,
             frame = frames.recv() => {
@@ -313,10 +316,10 @@ async fn read_frames(links: Arc<Links>, peer: NodeAddr, reader: OwnedReadHalf) {
         }
         match mesh::decode(&frame) {
             Ok(message) => {
-                let input = Input::Mesh {
+                let input = NodeInput::core(Input::Mesh {
                     from: peer,
                     message,
-                };
+                });
                 if links.inputs.send(input).await.is_err() {
                     return;
                 }

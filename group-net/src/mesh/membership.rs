@@ -9,7 +9,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
@@ -20,7 +19,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::node_task::{Input, Kill};
+use group_core::Input;
+use tokio_util::sync::CancellationToken;
+
+use crate::inbox::NodeInput;
 
 /// A member of the cluster: its mesh address, when its process started (tells a restart apart), and how
 /// many times this process rejoined after others declared it dead (a partition, not a restart).
@@ -89,8 +91,8 @@ impl Ord for TimerSlot {
 pub(crate) async fn run(
     socket: UdpSocket,
     config: MembershipConfig,
-    inputs: mpsc::Sender<Input>,
-    stop: Arc<Kill>,
+    inputs: mpsc::Sender<NodeInput>,
+    stop: CancellationToken,
 ) {
     let identity = MemberId {
         addr: config.own,
@@ -126,7 +128,7 @@ pub(crate) async fn run(
             tokio::time::sleep_until(next_timer.unwrap_or_else(|| Instant::now() + ANNOUNCE_RETRY));
         let result = tokio::select! {
             biased;
-            () = stop.killed() => break,
+            () = stop.cancelled() => break,
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, _)) => foca.handle_data(buf.get(..len).unwrap_or_default(), &mut runtime),
                 Err(e) => {
@@ -165,7 +167,7 @@ pub(crate) async fn run(
 
 struct Driver<'a> {
     socket: &'a UdpSocket,
-    inputs: &'a mpsc::Sender<Input>,
+    inputs: &'a mpsc::Sender<NodeInput>,
 }
 
 impl Driver<'_> {
@@ -211,7 +213,7 @@ impl Driver<'_> {
                 _ => Vec::new(),
             };
             for input in inputs {
-                let _ = self.inputs.send(input).await;
+                let _ = self.inputs.send(NodeInput::core(input)).await;
             }
         }
     }

@@ -5,7 +5,7 @@
 //!   reconnection with backoff. Frames for a peer wait in a bounded queue while it is unreachable; beyond
 //!   that they are dropped and counted, and the core's digests repair what was lost.
 //! - [`membership`]: failure detection with SWIM (foca) over UDP on the same address, turned into
-//!   [`group_core::Node::handle_node_up`] / [`group_core::Node::handle_node_down`] inputs.
+//!   [`group_core::Input::NodeUp`] / [`group_core::Input::NodeDown`] inputs.
 
 pub(crate) mod links;
 pub(crate) mod membership;

@@ -4,29 +4,57 @@
 //! Responses are matched to requests by (ver, cmd), in order. A Bad response that matches no waiting
 //! request (a refused Broadcast, which has no Ok response) arrives as [`Push::Refused`] on the push stream.
 
+mod io;
+mod udp;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use group_core::proto::{
     BroadcastEntry, CreateRequest, ErrorPayload, RandJoinRequest, Request, ServerFrame, Status,
-    VER_CONTROL, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push, parse_error_payload,
-    parse_member_push,
+    VER_CONTROL, VER_GROUP, cmd, parse_broadcast_push, parse_error_payload, parse_member_push,
 };
 use group_core::{GroupId, Sid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::client_async;
 
-/// Largest server frame payload the client accepts.
-const MAX_SERVER_PAYLOAD: u32 = 16 << 20;
+use io::Writer;
+
 /// Frames buffered between the socket and the caller; when full, the client stops reading (backpressure).
 const INBOX: usize = 65_536;
+/// Frames queued for the writer task, at most; a caller waits for room.
+const OUTBOX: usize = 1024;
+/// Requests whose caller gave up (a dropped future, a timeout) and whose answers are still due, at
+/// most: past that the server is not answering, and the client says so instead of waiting forever.
+const MAX_ABANDONED: usize = 4096;
+
+/// How a client connects and how long it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// How long connecting (and, for WebSocket and UDP, the handshake) may take.
+    pub connect_timeout: Duration,
+    /// How long a request waits for its answer; then it fails with [`ClientError::Timeout`].
+    pub request_timeout: Duration,
+    /// After this much silence from the client, it sends KeepAlive, so that a session that only
+    /// listens is not discarded after the server's `connectionTtl` (default 10 s). `None`: never.
+    pub keep_alive: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            keep_alive: Some(Duration::from_secs(3)),
+        }
+    }
+}
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +75,9 @@ pub enum ClientError {
     /// The server sent something that is not the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// No answer (or no connection) within the configured time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 impl ClientError {
@@ -105,24 +136,24 @@ pub enum Push {
     Other(ServerFrame),
 }
 
-enum Writer {
-    Tcp(OwnedWriteHalf),
-    Ws(SplitSink<WebSocketStream<TcpStream>, Message>),
-    /// Each item is one reliable KCP message of whole frames, for the UDP task to send.
-    Udp(mpsc::Sender<Bytes>),
-}
-
 /// A connection to a group server.
+///
+/// Calls are cancellation-safe: a request whose future is dropped (or times out) has either been queued
+/// whole or not at all, and its answer, when it comes, is recognised and dropped instead of answering
+/// the next request.
 pub struct Client {
     sender: ClientSender,
     receiver: ClientReceiver,
-    /// Requests sent and not yet answered, by (ver, cmd), in order.
+    /// (ver, cmd) of the requests sent and not yet answered, in order. Only the last can still have a
+    /// caller: the others were abandoned.
     waiting: VecDeque<(u8, u16)>,
+    request_timeout: Duration,
 }
 
 /// The sending half of a split [`Client`].
 pub struct ClientSender {
-    writer: Writer,
+    /// Whole frames (or raw bytes) for the writer task.
+    queue: mpsc::Sender<Bytes>,
 }
 
 /// The receiving half of a split [`Client`]: every frame from the server, as [`Push`]es (responses
@@ -131,6 +162,8 @@ pub struct ClientReceiver {
     inbox: mpsc::Receiver<ServerFrame>,
     /// Pushes read while waiting for a response.
     pending: VecDeque<Push>,
+    /// KeepAlives the writer sent by itself whose answers are still due: they are not the caller's.
+    keep_alives: Arc<AtomicU64>,
     /// The task reading the socket. It owns the read half, so it is aborted on drop: dropping a client
     /// must close its connection.
     reader: tokio::task::JoinHandle<()>,
@@ -149,9 +182,25 @@ impl ClientReceiver {
             return Some(push);
         }
         loop {
-            let frame = self.inbox.recv().await?;
+            let frame = self.next_frame().await?;
             if let Ok(push) = to_push(frame) {
                 return Some(push);
+            }
+        }
+    }
+
+    /// The next frame that is not the answer to an automatic KeepAlive.
+    async fn next_frame(&mut self) -> Option<ServerFrame> {
+        loop {
+            let frame = self.inbox.recv().await?;
+            let automatic = frame.status != Status::Push
+                && (frame.ver, frame.cmd) == (VER_CONTROL, cmd::KEEP_ALIVE)
+                && self
+                    .keep_alives
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok();
+            if !automatic {
+                return Some(frame);
             }
         }
     }
@@ -160,25 +209,20 @@ impl ClientReceiver {
 impl ClientSender {
     /// Sends raw bytes. Over WebSocket they go as one binary message.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        match &mut self.writer {
-            Writer::Tcp(w) => w.write_all(bytes).await?,
-            Writer::Ws(sink) => sink
-                .send(Message::Binary(Bytes::copy_from_slice(bytes)))
-                .await
-                .map_err(|e| ClientError::WebSocket(e.to_string()))?,
-            Writer::Udp(queue) => queue
-                .send(Bytes::copy_from_slice(bytes))
-                .await
-                .map_err(|_| ClientError::Closed)?,
-        }
-        Ok(())
+        self.queue
+            .send(Bytes::copy_from_slice(bytes))
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
     /// Sends a request without waiting for its response.
     pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
         let mut out = BytesMut::new();
         request.encode(&mut out);
-        self.send_raw(&out).await
+        self.queue
+            .send(out.freeze())
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
     /// Broadcasts to the other members (no Ok response; a refusal arrives on the receiver).
@@ -198,61 +242,86 @@ impl ClientSender {
 }
 
 impl Client {
-    /// Connects over TCP.
+    /// Connects over TCP with the default [`ClientOptions`].
     pub async fn connect_tcp(addr: SocketAddr) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr).await?;
+        Client::connect_tcp_with(addr, ClientOptions::default()).await
+    }
+
+    /// Connects over TCP.
+    pub async fn connect_tcp_with(
+        addr: SocketAddr,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let stream = within(options.connect_timeout, TcpStream::connect(addr)).await??;
         stream.set_nodelay(true)?;
-        let (mut reader, writer) = stream.into_split();
-        let (tx, inbox) = mpsc::channel(INBOX);
-        let reader = tokio::spawn(async move {
-            let mut buf = BytesMut::with_capacity(16 * 1024);
-            loop {
-                while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
-                    if tx.send(frame).await.is_err() {
-                        return;
-                    }
-                }
-                match reader.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        });
-        Ok(Client::new(Writer::Tcp(writer), inbox, reader))
+        let (reader, writer) = stream.into_split();
+        let (frames, inbox) = mpsc::channel(INBOX);
+        let reader = tokio::spawn(io::read_tcp(reader, frames));
+        Ok(Client::new(Writer::Tcp(writer), inbox, reader, options))
+    }
+
+    /// Connects over WebSocket (`ws://addr/`) with the default [`ClientOptions`].
+    pub async fn connect_ws(addr: SocketAddr) -> Result<Client, ClientError> {
+        Client::connect_ws_with(addr, ClientOptions::default()).await
     }
 
     /// Connects over WebSocket (`ws://addr/`).
-    pub async fn connect_ws(addr: SocketAddr) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let url = format!("ws://{addr}/");
-        let (ws, _) = client_async(url, stream)
-            .await
-            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+    pub async fn connect_ws_with(
+        addr: SocketAddr,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let handshake = async {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let url = format!("ws://{addr}/");
+            client_async(url, stream)
+                .await
+                .map_err(|e| ClientError::WebSocket(e.to_string()))
+        };
+        let (ws, _) = within(options.connect_timeout, handshake).await??;
         let (sink, messages) = ws.split();
-        let (tx, inbox) = mpsc::channel(INBOX);
-        let reader = tokio::spawn(read_ws(messages, tx));
-        Ok(Client::new(Writer::Ws(sink), inbox, reader))
+        let (frames, inbox) = mpsc::channel(INBOX);
+        let reader = tokio::spawn(io::read_ws(messages, frames));
+        Ok(Client::new(Writer::Ws(sink), inbox, reader, options))
     }
 
     fn new(
         writer: Writer,
         inbox: mpsc::Receiver<ServerFrame>,
         reader: tokio::task::JoinHandle<()>,
+        options: ClientOptions,
     ) -> Client {
+        let (queue, outbox) = mpsc::channel(OUTBOX);
+        let keep_alives = Arc::new(AtomicU64::new(0));
+        tokio::spawn(io::write_loop(
+            writer,
+            outbox,
+            options.keep_alive,
+            keep_alives.clone(),
+        ));
         Client {
-            sender: ClientSender { writer },
+            sender: ClientSender { queue },
             receiver: ClientReceiver {
                 inbox,
                 pending: VecDeque::new(),
+                keep_alives,
                 reader,
             },
             waiting: VecDeque::new(),
+            request_timeout: options.request_timeout,
         }
     }
 
-    /// Connects over UDP with KCP (the kcp2k-style envelope); returns once the handshake completed.
+    /// Connects over UDP with KCP with the default [`ClientOptions`].
     pub async fn connect_udp(addr: SocketAddr) -> Result<Client, ClientError> {
+        Client::connect_udp_with(addr, ClientOptions::default()).await
+    }
+
+    /// Connects over UDP with KCP (the kcp2k-style envelope); returns once the handshake completed.
+    pub async fn connect_udp_with(
+        addr: SocketAddr,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let local: SocketAddr = if addr.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -261,17 +330,15 @@ impl Client {
         let socket = tokio::net::UdpSocket::bind(local).await?;
         socket.connect(addr).await?;
         let (tx, inbox) = mpsc::channel(INBOX);
-        let (outgoing, requests) = mpsc::channel(1024);
+        let (outgoing, requests) = mpsc::channel(OUTBOX);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        let reader = tokio::spawn(crate::client_udp::run(socket, requests, tx, ready_tx));
-        match tokio::time::timeout(std::time::Duration::from_secs(5), ready).await {
-            Ok(Ok(())) => Ok(Client::new(Writer::Udp(outgoing), inbox, reader)),
+        let reader = tokio::spawn(udp::run(socket, requests, tx, ready_tx));
+        match tokio::time::timeout(options.connect_timeout, ready).await {
+            Ok(Ok(())) => Ok(Client::new(Writer::Udp(outgoing), inbox, reader, options)),
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
                 reader.abort();
-                Err(ClientError::Protocol(
-                    "no KCP handshake answer within 5 s".into(),
-                ))
+                Err(ClientError::Timeout(options.connect_timeout))
             }
         }
     }
@@ -294,17 +361,31 @@ impl Client {
         self.sender.send(request).await
     }
 
-    /// Sends a request and waits for its response; a Bad or Err response is an error.
+    /// Sends a request and waits for its response; a Bad or Err response is an error. After the
+    /// configured request timeout it fails with [`ClientError::Timeout`]; the late answer is dropped.
     pub async fn request(&mut self, request: &Request) -> Result<Bytes, ClientError> {
-        let key = request.ver_cmd();
-        self.send(request).await?;
-        self.waiting.push_back(key);
+        if self.waiting.len() >= MAX_ABANDONED {
+            return Err(ClientError::Protocol(format!(
+                "{} requests are still unanswered",
+                self.waiting.len()
+            )));
+        }
+        let timeout = self.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut frame = BytesMut::new();
+        request.encode(&mut frame);
+        // Room first, then the frame and its place in `waiting` together, with no await between:
+        // dropped before, nothing was sent; dropped after, the answer is expected and recognised.
+        let permit = tokio::time::timeout_at(deadline, self.sender.queue.reserve())
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+            .map_err(|_| ClientError::Closed)?;
+        permit.send(frame.freeze());
+        self.waiting.push_back(request.ver_cmd());
         loop {
-            let frame = self
-                .receiver
-                .inbox
-                .recv()
+            let frame = tokio::time::timeout_at(deadline, self.receiver.next_frame())
                 .await
+                .map_err(|_| ClientError::Timeout(timeout))?
                 .ok_or(ClientError::Closed)?;
             if frame.status == Status::Push || self.waiting.front() != Some(&(frame.ver, frame.cmd))
             {
@@ -313,6 +394,9 @@ impl Client {
                 continue;
             }
             self.waiting.pop_front();
+            if !self.waiting.is_empty() {
+                continue; // The answer to an abandoned request: its caller is gone.
+            }
             return match frame.status {
                 Status::Ok => Ok(frame.payload),
                 _ => Err(ClientError::Refused(parse_error(&frame.payload)?)),
@@ -392,21 +476,14 @@ impl Client {
     }
 }
 
-async fn read_ws(
-    mut messages: SplitStream<WebSocketStream<TcpStream>>,
-    tx: mpsc::Sender<ServerFrame>,
-) {
-    while let Some(Ok(message)) = messages.next().await {
-        let Message::Binary(data) = message else {
-            continue;
-        };
-        let mut buf = BytesMut::from(data);
-        while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
-            if tx.send(frame).await.is_err() {
-                return;
-            }
-        }
-    }
+/// `future`, or [`ClientError::Timeout`] after `limit`.
+async fn within<T>(
+    limit: Duration,
+    future: impl std::future::Future<Output = T>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| ClientError::Timeout(limit))
 }
 
 fn group_id(payload: &Bytes) -> Result<GroupId, ClientError> {

@@ -1,0 +1,117 @@
+//! The client's transport tasks: one reads the socket into a queue of server frames, one owns the
+//! writing side. Requests reach the writer through a channel, so a caller's future that is dropped
+//! either queued its whole frame or none of it: a cancelled call never leaves half a frame on the wire.
+//! The writer also keeps an otherwise silent session alive.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use group_core::proto::{Request, ServerFrame, decode_server_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Largest server frame payload the client accepts.
+pub(super) const MAX_SERVER_PAYLOAD: u32 = 16 << 20;
+
+/// Where the writer task puts bytes.
+pub(super) enum Writer {
+    Tcp(OwnedWriteHalf),
+    Ws(SplitSink<WebSocketStream<TcpStream>, Message>),
+    /// Each item is one reliable KCP message of whole frames, for the UDP task to send.
+    Udp(mpsc::Sender<Bytes>),
+}
+
+impl Writer {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), ()> {
+        match self {
+            Writer::Tcp(w) => w.write_all(&bytes).await.map_err(drop),
+            Writer::Ws(sink) => sink.send(Message::Binary(bytes)).await.map_err(drop),
+            Writer::Udp(queue) => queue.send(bytes).await.map_err(drop),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Writer::Tcp(mut w) => {
+                let _ = w.shutdown().await;
+            }
+            Writer::Ws(mut sink) => {
+                let _ = sink.close().await;
+            }
+            Writer::Udp(queue) => drop(queue),
+        }
+    }
+}
+
+/// Writes what the client queues until the queue closes (the sender was dropped) or the socket fails;
+/// after `keep_alive` of silence it sends a KeepAlive, counted in `keep_alives` so that the reader can
+/// drop its answer instead of handing it to the caller.
+pub(super) async fn write_loop(
+    mut writer: Writer,
+    mut queue: mpsc::Receiver<Bytes>,
+    keep_alive: Option<Duration>,
+    keep_alives: Arc<AtomicU64>,
+) {
+    let mut keep_alive_frame = BytesMut::new();
+    Request::KeepAlive.encode(&mut keep_alive_frame);
+    let keep_alive_frame = keep_alive_frame.freeze();
+    let idle = keep_alive.unwrap_or(Duration::MAX);
+    loop {
+        let bytes = tokio::select! {
+            bytes = queue.recv() => match bytes {
+                Some(bytes) => bytes,
+                None => break,
+            },
+            () = tokio::time::sleep(idle), if keep_alive.is_some() => {
+                keep_alives.fetch_add(1, Ordering::Relaxed);
+                keep_alive_frame.clone()
+            }
+        };
+        if writer.write(bytes).await.is_err() {
+            return;
+        }
+    }
+    writer.close().await;
+}
+
+/// Reads TCP bytes into frames until EOF or an error.
+pub(super) async fn read_tcp(mut reader: OwnedReadHalf, frames: mpsc::Sender<ServerFrame>) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
+            if frames.send(frame).await.is_err() {
+                return;
+            }
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reads WebSocket messages (each one or more whole frames) until the stream ends.
+pub(super) async fn read_ws(
+    mut messages: SplitStream<WebSocketStream<TcpStream>>,
+    frames: mpsc::Sender<ServerFrame>,
+) {
+    while let Some(Ok(message)) = messages.next().await {
+        let Message::Binary(data) = message else {
+            continue;
+        };
+        let mut buf = BytesMut::from(data);
+        while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
+            if frames.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}

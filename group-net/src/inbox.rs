@@ -1,0 +1,104 @@
+//! What the rest of the driver sends the node task, and what it answers: the one module every other one
+//! may import. It imports nothing of the driver's own, so the modules form layers, not a circle:
+//! `inbox` <- `mesh`, `conn` <- transports <- `node_task` <- `server`.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use bytes::Bytes;
+use group_core::{
+    ConnId, ConnectError, Event, GroupId, Handled, Input, JoinError, Node, Outcome, Sid, Uid,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// A frame on its way to a connection's writer.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub frame: Bytes,
+    /// UDP members: send on the reliable channel.
+    #[allow(dead_code)]
+    pub reliable: bool,
+}
+
+/// A connection as the node task sees it: where its frames go and how to stop it.
+pub(crate) struct ConnWriter {
+    pub queue: mpsc::Sender<Outgoing>,
+    /// Stops the connection's reader and writer at once (a slow consumer, shutdown).
+    pub stop: CancellationToken,
+}
+
+/// What the node task answers.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    /// What the core said about a call at once.
+    Handled(Handled),
+    /// What became of a client's request; `session` is the connection's session after it (set by
+    /// Hello; `None` for a request that had to wait for another node).
+    Request {
+        outcome: Outcome,
+        session: Option<(Uid, Sid)>,
+    },
+    /// A server-API join that had to ask another node finished.
+    Joined(Result<(), JoinError>),
+}
+
+/// Receives the node task's answer, on the node task: it must return at once.
+pub(crate) type Answerer = Box<dyn FnOnce(Answer) + Send>;
+
+/// An answerer that hands the answer to an awaiting caller.
+pub(crate) fn answer_to(reply: oneshot::Sender<Answer>) -> Answerer {
+    Box::new(move |answer| {
+        let _ = reply.send(answer);
+    })
+}
+
+/// Runs a group's tick callback (spawning what it needs); called on the node task.
+pub(crate) type TickRunner = Arc<dyn Fn(GroupId) + Send + Sync>;
+
+/// Server code's view of the core's events (see `ServerBuilder::on_event`).
+pub type EventFn = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// A message for the node task.
+pub(crate) enum NodeInput {
+    /// A connection was accepted: the node tracks it and its writer, or refuses it.
+    Connect {
+        conn: ConnId,
+        writer: ConnWriter,
+        reply: oneshot::Sender<Result<(), ConnectError>>,
+    },
+    /// An input for the core, answered when `reply` is set (a pending join: when it finishes).
+    Core {
+        input: Input,
+        reply: Option<Answerer>,
+    },
+    /// A tick timer with the callback that runs when it fires (`None`: stop it).
+    SetTick {
+        group: GroupId,
+        interval: Option<std::time::Duration>,
+        callback: Option<TickRunner>,
+        reply: Answerer,
+    },
+    /// A question answered from the core's getters; it never changes the node.
+    Read(Box<dyn FnOnce(&Node) + Send>),
+}
+
+impl NodeInput {
+    /// A core input nobody waits for.
+    pub fn core(input: Input) -> Self {
+        NodeInput::Core { input, reply: None }
+    }
+}
+
+/// Counters the server exposes.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted by a listener.
+    pub accepted: AtomicU64,
+    /// Connections refused because `maxConnections` were open.
+    pub refused: AtomicU64,
+    /// Connections disconnected because their outbound queue was full.
+    pub slow_consumers: AtomicU64,
+    /// Mesh messages dropped because a peer's queue was full (it is unreachable or too slow).
+    pub mesh_dropped: AtomicU64,
+}
