@@ -97,11 +97,14 @@ impl Node {
     /// Adds `uid` to `id` (both checked by the caller) and records the group in the user's join order.
     fn add_member(&mut self, id: &GroupId, uid: &str) {
         let Some((key, session)) = self.sessions.get_key_value(uid) else {
+            debug_assert!(false, "the caller checked the session of {uid}");
             return;
         };
         let Some(group) = self.groups.get_mut(id) else {
+            debug_assert!(false, "the caller checked the group {id}");
             return;
         };
+        debug_assert!(!group.members.contains_key(uid), "{uid} joins {id} once");
         let member = Member {
             sid: session.sid,
             node: self.config.addr,
@@ -110,6 +113,7 @@ impl Node {
         group.members.insert(key.clone(), member);
         group.empty_since = None;
         if let Some(session) = self.sessions.get_mut(uid) {
+            debug_assert!(!session.groups.contains(id), "a user's groups have no duplicates");
             session.groups.push(*id);
         }
     }

@@ -60,12 +60,15 @@ impl Node {
         if copy.is_some_and(|g| g.members.contains_key(&**uid)) {
             return Err(JoinError::AlreadyMember);
         }
-        let max = self.config.limits.max_groups_per_user;
-        if session.groups.len() >= max {
-            return Err(JoinError::UserGroupLimit { max });
-        }
         if self.joins.values().any(|p| p.group == *id && p.uid == *uid) {
             return Err(JoinError::InProgress);
+        }
+        // Joins in flight count against the user's group limit: that bounds the pending joins by
+        // `maxConnections` x `maxGroupsPerUser`, whatever a client (or server code) asks for.
+        let max = self.config.limits.max_groups_per_user;
+        let joining = self.joins.values().filter(|p| p.uid == *uid).count();
+        if session.groups.len() + joining >= max {
+            return Err(JoinError::UserGroupLimit { max });
         }
         let mut candidates: Vec<NodeAddr> = copy.and_then(|g| g.owner).into_iter().collect();
         if let Ok(layout) = id.layout() {
@@ -87,7 +90,13 @@ impl Node {
         };
         self.next_op += 1;
         let op = self.next_op;
-        self.joins.insert(op, pending);
+        let previous = self.joins.insert(op, pending);
+        debug_assert!(previous.is_none(), "ops are never reused");
+        let limits = &self.config.limits;
+        debug_assert!(
+            self.joins.len() <= limits.max_connections * limits.max_groups_per_user,
+            "pending joins are bounded by sessions x groups per user"
+        );
         self.send_join_attempt(op);
         Ok(JoinStatus::Pending(op))
     }
@@ -98,9 +107,11 @@ impl Node {
             .now
             .saturating_add(self.config.limits.mesh_request_timeout);
         let Some(pending) = self.joins.get(&op) else {
+            debug_assert!(false, "an attempt is sent only for a pending join");
             return;
         };
         let Some(to) = pending.target() else {
+            debug_assert!(false, "a pending join has at least one candidate");
             return;
         };
         let message = MeshMessage::JoinRequest {

@@ -299,7 +299,7 @@ impl Node {
         }
         let uid: Uid = uid.into();
         let sid = self.next_sid();
-        self.sessions.insert(
+        let older = self.sessions.insert(
             uid.clone(),
             Session {
                 sid,
@@ -307,6 +307,7 @@ impl Node {
                 groups: Vec::new(),
             },
         );
+        debug_assert!(older.is_none(), "the older session was discarded first");
         if let Some(state) = self.conns.get_mut(&conn) {
             state.uid = Some(uid.clone());
         }
@@ -318,6 +319,10 @@ impl Node {
     /// Forgets a connection, discards its session, and asks the driver to close it.
     pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason, discard: DiscardReason) {
         if let Some(state) = self.conns.remove(&conn) {
+            debug_assert!(
+                state.uid.as_ref().is_none_or(|u| self.sessions.get(u).is_none_or(|s| s.conn == conn)),
+                "a connection's session points back at it"
+            );
             if let Some(uid) = state.uid {
                 self.discard(&uid, discard);
             }

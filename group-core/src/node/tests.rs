@@ -1011,3 +1011,27 @@ fn a_server_api_join_arms_its_deadline_from_the_time_of_the_call() {
         "the retry comes one timeout after the call"
     );
 }
+
+#[test]
+fn joins_in_flight_count_against_the_users_group_limit() {
+    use std::net::Ipv4Addr;
+    let peer = NodeAddr::new(Ipv4Addr::LOCALHOST, 8101);
+    let mut h = Harness::with(|config| config.limits.max_groups_per_user = 2);
+    let _done = h.input(Input::NodeUp(peer));
+    let a = h.user(1, "a");
+    let remote = |n| GroupId::generate(n, peer, &[]);
+    let join = |group| Request::Join {
+        group,
+        message: Bytes::new(),
+    };
+    for n in 1..=2 {
+        let outcome = h.outcome(a, join(remote(n)));
+        assert!(matches!(outcome, Outcome::Pending { .. }), "join {n} waits for the owner");
+    }
+    assert!(h.take(a).is_empty(), "both joins are in flight");
+    assert_eq!(
+        error_code(&h.join(a, remote(3), b"")),
+        code::JOIN_USER_GROUP_LIMIT,
+        "a third join in flight would pass maxGroupsPerUser"
+    );
+}
