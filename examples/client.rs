@@ -43,7 +43,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bob.join(group, b"bob is here").await?;
     match alice.next_push().await {
         Some(Push::Joined { uid, message, .. }) => {
-            println!("alice sees {uid} join: {}", String::from_utf8_lossy(&message))
+            println!(
+                "alice sees {uid} join: {}",
+                String::from_utf8_lossy(&message)
+            )
         }
         other => println!("alice got {other:?}"),
     }
@@ -66,7 +69,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         payload: Bytes::new(),
     };
     match alice.request(&greeting).await {
-        Ok(answer) => println!("the server's command says: {}", String::from_utf8_lossy(&answer)),
+        Ok(answer) => println!(
+            "the server's command says: {}",
+            String::from_utf8_lossy(&answer)
+        ),
         Err(e) => println!("the server's command failed: {e}"),
     }
     for client in [&mut alice, &mut bob, &mut mallory] {

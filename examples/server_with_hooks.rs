@@ -20,7 +20,10 @@ pub const DEMO_SECRET: &str = "demo-secret-change-me";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let run_for = std::env::args().nth(1).map(|s| s.parse::<u64>()).transpose()?;
+    let run_for = std::env::args()
+        .nth(1)
+        .map(|s| s.parse::<u64>())
+        .transpose()?;
     let config = ServerConfig {
         auth_secret: Some(DEMO_SECRET.into()),
         ..ServerConfig::default()

@@ -23,12 +23,21 @@ fn node_with_group(members: usize, interval_ms: u16) -> (Node, GroupId) {
     let now = Instant::ZERO;
     for i in 0..members {
         let conn = ConnId(i as u64);
-        assert_eq!(node.handle(Input::Connect(conn), now), Handled::Connect(Ok(())));
+        assert_eq!(
+            node.handle(Input::Connect(conn), now),
+            Handled::Connect(Ok(()))
+        );
         let hello = Request::Hello {
             uid: format!("user{i}"),
             token: Bytes::new(),
         };
-        let _outcome = node.handle(Input::Request { conn, request: hello }, now);
+        let _outcome = node.handle(
+            Input::Request {
+                conn,
+                request: hello,
+            },
+            now,
+        );
     }
     let create = CreateRequest {
         allow_empty: true,
@@ -184,7 +193,13 @@ fn join_leave(c: &mut Criterion) {
         uid: "joiner".into(),
         token: Bytes::new(),
     };
-    let _outcome = node.handle(Input::Request { conn, request: hello }, Instant::ZERO);
+    let _outcome = node.handle(
+        Input::Request {
+            conn,
+            request: hello,
+        },
+        Instant::ZERO,
+    );
     drain(&mut node);
     let mut group = c.benchmark_group("join_leave");
     group.throughput(Throughput::Elements(2));
@@ -194,12 +209,24 @@ fn join_leave(c: &mut Criterion) {
                 group: id,
                 message: Bytes::new(),
             };
-            let _joined = node.handle(Input::Request { conn, request: join }, Instant::ZERO);
+            let _joined = node.handle(
+                Input::Request {
+                    conn,
+                    request: join,
+                },
+                Instant::ZERO,
+            );
             let leave = Request::Leave {
                 group: id,
                 message: Bytes::new(),
             };
-            let _left = node.handle(Input::Request { conn, request: leave }, Instant::ZERO);
+            let _left = node.handle(
+                Input::Request {
+                    conn,
+                    request: leave,
+                },
+                Instant::ZERO,
+            );
             assert_eq!(drain(&mut node), 2);
         })
     });

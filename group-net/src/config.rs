@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use group_core::{ConfigError, GroupConfig, Limits};
 use serde_json::{Map, Value};
 
-/// Default listen addresses (DESIGN.md).
+/// Default listen addresses: TCP and UDP 127.0.0.1:7100, WebSocket :7200, mesh :8100 (README.md).
 pub const DEFAULT_TCP: &str = "127.0.0.1:7100";
 /// Default WebSocket listen address.
 pub const DEFAULT_WS: &str = "127.0.0.1:7200";

@@ -140,7 +140,11 @@ impl Connection {
             input,
             reply: Some(answer_to(reply)),
         };
-        self.shared.inputs.send(message).await.map_err(|_| Stopped)?;
+        self.shared
+            .inputs
+            .send(message)
+            .await
+            .map_err(|_| Stopped)?;
         Ok(match answer.await {
             Ok(Answer::Request { outcome, session }) => Some((outcome, session)),
             _ => None,

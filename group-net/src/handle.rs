@@ -95,7 +95,10 @@ impl ServerHandle {
     }
 
     /// Hands `message` to the node task (waiting for room) and waits for its answer.
-    async fn ask(&self, make: impl FnOnce(oneshot::Sender<Answer>) -> NodeInput) -> Result<Answer, ApiError> {
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Answer>) -> NodeInput,
+    ) -> Result<Answer, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.inputs
             .send(make(reply))

@@ -11,16 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use group_core::{
-    Call, ConnId, Event, GroupId, Handled, Input, Instant, JoinStatus, MeshTransmit, Node,
-    Outcome, Sink, Transmit, Uid,
+    Call, ConnId, Event, GroupId, Handled, Input, Instant, JoinStatus, MeshTransmit, Node, Outcome,
+    Sink, Transmit, Uid,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
-use crate::inbox::{
-    Answer, Answerer, ConnWriter, EventFn, NodeInput, Outgoing, Stats, TickRunner,
-};
+use crate::inbox::{Answer, Answerer, ConnWriter, EventFn, NodeInput, Outgoing, Stats, TickRunner};
 use crate::mesh::Links;
 
 /// The node and the driver's side of its outputs.
@@ -135,7 +133,8 @@ impl NodeTask {
             return;
         };
         match handled {
-            Handled::Request(Outcome::Pending { op }) | Handled::Join(Ok(JoinStatus::Pending(op))) => {
+            Handled::Request(Outcome::Pending { op })
+            | Handled::Join(Ok(JoinStatus::Pending(op))) => {
                 self.io.waiters.insert(op, reply);
             }
             Handled::Request(outcome) => {

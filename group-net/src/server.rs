@@ -480,4 +480,3 @@ impl Server {
         self.stop.cancel();
     }
 }
-

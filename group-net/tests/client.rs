@@ -37,7 +37,9 @@ fn slow_request() -> Request {
 async fn a_dropped_request_does_not_take_the_next_requests_answer() {
     let gate = Arc::new(Notify::new());
     let server = gated_server(gate.clone()).await;
-    let mut client = Client::connect_tcp(server.tcp_addr().unwrap()).await.unwrap();
+    let mut client = Client::connect_tcp(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
     bounded("hello", client.hello("alice", "")).await.unwrap();
     {
         // The request is on its way when its future is dropped.
@@ -66,7 +68,10 @@ async fn a_request_times_out_and_its_late_answer_is_dropped() {
     let mut client = Client::connect_ws_with(addr, options).await.unwrap();
     bounded("hello", client.hello("bob", "")).await.unwrap();
     let timed_out = bounded("timeout", client.request(&slow_request())).await;
-    assert!(matches!(timed_out, Err(ClientError::Timeout(_))), "{timed_out:?}");
+    assert!(
+        matches!(timed_out, Err(ClientError::Timeout(_))),
+        "{timed_out:?}"
+    );
     gate.notify_one();
     let echo = bounded("ping", client.ping(b"after")).await.unwrap();
     assert_eq!(&echo[..], b"after");
@@ -88,13 +93,21 @@ async fn a_listening_client_keeps_its_session_and_a_silent_one_is_discarded() {
     };
     let mut listener = Client::connect_tcp_with(addr, keeping).await.unwrap();
     let mut control = Client::connect_tcp_with(addr, silent).await.unwrap();
-    bounded("hello", listener.hello("listener", "")).await.unwrap();
-    bounded("hello", control.hello("control", "")).await.unwrap();
+    bounded("hello", listener.hello("listener", ""))
+        .await
+        .unwrap();
+    bounded("hello", control.hello("control", ""))
+        .await
+        .unwrap();
     // The control is closed after about 1 s of silence; the listener has sent nothing itself.
     bounded("control discarded", control.closed()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let echo = bounded("ping", listener.ping(b"alive")).await.unwrap();
-    assert_eq!(&echo[..], b"alive", "the automatic KeepAlive answers are not handed out");
+    assert_eq!(
+        &echo[..],
+        b"alive",
+        "the automatic KeepAlive answers are not handed out"
+    );
 }
 
 #[tokio::test]

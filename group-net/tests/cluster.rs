@@ -51,12 +51,7 @@ async fn members(server: &Server, group: GroupId, count: usize) -> bool {
 }
 
 async fn live_count(server: &Server) -> usize {
-    server
-        .handle()
-        .live_nodes()
-        .await
-        .unwrap()
-        .len()
+    server.handle().live_nodes().await.unwrap().len()
 }
 
 /// The next broadcast push, skipping member pushes; returns (sender, message) of its first entry.

@@ -13,7 +13,10 @@ async fn a_dropped_server_releases_every_port_it_bound() {
     let server = start(ServerBuilder::new(config())).await;
     let mesh = server.mesh_listen_addr().unwrap();
     let tcp = server.tcp_addr().unwrap();
-    assert!(tokio::net::UdpSocket::bind(mesh).await.is_err(), "membership holds it");
+    assert!(
+        tokio::net::UdpSocket::bind(mesh).await.is_err(),
+        "membership holds it"
+    );
     drop(server);
     // The tasks end on their own once cancelled; wait (bounded) until the sockets are closed.
     bounded("mesh UDP released", async {

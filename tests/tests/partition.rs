@@ -70,12 +70,7 @@ async fn node(cuts: &Arc<Cuts>, index: usize, seeds: &[SocketAddr]) -> Server {
 }
 
 async fn live(server: &Server) -> usize {
-    server
-        .handle()
-        .live_nodes()
-        .await
-        .unwrap()
-        .len()
+    server.handle().live_nodes().await.unwrap().len()
 }
 
 /// (owner, member uids) of a node's copy.

@@ -28,13 +28,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use input::{Call, Handled, Input};
-pub use output::{
-    CloseReason, DiscardReason, Event, JoinStatus, MeshTransmit, Outcome, Output, Sink, Transmit,
-};
 pub use error::{
     BroadcastError, ConnectError, CreateError, GroupError, JoinError, LeaveError, RandJoinError,
     TickError,
+};
+pub use input::{Call, Handled, Input};
+pub use output::{
+    CloseReason, DiscardReason, Event, JoinStatus, MeshTransmit, Outcome, Output, Sink, Transmit,
 };
 
 use crate::config::{ConfigError, NodeConfig};
@@ -42,8 +42,8 @@ use crate::id::{GroupId, NodeAddr};
 use crate::rng::SplitMix64;
 use crate::time::Instant;
 use group::Group;
-use remote_join::PendingJoin;
 use output::Outputs;
+use remote_join::PendingJoin;
 use timers::Timers;
 
 /// A user ID: 1 to 64 bytes of UTF-8, shared between the session and every group it is in.

@@ -113,7 +113,10 @@ impl Node {
         group.members.insert(key.clone(), member);
         group.empty_since = None;
         if let Some(session) = self.sessions.get_mut(uid) {
-            debug_assert!(!session.groups.contains(id), "a user's groups have no duplicates");
+            debug_assert!(
+                !session.groups.contains(id),
+                "a user's groups have no duplicates"
+            );
             session.groups.push(*id);
         }
     }

@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::{ConnId, GroupId, JoinError, Node, Sid, Uid};
 use super::input::Input;
+use super::{ConnId, GroupId, JoinError, Node, Sid, Uid};
 use crate::cluster::mesh::MeshMessage;
 use crate::id::NodeAddr;
 use crate::time::Instant;
@@ -160,7 +160,6 @@ pub enum Outcome {
         op: u64,
     },
 }
-
 
 /// One output of the node. See the module docs for the order.
 #[derive(Debug, Clone, PartialEq, Eq)]

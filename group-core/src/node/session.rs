@@ -67,13 +67,7 @@ impl Node {
 
     /// A frame header declared more than `maxPayload` bytes. The client gets Bad PAYLOAD_TOO_LARGE and the
     /// connection is closed: on a stream the rest of that frame cannot be skipped safely.
-    pub(super) fn oversized_frame(
-        &mut self,
-        conn: ConnId,
-        ver: u8,
-        cmd: u16,
-        len: u32,
-    ) {
+    pub(super) fn oversized_frame(&mut self, conn: ConnId, ver: u8, cmd: u16, len: u32) {
         if !self.conns.contains_key(&conn) {
             return;
         }
@@ -312,7 +306,8 @@ impl Node {
             state.uid = Some(uid.clone());
         }
         self.respond(conn, VER_CONTROL, cmd::HELLO, &sid.0);
-        self.out.events
+        self.out
+            .events
             .push_back(Event::SessionOpened { conn, uid, sid });
     }
 
@@ -320,7 +315,10 @@ impl Node {
     pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason, discard: DiscardReason) {
         if let Some(state) = self.conns.remove(&conn) {
             debug_assert!(
-                state.uid.as_ref().is_none_or(|u| self.sessions.get(u).is_none_or(|s| s.conn == conn)),
+                state
+                    .uid
+                    .as_ref()
+                    .is_none_or(|u| self.sessions.get(u).is_none_or(|s| s.conn == conn)),
                 "a connection's session points back at it"
             );
             if let Some(uid) = state.uid {
@@ -393,7 +391,9 @@ impl Node {
             debug_assert!(!group.is_static, "static groups are never deleted");
             debug_assert!(group.members.is_empty(), "only empty groups are deleted");
             self.random_pool.remove(id);
-            self.out.events.push_back(Event::GroupDeleted { group: *id });
+            self.out
+                .events
+                .push_back(Event::GroupDeleted { group: *id });
         }
     }
 

@@ -1,4 +1,4 @@
-//! `group-server`: runs one node. With no arguments it listens on the defaults from DESIGN.md.
+//! `group-server`: runs one node. With no arguments it listens on the defaults (README.md, docs/ARCHITECTURE.md).
 //!
 //! Prints `listening <tcp|udp|ws> <addr>` once per listener when it accepts connections (port 0 prints the real
 //! port), logs with `tracing` (set `RUST_LOG`, default `info`), and shuts down gracefully on SIGINT or

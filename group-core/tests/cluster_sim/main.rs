@@ -1,0 +1,454 @@
+//! Deterministic cluster simulation: 3 to 7 nodes, many clients, and a mesh that loses, delays and reorders
+//! messages, with nodes killed, restarted, partitioned and healed, all on one virtual clock.
+//!
+//! Checked after every step:
+//! - no push reaches a client that is not a member of its group (membership as the client saw it from
+//!   its own responses);
+//! - no broadcast reaches one member twice;
+//! - the same seed gives the same transcript (hashed); another seed a different one.
+//!
+//! Checked by the scenario tests: after the owner of a group is killed, the surviving members exchange
+//! broadcasts again within a bounded simulated time, get the rejoin push, and a new member can still join;
+//! a draining owner hands its group over without losing a member; after faults heal, every copy of a
+//! group agrees with its owner.
+//!
+//! `SIM_SEEDS=n SIM_STEPS=m cargo test -p group-core --test cluster_sim` runs a longer search.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
+mod cluster;
+mod run;
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use group_core::cluster::mesh;
+use group_core::proto::{
+    CreateRequest, Request, Status, VER_GROUP, cmd, code, decode_server_frame,
+    parse_broadcast_push, parse_error_payload, parse_member_push,
+};
+use group_core::rng::SplitMix64;
+use group_core::{
+    Call, ConnId, Event, GroupId, Handled, Input, Instant, MeshTransmit, Node, NodeAddr,
+    NodeConfig, Sink, StaticGroup, Transmit,
+};
+
+const DETECT: Duration = Duration::from_secs(2);
+
+fn static_group() -> GroupId {
+    format!("{:-<52}", "STATIC-EVERYWHERE").parse().unwrap()
+}
+const SYNC: Duration = Duration::from_secs(1);
+
+fn addr(i: usize) -> NodeAddr {
+    NodeAddr::new(Ipv4Addr::new(10, 0, 0, 1 + i as u8), 8100)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+struct Client {
+    node: usize,
+    conn: ConnId,
+    uid: String,
+    /// Groups this client was told (by an Ok response) it is in.
+    groups: BTreeSet<GroupId>,
+    /// Broadcast IDs received.
+    received: BTreeSet<u64>,
+    rejoins: usize,
+    /// Error codes of the Bad responses it got, in order.
+    refusals: Vec<u16>,
+}
+
+/// Membership news for one observer about one subject, delivered after a detection delay.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum News {
+    Up(usize, usize),
+    Down(usize, usize),
+}
+
+/// A mesh message on its way: (deliver at, sequence, from, to, encoded frame).
+type InFlight = (Instant, u64, usize, usize, Vec<u8>);
+
+/// What one node's drain put out, in the order the node gave it.
+#[derive(Default)]
+struct Drained {
+    frames: Vec<Transmit>,
+    mesh: Vec<MeshTransmit>,
+    remote_joins: usize,
+}
+
+impl Sink for Drained {
+    fn transmit(&mut self, transmit: Transmit) -> bool {
+        self.frames.push(transmit);
+        true
+    }
+    fn event(&mut self, event: Event) {
+        if let Event::JoinCompleted { result: Ok(()), .. } = event {
+            self.remote_joins += 1;
+        }
+    }
+    fn mesh(&mut self, transmit: MeshTransmit) {
+        self.mesh.push(transmit);
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Option<Node>>,
+    /// `group.sendInterval` of every node.
+    send_interval: Duration,
+    now: Instant,
+    rng: SplitMix64,
+    seed: u64,
+    restarts: u64,
+    /// (deliver at, sequence, from, to, encoded frame).
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    news: BinaryHeap<Reverse<(Instant, u64, News)>>,
+    seq: u64,
+    /// Per mille of mesh messages lost.
+    loss: u64,
+    /// Unordered node pairs that cannot reach each other.
+    cut: BTreeSet<(usize, usize)>,
+    clients: BTreeMap<ConnId, Client>,
+    next_conn: u64,
+    next_broadcast: u64,
+    known_groups: Vec<GroupId>,
+    hasher: DefaultHasher,
+    pushes_checked: usize,
+    coverage: Coverage,
+}
+
+/// How often the interesting paths ran, so that a test can tell when the simulation stopped reaching them.
+#[derive(Default, Debug, Clone, Copy)]
+struct Coverage {
+    kills: usize,
+    partitions: usize,
+    remote_joins: usize,
+    rejoin_pushes: usize,
+}
+
+/// Creates a group on node 0 with two members on every node; returns it.
+fn group_across(cluster: &mut Cluster) -> GroupId {
+    let size = cluster.nodes.len();
+    let conns: Vec<ConnId> = (0..size * 2).map(|k| cluster.connect(k % size)).collect();
+    cluster.create(conns[0]);
+    let group = *cluster.clients[&conns[0]].groups.iter().next().unwrap();
+    for conn in &conns[1..] {
+        cluster.join(*conn, group);
+    }
+    cluster.run_for(Duration::from_secs(1));
+    assert_eq!(
+        cluster.members_of(&group).len(),
+        conns.len(),
+        "every join succeeds"
+    );
+    group
+}
+
+#[test]
+fn broadcasts_reach_members_on_every_node() {
+    for size in [3, 5, 7] {
+        let mut cluster = Cluster::new(size as u64, size);
+        let group = group_across(&mut cluster);
+        cluster.assert_all_exchange(group, ms(500));
+        cluster.assert_copies_agree();
+        let owner = cluster.nodes[0].as_ref().unwrap();
+        let snapshot = owner.group_snapshot(&group).unwrap();
+        assert_eq!(snapshot.member_nodes.len(), size);
+        assert_eq!(snapshot.backups, vec![addr(1), addr(2)]);
+    }
+}
+
+#[test]
+fn survivors_keep_exchanging_after_the_owner_dies() {
+    for seed in 0..8u64 {
+        let size = 3 + (seed as usize % 5);
+        let mut cluster = Cluster::new(seed, size);
+        let group = group_across(&mut cluster);
+        // Some lossy traffic first, then a calm period so that copies converge through digests.
+        cluster.loss = 100;
+        for _ in 0..5 {
+            let members = cluster.members_of(&group);
+            let sender = members[cluster.rng.below(members.len())];
+            cluster.broadcast(sender, group);
+            cluster.run_for(ms(100));
+        }
+        cluster.heal();
+        cluster.run_for(SYNC * 3);
+        cluster.assert_copies_agree();
+
+        let killed_at = cluster.now;
+        cluster.kill(0);
+        // Bounded: detection, then one round of state and registration messages.
+        cluster.run_for(DETECT + Duration::from_secs(1));
+        assert_eq!(
+            cluster.owner_of(&group),
+            Some(1),
+            "seed {seed}: first backup takes over"
+        );
+        let survivors = cluster.members_of(&group);
+        assert_eq!(survivors.len(), (size - 1) * 2, "seed {seed}: nobody lost");
+        for conn in &survivors {
+            assert_eq!(cluster.clients[conn].rejoins, 1, "seed {seed}: rejoin push");
+        }
+        cluster.assert_all_exchange(group, ms(500));
+        assert!(cluster.now.saturating_duration_since(killed_at) <= Duration::from_secs(4));
+
+        // A newcomer joins through the ID: its owner is gone, so the next address answers.
+        let newcomer = cluster.connect(size - 1);
+        cluster.join(newcomer, group);
+        cluster.run_for(Duration::from_secs(2));
+        assert!(
+            cluster.clients[&newcomer].groups.contains(&group),
+            "seed {seed}: late join"
+        );
+        cluster.run_for(SYNC * 2);
+        cluster.assert_copies_agree();
+    }
+}
+
+#[test]
+fn a_draining_owner_hands_its_group_over() {
+    let mut cluster = Cluster::new(42, 4);
+    let group = group_across(&mut cluster);
+    let now = cluster.now;
+    let offline = Input::Call(Call::SetOffline);
+    let _done = cluster.nodes[0].as_mut().unwrap().handle(offline, now);
+    cluster.drain(0);
+    cluster.run_for(ms(500));
+    assert_eq!(cluster.owner_of(&group), Some(1));
+    assert_eq!(cluster.members_of(&group).len(), 8);
+    for conn in cluster.members_of(&group) {
+        assert_eq!(
+            cluster.clients[&conn].rejoins, 1,
+            "one rejoin push per member"
+        );
+    }
+    cluster.assert_copies_agree();
+    cluster.assert_all_exchange(group, ms(500));
+    // The drained node exits: its members go, the others stay and keep talking.
+    cluster.kill(0);
+    cluster.run_for(DETECT + Duration::from_secs(1));
+    assert_eq!(cluster.members_of(&group).len(), 6);
+    cluster.assert_all_exchange(group, ms(500));
+    cluster.assert_copies_agree();
+}
+
+#[test]
+fn copies_merge_with_send_interval_and_the_owner_with_the_group_interval() {
+    let mut cluster = Cluster::build(8, 3, ms(300));
+    let sender = cluster.connect(0);
+    let near = cluster.connect(0);
+    let far = cluster.connect(1);
+    cluster.create(sender);
+    let group = *cluster.clients[&sender].groups.iter().next().unwrap();
+    cluster.join(near, group);
+    cluster.join(far, group);
+    cluster.run_for(ms(100));
+    let before = cluster.pushes_checked;
+    for _ in 0..5 {
+        cluster.broadcast(sender, group);
+    }
+    cluster.run_for(ms(50));
+    // The owner's group has interval 0: its own member got five pushes at once; the copy holds them.
+    assert_eq!(cluster.clients[&near].received.len(), 5);
+    assert_eq!(cluster.clients[&far].received.len(), 0);
+    cluster.run_for(ms(400));
+    assert_eq!(
+        cluster.clients[&far].received.len(),
+        5,
+        "one merged push after sendInterval"
+    );
+    assert_eq!(cluster.pushes_checked - before, 5 + 1);
+}
+
+#[test]
+fn static_groups_reach_members_on_every_node() {
+    let mut cluster = Cluster::new(5, 4);
+    let conns: Vec<ConnId> = (0..8).map(|k| cluster.connect(k % 4)).collect();
+    for conn in &conns {
+        cluster.join(*conn, static_group());
+    }
+    cluster.run_for(ms(100));
+    assert_eq!(cluster.members_of(&static_group()).len(), 8);
+    cluster.assert_all_exchange(static_group(), ms(500));
+    // Nodes hold only their own members of a static group: there is no owner to keep a full list.
+    let local = cluster.nodes[2]
+        .as_ref()
+        .unwrap()
+        .group_snapshot(&static_group())
+        .unwrap();
+    assert_eq!(local.members.len(), 2);
+    assert_eq!(local.owner, None);
+}
+
+#[test]
+fn an_empty_group_expires_when_it_is_empty_on_every_node() {
+    let mut cluster = Cluster::new(6, 3);
+    let creator = cluster.connect(0);
+    let far = cluster.connect(2);
+    let params = CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 30,
+        interval_ms: 0,
+    };
+    cluster.request(creator, Request::Create(params));
+    let group = *cluster.clients[&creator].groups.iter().next().unwrap();
+    cluster.join(far, group);
+    cluster.run_for(ms(200));
+    let bye = || Request::Leave {
+        group,
+        message: Bytes::new(),
+    };
+    cluster.request(creator, bye());
+    // Empty on the owner's node, but not in the cluster: the group stays past its ttl.
+    cluster.run_for(Duration::from_secs(60));
+    assert!(
+        cluster.nodes[0]
+            .as_ref()
+            .unwrap()
+            .group_snapshot(&group)
+            .is_some()
+    );
+    cluster.request(far, bye());
+    cluster.run_for(Duration::from_secs(29));
+    assert!(
+        cluster.nodes[0]
+            .as_ref()
+            .unwrap()
+            .group_snapshot(&group)
+            .is_some()
+    );
+    cluster.run_for(Duration::from_secs(2));
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let node = node.as_ref().unwrap();
+        assert!(node.group_snapshot(&group).is_none(), "node {i} dropped it");
+    }
+}
+
+#[test]
+fn a_join_gives_up_when_no_node_of_the_group_answers() {
+    let mut cluster = Cluster::new(9, 4);
+    let creator = cluster.connect(0);
+    cluster.create(creator);
+    let group = *cluster.clients[&creator].groups.iter().next().unwrap();
+    let joiner = cluster.connect(3);
+    cluster.run_for(ms(100));
+    // Node 3 still believes the others alive, but nothing gets through.
+    for other in 0..3 {
+        cluster.cut.insert((other, 3));
+    }
+    cluster.join(joiner, group);
+    // remoteJoinTries (4) attempts of meshRequestTimeout (500 ms) each.
+    cluster.run_for(ms(1900));
+    assert!(cluster.clients[&joiner].refusals.is_empty(), "still trying");
+    cluster.run_for(ms(200));
+    assert_eq!(
+        cluster.clients[&joiner].refusals,
+        vec![code::JOIN_OWNER_UNREACHABLE]
+    );
+    assert!(!cluster.clients[&joiner].groups.contains(&group));
+}
+
+/// `SIM_TRACE=<start of a group ID>` prints the mesh messages about that group.
+fn trace(now: Instant, link: &str, message: &mesh::MeshMessage) {
+    let Ok(prefix) = std::env::var("SIM_TRACE") else {
+        return;
+    };
+    let about = message
+        .group()
+        .is_some_and(|g| g.as_str().starts_with(&prefix));
+    if about || matches!(message, mesh::MeshMessage::Digest { .. }) && prefix == "digest" {
+        eprintln!("{now:?} {link} {message:?}");
+    }
+}
+
+fn seeds() -> u64 {
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40)
+}
+
+fn steps() -> usize {
+    std::env::var("SIM_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600)
+}
+
+fn run_random(seed: u64) -> (u64, usize, Coverage) {
+    let size = 3 + (seed as usize % 5);
+    let mut cluster = Cluster::new(seed, size);
+    for _ in 0..steps() {
+        cluster.random_step();
+    }
+    // Heal everything and let the cluster settle: every copy must then agree with its owner.
+    cluster.heal();
+    for i in 0..size {
+        if cluster.nodes[i].is_none() {
+            cluster.restart(i);
+        }
+    }
+    if std::env::var("SIM_TRACE").is_ok() {
+        eprintln!("{:?} settling", cluster.now);
+    }
+    cluster.run_for(SYNC * 10);
+    cluster.run_until_quiet();
+    cluster.assert_copies_agree();
+    (
+        cluster.transcript(),
+        cluster.pushes_checked,
+        cluster.coverage,
+    )
+}
+
+#[test]
+fn random_faults_never_misdeliver_and_copies_converge() {
+    let mut checked = 0;
+    let mut total = Coverage::default();
+    let first: u64 = std::env::var("SIM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for seed in first..first + seeds() {
+        eprintln!("seed {seed}");
+        let (_, pushes, coverage) = run_random(seed);
+        checked += pushes;
+        total.kills += coverage.kills;
+        total.partitions += coverage.partitions;
+        total.remote_joins += coverage.remote_joins;
+        total.rejoin_pushes += coverage.rejoin_pushes;
+    }
+    assert!(
+        checked > 100,
+        "the simulation delivered only {checked} pushes"
+    );
+    let reached = total.kills > 0
+        && total.partitions > 0
+        && total.remote_joins > 20
+        && total.rejoin_pushes > 0;
+    assert!(
+        reached,
+        "the simulation stopped reaching the cluster paths: {total:?}"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_transcript() {
+    assert_eq!(run_random(11).0, run_random(11).0);
+    assert_ne!(run_random(11).0, run_random(12).0);
+}
