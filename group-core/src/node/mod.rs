@@ -9,16 +9,13 @@
 //! their members and merge buffers (`group`, `members`, `ops`), the cluster's copies and failover
 //! (`mesh_input`, `failover`), and joins waiting for another node (`remote_join`).
 
+mod cluster;
 mod error;
-mod failover;
-mod group;
+mod groups;
 mod input;
-mod members;
-mod mesh_input;
-mod ops;
 mod output;
-mod remote_join;
-mod session;
+mod remote_joins;
+mod sessions;
 mod timers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,9 +38,10 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::id::{GroupId, NodeAddr};
 use crate::rng::SplitMix64;
 use crate::time::Instant;
-use group::Group;
+use groups::group::Group;
 use output::Outputs;
-use remote_join::PendingJoin;
+use remote_joins::RemoteJoins;
+use sessions::Sessions;
 use timers::Timers;
 
 /// A user ID: 1 to 64 bytes of UTF-8, shared between the session and every group it is in.
@@ -102,27 +100,11 @@ pub type DiscardMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>
 /// group changes owner after a failure. Arguments: the group, the member's uid, its sid.
 pub type RejoinMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
 
-#[derive(Debug)]
-struct Conn {
-    last_activity: Instant,
-    /// Matches this connection's idle-timer entries; stale entries for a reused ID are ignored.
-    epoch: u64,
-    uid: Option<Uid>,
-}
-
-#[derive(Debug)]
-struct Session {
-    sid: Sid,
-    conn: ConnId,
-    /// Groups in join order: GetGroupIDList and the latest group.
-    groups: Vec<GroupId>,
-}
-
 /// One server process's group logic. See the module docs for the drive loop.
 pub struct Node {
     config: NodeConfig,
-    conns: BTreeMap<ConnId, Conn>,
-    sessions: BTreeMap<Uid, Session>,
+    /// Connections and the sessions on them.
+    sessions: Sessions,
     groups: BTreeMap<GroupId, Group>,
     /// Groups random join may pick.
     random_pool: BTreeSet<GroupId>,
@@ -132,8 +114,7 @@ pub struct Node {
     /// What the last inputs produced, until drained.
     out: Outputs,
     /// Remote joins waiting for an answer, by op.
-    joins: BTreeMap<u64, PendingJoin>,
-    next_op: u64,
+    joins: RemoteJoins,
     /// The periodic digest timer is in the heap.
     sync_armed: bool,
     /// Groups deleted lately, with their version at deletion and when: late or reordered states of those
@@ -158,8 +139,8 @@ impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Node")
             .field("addr", &self.config.addr)
-            .field("conns", &self.conns.len())
-            .field("sessions", &self.sessions.len())
+            .field("conns", &self.sessions.conn_count())
+            .field("sessions", &self.sessions.session_count())
             .field("groups", &self.groups.len())
             .field("offline", &self.offline)
             .finish_non_exhaustive()
@@ -178,15 +159,13 @@ impl Node {
         }
         let mut node = Node {
             rng: SplitMix64::new(config.seed),
-            conns: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            sessions: Sessions::default(),
             groups: BTreeMap::new(),
             random_pool: BTreeSet::new(),
             live_nodes: BTreeSet::new(),
             timers: Timers::default(),
             out: Outputs::default(),
-            joins: BTreeMap::new(),
-            next_op: 0,
+            joins: RemoteJoins::default(),
             sync_armed: false,
             tombstones: BTreeMap::new(),
             epoch_floor: u32::try_from(
@@ -296,13 +275,13 @@ impl Node {
 
     /// The session on a connection, if it has said Hello.
     pub fn session_of(&self, conn: ConnId) -> Option<(&str, Sid)> {
-        let uid = self.conns.get(&conn)?.uid.as_ref()?;
+        let uid = self.sessions.uid_of(conn)?;
         Some((&**uid, self.sessions.get(uid)?.sid))
     }
 
     /// Number of connections tracked.
     pub fn connection_count(&self) -> usize {
-        self.conns.len()
+        self.sessions.conn_count()
     }
 
     /// The other nodes the membership layer reports alive.

@@ -227,7 +227,7 @@ impl Node {
             match output {
                 Output::Transmit(t) => {
                     let conn = t.conn;
-                    if !sink.transmit(t) && self.conns.contains_key(&conn) {
+                    if !sink.transmit(t) && self.sessions.is_open(conn) {
                         let _done = self.handle(Input::Disconnect(conn), now);
                     }
                 }

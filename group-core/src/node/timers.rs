@@ -93,15 +93,10 @@ impl Node {
     }
 
     fn idle_check(&mut self, conn: ConnId, epoch: u64, now: Instant) {
-        let Some(state) = self.conns.get(&conn) else {
-            return;
+        let ttl = self.config.limits.connection_ttl;
+        let Some(deadline) = self.sessions.idle_deadline(conn, epoch, ttl) else {
+            return; // Closed already, or a stale entry of a reused ID.
         };
-        if state.epoch != epoch {
-            return;
-        }
-        let deadline = state
-            .last_activity
-            .saturating_add(self.config.limits.connection_ttl);
         if deadline > now {
             self.timers.arm(deadline, TimerKind::Idle(conn, epoch));
             return;

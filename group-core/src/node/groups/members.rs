@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::ops::Deref;
 
-use super::Uid;
 use super::group::Member;
 use crate::id::NodeAddr;
+use crate::node::Uid;
 
 /// Members by uid (read through `Deref`); every change goes through the methods below, which keep the
 /// per-node counts in step.

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ConnId, Sid, Transmit, Uid};
 use crate::cluster::mesh::{GroupState, MemberState, Version};
 use crate::id::{GroupId, NodeAddr};
+use crate::node::{ConnId, Sid, Transmit, Uid};
 use crate::proto::BroadcastPushBuilder;
 use crate::time::Instant;
 

@@ -5,46 +5,23 @@
 //! The joining node checks what it can itself (session, per-user limit, a join already in flight) before it
 //! asks; the owner checks membership and size. The client's response waits for the owner's answer.
 
+mod pending;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::group::Member;
-use super::timers::TimerKind;
-use super::{ConnId, Event, JoinError, JoinStatus, Node, Outcome, Sid, Uid};
 use crate::cluster::mesh::{GroupState, JoinRefusal, MemberState, MeshMessage, Notice};
 use crate::id::{GroupId, NodeAddr};
+use crate::node::groups::group::Member;
+use crate::node::timers::TimerKind;
+use crate::node::{ConnId, Event, JoinError, JoinStatus, Node, Outcome, Sid};
 use crate::proto::member_push;
-
-/// A join waiting for another node.
-#[derive(Debug)]
-pub(crate) struct PendingJoin {
-    uid: Uid,
-    sid: Sid,
-    group: GroupId,
-    notice: Option<Notice>,
-    /// The client to answer, if a client asked (server-side joins answer through the event only).
-    reply_to: Option<(ConnId, u8, u16)>,
-    /// Addresses to try, in order; attempt `n` goes to `candidates[n % len]`.
-    candidates: Vec<NodeAddr>,
-    attempt: u32,
-}
-
-impl PendingJoin {
-    fn target(&self) -> Option<NodeAddr> {
-        let len = self.candidates.len();
-        if len == 0 {
-            return None;
-        }
-        self.candidates
-            .get(usize::try_from(self.attempt).unwrap_or(0) % len)
-            .copied()
-    }
-}
+pub(crate) use pending::{PendingJoin, RemoteJoins};
 
 impl Node {
     /// Starts a join of a group this node does not own. Checks done by the caller: the session exists.
-    pub(super) fn start_remote_join(
+    pub(in crate::node) fn start_remote_join(
         &mut self,
         id: &GroupId,
         uid: &str,
@@ -60,13 +37,13 @@ impl Node {
         if copy.is_some_and(|g| g.members.contains_key(&**uid)) {
             return Err(JoinError::AlreadyMember);
         }
-        if self.joins.values().any(|p| p.group == *id && p.uid == *uid) {
+        if self.joins.in_progress(uid, id) {
             return Err(JoinError::InProgress);
         }
         // Joins in flight count against the user's group limit: that bounds the pending joins by
         // `maxConnections` x `maxGroupsPerUser`, whatever a client (or server code) asks for.
         let max = self.config.limits.max_groups_per_user;
-        let joining = self.joins.values().filter(|p| p.uid == *uid).count();
+        let joining = self.joins.count_for(uid);
         if session.groups.len() + joining >= max {
             return Err(JoinError::UserGroupLimit { max });
         }
@@ -79,19 +56,15 @@ impl Node {
         if candidates.is_empty() {
             return Err(JoinError::GroupNotFound);
         }
-        let pending = PendingJoin {
-            uid: uid.clone(),
-            sid: session.sid,
-            group: *id,
-            notice: (!message.is_empty()).then_some(Notice { ver, cmd, message }),
-            reply_to: reply_to.map(|conn| (conn, ver, cmd)),
+        let pending = PendingJoin::new(
+            uid.clone(),
+            session.sid,
+            *id,
+            (!message.is_empty()).then_some(Notice { ver, cmd, message }),
+            reply_to.map(|conn| (conn, ver, cmd)),
             candidates,
-            attempt: 0,
-        };
-        self.next_op += 1;
-        let op = self.next_op;
-        let previous = self.joins.insert(op, pending);
-        debug_assert!(previous.is_none(), "ops are never reused");
+        );
+        let op = self.joins.start(pending);
         let limits = &self.config.limits;
         debug_assert!(
             self.joins.len() <= limits.max_connections * limits.max_groups_per_user,
@@ -106,7 +79,7 @@ impl Node {
         let deadline = self
             .now
             .saturating_add(self.config.limits.mesh_request_timeout);
-        let Some(pending) = self.joins.get(&op) else {
+        let Some(pending) = self.joins.get(op) else {
             debug_assert!(false, "an attempt is sent only for a pending join");
             return;
         };
@@ -125,54 +98,44 @@ impl Node {
             notice: pending.notice.clone(),
         };
         self.timers
-            .arm(deadline, TimerKind::JoinTimeout(op, pending.attempt));
+            .arm(deadline, TimerKind::JoinTimeout(op, pending.attempt()));
         self.send_mesh(to, message);
     }
 
     /// Moves a join on to its next address, or ends it with `last` when the tries are used up.
     fn retry_join(&mut self, op: u64, last: JoinError) {
         let tries = self.config.group.remote_join_tries;
-        let Some(pending) = self.joins.get_mut(&op) else {
-            return;
-        };
-        pending.attempt += 1;
-        if pending.attempt >= tries {
-            self.finish_join(op, Err(last));
-        } else {
+        if self.joins.next_attempt(op, tries) {
             self.send_join_attempt(op);
+        } else {
+            self.finish_join(op, Err(last));
         }
     }
 
     /// The join timer of `op` fired; `attempt` says which attempt armed it.
-    pub(super) fn join_timed_out(&mut self, op: u64, attempt: u32) {
-        if self.joins.get(&op).is_some_and(|p| p.attempt == attempt) {
+    pub(in crate::node) fn join_timed_out(&mut self, op: u64, attempt: u32) {
+        if self.joins.get(op).is_some_and(|p| p.attempt() == attempt) {
             let tries = self.config.group.remote_join_tries;
             self.retry_join(op, JoinError::OwnerUnreachable { tries });
         }
     }
 
     /// Joins waiting on a node that the membership layer declared dead move on at once.
-    pub(super) fn retry_joins_waiting_on(&mut self, dead: NodeAddr) {
-        let waiting: Vec<u64> = self
-            .joins
-            .iter()
-            .filter(|(_, p)| p.target() == Some(dead))
-            .map(|(op, _)| *op)
-            .collect();
-        for op in waiting {
+    pub(in crate::node) fn retry_joins_waiting_on(&mut self, dead: NodeAddr) {
+        for op in self.joins.waiting_on(dead) {
             let tries = self.config.group.remote_join_tries;
             self.retry_join(op, JoinError::OwnerUnreachable { tries });
         }
     }
 
     /// The owner answered a join request.
-    pub(super) fn on_join_response(
+    pub(in crate::node) fn on_join_response(
         &mut self,
         from: NodeAddr,
         op: u64,
         result: Result<GroupState, JoinRefusal>,
     ) {
-        let Some(pending) = self.joins.get(&op) else {
+        let Some(pending) = self.joins.get(op) else {
             return; // Answered after it timed out, or never asked: ignore.
         };
         if pending.target() != Some(from) {
@@ -194,7 +157,7 @@ impl Node {
     /// The owner recorded the member: keep a copy, add the member locally, answer the client.
     fn complete_remote_join(&mut self, owner: NodeAddr, op: u64, state: GroupState) {
         let own = self.config.addr;
-        let Some(pending) = self.joins.get(&op) else {
+        let Some(pending) = self.joins.get(op) else {
             return;
         };
         let (id, uid) = (pending.group, pending.uid.clone());
@@ -230,7 +193,7 @@ impl Node {
         };
         let copy = self.groups.entry(id).or_insert_with(|| {
             // A fresh copy starts under the owner that answered, so installing it is no owner change.
-            let mut fresh = super::group::Group::new(
+            let mut fresh = crate::node::groups::group::Group::new(
                 id,
                 state.allow_empty,
                 std::time::Duration::ZERO,
@@ -240,9 +203,7 @@ impl Node {
             fresh
         });
         copy.members.insert(Arc::clone(&uid), member);
-        if let Some(session) = self.sessions.get_mut(&uid) {
-            session.groups.push(id);
-        }
+        self.sessions.joined(&uid, id);
         // Answer first: installing the copy may push to the members here (a rejoin, if the owner named
         // in the state is already known dead), and the new member must have its answer before any push.
         self.finish_join(op, Ok(()));
@@ -251,7 +212,7 @@ impl Node {
 
     /// Ends a pending join: answers the client (if one asked) and reports the result.
     fn finish_join(&mut self, op: u64, result: Result<(), JoinError>) {
-        let Some(pending) = self.joins.remove(&op) else {
+        let Some(pending) = self.joins.finish(op) else {
             return;
         };
         if let Some((conn, ver, cmd)) = pending.reply_to {
@@ -284,7 +245,7 @@ impl Node {
     }
 
     /// Another node asks this one, as owner, to add a member connected to it.
-    pub(super) fn on_join_request(
+    pub(in crate::node) fn on_join_request(
         &mut self,
         from: NodeAddr,
         op: u64,
@@ -360,6 +321,6 @@ impl Node {
 }
 
 /// A uid a peer sent is acceptable: 1 to 64 bytes (the same rule as Hello).
-pub(super) fn valid_uid(uid: &str) -> bool {
+pub(in crate::node) fn valid_uid(uid: &str) -> bool {
     !uid.is_empty() && uid.len() <= crate::proto::MAX_UID_LEN
 }

@@ -4,22 +4,25 @@
 //! the ver and cmd to use for the notification it pushes, as Diarkis's API does; client commands pass
 //! their own (1/111, 1/112, 1/113).
 
+pub(in crate::node) mod group;
+mod members;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::group::{Group, Member, PendingEntry, Tick};
-use super::session::arm_ttl;
-use super::timers::TimerKind;
-use super::{
-    BroadcastError, ConnId, CreateError, JoinError, JoinStatus, LeaveError, Node, RandJoinError,
-    TickError,
-};
 use crate::cluster::mesh::{MemberState, MeshMessage, Notice, RelayEntry};
 use crate::config::merge_interval;
 use crate::id::{GroupId, NodeAddr};
+use crate::node::sessions::arm_ttl;
+use crate::node::timers::TimerKind;
+use crate::node::{
+    BroadcastError, ConnId, CreateError, JoinError, JoinStatus, LeaveError, Node, RandJoinError,
+    TickError,
+};
 use crate::proto::{CreateRequest, RandJoinRequest, VER_GROUP, cmd, member_push};
 use crate::time::Instant;
+use group::{Group, Member, PendingEntry, Tick};
 
 /// Groups must outlive this ttl (Diarkis: "TTL must be greater than 10 seconds").
 pub const MIN_TTL_S: u16 = 10;
@@ -27,7 +30,7 @@ pub const MIN_TTL_S: u16 = 10;
 impl Node {
     /// Creates a group owned by this node. With `params.join`, `creator` joins it (no push: nobody else is
     /// there yet). Server code may create a group with no creator when `allow_empty` is set.
-    pub(super) fn create(
+    pub(in crate::node) fn create(
         &mut self,
         params: &CreateRequest,
         creator: Option<&str>,
@@ -112,19 +115,13 @@ impl Node {
         };
         group.members.insert(key.clone(), member);
         group.empty_since = None;
-        if let Some(session) = self.sessions.get_mut(uid) {
-            debug_assert!(
-                !session.groups.contains(id),
-                "a user's groups have no duplicates"
-            );
-            session.groups.push(*id);
-        }
+        self.sessions.joined(uid, *id);
     }
 
     /// Joins `uid` to a group. When `message` is non-empty the other members get a push with `ver`/`cmd`
     /// (`group_id | uid_len | uid | message`). A group owned by another node is joined by asking it: the
-    /// result then comes as [`super::Event::JoinCompleted`], and `reply_to` (a client) gets its answer.
-    pub(super) fn join_from(
+    /// result then comes as [`crate::node::Event::JoinCompleted`], and `reply_to` (a client) gets its answer.
+    pub(in crate::node) fn join_from(
         &mut self,
         id: &GroupId,
         uid: &str,
@@ -133,7 +130,7 @@ impl Node {
         reply_to: Option<ConnId>,
     ) -> Result<JoinStatus, JoinError> {
         let own = self.config.addr;
-        if !self.sessions.contains_key(uid) {
+        if !self.sessions.contains(uid) {
             return Err(JoinError::UnknownUser { uid: uid.into() });
         }
         match self.groups.get(id) {
@@ -205,7 +202,7 @@ impl Node {
 
     /// Removes `uid` from a group. When `message` is non-empty the remaining members get a push with
     /// `ver`/`cmd`. A group without allow_empty is deleted when its last member leaves.
-    pub(super) fn leave(
+    pub(in crate::node) fn leave(
         &mut self,
         id: &GroupId,
         uid: &str,
@@ -214,15 +211,14 @@ impl Node {
         cmd: u16,
     ) -> Result<(), LeaveError> {
         let own = self.config.addr;
-        let session = self
-            .sessions
-            .get_mut(uid)
-            .ok_or_else(|| LeaveError::UnknownUser { uid: uid.into() })?;
+        if !self.sessions.contains(uid) {
+            return Err(LeaveError::UnknownUser { uid: uid.into() });
+        }
         let group = self.groups.get(id).ok_or(LeaveError::GroupNotFound)?;
         if group.members.get(uid).is_none_or(|m| m.node != own) {
             return Err(LeaveError::NotMember);
         }
-        session.groups.retain(|g| g != id);
+        self.sessions.left(uid, id);
         let notice = (!message.is_empty()).then_some(Notice { ver, cmd, message });
         self.remove_local_member(id, uid, notice);
         Ok(())
@@ -230,7 +226,12 @@ impl Node {
 
     /// Takes a member connected here out of a group (a leave or a discard): pushes `notice` to the members
     /// here, and to the rest of the cluster through the owner (or, for a static group, the relay tree).
-    pub(super) fn remove_local_member(&mut self, id: &GroupId, uid: &str, notice: Option<Notice>) {
+    pub(in crate::node) fn remove_local_member(
+        &mut self,
+        id: &GroupId,
+        uid: &str,
+        notice: Option<Notice>,
+    ) {
         let own = self.config.addr;
         let Some(group) = self.groups.get_mut(id) else {
             return;
@@ -269,7 +270,7 @@ impl Node {
     }
 
     /// Sends `message` from `uid` to the other members, at once or through the merge buffer.
-    pub(super) fn broadcast(
+    pub(in crate::node) fn broadcast(
         &mut self,
         id: &GroupId,
         uid: &str,
@@ -278,7 +279,7 @@ impl Node {
         message: Bytes,
         reliable: bool,
     ) -> Result<(), BroadcastError> {
-        if !self.sessions.contains_key(uid) {
+        if !self.sessions.contains(uid) {
             return Err(BroadcastError::UnknownUser { uid: uid.into() });
         }
         let group = self.groups.get(id).ok_or(BroadcastError::GroupNotFound)?;
@@ -304,7 +305,7 @@ impl Node {
 
     /// Sends `message` to every member, from no one (an entry with an empty uid). Server-side only: no
     /// client command reaches this.
-    pub(super) fn announce(
+    pub(in crate::node) fn announce(
         &mut self,
         id: &GroupId,
         ver: u8,
@@ -362,7 +363,7 @@ impl Node {
         self.send_entry(id, entry);
     }
 
-    pub(super) fn send_entry(&mut self, id: &GroupId, entry: PendingEntry) {
+    pub(in crate::node) fn send_entry(&mut self, id: &GroupId, entry: PendingEntry) {
         let Some(group) = self.groups.get_mut(id) else {
             return;
         };
@@ -385,7 +386,7 @@ impl Node {
 
     /// Joins a group created by random join that `uid` is not in and that has room, picked with the
     /// node's seeded generator; creates one (with `params`) when there is none.
-    pub(super) fn rand_join(
+    pub(in crate::node) fn rand_join(
         &mut self,
         params: &RandJoinRequest,
         uid: &str,
@@ -423,9 +424,9 @@ impl Node {
         Ok(id)
     }
 
-    /// Sets (or with `None` clears) a group's tick timer: an [`super::Event::Tick`] every `interval`, the
+    /// Sets (or with `None` clears) a group's tick timer: an [`crate::node::Event::Tick`] every `interval`, the
     /// first one `interval` from now. Stops by itself when the group is deleted.
-    pub(super) fn set_tick(
+    pub(in crate::node) fn set_tick(
         &mut self,
         id: &GroupId,
         interval: Option<Duration>,
@@ -453,14 +454,14 @@ impl Node {
     /// Takes the node offline: it refuses new groups, pushes Offline (ver 0, cmd 6) to every session so
     /// clients create groups elsewhere, and hands the groups it owns to their first live backup.
     /// Idempotent.
-    pub(super) fn set_offline(&mut self) {
+    pub(in crate::node) fn set_offline(&mut self) {
         if self.offline {
             return;
         }
         self.offline = true;
         let frame = Node::offline_frame();
-        for session in self.sessions.values() {
-            self.out.transmits.push_back(super::Transmit {
+        for (_, session) in self.sessions.iter() {
+            self.out.transmits.push_back(crate::node::Transmit {
                 conn: session.conn,
                 frame: frame.clone(),
                 reliable: true,

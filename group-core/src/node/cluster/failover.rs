@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
-use super::timers::TimerKind;
-use super::{Node, Uid};
 use crate::cluster::mesh::{DigestEntry, GroupState, MAX_DIGEST_ENTRIES, MeshMessage, Version};
 use crate::id::{GroupId, NodeAddr};
+use crate::node::timers::TimerKind;
+use crate::node::{Node, Uid};
 use crate::proto::{VER_GROUP, cmd, member_push};
 
 impl Node {
     /// The membership layer reports another node alive. New groups take their backups from live nodes, and
     /// this node sends the node its current state of every group the two share, which also settles which
     /// of two owners wins after a partition heals.
-    pub(super) fn node_up(&mut self, node: NodeAddr) {
+    pub(in crate::node) fn node_up(&mut self, node: NodeAddr) {
         let own = self.config.addr;
         if node == own || !self.live_nodes.insert(node) {
             return;
@@ -47,7 +47,7 @@ impl Node {
 
     /// The membership layer reports a node dead (or gone). Its members leave every group (the others get
     /// the discard push), joins waiting on it move on, and groups it owned move to their first live backup.
-    pub(super) fn node_down(&mut self, node: NodeAddr) {
+    pub(in crate::node) fn node_down(&mut self, node: NodeAddr) {
         let own = self.config.addr;
         if node == own || !self.live_nodes.remove(&node) {
             return;
@@ -69,7 +69,7 @@ impl Node {
     /// If `dead` owned the group, moves it to the first live backup: this node takes over, or it tells the
     /// expected new owner who is here (with its copy, in case the new owner lacks one) and the members get
     /// the rejoin push.
-    pub(super) fn fail_over(&mut self, id: &GroupId, dead: NodeAddr) {
+    pub(in crate::node) fn fail_over(&mut self, id: &GroupId, dead: NodeAddr) {
         let own = self.config.addr;
         let Some(group) = self.groups.get(id) else {
             return;
@@ -107,7 +107,7 @@ impl Node {
         let Some(group) = self.groups.get_mut(id) else {
             return;
         };
-        let gone: Vec<(Uid, super::Sid)> = group
+        let gone: Vec<(Uid, crate::node::Sid)> = group
             .members
             .iter()
             .filter(|(_, m)| m.node == dead)
@@ -142,7 +142,7 @@ impl Node {
 
     /// This node becomes the group's owner: a new epoch, the owner's merge interval, the whole state to
     /// every copy, and the rejoin push to the members here.
-    pub(super) fn take_ownership(&mut self, id: &GroupId) {
+    pub(in crate::node) fn take_ownership(&mut self, id: &GroupId) {
         let own = self.config.addr;
         let Some(group) = self.groups.get_mut(id) else {
             return;
@@ -189,12 +189,12 @@ impl Node {
     /// Pushes each member here a 111 with its own uid and the rejoin custom message. Sent once per owner
     /// change this node sees (a failover, or a drained owner's handover), so clients learn that their
     /// group moved.
-    pub(super) fn push_rejoin(&mut self, id: &GroupId) {
+    pub(in crate::node) fn push_rejoin(&mut self, id: &GroupId) {
         let own = self.config.addr;
         let Some(group) = self.groups.get(id) else {
             return;
         };
-        let local: Vec<(Arc<str>, super::Sid, super::ConnId)> = group
+        let local: Vec<(Arc<str>, crate::node::Sid, crate::node::ConnId)> = group
             .members
             .iter()
             .filter(|(_, m)| m.node == own)
@@ -203,7 +203,7 @@ impl Node {
         for (uid, sid, conn) in local {
             let message = (self.rejoin_message)(id, &uid, &sid);
             let frame = member_push(VER_GROUP, cmd::JOIN, id, &uid, &message);
-            self.out.transmits.push_back(super::Transmit {
+            self.out.transmits.push_back(crate::node::Transmit {
                 conn,
                 frame,
                 reliable: true,
@@ -212,7 +212,7 @@ impl Node {
     }
 
     /// A draining owner hands this node a group: take it over.
-    pub(super) fn on_handover(&mut self, from: NodeAddr, state: GroupState) {
+    pub(in crate::node) fn on_handover(&mut self, from: NodeAddr, state: GroupState) {
         let own = self.config.addr;
         if state.owner != from || !state.backups.contains(&own) {
             return;
@@ -227,7 +227,7 @@ impl Node {
 
     /// Hands every group this node owns to its first live backup (used when going offline). Groups with no
     /// live backup stay here and end with the node.
-    pub(super) fn hand_over_owned_groups(&mut self) {
+    pub(in crate::node) fn hand_over_owned_groups(&mut self) {
         let own = self.config.addr;
         let owned: Vec<GroupId> = self
             .groups
@@ -257,7 +257,7 @@ impl Node {
     }
 
     /// The digest timer fired: tell each node the versions of the groups it holds copies of.
-    pub(super) fn send_digests(&mut self) {
+    pub(in crate::node) fn send_digests(&mut self) {
         let own = self.config.addr;
         self.sync_armed = false;
         let keep = self.config.limits.mesh_sync_interval.saturating_mul(10);

@@ -8,6 +8,7 @@
 //! list and the owner corrects itself.
 
 mod copies;
+mod failover;
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use crate::proto::member_push;
 pub const MAX_RELAY_BRANCH: usize = 1024;
 
 /// One membership change from the owner.
-pub(super) enum Change {
+pub(in crate::node) enum Change {
     Added(MemberState),
     Removed(String),
 }
@@ -30,7 +31,7 @@ pub(super) enum Change {
 impl Node {
     /// A message from another node arrived. `from` is the sender's mesh address as the transport
     /// established it. Malformed or stale messages are ignored; nothing a peer sends can panic the node.
-    pub(super) fn mesh(&mut self, from: NodeAddr, message: MeshMessage) {
+    pub(in crate::node) fn mesh(&mut self, from: NodeAddr, message: MeshMessage) {
         if from == self.config.addr {
             return;
         }
@@ -91,14 +92,14 @@ impl Node {
         }
     }
 
-    pub(super) fn send_mesh(&mut self, to: NodeAddr, message: MeshMessage) {
+    pub(in crate::node) fn send_mesh(&mut self, to: NodeAddr, message: MeshMessage) {
         if to != self.config.addr {
             self.out.mesh.push_back(MeshTransmit { to, message });
         }
     }
 
     /// Sends `message` to every other node keeping a copy of the group, except `except`.
-    pub(super) fn fan_out(
+    pub(in crate::node) fn fan_out(
         &mut self,
         id: &GroupId,
         except: Option<NodeAddr>,
@@ -116,7 +117,12 @@ impl Node {
     }
 
     /// Starts a relay of `entry` to `targets` (this node excluded) as a tree of width `relayLimit`.
-    pub(super) fn relay(&mut self, id: &GroupId, targets: &[NodeAddr], entry: &RelayEntry) {
+    pub(in crate::node) fn relay(
+        &mut self,
+        id: &GroupId,
+        targets: &[NodeAddr],
+        entry: &RelayEntry,
+    ) {
         let width = usize::try_from(self.config.group.relay_limit).unwrap_or(1);
         for hop in relay_plan(targets, width) {
             let message = MeshMessage::Relay {
@@ -144,7 +150,7 @@ impl Node {
                 message,
             } => {
                 let sender = (!sender.is_empty()).then(|| Arc::from(sender.as_str()));
-                let entry = super::group::PendingEntry {
+                let entry = crate::node::groups::group::PendingEntry {
                     ver,
                     cmd,
                     reliable,

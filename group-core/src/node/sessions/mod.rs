@@ -1,16 +1,20 @@
 //! Connections and sessions: the client-facing inputs, Hello and the other control commands, the dispatch
 //! of group commands, and discard (a session's user leaving every group when the session ends).
 
+mod table;
+
+pub(crate) use table::Sessions;
+
 use bytes::Bytes;
 
-use super::group::Group;
-use super::timers::TimerKind;
-use super::{
-    CloseReason, Conn, ConnId, ConnectError, DiscardReason, Event, JoinStatus, Node, Outcome,
-    Session, Transmit, Uid,
-};
 use crate::cluster::mesh::{MeshMessage, Notice};
 use crate::id::GroupId;
+use crate::node::groups::group::Group;
+use crate::node::timers::TimerKind;
+use crate::node::{
+    CloseReason, ConnId, ConnectError, DiscardReason, Event, JoinStatus, Node, Outcome, Transmit,
+    Uid,
+};
 use crate::proto::{
     ClientFrame, Request, Status, VER_CONTROL, cmd, code, encode_error_payload, encode_server_frame,
 };
@@ -18,25 +22,13 @@ use crate::time::Instant;
 
 impl Node {
     /// A transport accepted a connection. Its idle clock starts now; it must say Hello before anything else.
-    pub(super) fn connect(&mut self, conn: ConnId, now: Instant) -> Result<(), ConnectError> {
-        if self.conns.contains_key(&conn) {
-            return Err(ConnectError::DuplicateConnection);
-        }
-        if self.conns.len() >= self.config.limits.max_connections {
-            return Err(ConnectError::TooManyConnections {
-                max: self.config.limits.max_connections,
-            });
-        }
-        self.next_epoch += 1;
-        let epoch = self.next_epoch;
-        self.conns.insert(
-            conn,
-            Conn {
-                last_activity: now,
-                epoch,
-                uid: None,
-            },
-        );
+    pub(in crate::node) fn connect(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+    ) -> Result<(), ConnectError> {
+        let max = self.config.limits.max_connections;
+        let epoch = self.sessions.connect(conn, now, max)?;
         let deadline = now.saturating_add(self.config.limits.connection_ttl);
         self.timers.arm(deadline, TimerKind::Idle(conn, epoch));
         Ok(())
@@ -44,15 +36,20 @@ impl Node {
 
     /// The transport closed the connection (or the driver gave up on it, e.g. a slow consumer). Its user,
     /// if any, leaves every group. No `Close` event follows: the connection is already gone.
-    pub(super) fn disconnect(&mut self, conn: ConnId) {
-        if let Some(uid) = self.conns.remove(&conn).and_then(|state| state.uid) {
+    pub(in crate::node) fn disconnect(&mut self, conn: ConnId) {
+        if let Some(Some(uid)) = self.sessions.disconnect(conn) {
             self.discard(&uid, DiscardReason::Disconnected);
         }
     }
 
     /// A whole frame arrived. Malformed payloads are answered with Bad and the connection stays usable:
     /// framing is intact, so the next frame can be read.
-    pub(super) fn frame(&mut self, conn: ConnId, frame: ClientFrame, now: Instant) -> Outcome {
+    pub(in crate::node) fn frame(
+        &mut self,
+        conn: ConnId,
+        frame: ClientFrame,
+        now: Instant,
+    ) -> Outcome {
         match Request::parse(&frame) {
             Ok(request) => self.request(conn, request, now),
             Err(e) => {
@@ -67,8 +64,8 @@ impl Node {
 
     /// A frame header declared more than `maxPayload` bytes. The client gets Bad PAYLOAD_TOO_LARGE and the
     /// connection is closed: on a stream the rest of that frame cannot be skipped safely.
-    pub(super) fn oversized_frame(&mut self, conn: ConnId, ver: u8, cmd: u16, len: u32) {
-        if !self.conns.contains_key(&conn) {
+    pub(in crate::node) fn oversized_frame(&mut self, conn: ConnId, ver: u8, cmd: u16, len: u32) {
+        if !self.sessions.is_open(conn) {
             return;
         }
         let max = self.config.limits.max_payload;
@@ -83,12 +80,17 @@ impl Node {
 
     /// A decoded request arrived (drivers that run Before hooks decode first, then call this). The outcome
     /// tells the driver whether to run After hooks; the response is already queued either way.
-    pub(super) fn request(&mut self, conn: ConnId, request: Request, now: Instant) -> Outcome {
+    pub(in crate::node) fn request(
+        &mut self,
+        conn: ConnId,
+        request: Request,
+        now: Instant,
+    ) -> Outcome {
         if !self.touch(conn, now) {
             return Outcome::Ignored; // Closed already (e.g. replaced); late frames are dropped.
         }
         let (ver, cmd) = request.ver_cmd();
-        let result = match (request, self.conns.get(&conn).and_then(|c| c.uid.clone())) {
+        let result = match (request, self.sessions.uid_of(conn).cloned()) {
             (Request::Hello { uid, .. }, None) => {
                 self.hello(conn, &uid);
                 Ok(Ran::Finished(None))
@@ -192,7 +194,7 @@ impl Node {
 
     /// Refuses a request with a Bad response and closes the connection (the user, if any, is discarded).
     /// Drivers use this for failed authentication, where the connection must not stay open.
-    pub(super) fn refuse_and_close(
+    pub(in crate::node) fn refuse_and_close(
         &mut self,
         conn: ConnId,
         ver: u8,
@@ -209,13 +211,13 @@ impl Node {
     }
 
     /// Queues an Ok response. Server code uses this to answer custom commands.
-    pub(super) fn respond(&mut self, conn: ConnId, ver: u8, cmd: u16, payload: &[u8]) {
+    pub(in crate::node) fn respond(&mut self, conn: ConnId, ver: u8, cmd: u16, payload: &[u8]) {
         self.send_frame(conn, ver, cmd, Status::Ok, payload);
     }
 
     /// Queues a Bad response carrying `code`, the group the request named (if any) and a reason. Drivers
     /// use this for hook rejections (codes from [`code::APP_MIN`] up).
-    pub(super) fn refuse(
+    pub(in crate::node) fn refuse(
         &mut self,
         conn: ConnId,
         ver: u8,
@@ -230,7 +232,7 @@ impl Node {
 
     /// Queues an Err response (status 5): the server failed while handling the request, through no fault
     /// of the client's. Drivers use this when server code (a hook or handler) fails.
-    pub(super) fn fail(
+    pub(in crate::node) fn fail(
         &mut self,
         conn: ConnId,
         ver: u8,
@@ -245,7 +247,7 @@ impl Node {
 
     /// Queues a whole frame for a connection the node still tracks.
     fn queue_frame(&mut self, conn: ConnId, frame: Bytes) {
-        if self.conns.contains_key(&conn) {
+        if self.sessions.is_open(conn) {
             self.out.transmits.push_back(Transmit {
                 conn,
                 frame,
@@ -255,7 +257,13 @@ impl Node {
     }
 
     /// Queues a push (status 0xFF) to a user's connection. Returns false if the user has no session here.
-    pub(super) fn push_to_user(&mut self, uid: &str, ver: u8, cmd: u16, payload: &[u8]) -> bool {
+    pub(in crate::node) fn push_to_user(
+        &mut self,
+        uid: &str,
+        ver: u8,
+        cmd: u16,
+        payload: &[u8],
+    ) -> bool {
         let Some(conn) = self.sessions.get(uid).map(|s| s.conn) else {
             return false;
         };
@@ -264,7 +272,7 @@ impl Node {
     }
 
     fn send_frame(&mut self, conn: ConnId, ver: u8, cmd: u16, status: Status, payload: &[u8]) {
-        if self.conns.contains_key(&conn) {
+        if self.sessions.is_open(conn) {
             let mut out = bytes::BytesMut::new();
             encode_server_frame(ver, cmd, status, payload, &mut out);
             self.out.transmits.push_back(Transmit {
@@ -277,13 +285,7 @@ impl Node {
 
     /// Records traffic on a connection; false if the node does not know it.
     fn touch(&mut self, conn: ConnId, now: Instant) -> bool {
-        match self.conns.get_mut(&conn) {
-            Some(state) => {
-                state.last_activity = now;
-                true
-            }
-            None => false,
-        }
+        self.sessions.touch(conn, now)
     }
 
     fn hello(&mut self, conn: ConnId, uid: &str) {
@@ -293,18 +295,7 @@ impl Node {
         }
         let uid: Uid = uid.into();
         let sid = self.next_sid();
-        let older = self.sessions.insert(
-            uid.clone(),
-            Session {
-                sid,
-                conn,
-                groups: Vec::new(),
-            },
-        );
-        debug_assert!(older.is_none(), "the older session was discarded first");
-        if let Some(state) = self.conns.get_mut(&conn) {
-            state.uid = Some(uid.clone());
-        }
+        self.sessions.open(conn, uid.clone(), sid);
         self.respond(conn, VER_CONTROL, cmd::HELLO, &sid.0);
         self.out
             .events
@@ -312,16 +303,14 @@ impl Node {
     }
 
     /// Forgets a connection, discards its session, and asks the driver to close it.
-    pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason, discard: DiscardReason) {
-        if let Some(state) = self.conns.remove(&conn) {
-            debug_assert!(
-                state
-                    .uid
-                    .as_ref()
-                    .is_none_or(|u| self.sessions.get(u).is_none_or(|s| s.conn == conn)),
-                "a connection's session points back at it"
-            );
-            if let Some(uid) = state.uid {
+    pub(in crate::node) fn close(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        discard: DiscardReason,
+    ) {
+        if let Some(uid) = self.sessions.disconnect(conn) {
+            if let Some(uid) = uid {
                 self.discard(&uid, discard);
             }
             self.out.events.push_back(Event::Close { conn, reason });
@@ -331,7 +320,7 @@ impl Node {
     /// Ends a session: the user leaves every group (in join order); each group's remaining members get a
     /// 112 push with the discard custom message, even when it is empty.
     fn discard(&mut self, uid: &Uid, reason: DiscardReason) {
-        let Some(session) = self.sessions.remove(uid) else {
+        let Some(session) = self.sessions.end(uid) else {
             return;
         };
         for id in &session.groups {
@@ -353,7 +342,7 @@ impl Node {
 
     /// Applies the emptiness rules after a member left: delete at once, or start the ttl countdown.
     /// Only the owner decides (it sees every node's members); copies wait for its `Deleted`.
-    pub(super) fn after_member_removed(&mut self, id: &GroupId) {
+    pub(in crate::node) fn after_member_removed(&mut self, id: &GroupId) {
         let now = self.now;
         let own = self.config.addr;
         let Some(group) = self.groups.get_mut(id) else {
@@ -370,7 +359,7 @@ impl Node {
         arm_ttl(group, &mut self.timers);
     }
 
-    pub(super) fn delete_group(&mut self, id: &GroupId) {
+    pub(in crate::node) fn delete_group(&mut self, id: &GroupId) {
         if let Some(version) = self
             .groups
             .get(id)
@@ -398,7 +387,7 @@ impl Node {
     }
 
     /// A message for the byte payload of an Offline push; kept here with the other control frames.
-    pub(super) fn offline_frame() -> Bytes {
+    pub(in crate::node) fn offline_frame() -> Bytes {
         let mut out = bytes::BytesMut::new();
         encode_server_frame(VER_CONTROL, cmd::OFFLINE, Status::Push, &[], &mut out);
         out.freeze()
@@ -406,7 +395,7 @@ impl Node {
 }
 
 /// Arms the ttl check of an empty allow_empty group unless one is already pending.
-pub(super) fn arm_ttl(group: &mut Group, timers: &mut super::timers::Timers) {
+pub(in crate::node) fn arm_ttl(group: &mut Group, timers: &mut crate::node::timers::Timers) {
     if group.is_static || group.ttl_timer_armed {
         return;
     }

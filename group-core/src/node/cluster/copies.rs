@@ -10,8 +10,8 @@ use crate::cluster::mesh::{
     DigestEntry, GroupState, MemberState, MeshMessage, Notice, Version, members_fingerprint,
 };
 use crate::id::{GroupId, NodeAddr};
-use crate::node::group::{Group, Member};
-use crate::node::remote_join::valid_uid;
+use crate::node::groups::group::{Group, Member};
+use crate::node::remote_joins::valid_uid;
 use crate::node::{Event, Node, Sid};
 use crate::proto::member_push;
 
@@ -446,9 +446,7 @@ impl Node {
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in local {
-            if let Some(session) = self.sessions.get_mut(&uid) {
-                session.groups.retain(|g| g != id);
-            }
+            self.sessions.left(&uid, id);
         }
         let seen = group.version.max(version);
         self.groups.remove(id);
