@@ -262,7 +262,7 @@ impl Node {
                 Handled::Done
             }
             Input::Mesh { from, message } => {
-                if from != self.config.addr && !self.live_nodes.contains(&from) {
+                if from != self.config.addr && !self.cluster.is_live(from) {
                     self.node_up(from);
                 }
                 self.mesh(from, message);

@@ -38,6 +38,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::id::{GroupId, NodeAddr};
 use crate::rng::SplitMix64;
 use crate::time::Instant;
+use cluster::ClusterView;
 use groups::group::Group;
 use output::Outputs;
 use remote_joins::RemoteJoins;
@@ -108,22 +109,13 @@ pub struct Node {
     groups: BTreeMap<GroupId, Group>,
     /// Groups random join may pick.
     random_pool: BTreeSet<GroupId>,
-    /// Other nodes the membership layer reports alive: candidates for the backups of new groups.
-    live_nodes: BTreeSet<NodeAddr>,
+    /// Which other nodes are alive, deleted groups, epochs claimed: this node's view of the cluster.
+    cluster: ClusterView,
     timers: Timers,
     /// What the last inputs produced, until drained.
     out: Outputs,
     /// Remote joins waiting for an answer, by op.
     joins: RemoteJoins,
-    /// The periodic digest timer is in the heap.
-    sync_armed: bool,
-    /// Groups deleted lately, with their version at deletion and when: late or reordered states of those
-    /// epochs must not resurrect them. Pruned by the digest timer.
-    tombstones: BTreeMap<GroupId, (crate::cluster::mesh::Version, Instant)>,
-    /// The lowest epoch this node may claim next. It only grows, and starts from the wall clock in
-    /// seconds, so that this node (even restarted) never claims the same epoch of a group twice: one
-    /// (owner, version) must never stand for two different member lists.
-    epoch_floor: u32,
     rng: SplitMix64,
     offline: bool,
     /// Creation time of the last ID issued: IDs never repeat even when `now` does.
@@ -157,21 +149,18 @@ impl Node {
                 value: config.limits.max_groups.to_string(),
             });
         }
+        let epoch_floor =
+            u32::try_from(config.clock_origin_ns.saturating_add(now.as_nanos()) / 1_000_000_000)
+                .unwrap_or(u32::MAX);
         let mut node = Node {
             rng: SplitMix64::new(config.seed),
             sessions: Sessions::default(),
             groups: BTreeMap::new(),
             random_pool: BTreeSet::new(),
-            live_nodes: BTreeSet::new(),
+            cluster: ClusterView::new(config.addr, epoch_floor),
             timers: Timers::default(),
             out: Outputs::default(),
             joins: RemoteJoins::default(),
-            sync_armed: false,
-            tombstones: BTreeMap::new(),
-            epoch_floor: u32::try_from(
-                config.clock_origin_ns.saturating_add(now.as_nanos()) / 1_000_000_000,
-            )
-            .unwrap_or(u32::MAX),
             offline: false,
             last_id_ns: 0,
             next_epoch: 0,
@@ -286,22 +275,13 @@ impl Node {
 
     /// The other nodes the membership layer reports alive.
     pub fn live_nodes(&self) -> impl Iterator<Item = NodeAddr> + '_ {
-        self.live_nodes.iter().copied()
+        self.cluster.live()
     }
 
     /// The backups a group created now gets: the next (up to) two live nodes after this one in address
     /// order, wrapping around. Deterministic, and it spreads backup duty evenly over the cluster.
     pub fn backup_candidates(&self) -> Vec<NodeAddr> {
-        let own = self.config.addr;
-        let after = self
-            .live_nodes
-            .range((std::ops::Bound::Excluded(own), std::ops::Bound::Unbounded));
-        let before = self.live_nodes.range(..own);
-        after
-            .chain(before)
-            .take(crate::id::MAX_ID_NODES - 1)
-            .copied()
-            .collect()
+        self.cluster.backup_candidates()
     }
 
     /// Pending timer entries (live or stale), bounded by connections plus three per group.

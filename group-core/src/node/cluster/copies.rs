@@ -101,7 +101,7 @@ impl Node {
         }
         // A state naming an owner this node already knows to be dead: fail over now, as if the news of
         // its death came after the state.
-        if state.owner != own && !self.live_nodes.contains(&state.owner) {
+        if state.owner != own && !self.cluster.is_live(state.owner) {
             self.fail_over(&state.id, state.owner);
         }
     }
@@ -207,7 +207,7 @@ impl Node {
     /// this node's copy when it is newer from the same owner, or when it comes from a stronger claim.
     pub(in crate::node) fn on_state(&mut self, from: NodeAddr, state: GroupState) {
         let own = self.config.addr;
-        if self.buried(&state.id, state.version) {
+        if self.cluster.buried(&state.id, state.version) {
             return;
         }
         let theirs = claim(&state.id, state.version.epoch, state.owner);
@@ -265,7 +265,7 @@ impl Node {
                 let current = group.owner.unwrap_or(own);
                 // The node this copy follows says it follows another: it gave the group up.
                 let abdicated = from == current;
-                let orphaned = !self.live_nodes.contains(&current);
+                let orphaned = !self.cluster.is_live(current);
                 if abdicated || orphaned || theirs > claim(&state.id, group.version.epoch, current)
                 {
                     self.install_copy(state, from);
@@ -301,10 +301,10 @@ impl Node {
                     let current = g.owner.unwrap_or(own);
                     let stronger =
                         claim(id, entry.version.epoch, from) > claim(id, g.version.epoch, current);
-                    (!self.live_nodes.contains(&current) || stronger, false)
+                    (!self.cluster.is_live(current) || stronger, false)
                 }
                 None => (
-                    in_id && !self.buried(id, entry.version),
+                    in_id && !self.cluster.buried(id, entry.version),
                     entry.members_here != nobody,
                 ),
             };
@@ -341,14 +341,11 @@ impl Node {
         if let Some(copy) = copy.filter(|c| c.id == *id && c.owner == own) {
             // The sender expects this node to take over a group whose owner died.
             let dead_owner = id.layout().map(|l| l.owner).ok();
-            let owner_gone = dead_owner.is_none_or(|o| o == own || !self.live_nodes.contains(&o));
+            let owner_gone = dead_owner.is_none_or(|o| o == own || !self.cluster.is_live(o));
             match self.groups.get(id) {
                 // Installing a copy that names this node as owner takes the group over.
                 None if owner_gone => self.install_copy(copy, from),
-                Some(g)
-                    if !g.owned_by(own)
-                        && g.owner.is_none_or(|o| !self.live_nodes.contains(&o)) =>
-                {
+                Some(g) if !g.owned_by(own) && g.owner.is_none_or(|o| !self.cluster.is_live(o)) => {
                     self.take_ownership(id);
                 }
                 _ => {}
@@ -358,7 +355,7 @@ impl Node {
             Some(g) if g.owned_by(own) => g,
             // The sender takes this node for the owner of a group it does not have: gone.
             None => {
-                let version = self.tombstone_version(id);
+                let version = self.cluster.tombstone_version(id);
                 return self.send_mesh(
                     from,
                     MeshMessage::Deleted {
@@ -411,18 +408,6 @@ impl Node {
         }
     }
 
-    /// The version a deleted group had, as far as this node knows (zero if it never held it).
-    pub(in crate::node) fn tombstone_version(&self, id: &GroupId) -> Version {
-        self.tombstones.get(id).map(|(v, _)| *v).unwrap_or_default()
-    }
-
-    /// Whether a state at `version` is older than a deletion this node knows of.
-    pub(in crate::node) fn buried(&self, id: &GroupId, version: Version) -> bool {
-        self.tombstones
-            .get(id)
-            .is_some_and(|(deleted, _)| version.epoch <= deleted.epoch)
-    }
-
     pub(in crate::node) fn on_deleted(&mut self, from: NodeAddr, id: &GroupId, version: Version) {
         let own = self.config.addr;
         let Some(group) = self.groups.get(id) else {
@@ -450,7 +435,7 @@ impl Node {
         }
         let seen = group.version.max(version);
         self.groups.remove(id);
-        self.tombstones.insert(*id, (seen, self.now));
+        self.cluster.bury(*id, seen, self.now);
         self.random_pool.remove(id);
         self.out
             .events

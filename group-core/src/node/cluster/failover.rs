@@ -20,11 +20,10 @@ impl Node {
     /// of two owners wins after a partition heals.
     pub(in crate::node) fn node_up(&mut self, node: NodeAddr) {
         let own = self.config.addr;
-        if node == own || !self.live_nodes.insert(node) {
+        if !self.cluster.node_up(node) {
             return;
         }
-        if !self.sync_armed {
-            self.sync_armed = true;
+        if self.cluster.arm_sync() {
             let at = self
                 .now
                 .saturating_add(self.config.limits.mesh_sync_interval);
@@ -48,8 +47,7 @@ impl Node {
     /// The membership layer reports a node dead (or gone). Its members leave every group (the others get
     /// the discard push), joins waiting on it move on, and groups it owned move to their first live backup.
     pub(in crate::node) fn node_down(&mut self, node: NodeAddr) {
-        let own = self.config.addr;
-        if node == own || !self.live_nodes.remove(&node) {
+        if !self.cluster.node_down(node) {
             return;
         }
         self.retry_joins_waiting_on(node);
@@ -81,7 +79,7 @@ impl Node {
             .backups
             .iter()
             .copied()
-            .find(|b| *b != dead && (*b == own || self.live_nodes.contains(b)));
+            .find(|b| *b != dead && (*b == own || self.cluster.is_live(*b)));
         match successor {
             Some(next) if next == own => self.take_ownership(id),
             Some(next) => {
@@ -154,8 +152,7 @@ impl Node {
             return;
         }
         group.owner = Some(own);
-        let epoch = group.version.epoch.saturating_add(1).max(self.epoch_floor);
-        self.epoch_floor = epoch.saturating_add(1);
+        let epoch = self.cluster.claim_epoch(group.version.epoch);
         group.version = Version { epoch, seq: 0 };
         group.backups = id
             .layout()
@@ -167,7 +164,7 @@ impl Node {
             .members
             .values()
             .map(|m| m.node)
-            .filter(|n| *n != own && !self.live_nodes.contains(n))
+            .filter(|n| *n != own && !self.cluster.is_live(*n))
             .collect();
         for node in dead {
             self.remove_members_of(id, node);
@@ -244,7 +241,7 @@ impl Node {
                 .backups
                 .iter()
                 .copied()
-                .find(|b| self.live_nodes.contains(b))
+                .find(|b| self.cluster.is_live(*b))
             else {
                 continue;
             };
@@ -259,19 +256,17 @@ impl Node {
     /// The digest timer fired: tell each node the versions of the groups it holds copies of.
     pub(in crate::node) fn send_digests(&mut self) {
         let own = self.config.addr;
-        self.sync_armed = false;
+        self.cluster.sync_fired();
         let keep = self.config.limits.mesh_sync_interval.saturating_mul(10);
-        let now = self.now;
-        self.tombstones
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) <= keep);
-        if self.live_nodes.is_empty() {
+        self.cluster.prune_tombstones(self.now, keep);
+        if self.cluster.is_alone() {
             return;
         }
         let mut per_node: std::collections::BTreeMap<NodeAddr, Vec<DigestEntry>> =
             Default::default();
         for group in self.groups.values().filter(|g| g.owned_by(own)) {
             for node in group.copy_holders_except(own) {
-                if self.live_nodes.contains(&node) {
+                if self.cluster.is_live(node) {
                     per_node.entry(node).or_default().push(DigestEntry {
                         group: group.id,
                         version: group.version,
@@ -289,7 +284,7 @@ impl Node {
             let Some(owner) = group.owner.filter(|o| *o != own) else {
                 continue;
             };
-            if self.live_nodes.contains(&owner)
+            if self.cluster.is_live(owner)
                 && now.saturating_duration_since(group.heard_from_owner) > silence
             {
                 group.heard_from_owner = now;
@@ -307,7 +302,8 @@ impl Node {
                 self.send_mesh(node, digest);
             }
         }
-        self.sync_armed = true;
+        let armed = self.cluster.arm_sync();
+        debug_assert!(armed, "one digest timer at a time");
         let at = self
             .now
             .saturating_add(self.config.limits.mesh_sync_interval);

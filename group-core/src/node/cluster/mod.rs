@@ -9,6 +9,9 @@
 
 mod copies;
 mod failover;
+mod view;
+
+pub(crate) use view::ClusterView;
 
 use std::sync::Arc;
 
@@ -70,7 +73,7 @@ impl Node {
                     }
                     // The asker's copy outlived the group (it missed `Deleted`).
                     None => {
-                        let version = self.tombstone_version(&group);
+                        let version = self.cluster.tombstone_version(&group);
                         self.send_mesh(from, MeshMessage::Deleted { group, version });
                     }
                     Some(_) => {}

@@ -332,7 +332,7 @@ impl Node {
     /// A static group has no owner to fan its join and leave pushes out: they go to every live node.
     fn relay_static_notice(&mut self, id: &GroupId, uid: &str, notice: Option<Notice>) {
         if let Some(notice) = notice {
-            let targets: Vec<NodeAddr> = self.live_nodes.iter().copied().collect();
+            let targets: Vec<NodeAddr> = self.cluster.live().collect();
             let entry = RelayEntry::StaticMember {
                 uid: uid.into(),
                 notice,
@@ -346,7 +346,7 @@ impl Node {
     fn send_and_relay(&mut self, id: &GroupId, entry: PendingEntry) {
         let own = self.config.addr;
         let targets: Vec<NodeAddr> = match self.groups.get(id) {
-            Some(g) if g.is_static => self.live_nodes.iter().copied().collect(),
+            Some(g) if g.is_static => self.cluster.live().collect(),
             Some(g) => g.member_nodes_except(own),
             None => Vec::new(),
         };

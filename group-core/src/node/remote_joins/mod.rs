@@ -52,7 +52,7 @@ impl Node {
             candidates.extend(layout.nodes());
         }
         let mut seen = std::collections::BTreeSet::new();
-        candidates.retain(|n| *n != own && self.live_nodes.contains(n) && seen.insert(*n));
+        candidates.retain(|n| *n != own && self.cluster.is_live(*n) && seen.insert(*n));
         if candidates.is_empty() {
             return Err(JoinError::GroupNotFound);
         }

@@ -374,7 +374,7 @@ impl Node {
                     version,
                 },
             );
-            self.tombstones.insert(*id, (version, self.now));
+            self.cluster.bury(*id, version, self.now);
         }
         if let Some(group) = self.groups.remove(id) {
             debug_assert!(!group.is_static, "static groups are never deleted");
