@@ -5,9 +5,10 @@
 //! to a [`Sink`] and returns the next deadline ([`output`]). Getters (`&self`) answer questions for
 //! server code and never change anything.
 //!
-//! The state is split by what owns which invariant: connections and sessions (`session`), groups with
-//! their members and merge buffers (`group`, `members`, `ops`), the cluster's copies and failover
-//! (`mesh_input`, `failover`), and joins waiting for another node (`remote_join`).
+//! The state is split by what owns which invariant, each part in its folder: connections and sessions
+//! (`sessions`, `Sessions`), groups with their members and merge buffers
+//! (`groups`), this node's view of the cluster with the copies of other nodes' groups and failover
+//! (`cluster`), and joins waiting for another node (`remote_joins`).
 
 mod cluster;
 mod error;

@@ -221,21 +221,24 @@ impl Node {
     /// simulations and the benches share. A connection the sink cannot write to is disconnected at
     /// `now` (its user leaves every group), and what that produces is drained too.
     pub fn drain(&mut self, now: Instant, sink: &mut impl Sink) -> Option<Instant> {
-        // Bounded: every output was produced by an input, and a refused transmit forgets its
-        // connection, so it cannot be refused twice.
-        while let Some(output) = self.poll() {
-            match output {
-                Output::Transmit(t) => {
-                    let conn = t.conn;
-                    if !sink.transmit(t) && self.sessions.is_open(conn) {
-                        let _done = self.handle(Input::Disconnect(conn), now);
-                    }
+        // The order of `poll`, without building an `Output` per frame (a broadcast to N members is N
+        // frames: this loop is the hot path). Bounded: every output was produced by an input, and a
+        // refused transmit forgets its connection, so it cannot be refused twice.
+        loop {
+            if let Some(t) = self.out.transmits.pop_front() {
+                let conn = t.conn;
+                if !sink.transmit(t) && self.sessions.is_open(conn) {
+                    let _done = self.handle(Input::Disconnect(conn), now);
                 }
-                Output::Event(e) => sink.event(e),
-                Output::Mesh(m) => sink.mesh(m),
-                Output::Timeout(_) => {}
+            } else if let Some(e) = self.out.events.pop_front() {
+                sink.event(e);
+            } else if let Some(m) = self.out.mesh.pop_front() {
+                sink.mesh(m);
+            } else {
+                break;
             }
         }
+        self.out.timeout_told = true;
         self.poll_timeout()
     }
 }
