@@ -2,6 +2,7 @@
 
 //! Two KCP endpoints over a simulated link: seeded loss, duplication and reordering, virtual time.
 
+use super::segment::SegmentError;
 use super::*;
 
 use crate::rng::SplitMix64 as Rng;
