@@ -85,13 +85,8 @@ pub unsafe extern "C" fn group_client_connect(
         let addr: std::net::SocketAddr = unsafe { text(addr, addr_len) }?
             .parse()
             .map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("group-client")
-            .enable_all()
-            .build()
-            .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)?;
-        let connecting = async {
+        let runtime = crate::threads::runtime("group-client", 1)?;
+        let connecting = async move {
             match transport {
                 1 => Ok(Client::connect_tcp(addr).await),
                 2 => Ok(Client::connect_udp(addr).await),
@@ -99,8 +94,10 @@ pub unsafe extern "C" fn group_client_connect(
                 _ => Err(group_result::GROUP_RESULT_INVALID_ARGUMENT),
             }
         };
+        // On a library thread, like every socket operation (see threads.rs): the handshake writes.
         let client = runtime
-            .block_on(connecting)?
+            .block_on(runtime.spawn(connecting))
+            .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)??
             .map_err(|_| group_result::GROUP_RESULT_DISCONNECTED)?;
         let client = Box::new(group_client {
             client,

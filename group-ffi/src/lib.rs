@@ -23,6 +23,7 @@ mod queries;
 mod result;
 mod server;
 mod slice;
+mod threads;
 
 pub use api::{
     GROUP_ID_LEN, group_server_announce, group_server_broadcast, group_server_broadcast_nowait,

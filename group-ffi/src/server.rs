@@ -157,12 +157,8 @@ pub unsafe extern "C" fn group_server_new(
         } else {
             worker_threads
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::try_from(workers).unwrap_or(2))
-            .thread_name("group-server")
-            .enable_all()
-            .build()
-            .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)?;
+        let workers = usize::try_from(workers).unwrap_or(2);
+        let runtime = crate::threads::runtime("group-server", workers)?;
         let max_payload = usize::try_from(config.limits.max_payload).unwrap_or(usize::MAX);
         let events = Arc::new(Events::default());
         let sink = events.clone();
