@@ -31,7 +31,7 @@
 
 // What a `group_` function came to. Codes start at 7000 so that they are not mistaken for errno values
 // or booleans; compare with `GROUP_RESULT_OK`.
-enum group_result
+enum group_result_t
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -73,14 +73,14 @@ enum group_result
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum group_result group_result;
+typedef enum group_result_t group_result_t;
 #else
-typedef uint32_t group_result;
+typedef uint32_t group_result_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
 // The listeners a server has, for `group_server_port`.
-enum group_transport
+enum group_transport_t
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -96,14 +96,14 @@ enum group_transport
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum group_transport group_transport;
+typedef enum group_transport_t group_transport_t;
 #else
-typedef uint32_t group_transport;
+typedef uint32_t group_transport_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
 // The commands that have hooks.
-enum group_command
+enum group_command_t
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -121,14 +121,14 @@ enum group_command
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum group_command group_command;
+typedef enum group_command_t group_command_t;
 #else
-typedef uint32_t group_command;
+typedef uint32_t group_command_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
 // When a hook runs.
-enum group_hook_phase
+enum group_hook_phase_t
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -140,14 +140,14 @@ enum group_hook_phase
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum group_hook_phase group_hook_phase;
+typedef enum group_hook_phase_t group_hook_phase_t;
 #else
-typedef uint32_t group_hook_phase;
+typedef uint32_t group_hook_phase_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
 // What a push is.
-enum group_push_kind
+enum group_push_kind_t
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -165,14 +165,14 @@ enum group_push_kind
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum group_push_kind group_push_kind;
+typedef enum group_push_kind_t group_push_kind_t;
 #else
-typedef uint32_t group_push_kind;
+typedef uint32_t group_push_kind_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
 // What an event is.
-enum group_event_kind
+enum group_event_kind_t
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -191,36 +191,36 @@ enum group_event_kind
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum group_event_kind group_event_kind;
+typedef enum group_event_kind_t group_event_kind_t;
 #else
-typedef uint32_t group_event_kind;
+typedef uint32_t group_event_kind_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
 // A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
 // client must not overlap (use one client per thread, or lock around it).
-typedef struct group_client group_client;
+typedef struct group_client_t group_client_t;
 
 // A group server hosted in this process. Create with `group_server_new`, free with `group_server_free`.
 // Every function on it may be called from any thread; the state below is locked for each call.
-typedef struct group_server group_server;
+typedef struct group_server_t group_server_t;
 
 // Produces a discard or rejoin message: writes at most `buf_len` bytes (`GROUP_MAX_CUSTOM_MESSAGE`) into
 // `buf` and returns how many it wrote (0: an empty message). `group` (52 bytes), `uid` (`uid_len`
 // bytes) and `sid` (16 bytes) live during the call. Called on the server's node thread: it must return at
 // once and must not call the server API (that returns `GROUP_RESULT_WRONG_THREAD`).
-typedef size_t (*group_message_fn)(void *userdata,
-                                   const uint8_t *group,
-                                   const uint8_t *uid,
-                                   size_t uid_len,
-                                   const uint8_t *sid,
-                                   uint8_t *buf,
-                                   size_t buf_len);
+typedef size_t (*group_message_fn_t)(void *userdata,
+                                     const uint8_t *group,
+                                     const uint8_t *uid,
+                                     size_t uid_len,
+                                     const uint8_t *sid,
+                                     uint8_t *buf,
+                                     size_t buf_len);
 
 // A tick callback: `group` (52 bytes) lives during the call. Called on one of the server's blocking
 // threads, where the blocking server API is allowed (a tick typically announces to its group); a slow
 // callback delays nothing else, but a tick that outlasts the interval overlaps the next one.
-typedef void (*group_tick_fn)(void *userdata, const uint8_t *group);
+typedef void (*group_tick_fn_t)(void *userdata, const uint8_t *group);
 
 // What a hooked request is. Byte strings are pointer + length and are not NUL-terminated.
 typedef struct {
@@ -245,13 +245,13 @@ typedef struct {
   const uint8_t *payload;
   // Length of `payload`.
   size_t payload_len;
-} group_hook_call;
+} group_hook_call_t;
 
 // A hook callback. `call` and everything it points to live only during the callback; `token` lives until
 // it is answered with `group_next` (or times out). Called on one of the server's own threads; it must
 // return promptly (answer later from another thread if the decision takes time) and must not unwind
 // (no C++ exception may leave it).
-typedef void (*group_hook_fn)(void *userdata, const group_hook_call *call, uint64_t token);
+typedef void (*group_hook_fn_t)(void *userdata, const group_hook_call_t *call, uint64_t token);
 
 // One push, as `group_client_poll_push` hands it out. `uid` and `message` are offsets into the caller's
 // buffer: bytes `[0, uid_len)` are the uid, `[uid_len, uid_len + message_len)` the message.
@@ -266,7 +266,7 @@ typedef struct {
   size_t message_len;
   // For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
   uint16_t code;
-} group_push;
+} group_push_t;
 
 // One event. The uid is handed out separately (a buffer for polling, a pointer for the callback).
 typedef struct {
@@ -281,12 +281,12 @@ typedef struct {
   // Why a session was discarded: 1 Fin, 2 disconnected, 3 idle, 4 replaced by a newer Hello, 5 closed for
   // a protocol violation. For `GROUP_EVENT_BROADCAST_REFUSED`: the protocol code. 0 otherwise.
   uint32_t reason;
-} group_event;
+} group_event_t;
 
 // The event callback: `event` and `uid` (`event->uid_len` bytes) live only during the call. Called on
 // the server's node thread for every event; it must return at once and must not call back into blocking
 // functions of this server (they return `GROUP_RESULT_WRONG_THREAD`).
-typedef void (*group_event_fn)(void *userdata, const group_event *event, const uint8_t *uid);
+typedef void (*group_event_fn_t)(void *userdata, const group_event_t *event, const uint8_t *uid);
 
 // A node's mesh address (IPv4, as the mesh uses).
 typedef struct {
@@ -294,7 +294,7 @@ typedef struct {
   uint8_t ip[4];
   // The port.
   uint16_t port;
-} group_node_addr;
+} group_node_addr_t;
 
 // What a group looks like on this node (its copy, for a group owned elsewhere).
 typedef struct {
@@ -305,7 +305,7 @@ typedef struct {
   // 1 when `owner` is set (every group but a static one).
   uint8_t has_owner;
   // The node that owns the group.
-  group_node_addr owner;
+  group_node_addr_t owner;
   // How long an empty group survives, in milliseconds.
   uint64_t ttl_ms;
   // Merge interval of outbound messages in milliseconds (0: no merging).
@@ -318,7 +318,7 @@ typedef struct {
   uint32_t epoch;
   // Membership changes within the epoch.
   uint64_t seq;
-} group_snapshot;
+} group_snapshot_t;
 
 // One member of a group.
 typedef struct {
@@ -328,7 +328,7 @@ typedef struct {
   size_t uid_len;
   // The member's 16-byte session ID.
   uint8_t sid[16];
-} group_member;
+} group_member_t;
 
 #ifdef __cplusplus
 extern "C" {
@@ -345,15 +345,15 @@ const char *group_version(void);
 // # Safety
 // `server` live and started; `creator` points to `creator_len` bytes; `group_out` to 52 writable bytes;
 // `refusal` NULL or a writable `uint16_t`. Any thread but the server's own.
-group_result group_server_new_group(const group_server *server,
-                                    const uint8_t *creator,
-                                    size_t creator_len,
-                                    uint8_t allow_empty,
-                                    uint8_t join,
-                                    uint16_t ttl_s,
-                                    uint16_t interval_ms,
-                                    uint8_t *group_out,
-                                    uint16_t *refusal);
+group_result_t group_server_new_group(const group_server_t *server,
+                                      const uint8_t *creator,
+                                      size_t creator_len,
+                                      uint8_t allow_empty,
+                                      uint8_t join,
+                                      uint16_t ttl_s,
+                                      uint16_t interval_ms,
+                                      uint8_t *group_out,
+                                      uint16_t *refusal);
 
 // Joins user `uid` (a session on this node) to `group` (52 bytes). When `message` is not empty the other
 // members get a push with `ver`/`cmd` (1/111 is the client protocol's own join push). **Blocking.**
@@ -361,30 +361,30 @@ group_result group_server_new_group(const group_server *server,
 // # Safety
 // `server` live and started; `group` 52 readable bytes; `uid` and `message` their lengths of readable
 // bytes; `refusal` NULL or writable. Any thread but the server's own.
-group_result group_server_join(const group_server *server,
-                               const uint8_t *group,
-                               const uint8_t *uid,
-                               size_t uid_len,
-                               const uint8_t *message,
-                               size_t message_len,
-                               uint8_t ver,
-                               uint16_t cmd,
-                               uint16_t *refusal);
+group_result_t group_server_join(const group_server_t *server,
+                                 const uint8_t *group,
+                                 const uint8_t *uid,
+                                 size_t uid_len,
+                                 const uint8_t *message,
+                                 size_t message_len,
+                                 uint8_t ver,
+                                 uint16_t cmd,
+                                 uint16_t *refusal);
 
 // Removes `uid` from `group`; the remaining members get a `ver`/`cmd` push when `message` is not empty.
 // **Blocking.**
 //
 // # Safety
 // As `group_server_join`.
-group_result group_server_leave(const group_server *server,
-                                const uint8_t *group,
-                                const uint8_t *uid,
-                                size_t uid_len,
-                                const uint8_t *message,
-                                size_t message_len,
-                                uint8_t ver,
-                                uint16_t cmd,
-                                uint16_t *refusal);
+group_result_t group_server_leave(const group_server_t *server,
+                                  const uint8_t *group,
+                                  const uint8_t *uid,
+                                  size_t uid_len,
+                                  const uint8_t *message,
+                                  size_t message_len,
+                                  uint8_t ver,
+                                  uint16_t cmd,
+                                  uint16_t *refusal);
 
 // Sends `message` from member `uid` to the other members of `group` (on every node), with `ver`/`cmd`
 // (1/113 is the protocol's broadcast push). `reliable` (0 or 1) picks the UDP channel for UDP members.
@@ -392,16 +392,16 @@ group_result group_server_leave(const group_server *server,
 //
 // # Safety
 // As `group_server_join`.
-group_result group_server_broadcast(const group_server *server,
-                                    const uint8_t *group,
-                                    const uint8_t *uid,
-                                    size_t uid_len,
-                                    uint8_t ver,
-                                    uint16_t cmd,
-                                    const uint8_t *message,
-                                    size_t message_len,
-                                    uint8_t reliable,
-                                    uint16_t *refusal);
+group_result_t group_server_broadcast(const group_server_t *server,
+                                      const uint8_t *group,
+                                      const uint8_t *uid,
+                                      size_t uid_len,
+                                      uint8_t ver,
+                                      uint16_t cmd,
+                                      const uint8_t *message,
+                                      size_t message_len,
+                                      uint8_t reliable,
+                                      uint16_t *refusal);
 
 // Queues a broadcast from member `uid` to the other members of `group` (as `group_server_broadcast`) and
 // returns at once: **not blocking**, so any thread may call it, the server's own callbacks included. It
@@ -412,29 +412,29 @@ group_result group_server_broadcast(const group_server *server,
 // # Safety
 // `server` live and started; `group` 52 readable bytes; `uid` and `message` their lengths of readable
 // bytes. Any thread.
-group_result group_server_broadcast_nowait(const group_server *server,
-                                           const uint8_t *group,
-                                           const uint8_t *uid,
-                                           size_t uid_len,
-                                           uint8_t ver,
-                                           uint16_t cmd,
-                                           const uint8_t *message,
-                                           size_t message_len,
-                                           uint8_t reliable);
+group_result_t group_server_broadcast_nowait(const group_server_t *server,
+                                             const uint8_t *group,
+                                             const uint8_t *uid,
+                                             size_t uid_len,
+                                             uint8_t ver,
+                                             uint16_t cmd,
+                                             const uint8_t *message,
+                                             size_t message_len,
+                                             uint8_t reliable);
 
 // Sends `message` to every member of `group` from the server itself (an entry with an empty uid). No
 // client command can do this. **Blocking** until the node has queued it.
 //
 // # Safety
 // As `group_server_join` (without a uid).
-group_result group_server_announce(const group_server *server,
-                                   const uint8_t *group,
-                                   uint8_t ver,
-                                   uint16_t cmd,
-                                   const uint8_t *message,
-                                   size_t message_len,
-                                   uint8_t reliable,
-                                   uint16_t *refusal);
+group_result_t group_server_announce(const group_server_t *server,
+                                     const uint8_t *group,
+                                     uint8_t ver,
+                                     uint16_t cmd,
+                                     const uint8_t *message,
+                                     size_t message_len,
+                                     uint8_t reliable,
+                                     uint16_t *refusal);
 
 // Writes the group `uid` joined most recently (Diarkis's GetGroupID) to `group_out` (52 bytes).
 // `GROUP_RESULT_NOT_FOUND` when the user has no session here or is in no group. **Blocking.**
@@ -442,17 +442,17 @@ group_result group_server_announce(const group_server *server,
 // # Safety
 // `server` live and started; `uid` `uid_len` readable bytes; `group_out` 52 writable bytes. Any thread but
 // the server's own.
-group_result group_server_latest_group(const group_server *server,
-                                       const uint8_t *uid,
-                                       size_t uid_len,
-                                       uint8_t *group_out);
+group_result_t group_server_latest_group(const group_server_t *server,
+                                         const uint8_t *uid,
+                                         size_t uid_len,
+                                         uint8_t *group_out);
 
 // Takes the node offline: it refuses new groups, pushes Offline to every client, and hands the groups it
 // owns to their backups. The server keeps running until `group_server_stop`. **Blocking.**
 //
 // # Safety
 // `server` live and started. Any thread but the server's own.
-group_result group_server_set_offline(const group_server *server);
+group_result_t group_server_set_offline(const group_server_t *server);
 
 // Sets the callback producing the discard (`GROUP_MESSAGE_DISCARD`) or rejoin (`GROUP_MESSAGE_REJOIN`)
 // custom message; without one the message is empty. Only before `group_server_start`.
@@ -460,10 +460,10 @@ group_result group_server_set_offline(const group_server *server);
 // # Safety
 // `server` live; `callback` and `userdata` usable from the server's node thread until the server is
 // freed. Any thread.
-group_result group_server_set_message(const group_server *server,
-                                      uint32_t kind,
-                                      group_message_fn callback,
-                                      void *userdata);
+group_result_t group_server_set_message(const group_server_t *server,
+                                        uint32_t kind,
+                                        group_message_fn_t callback,
+                                        void *userdata);
 
 // Calls `callback(userdata, group)` every `interval_ms` milliseconds (at least 1000) while `group`
 // exists on this node (Diarkis's SetOnTick); `interval_ms` 0 stops it. Setting it again replaces the
@@ -475,11 +475,11 @@ group_result group_server_set_message(const group_server *server,
 // `server` live and started; `group` 52 readable bytes; `callback` NULL (events only) or usable with
 // `userdata` from the server's threads until stopped or the group is gone. Any thread but the server's
 // worker threads.
-group_result group_server_set_tick(const group_server *server,
-                                   const uint8_t *group,
-                                   uint32_t interval_ms,
-                                   group_tick_fn callback,
-                                   void *userdata);
+group_result_t group_server_set_tick(const group_server_t *server,
+                                     const uint8_t *group,
+                                     uint32_t interval_ms,
+                                     group_tick_fn_t callback,
+                                     void *userdata);
 
 // Handles the server's own command (`ver` >= 2, any `cmd`): `callback` runs for every such request with a
 // `group_hook_call` (command `GROUP_COMMAND_CUSTOM`, the request's payload) and a token, which the host
@@ -490,11 +490,11 @@ group_result group_server_set_tick(const group_server *server,
 //
 // # Safety
 // `server` live; `callback` and `userdata` usable from the server's threads until it is freed. Any thread.
-group_result group_server_add_command(const group_server *server,
-                                      uint8_t ver,
-                                      uint16_t cmd,
-                                      group_hook_fn callback,
-                                      void *userdata);
+group_result_t group_server_add_command(const group_server_t *server,
+                                        uint8_t ver,
+                                        uint16_t cmd,
+                                        group_hook_fn_t callback,
+                                        void *userdata);
 
 // Answers a custom command's token with an Ok response carrying `payload` (at most `limits.maxPayload`
 // bytes, else `GROUP_RESULT_INVALID_ARGUMENT` and the token stays open). Any thread, at once or later.
@@ -503,10 +503,10 @@ group_result group_server_add_command(const group_server *server,
 //
 // # Safety
 // `server` live; `payload` `payload_len` readable bytes (NULL allowed when the length is 0).
-group_result group_reply(const group_server *server,
-                         uint64_t token,
-                         const uint8_t *payload,
-                         size_t payload_len);
+group_result_t group_reply(const group_server_t *server,
+                           uint64_t token,
+                           const uint8_t *payload,
+                           size_t payload_len);
 
 // Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
 // `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed). On success
@@ -514,10 +514,10 @@ group_result group_reply(const group_server *server,
 //
 // # Safety
 // `addr` must point to `addr_len` readable bytes; `out` to a writable pointer. Any thread but a server's.
-group_result group_client_connect(uint32_t transport,
-                                  const uint8_t *addr,
-                                  size_t addr_len,
-                                  group_client **out);
+group_result_t group_client_connect(uint32_t transport,
+                                    const uint8_t *addr,
+                                    size_t addr_len,
+                                    group_client_t **out);
 
 // Says Hello as `uid` with `token` (empty when the server has no `authSecret`). On success the 16-byte
 // session ID is written to `sid_out`. A refusal (bad token: 8) returns `GROUP_RESULT_REFUSED` with the code
@@ -526,26 +526,26 @@ group_result group_client_connect(uint32_t transport,
 // # Safety
 // `client` live; `uid`/`token` their lengths of readable bytes; `sid_out` 16 writable bytes; `refusal`
 // NULL or writable.
-group_result group_client_hello(group_client *client,
-                                const uint8_t *uid,
-                                size_t uid_len,
-                                const uint8_t *token,
-                                size_t token_len,
-                                uint8_t *sid_out,
-                                uint16_t *refusal);
+group_result_t group_client_hello(group_client_t *client,
+                                  const uint8_t *uid,
+                                  size_t uid_len,
+                                  const uint8_t *token,
+                                  size_t token_len,
+                                  uint8_t *sid_out,
+                                  uint16_t *refusal);
 
 // Creates a group (see `group_server_new_group` for the parameters); the 52-byte ID goes to `group_out`.
 // **Blocking.**
 //
 // # Safety
 // `client` live; `group_out` 52 writable bytes; `refusal` NULL or writable.
-group_result group_client_create(group_client *client,
-                                 uint8_t allow_empty,
-                                 uint8_t join,
-                                 uint16_t ttl_s,
-                                 uint16_t interval_ms,
-                                 uint8_t *group_out,
-                                 uint16_t *refusal);
+group_result_t group_client_create(group_client_t *client,
+                                   uint8_t allow_empty,
+                                   uint8_t join,
+                                   uint16_t ttl_s,
+                                   uint16_t interval_ms,
+                                   uint8_t *group_out,
+                                   uint16_t *refusal);
 
 // Joins a random group that has room, or creates one (with `allow_empty`, `ttl_s`, `interval_ms` as in
 // `group_client_create`) when none has; the other members get a join push when `message` is not empty.
@@ -554,46 +554,46 @@ group_result group_client_create(group_client *client,
 // # Safety
 // `client` live; `message` `message_len` readable bytes; `group_out` 52 writable bytes; `refusal` NULL
 // or writable.
-group_result group_client_random_join(group_client *client,
-                                      uint8_t allow_empty,
-                                      uint16_t ttl_s,
-                                      uint16_t interval_ms,
-                                      const uint8_t *message,
-                                      size_t message_len,
-                                      uint8_t *group_out,
-                                      uint16_t *refusal);
+group_result_t group_client_random_join(group_client_t *client,
+                                        uint8_t allow_empty,
+                                        uint16_t ttl_s,
+                                        uint16_t interval_ms,
+                                        const uint8_t *message,
+                                        size_t message_len,
+                                        uint8_t *group_out,
+                                        uint16_t *refusal);
 
 // Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
 //
 // # Safety
 // `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes; `refusal` NULL or
 // writable.
-group_result group_client_join(group_client *client,
-                               const uint8_t *group,
-                               const uint8_t *message,
-                               size_t message_len,
-                               uint16_t *refusal);
+group_result_t group_client_join(group_client_t *client,
+                                 const uint8_t *group,
+                                 const uint8_t *message,
+                                 size_t message_len,
+                                 uint16_t *refusal);
 
 // Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking.**
 //
 // # Safety
 // As `group_client_join`.
-group_result group_client_leave(group_client *client,
-                                const uint8_t *group,
-                                const uint8_t *message,
-                                size_t message_len,
-                                uint16_t *refusal);
+group_result_t group_client_leave(group_client_t *client,
+                                  const uint8_t *group,
+                                  const uint8_t *message,
+                                  size_t message_len,
+                                  uint16_t *refusal);
 
 // Broadcasts `message` to the other members of `group`; `reliable` (0 or 1) picks the UDP channel. Returns
 // once it is sent: a refusal arrives later as a `GROUP_PUSH_REFUSED` push.
 //
 // # Safety
 // `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes.
-group_result group_client_broadcast(group_client *client,
-                                    const uint8_t *group,
-                                    const uint8_t *message,
-                                    size_t message_len,
-                                    uint8_t reliable);
+group_result_t group_client_broadcast(group_client_t *client,
+                                      const uint8_t *group,
+                                      const uint8_t *message,
+                                      size_t message_len,
+                                      uint8_t reliable);
 
 // Sends the server's own command `ver` (2 or more) / `cmd` with `payload` and waits for its answer
 // (`group_server_add_command` on a C host, `ServerBuilder::on_command` in Rust). The Ok response's payload
@@ -605,25 +605,25 @@ group_result group_client_broadcast(group_client *client,
 // # Safety
 // `client` live; `payload` `payload_len` readable bytes; `reply_buf` `reply_cap` writable bytes (NULL
 // allowed when `reply_cap` is 0); `reply_len` writable; `refusal` NULL or writable.
-group_result group_client_request(group_client *client,
-                                  uint8_t ver,
-                                  uint16_t cmd,
-                                  const uint8_t *payload,
-                                  size_t payload_len,
-                                  uint8_t *reply_buf,
-                                  size_t reply_cap,
-                                  size_t *reply_len,
-                                  uint16_t *refusal);
+group_result_t group_client_request(group_client_t *client,
+                                    uint8_t ver,
+                                    uint16_t cmd,
+                                    const uint8_t *payload,
+                                    size_t payload_len,
+                                    uint8_t *reply_buf,
+                                    size_t reply_cap,
+                                    size_t *reply_len,
+                                    uint16_t *refusal);
 
 // Copies the payload of the last custom command's reply (see `group_client_request`) into `buf`, its
 // length into `*written`; `GROUP_RESULT_BUFFER_TOO_SMALL` with the length needed when it does not fit.
 //
 // # Safety
 // `client` live; `buf` `buf_len` writable bytes (NULL allowed when `buf_len` is 0); `written` writable.
-group_result group_client_last_reply(group_client *client,
-                                     uint8_t *buf,
-                                     size_t buf_len,
-                                     size_t *written);
+group_result_t group_client_last_reply(group_client_t *client,
+                                       uint8_t *buf,
+                                       size_t buf_len,
+                                       size_t *written);
 
 // Writes the message of the last refusal this client received (a hook's own text, for example; UTF-8, not
 // NUL-terminated) into `buf` and its length into `*written`; empty before any refusal. A buffer too small
@@ -631,43 +631,42 @@ group_result group_client_last_reply(group_client *client,
 //
 // # Safety
 // `client` live; `buf` `buf_len` writable bytes (NULL allowed when `buf_len` is 0); `written` writable.
-group_result group_client_refusal_message(group_client *client,
-                                          uint8_t *buf,
-                                          size_t buf_len,
-                                          size_t *written);
+group_result_t group_client_refusal_message(group_client_t *client,
+                                            uint8_t *buf,
+                                            size_t buf_len,
+                                            size_t *written);
 
 // Says Fin (the session ends at once on the server), closes the connection and frees the client.
 // **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.
 //
 // # Safety
 // `client` NULL or a live client with no call in progress, freed once.
-void group_client_free(group_client *client);
+void group_client_free(group_client_t *client);
 
 // Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
 // its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
 // `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
 // cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
-// is handed out one entry per call. While it waits it sends the KeepAlive the client owes (see
-// `group_client_set_keep_alive`).
+// is handed out one entry per call. With `timeout_ms` 0 it never waits and never enters the client's
+// runtime: a game loop can call it every frame for a fraction of a microsecond (docs/FFI.md).
 //
 // # Safety
 // `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
-group_result group_client_poll_push(group_client *client,
-                                    uint32_t timeout_ms,
-                                    group_push *out,
-                                    uint8_t *buf,
-                                    size_t buf_len,
-                                    size_t *needed);
+group_result_t group_client_poll_push(group_client_t *client,
+                                      uint32_t timeout_ms,
+                                      group_push_t *out,
+                                      uint8_t *buf,
+                                      size_t buf_len,
+                                      size_t *needed);
 
-// Sets how long a polling client may stay silent before `group_client_poll_push` sends a KeepAlive for
-// it (default 3000 ms; 0 turns it off). The server discards a session silent for `limits.connectionTtl`
-// (10 s by default): a game loop that polls every frame stays connected with nothing else to send. A host
-// that does not poll for longer than the server's ttl must send something itself.
+// Sets how long the client may stay silent before it sends a KeepAlive (default 3000 ms; 0 turns it
+// off). The server discards a session silent for `limits.connectionTtl` (10 s by default). The client's
+// own thread sends it, so the session lives whether or not the host polls (a loading screen included).
 //
 // # Safety
 // `client` live.
-group_result group_client_set_keep_alive(group_client *client,
-                                         uint32_t interval_ms);
+group_result_t group_client_set_keep_alive(group_client_t *client,
+                                           uint32_t interval_ms);
 
 // Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
 // server's node thread (see `group_event_fn`). The polling queue receives every event as well.
@@ -675,9 +674,9 @@ group_result group_client_set_keep_alive(group_client *client,
 // # Safety
 // `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
 // replaced or the server is freed. Any thread.
-group_result group_server_set_event_callback(const group_server *server,
-                                             group_event_fn callback,
-                                             void *userdata);
+group_result_t group_server_set_event_callback(const group_server_t *server,
+                                               group_event_fn_t callback,
+                                               void *userdata);
 
 // Takes the next event from the queue without waiting: writes it to `*out` and its uid (`out->uid_len`
 // bytes, not NUL-terminated) to `uid_buf`. `GROUP_RESULT_NOT_FOUND` when the queue is empty;
@@ -687,11 +686,11 @@ group_result group_server_set_event_callback(const group_server *server,
 // # Safety
 // `server` as in `group_server_start`; `out` writable; `uid_buf` `uid_buf_len` writable bytes; `needed`
 // writable. Any thread.
-group_result group_server_poll_event(const group_server *server,
-                                     group_event *out,
-                                     uint8_t *uid_buf,
-                                     size_t uid_buf_len,
-                                     size_t *needed);
+group_result_t group_server_poll_event(const group_server_t *server,
+                                       group_event_t *out,
+                                       uint8_t *uid_buf,
+                                       size_t uid_buf_len,
+                                       size_t *needed);
 
 // Registers a hook written in C: `callback` runs with `userdata` for every `command` (a `group_command`),
 // before it is carried out (`phase` `GROUP_HOOK_BEFORE`, which may refuse it) or after it succeeded
@@ -702,11 +701,11 @@ group_result group_server_poll_event(const group_server *server,
 // # Safety
 // `server` as in `group_server_start`. `callback` and `userdata` must stay usable from the server's
 // threads until the server is freed. Any thread.
-group_result group_server_add_hook(const group_server *server,
-                                   uint32_t command,
-                                   uint32_t phase,
-                                   group_hook_fn callback,
-                                   void *userdata);
+group_result_t group_server_add_hook(const group_server_t *server,
+                                     uint32_t command,
+                                     uint32_t phase,
+                                     group_hook_fn_t callback,
+                                     void *userdata);
 
 // Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
 // client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at
@@ -716,11 +715,11 @@ group_result group_server_add_hook(const group_server *server,
 // # Safety
 // `server` as in `group_server_start`; `message` must point to `message_len` readable bytes (NULL allowed
 // when the length is 0).
-group_result group_next(const group_server *server,
-                        uint64_t token,
-                        uint32_t code,
-                        const uint8_t *message,
-                        size_t message_len);
+group_result_t group_next(const group_server_t *server,
+                          uint64_t token,
+                          uint32_t code,
+                          const uint8_t *message,
+                          size_t message_len);
 
 // Writes the groups user `uid` is in, in join order (Diarkis's GetGroupIDList), into `groups_out`: an
 // array of `capacity` IDs of 52 bytes each (`capacity * 52` bytes). `*count` receives the number of
@@ -729,12 +728,12 @@ group_result group_next(const group_server *server,
 // # Safety
 // `server` live and started; `uid` `uid_len` readable bytes; `groups_out` `capacity * 52` writable bytes
 // (NULL allowed when `capacity` is 0); `count` writable. Any thread but the server's worker threads.
-group_result group_server_group_ids(const group_server *server,
-                                    const uint8_t *uid,
-                                    size_t uid_len,
-                                    uint8_t *groups_out,
-                                    size_t capacity,
-                                    size_t *count);
+group_result_t group_server_group_ids(const group_server_t *server,
+                                      const uint8_t *uid,
+                                      size_t uid_len,
+                                      uint8_t *groups_out,
+                                      size_t capacity,
+                                      size_t *count);
 
 // Writes the mesh addresses of the nodes holding members of `group` (Diarkis's GetMemberMeshNodes) into
 // `nodes_out` (`capacity` entries), their number into `*count`. `GROUP_RESULT_NOT_FOUND` when this node
@@ -743,11 +742,11 @@ group_result group_server_group_ids(const group_server *server,
 // # Safety
 // `server` live and started; `group` 52 readable bytes; `nodes_out` `capacity` writable entries (NULL
 // allowed when `capacity` is 0); `count` writable. Any thread but the server's worker threads.
-group_result group_server_member_nodes(const group_server *server,
-                                       const uint8_t *group,
-                                       group_node_addr *nodes_out,
-                                       size_t capacity,
-                                       size_t *count);
+group_result_t group_server_member_nodes(const group_server_t *server,
+                                         const uint8_t *group,
+                                         group_node_addr_t *nodes_out,
+                                         size_t capacity,
+                                         size_t *count);
 
 // Writes a snapshot of `group` to `*out` and its members, ordered by uid, into `members_out` (`capacity`
 // entries); `*count` receives the number of members. A capacity too small writes only `*count` and
@@ -758,12 +757,12 @@ group_result group_server_member_nodes(const group_server *server,
 // `server` live and started; `group` 52 readable bytes; `out` writable; `members_out` `capacity` writable
 // entries (NULL allowed when `capacity` is 0); `count` writable. Any thread but the server's worker
 // threads.
-group_result group_server_snapshot(const group_server *server,
-                                   const uint8_t *group,
-                                   group_snapshot *out,
-                                   group_member *members_out,
-                                   size_t capacity,
-                                   size_t *count);
+group_result_t group_server_snapshot(const group_server_t *server,
+                                     const uint8_t *group,
+                                     group_snapshot_t *out,
+                                     group_member_t *members_out,
+                                     size_t capacity,
+                                     size_t *count);
 
 // Writes the message for result `code` (UTF-8, not NUL-terminated) into `buf` and its length into
 // `*written`. An unknown code gets a message saying so. Returns `GROUP_RESULT_BUFFER_TOO_SMALL` (with the
@@ -772,10 +771,10 @@ group_result group_server_snapshot(const group_server *server,
 // # Safety
 // `buf` must point to `buf_len` writable bytes (it may be NULL when `buf_len` is 0); `written` must point
 // to a writable `size_t`. Any thread.
-group_result group_result_message(uint32_t code,
-                                  uint8_t *buf,
-                                  size_t buf_len,
-                                  size_t *written);
+group_result_t group_result_message(uint32_t code,
+                                    uint8_t *buf,
+                                    size_t buf_len,
+                                    size_t *written);
 
 // Creates a server from a JSON configuration (the same format as group-server's `--config` file; `{}`
 // takes every default) and a runtime of `worker_threads` threads (0: two). Nothing listens yet: that is
@@ -785,10 +784,10 @@ group_result group_result_message(uint32_t code,
 // # Safety
 // `config` must point to `config_len` readable bytes (NULL allowed when `config_len` is 0, meaning `{}`);
 // `out` must point to a writable pointer. Any thread.
-group_result group_server_new(const uint8_t *config,
-                              size_t config_len,
-                              uint32_t worker_threads,
-                              group_server **out);
+group_result_t group_server_new(const uint8_t *config,
+                                size_t config_len,
+                                uint32_t worker_threads,
+                                group_server_t **out);
 
 // Explains why a configuration is refused: writes a message naming the key and the problem (UTF-8, not
 // NUL-terminated) into `buf`, its length into `*written`, and returns `GROUP_RESULT_INVALID_CONFIG`.
@@ -797,17 +796,17 @@ group_result group_server_new(const uint8_t *config,
 // # Safety
 // `config` as in `group_server_new`; `buf` must point to `buf_len` writable bytes; `written` must point to
 // a writable `size_t`. Any thread.
-group_result group_config_error(const uint8_t *config,
-                                size_t config_len,
-                                uint8_t *buf,
-                                size_t buf_len,
-                                size_t *written);
+group_result_t group_config_error(const uint8_t *config,
+                                  size_t config_len,
+                                  uint8_t *buf,
+                                  size_t buf_len,
+                                  size_t *written);
 
 // Binds the listeners and starts serving. **Blocking**: returns once every listener accepts connections.
 //
 // # Safety
 // `server` must come from `group_server_new` and not be freed. Any thread.
-group_result group_server_start(const group_server *server);
+group_result_t group_server_start(const group_server_t *server);
 
 // Writes the port a running server's listener is bound to (the real one when the configuration said
 // port 0) into `*port`. `transport` is a `group_transport` value. A disabled listener gives
@@ -815,15 +814,15 @@ group_result group_server_start(const group_server *server);
 //
 // # Safety
 // `server` as in `group_server_start`; `port` must point to a writable `uint16_t`. Any thread.
-group_result group_server_port(const group_server *server, uint32_t transport, uint16_t *port);
+group_result_t group_server_port(const group_server_t *server, uint32_t transport, uint16_t *port);
 
 // Stops a running server: stops accepting, leaves the cluster, closes every connection, and waits for
 // its tasks to end, at most `grace_ms` milliseconds. **Blocking.** The server can then only be freed.
 //
 // # Safety
 // `server` as in `group_server_start`. Any thread but the server's own (never from a hook callback).
-group_result group_server_stop(const group_server *server,
-                               uint32_t grace_ms);
+group_result_t group_server_stop(const group_server_t *server,
+                                 uint32_t grace_ms);
 
 // Drains a running server, as SIGTERM does to group-server: it goes offline (no new groups, the Offline
 // push to every client, the groups it owns handed to their backups), keeps serving until the last client
@@ -832,8 +831,8 @@ group_result group_server_stop(const group_server *server,
 //
 // # Safety
 // `server` as in `group_server_start`. Any thread but the server's own (never from a callback).
-group_result group_server_drain(const group_server *server,
-                                uint32_t grace_ms);
+group_result_t group_server_drain(const group_server_t *server,
+                                  uint32_t grace_ms);
 
 // Frees a server, stopping it first (with a one-second grace) if it still runs. **Blocking** while it
 // stops. `server` may be NULL (nothing happens); it must not be used afterwards.
@@ -841,7 +840,7 @@ group_result group_server_drain(const group_server *server,
 // # Safety
 // `server` must be NULL or come from `group_server_new`, not already freed, with no call in progress.
 // Never call it from a callback of this same server.
-void group_server_free(group_server *server);
+void group_server_free(group_server_t *server);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -20,25 +20,25 @@ namespace group {
 
 using GroupId = std::array<std::uint8_t, GROUP_ID_LEN>;
 
-// A failed call: `result` is the group_result, `refusal` the protocol code when the server refused.
+// A failed call: `result` is the group_result_t, `refusal` the protocol code when the server refused.
 // (Calls are made before `refusal` is read: argument evaluation order is unspecified in C++.)
 class Error : public std::runtime_error {
 public:
-    Error(group_result result, std::uint16_t refusal, const std::string &what)
+    Error(group_result_t result, std::uint16_t refusal, const std::string &what)
         : std::runtime_error(what + ": " + message(result)), result(result), refusal(refusal) {}
 
-    static std::string message(group_result result) {
+    static std::string message(group_result_t result) {
         std::uint8_t buf[256];
         std::size_t written = 0;
         group_result_message(result, buf, sizeof buf, &written);
         return std::string(reinterpret_cast<const char *>(buf), written);
     }
 
-    group_result result;
+    group_result_t result;
     std::uint16_t refusal;
 };
 
-inline void check(group_result result, const char *what, std::uint16_t refusal = 0) {
+inline void check(group_result_t result, const char *what, std::uint16_t refusal = 0) {
     if (result != GROUP_RESULT_OK) {
         throw Error(result, refusal, what);
     }
@@ -52,13 +52,13 @@ inline const std::uint8_t *bytes(std::string_view text) {
 class Server {
 public:
     explicit Server(std::string_view config_json, std::uint32_t worker_threads = 0) {
-        group_server *raw = nullptr;
+        group_server_t *raw = nullptr;
         check(group_server_new(bytes(config_json), config_json.size(), worker_threads, &raw),
               "group_server_new");
         server_.reset(raw);
     }
 
-    void add_hook(std::uint32_t command, std::uint32_t phase, group_hook_fn callback, void *userdata) {
+    void add_hook(std::uint32_t command, std::uint32_t phase, group_hook_fn_t callback, void *userdata) {
         check(group_server_add_hook(server_.get(), command, phase, callback, userdata),
               "group_server_add_hook");
     }
@@ -72,13 +72,13 @@ public:
     }
 
     // Answers a hook token: 0 lets the command go on, 1000+ refuses it with `message`.
-    group_result next(std::uint64_t token, std::uint32_t code = 0, std::string_view message = {}) const {
+    group_result_t next(std::uint64_t token, std::uint32_t code = 0, std::string_view message = {}) const {
         return group_next(server_.get(), token, code, bytes(message), message.size());
     }
 
     void announce(const GroupId &group, std::string_view message) const {
         std::uint16_t refusal = 0;
-        group_result result = group_server_announce(server_.get(), group.data(), 1, 113, bytes(message), message.size(), 1,
+        group_result_t result = group_server_announce(server_.get(), group.data(), 1, 113, bytes(message), message.size(), 1,
                                     &refusal);
         check(result, "group_server_announce", refusal);
     }
@@ -86,7 +86,7 @@ public:
     // Queues a broadcast from member `uid` and returns at once (no round trip between threads); false when
     // the server's queue is full. A refusal arrives later as a GROUP_EVENT_BROADCAST_REFUSED event.
     bool broadcast_nowait(const GroupId &group, std::string_view uid, std::string_view message) const {
-        group_result result = group_server_broadcast_nowait(server_.get(), group.data(), bytes(uid), uid.size(), 1, 113,
+        group_result_t result = group_server_broadcast_nowait(server_.get(), group.data(), bytes(uid), uid.size(), 1, 113,
                                                             bytes(message), message.size(), 1);
         if (result == GROUP_RESULT_BUSY) {
             return false;
@@ -101,13 +101,13 @@ public:
 
     void stop(std::uint32_t grace_ms = 1000) { check(group_server_stop(server_.get(), grace_ms), "group_server_stop"); }
 
-    const group_server *get() const { return server_.get(); }
+    const group_server_t *get() const { return server_.get(); }
 
 private:
     struct Free {
-        void operator()(group_server *server) const { group_server_free(server); }
+        void operator()(group_server_t *server) const { group_server_free(server); }
     };
-    std::unique_ptr<group_server, Free> server_;
+    std::unique_ptr<group_server_t, Free> server_;
 };
 
 // One push, copied out of the client.
@@ -123,7 +123,7 @@ struct Push {
 class Client {
 public:
     Client(std::uint32_t transport, const std::string &addr) {
-        group_client *raw = nullptr;
+        group_client_t *raw = nullptr;
         check(group_client_connect(transport, bytes(addr), addr.size(), &raw), "group_client_connect");
         client_.reset(raw);
     }
@@ -131,7 +131,7 @@ public:
     void hello(std::string_view uid, std::string_view token = {}) {
         std::array<std::uint8_t, 16> sid{};
         std::uint16_t refusal = 0;
-        group_result result = group_client_hello(client_.get(), bytes(uid), uid.size(), bytes(token), token.size(), sid.data(),
+        group_result_t result = group_client_hello(client_.get(), bytes(uid), uid.size(), bytes(token), token.size(), sid.data(),
                                  &refusal);
         check(result, "group_client_hello", refusal);
     }
@@ -139,7 +139,7 @@ public:
     GroupId create(bool allow_empty, bool join, std::uint16_t ttl_s, std::uint16_t interval_ms = 0) {
         GroupId group{};
         std::uint16_t refusal = 0;
-        group_result result = group_client_create(client_.get(), allow_empty, join, ttl_s, interval_ms, group.data(), &refusal);
+        group_result_t result = group_client_create(client_.get(), allow_empty, join, ttl_s, interval_ms, group.data(), &refusal);
         check(result, "group_client_create", refusal);
         return group;
     }
@@ -149,7 +149,7 @@ public:
                         std::string_view message = {}) {
         GroupId group{};
         std::uint16_t refusal = 0;
-        group_result result = group_client_random_join(client_.get(), allow_empty, ttl_s, interval_ms, bytes(message),
+        group_result_t result = group_client_random_join(client_.get(), allow_empty, ttl_s, interval_ms, bytes(message),
                                                        message.size(), group.data(), &refusal);
         check(result, "group_client_random_join", refusal);
         return group;
@@ -157,13 +157,13 @@ public:
 
     void join(const GroupId &group, std::string_view message = {}) {
         std::uint16_t refusal = 0;
-        group_result result = group_client_join(client_.get(), group.data(), bytes(message), message.size(), &refusal);
+        group_result_t result = group_client_join(client_.get(), group.data(), bytes(message), message.size(), &refusal);
         check(result, "group_client_join", refusal);
     }
 
     void leave(const GroupId &group, std::string_view message = {}) {
         std::uint16_t refusal = 0;
-        group_result result = group_client_leave(client_.get(), group.data(), bytes(message), message.size(), &refusal);
+        group_result_t result = group_client_leave(client_.get(), group.data(), bytes(message), message.size(), &refusal);
         check(result, "group_client_leave", refusal);
     }
 
@@ -177,7 +177,7 @@ public:
         std::string reply(1024, '\0');
         std::size_t length = 0;
         std::uint16_t refusal = 0;
-        group_result result = group_client_request(client_.get(), ver, cmd, bytes(payload), payload.size(),
+        group_result_t result = group_client_request(client_.get(), ver, cmd, bytes(payload), payload.size(),
                                                    reinterpret_cast<std::uint8_t *>(reply.data()), reply.size(),
                                                    &length, &refusal);
         if (result == GROUP_RESULT_BUFFER_TOO_SMALL) {
@@ -199,7 +199,7 @@ public:
     std::string refusal_message() {
         std::string buf(256, '\0');
         std::size_t written = 0;
-        group_result result = group_client_refusal_message(
+        group_result_t result = group_client_refusal_message(
             client_.get(), reinterpret_cast<std::uint8_t *>(buf.data()), buf.size(), &written);
         if (result == GROUP_RESULT_BUFFER_TOO_SMALL) {
             buf.resize(written);
@@ -215,9 +215,9 @@ public:
     std::optional<Push> poll(std::uint32_t timeout_ms) {
         std::string buf(256, '\0');
         for (;;) {
-            group_push raw{};
+            group_push_t raw{};
             std::size_t needed = 0;
-            group_result result = group_client_poll_push(client_.get(), timeout_ms, &raw,
+            group_result_t result = group_client_poll_push(client_.get(), timeout_ms, &raw,
                                                          reinterpret_cast<std::uint8_t *>(buf.data()),
                                                          buf.size(), &needed);
             if (result == GROUP_RESULT_NOT_FOUND) {
@@ -236,9 +236,9 @@ public:
 
 private:
     struct Free {
-        void operator()(group_client *client) const { group_client_free(client); }
+        void operator()(group_client_t *client) const { group_client_free(client); }
     };
-    std::unique_ptr<group_client, Free> client_;
+    std::unique_ptr<group_client_t, Free> client_;
 };
 
 }  // namespace group

@@ -502,8 +502,8 @@ namespace Group.Native
         ///  its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
         ///  `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
         ///  cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
-        ///  is handed out one entry per call. While it waits it sends the KeepAlive the client owes (see
-        ///  `group_client_set_keep_alive`).
+        ///  is handed out one entry per call. With `timeout_ms` 0 it never waits and never enters the client's
+        ///  runtime: a game loop can call it every frame for a fraction of a microsecond (docs/FFI.md).
         ///
         ///  # Safety
         ///  `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
@@ -512,10 +512,9 @@ namespace Group.Native
         public static extern group_result group_client_poll_push(group_client* client, uint timeout_ms, group_push* @out, byte* buf, System.UIntPtr buf_len, System.UIntPtr* needed);
 
         /// <summary>
-        ///  Sets how long a polling client may stay silent before `group_client_poll_push` sends a KeepAlive for
-        ///  it (default 3000 ms; 0 turns it off). The server discards a session silent for `limits.connectionTtl`
-        ///  (10 s by default): a game loop that polls every frame stays connected with nothing else to send. A host
-        ///  that does not poll for longer than the server's ttl must send something itself.
+        ///  Sets how long the client may stay silent before it sends a KeepAlive (default 3000 ms; 0 turns it
+        ///  off). The server discards a session silent for `limits.connectionTtl` (10 s by default). The client's
+        ///  own thread sends it, so the session lives whether or not the host polls (a loading screen included).
         ///
         ///  # Safety
         ///  `client` live.

@@ -6,14 +6,14 @@
 //! `group_client_broadcast` (no answer on success) and `group_client_poll_push` with a zero timeout.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use group_core::proto::{CreateRequest, RandJoinRequest};
 use group_net::client::{Client, ClientError};
 use tokio::runtime::Runtime;
 
-use crate::client_push::{DEFAULT_KEEP_ALIVE, Owned};
+use crate::client_push::Owned;
 use crate::panic::{guard, guard_void};
 use crate::result::group_result;
 use crate::slice::{bytes, text, write_out};
@@ -32,8 +32,6 @@ pub struct group_client {
     pub(crate) last_reply: Bytes,
     /// When this client last sent anything, and how long it may stay silent before a poll sends a
     /// KeepAlive (None: never): the server discards sessions silent for `limits.connectionTtl`.
-    pub(crate) last_sent: Instant,
-    pub(crate) keep_alive: Option<Duration>,
     pub(crate) runtime: Runtime,
 }
 
@@ -104,8 +102,6 @@ pub unsafe extern "C" fn group_client_connect(
             queued: VecDeque::new(),
             last_refusal: String::new(),
             last_reply: Bytes::new(),
-            last_sent: Instant::now(),
-            keep_alive: Some(DEFAULT_KEEP_ALIVE),
             runtime,
         });
         // SAFETY: `out` is non-null and, per the contract, writable.
@@ -143,7 +139,6 @@ pub unsafe extern "C" fn group_client_hello(
         if sid_out.is_null() {
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }
-        client.last_sent = Instant::now();
         let sid = client
             .runtime
             .block_on(client.client.hello(uid, token))
@@ -178,7 +173,6 @@ pub unsafe extern "C" fn group_client_create(
             ttl_s,
             interval_ms,
         };
-        client.last_sent = Instant::now();
         let id = client
             .runtime
             .block_on(client.client.create(params))
@@ -215,7 +209,6 @@ pub unsafe extern "C" fn group_client_random_join(
             interval_ms,
             message: Bytes::copy_from_slice(message),
         };
-        client.last_sent = Instant::now();
         let id = client
             .runtime
             .block_on(client.client.rand_join(params))
@@ -252,7 +245,6 @@ unsafe fn change_membership(
                 bytes(message, message_len)?,
             )
         };
-        client.last_sent = Instant::now();
         let connection = &mut client.client;
         let answer = client.runtime.block_on(async {
             match change {
@@ -340,7 +332,6 @@ pub unsafe extern "C" fn group_client_broadcast(
             )
         };
         let message = Bytes::copy_from_slice(message);
-        client.last_sent = Instant::now();
         client
             .runtime
             .block_on(client.client.broadcast(group, message, reliable != 0))
@@ -385,7 +376,6 @@ pub unsafe extern "C" fn group_client_request(
             cmd,
             payload: Bytes::copy_from_slice(payload),
         };
-        client.last_sent = Instant::now();
         client.last_reply = client
             .runtime
             .block_on(client.client.request(&request))

@@ -1,21 +1,17 @@
-//! What a C client receives: pushes handed out one entry at a time by `group_client_poll_push`, which
-//! also keeps a polling client's session alive with KeepAlives.
+//! What a C client receives: pushes handed out one entry at a time by `group_client_poll_push`. The
+//! client's own writer thread keeps the session alive, whether or not the host polls.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use group_core::GroupId;
-use group_net::client::{ClientError, Push};
+use group_net::client::Push;
 
 use crate::client::{client_mut, group_client};
 use crate::panic::guard;
 use crate::result::group_result;
 use crate::slice::GROUP_ID_LEN;
-
-/// How long a polling client stays silent before it sends a KeepAlive: under the server's default
-/// `limits.connectionTtl` (10 s) with room for a slow frame.
-pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(3);
 
 /// What a push is.
 #[repr(u32)]
@@ -69,28 +65,12 @@ fn owned(kind: group_push_kind, group: Option<GroupId>, uid: String, message: By
     }
 }
 
-impl group_client {
-    /// Sends a KeepAlive when the client has been silent for its keep-alive interval (its Ok response is
-    /// skipped by the poll), and tells when the next one is due (None: keep-alive is off).
-    fn keep_alive_if_due(&mut self) -> Result<Option<Instant>, ClientError> {
-        let Some(every) = self.keep_alive else {
-            return Ok(None);
-        };
-        if self.last_sent.elapsed() >= every {
-            self.last_sent = Instant::now();
-            let request = group_core::proto::Request::KeepAlive;
-            self.runtime.block_on(self.client.send(&request))?;
-        }
-        Ok(Some(self.last_sent + every))
-    }
-}
-
 /// Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
 /// its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
 /// `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
 /// cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
-/// is handed out one entry per call. While it waits it sends the KeepAlive the client owes (see
-/// `group_client_set_keep_alive`).
+/// is handed out one entry per call. With `timeout_ms` 0 it never waits and never enters the client's
+/// runtime: a game loop can call it every frame for a fraction of a microsecond (docs/FFI.md).
 ///
 /// # Safety
 /// `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
@@ -109,21 +89,21 @@ pub unsafe extern "C" fn group_client_poll_push(
         if out.is_null() || needed.is_null() {
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }
-        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-        while client.queued.is_empty() {
-            let next_keep_alive = client
-                .keep_alive_if_due()
-                .map_err(|_| group_result::GROUP_RESULT_DISCONNECTED)?;
-            let until = next_keep_alive.map_or(deadline, |due| due.min(deadline));
+        if client.queued.is_empty() {
+            match client.client.try_next_push() {
+                Ok(Some(push)) => queue(&mut client.queued, push),
+                Ok(None) => {}
+                Err(_) => return Err(group_result::GROUP_RESULT_DISCONNECTED),
+            }
+        }
+        if client.queued.is_empty() && timeout_ms > 0 {
+            let limit = Duration::from_millis(u64::from(timeout_ms));
             let next = client.client.next_push();
-            let push = client.runtime.block_on(async {
-                tokio::time::timeout_at(tokio::time::Instant::from_std(until), next).await
-            });
+            let push = client
+                .runtime
+                .block_on(async { tokio::time::timeout(limit, next).await });
             match push {
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(group_result::GROUP_RESULT_NOT_FOUND);
-                }
-                Err(_) => {}
+                Err(_) => return Err(group_result::GROUP_RESULT_NOT_FOUND),
                 Ok(None) => return Err(group_result::GROUP_RESULT_DISCONNECTED),
                 Ok(Some(push)) => queue(&mut client.queued, push),
             }
@@ -214,10 +194,9 @@ fn queue(queued: &mut VecDeque<Owned>, push: Push) {
     }
 }
 
-/// Sets how long a polling client may stay silent before `group_client_poll_push` sends a KeepAlive for
-/// it (default 3000 ms; 0 turns it off). The server discards a session silent for `limits.connectionTtl`
-/// (10 s by default): a game loop that polls every frame stays connected with nothing else to send. A host
-/// that does not poll for longer than the server's ttl must send something itself.
+/// Sets how long the client may stay silent before it sends a KeepAlive (default 3000 ms; 0 turns it
+/// off). The server discards a session silent for `limits.connectionTtl` (10 s by default). The client's
+/// own thread sends it, so the session lives whether or not the host polls (a loading screen included).
 ///
 /// # Safety
 /// `client` live.
@@ -229,8 +208,8 @@ pub unsafe extern "C" fn group_client_set_keep_alive(
     guard(|| {
         // SAFETY: forwarded from this function's contract.
         let client = unsafe { client_mut(client) }?;
-        client.keep_alive =
-            (interval_ms > 0).then(|| Duration::from_millis(u64::from(interval_ms)));
+        let every = (interval_ms > 0).then(|| Duration::from_millis(u64::from(interval_ms)));
+        client.client.set_keep_alive(every);
         Ok(())
     })
 }

@@ -26,3 +26,82 @@ fn the_committed_header_matches_the_library() {
         "include/group.h is out of date: run `GROUP_BLESS=1 cargo test -p group-ffi --test header` and commit it"
     );
 }
+
+/// What an engine module has seen before it includes group.h: <unistd.h> (which declares
+/// `int group_member(gid_t)`), <signal.h>, and Unreal's assertion and text macros.
+const ENGINE_PRELUDE: &str = r#"
+#include <unistd.h>
+#include <signal.h>
+#include <stdio.h>
+#define check(expr) ((void)(expr))
+#define verify(expr) ((void)(expr))
+#define ensure(expr) ((void)(expr))
+#define TEXT(text) text
+#include "group.h"
+int main(void) {
+    group_server_t *server = NULL;
+    group_member_t member;
+    group_result_t result = group_server_new((const uint8_t *)"{}", 2, 0, &server);
+    (void)member;
+    if (result == GROUP_RESULT_OK) {
+        group_server_free(server);
+    }
+    return (int)getpid() < 0;
+}
+"#;
+
+/// The compilers and flags a C or C++ engine build uses; those not installed are skipped unless `CI` is
+/// set (CI installs gcc and clang).
+#[test]
+fn the_header_compiles_after_system_and_engine_headers_with_every_warning() {
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
+    let dir = std::env::temp_dir().join(format!("group-header-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let strict = [
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-Wshadow",
+        "-Wconversion",
+        "-pedantic",
+    ];
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("gcc", "probe.c", &["-std=c99"]),
+        (
+            "g++",
+            "probe.cpp",
+            &["-std=c++17", "-fno-exceptions", "-fno-rtti"],
+        ),
+        ("clang", "probe.c", &["-std=c99"]),
+        (
+            "clang++",
+            "probe.cpp",
+            &["-std=c++17", "-fno-exceptions", "-fno-rtti"],
+        ),
+    ];
+    let mut compiled = 0;
+    for (compiler, file, flags) in cases {
+        let source = dir.join(file);
+        std::fs::write(&source, ENGINE_PRELUDE).unwrap();
+        let run = std::process::Command::new(compiler)
+            .args(flags)
+            .args(strict)
+            .arg("-fsyntax-only")
+            .arg(format!("-I{}", include.display()))
+            .arg(&source)
+            .output();
+        let Ok(output) = run else {
+            assert!(std::env::var_os("CI").is_none(), "CI installs {compiler}");
+            eprintln!("skipped: {compiler} is not installed");
+            continue;
+        };
+        assert!(
+            output.status.success(),
+            "{compiler} {flags:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        compiled += 1;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(compiled >= 2, "at least gcc and g++ ran");
+}

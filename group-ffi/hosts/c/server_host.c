@@ -23,7 +23,7 @@
         }                                                                   \
     } while (0)
 
-static int expect(group_result got, group_result want, const char *what) {
+static int expect(group_result_t got, group_result_t want, const char *what) {
     if (got == want) {
         return 0;
     }
@@ -114,8 +114,8 @@ static int user(uint16_t port, const char *uid) {
 
 /* The Before-join hook: refuses "mallory" with code 1001, lets everyone else in. Runs on a server thread
  * and answers at once, from inside the callback. */
-static void before_join(void *userdata, const group_hook_call *call, uint64_t token) {
-    const group_server *server = (const group_server *)userdata;
+static void before_join(void *userdata, const group_hook_call_t *call, uint64_t token) {
+    const group_server_t *server = (const group_server_t *)userdata;
     static const char refusal[] = "no mallory";
     if (call->uid_len == 7 && memcmp(call->uid, "mallory", 7) == 0) {
         group_next(server, token, 1001, (const uint8_t *)refusal, sizeof refusal - 1);
@@ -125,14 +125,14 @@ static void before_join(void *userdata, const group_hook_call *call, uint64_t to
 }
 
 /* A client of `server` over `transport` that has said Hello as `uid`. */
-static group_client *client_for(const group_server *server, uint32_t transport, const char *uid) {
+static group_client_t *client_for(const group_server_t *server, uint32_t transport, const char *uid) {
     uint16_t port = 0;
     if (group_server_port(server, transport, &port) != GROUP_RESULT_OK) {
         return NULL;
     }
     char addr[32];
     int len = snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)port);
-    group_client *client = NULL;
+    group_client_t *client = NULL;
     if (expect(group_client_connect(transport, (const uint8_t *)addr, (size_t)len, &client),
                GROUP_RESULT_OK, "group_client_connect")) {
         return NULL;
@@ -148,12 +148,12 @@ static group_client *client_for(const group_server *server, uint32_t transport, 
 }
 
 /* Waits for the next push of `kind` (skipping others) and checks its uid and message. */
-static int expect_push(group_client *client, uint32_t kind, const char *uid, const char *message) {
+static int expect_push(group_client_t *client, uint32_t kind, const char *uid, const char *message) {
     uint8_t buf[512];
     for (int tries = 0; tries < 20; tries++) {
-        group_push push;
+        group_push_t push;
         size_t needed = 0;
-        group_result r = group_client_poll_push(client, 5000, &push, buf, sizeof buf, &needed);
+        group_result_t r = group_client_poll_push(client, 5000, &push, buf, sizeof buf, &needed);
         if (expect(r, GROUP_RESULT_OK, "group_client_poll_push")) {
             return 1;
         }
@@ -171,11 +171,11 @@ static int expect_push(group_client *client, uint32_t kind, const char *uid, con
 
 /* Alice (TCP) creates a group; bob (WebSocket) and carol (UDP) join; mallory is refused by the hook;
  * alice's broadcast reaches bob and carol; carol leaves. All through the C client API. */
-static int client_api(const group_server *server) {
-    group_client *alice = client_for(server, GROUP_TRANSPORT_TCP, "alice");
-    group_client *bob = client_for(server, GROUP_TRANSPORT_WS, "bob");
-    group_client *carol = client_for(server, GROUP_TRANSPORT_UDP, "carol");
-    group_client *mallory = client_for(server, GROUP_TRANSPORT_TCP, "mallory");
+static int client_api(const group_server_t *server) {
+    group_client_t *alice = client_for(server, GROUP_TRANSPORT_TCP, "alice");
+    group_client_t *bob = client_for(server, GROUP_TRANSPORT_WS, "bob");
+    group_client_t *carol = client_for(server, GROUP_TRANSPORT_UDP, "carol");
+    group_client_t *mallory = client_for(server, GROUP_TRANSPORT_TCP, "mallory");
     CHECK(alice && bob && carol && mallory, "four clients over three transports");
     uint8_t group[GROUP_ID_LEN];
     uint16_t refusal = 0;
@@ -211,13 +211,13 @@ static int client_api(const group_server *server) {
 
 /* Drains the event queue until `opened` sessions opened and `discarded` ended have been seen (at most 30 s:
  * valgrind is slow), checking that "alice" opened one. */
-static int events(const group_server *server, int opened, int discarded) {
+static int events(const group_server_t *server, int opened, int discarded) {
     int seen_opened = 0, seen_discarded = 0, alice = 0;
     for (int waited_ms = 0; waited_ms < 30000;) {
-        group_event event;
+        group_event_t event;
         uint8_t uid[64];
         size_t needed = 0;
-        group_result r = group_server_poll_event(server, &event, uid, sizeof uid, &needed);
+        group_result_t r = group_server_poll_event(server, &event, uid, sizeof uid, &needed);
         if (r == GROUP_RESULT_NOT_FOUND) {
             if (seen_opened >= opened && seen_discarded >= discarded) {
                 break;
@@ -285,7 +285,7 @@ int main(void) {
     CHECK(written > 0 && written < sizeof text, "a message was written");
 
     const char *bad = "{\"group\": {\"relayLimit\": 0}}";
-    group_server *server = NULL;
+    group_server_t *server = NULL;
     if (expect(group_server_new((const uint8_t *)bad, strlen(bad), 1, &server),
                GROUP_RESULT_INVALID_CONFIG, "a bad configuration is refused")) {
         return 1;

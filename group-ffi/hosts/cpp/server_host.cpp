@@ -1,6 +1,8 @@
 // A C++17 host of the group server through group.hpp (RAII over the C ABI): a Before-join hook refusing
 // "mallory", clients over TCP, WebSocket and UDP, create, join, a refused join, broadcast, leave, announce.
 // Exits non-zero on the first failure. Built and run by group-ffi/tests/cpp_host.rs.
+#include <unistd.h>  // engines include it first: it declares int group_member(gid_t)
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,7 +21,7 @@ void expect(bool ok, const char *what) {
 }
 
 // Refuses mallory, lets everyone else in; answers at once from the server's thread.
-void before_join(void *userdata, const group_hook_call *call, std::uint64_t token) {
+void before_join(void *userdata, const group_hook_call_t *call, std::uint64_t token) {
     const auto *server = static_cast<const group::Server *>(userdata);
     std::string uid(reinterpret_cast<const char *>(call->uid), call->uid_len);
     if (uid == "mallory") {

@@ -14,7 +14,7 @@ use group_core::proto::{Request, ServerFrame, decode_server_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -52,25 +52,32 @@ impl Writer {
 }
 
 /// Writes what the client queues until the queue closes (the sender was dropped) or the socket fails;
-/// after `keep_alive` of silence it sends a KeepAlive, counted in `keep_alives` so that the reader can
-/// drop its answer instead of handing it to the caller.
+/// after `keep_alive` of silence (changeable while it runs; `None`: never) it sends a KeepAlive, counted
+/// in `keep_alives` so that the reader can drop its answer instead of handing it to the caller. This
+/// task, not the caller, keeps the session alive: a game that stops polling (a loading screen) keeps it.
 pub(super) async fn write_loop(
     mut writer: Writer,
     mut queue: mpsc::Receiver<Bytes>,
-    keep_alive: Option<Duration>,
+    mut keep_alive: watch::Receiver<Option<Duration>>,
     keep_alives: Arc<AtomicU64>,
 ) {
     let mut keep_alive_frame = BytesMut::new();
     Request::KeepAlive.encode(&mut keep_alive_frame);
     let keep_alive_frame = keep_alive_frame.freeze();
-    let idle = keep_alive.unwrap_or(Duration::MAX);
+    let mut setting_open = true;
     loop {
+        let every = *keep_alive.borrow_and_update();
+        let idle = every.unwrap_or(Duration::MAX);
         let bytes = tokio::select! {
             bytes = queue.recv() => match bytes {
                 Some(bytes) => bytes,
                 None => break,
             },
-            () = tokio::time::sleep(idle), if keep_alive.is_some() => {
+            changed = keep_alive.changed(), if setting_open => {
+                setting_open = changed.is_ok();
+                continue;
+            }
+            () = tokio::time::sleep(idle), if every.is_some() => {
                 keep_alives.fetch_add(1, Ordering::Relaxed);
                 keep_alive_frame.clone()
             }

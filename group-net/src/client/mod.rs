@@ -21,7 +21,7 @@ use group_core::proto::{
 };
 use group_core::{GroupId, Sid};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::client_async;
 
 use io::Writer;
@@ -148,6 +148,8 @@ pub struct Client {
     /// caller: the others were abandoned.
     waiting: VecDeque<(u8, u16)>,
     request_timeout: Duration,
+    /// The writer task's keep-alive interval.
+    keep_alive: watch::Sender<Option<Duration>>,
 }
 
 /// The sending half of a split [`Client`].
@@ -189,20 +191,45 @@ impl ClientReceiver {
         }
     }
 
+    /// The next push if one has arrived, without waiting: `Ok(None)` when none has, [`ClientError::Closed`]
+    /// when the connection has closed. Cheap enough to call every frame of a game loop.
+    pub fn try_next_push(&mut self) -> Result<Option<Push>, ClientError> {
+        if let Some(push) = self.pending.pop_front() {
+            return Ok(Some(push));
+        }
+        loop {
+            let frame = match self.inbox.try_recv() {
+                Ok(frame) => frame,
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(ClientError::Closed),
+            };
+            if self.is_automatic(&frame) {
+                continue;
+            }
+            if let Ok(push) = to_push(frame) {
+                return Ok(Some(push));
+            }
+        }
+    }
+
     /// The next frame that is not the answer to an automatic KeepAlive.
     async fn next_frame(&mut self) -> Option<ServerFrame> {
         loop {
             let frame = self.inbox.recv().await?;
-            let automatic = frame.status != Status::Push
-                && (frame.ver, frame.cmd) == (VER_CONTROL, cmd::KEEP_ALIVE)
-                && self
-                    .keep_alives
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok();
-            if !automatic {
+            if !self.is_automatic(&frame) {
                 return Some(frame);
             }
         }
+    }
+
+    /// Whether `frame` answers a KeepAlive the writer sent by itself (and counts it off).
+    fn is_automatic(&self, frame: &ServerFrame) -> bool {
+        frame.status != Status::Push
+            && (frame.ver, frame.cmd) == (VER_CONTROL, cmd::KEEP_ALIVE)
+            && self
+                .keep_alives
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
     }
 }
 
@@ -293,12 +320,8 @@ impl Client {
     ) -> Client {
         let (queue, outbox) = mpsc::channel(OUTBOX);
         let keep_alives = Arc::new(AtomicU64::new(0));
-        tokio::spawn(io::write_loop(
-            writer,
-            outbox,
-            options.keep_alive,
-            keep_alives.clone(),
-        ));
+        let (keep_alive, setting) = watch::channel(options.keep_alive);
+        tokio::spawn(io::write_loop(writer, outbox, setting, keep_alives.clone()));
         Client {
             sender: ClientSender { queue },
             receiver: ClientReceiver {
@@ -309,7 +332,18 @@ impl Client {
             },
             waiting: VecDeque::new(),
             request_timeout: options.request_timeout,
+            keep_alive,
         }
+    }
+
+    /// Changes how long the client may be silent before it sends KeepAlive (`None`: never), from now on.
+    pub fn set_keep_alive(&self, every: Option<Duration>) {
+        self.keep_alive.send_replace(every);
+    }
+
+    /// The next push if one has arrived, without waiting (see [`ClientReceiver::try_next_push`]).
+    pub fn try_next_push(&mut self) -> Result<Option<Push>, ClientError> {
+        self.receiver.try_next_push()
     }
 
     /// Connects over UDP with KCP with the default [`ClientOptions`].
