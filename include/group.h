@@ -197,6 +197,26 @@ typedef uint32_t group_event_kind_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Which custom message a callback produces.
+enum group_message_kind_t
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Pushed (as a 112 leave) to a group's remaining members when a member's session ends.
+  GROUP_MESSAGE_DISCARD = 1,
+  // Pushed (as a 111 join carrying the member's own uid) to every member of a group whose owner
+  // changed (a failover, or a drained owner's handover).
+  GROUP_MESSAGE_REJOIN = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum group_message_kind_t group_message_kind_t;
+#else
+typedef uint32_t group_message_kind_t;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
 // client must not overlap (use one client per thread, or lock around it).
 typedef struct group_client_t group_client_t;
@@ -669,11 +689,13 @@ group_result_t group_client_set_keep_alive(group_client_t *client,
                                            uint32_t interval_ms);
 
 // Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
-// server's node thread (see `group_event_fn`). The polling queue receives every event as well.
+// server's node thread (see `group_event_fn`). The polling queue receives every event as well. Callable
+// from any thread, the event callback itself included (no lock is held while it runs); a call of the
+// previous callback already under way on the node thread still finishes.
 //
 // # Safety
 // `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
-// replaced or the server is freed. Any thread.
+// replaced (and any call under way has returned) or the server is freed. Any thread.
 group_result_t group_server_set_event_callback(const group_server_t *server,
                                                group_event_fn_t callback,
                                                void *userdata);

@@ -355,11 +355,13 @@ namespace Group.Native
 
         /// <summary>
         ///  Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
-        ///  server's node thread (see `group_event_fn`). The polling queue receives every event as well.
+        ///  server's node thread (see `group_event_fn`). The polling queue receives every event as well. Callable
+        ///  from any thread, the event callback itself included (no lock is held while it runs); a call of the
+        ///  previous callback already under way on the node thread still finishes.
         ///
         ///  # Safety
         ///  `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
-        ///  replaced or the server is freed. Any thread.
+        ///  replaced (and any call under way has returned) or the server is freed. Any thread.
         /// </summary>
         [DllImport(__DllName, EntryPoint = "group_server_set_event_callback", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         public static extern group_result group_server_set_event_callback(group_server* server, group_server_set_event_callback_callback_delegate callback, void* userdata);

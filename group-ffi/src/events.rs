@@ -111,9 +111,17 @@ impl Events {
 
     /// Hands an event to the callback and the queue.
     fn deliver(&self, event: group_event, uid: String) {
-        if let Some(host) = &*self.callback.lock().unwrap_or_else(|e| e.into_inner()) {
+        // Copied out: no lock is held while the host's code runs, so the callback may replace itself
+        // (`group_server_set_event_callback` from inside the callback) without a deadlock.
+        let host = self
+            .callback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|h| (h.callback, h.userdata));
+        if let Some((callback, userdata)) = host {
             // SAFETY: the host's callback, called as documented, with pointers valid during the call.
-            unsafe { (host.callback)(host.userdata, &event, uid.as_ptr()) };
+            unsafe { callback(userdata, &event, uid.as_ptr()) };
         }
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if queue.len() >= GROUP_MAX_QUEUED_EVENTS {
@@ -195,11 +203,13 @@ fn translate(event: &Event) -> Option<(group_event, String)> {
 }
 
 /// Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
-/// server's node thread (see `group_event_fn`). The polling queue receives every event as well.
+/// server's node thread (see `group_event_fn`). The polling queue receives every event as well. Callable
+/// from any thread, the event callback itself included (no lock is held while it runs); a call of the
+/// previous callback already under way on the node thread still finishes.
 ///
 /// # Safety
 /// `server` as in `group_server_start`; `callback` and `userdata` usable from the server's thread until
-/// replaced or the server is freed. Any thread.
+/// replaced (and any call under way has returned) or the server is freed. Any thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn group_server_set_event_callback(
     server: *const group_server,
@@ -276,6 +286,36 @@ mod tests {
         if event.kind == group_event_kind::GROUP_EVENT_SESSION_OPENED as u32 {
             counter.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Replaces the callback of the `Events` in `userdata` with none, from inside the callback.
+    unsafe extern "C" fn unregister(userdata: *mut c_void, _: *const group_event, _: *const u8) {
+        // SAFETY: the test passes a live `Events` as userdata.
+        let events = unsafe { &*(userdata as *const Events) };
+        events.set_callback(None, std::ptr::null_mut());
+    }
+
+    #[test]
+    fn the_event_callback_may_replace_itself_without_a_deadlock() {
+        let events = std::sync::Arc::new(Events::default());
+        let userdata = std::sync::Arc::as_ptr(&events) as *mut c_void;
+        events.set_callback(Some(unregister), userdata);
+        let group = group_core::GroupId::from_bytes(&[b'0'; GROUP_ID_LEN]).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let delivering = events.clone();
+        std::thread::spawn(move || {
+            delivering.record_refused(&group, "a".into(), 401);
+            delivering.record_refused(&group, "b".into(), 401);
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("delivery returned: no lock is held while the callback runs");
+        assert!(
+            events.callback.lock().unwrap().is_none(),
+            "it replaced itself"
+        );
+        assert_eq!(events.queue.lock().unwrap().len(), 2, "both were queued");
     }
 
     #[test]
