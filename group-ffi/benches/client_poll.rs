@@ -2,7 +2,13 @@
 //! or C# host makes every frame. Criterion's figure, then the p50 and p99 of 500 single calls timed one by
 //! one (what a frame pays). Run with `cargo bench -p group-ffi --bench client_poll`.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
