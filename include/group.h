@@ -70,6 +70,8 @@ enum group_result_t
   // The server's input queue is full: a call that does not wait was not queued. Retry later, or make
   // the blocking call.
   GROUP_RESULT_BUSY = 7015,
+  // The handle is not a live server or client: freed already, or never returned by the library.
+  GROUP_RESULT_INVALID_HANDLE = 7016,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -657,11 +659,13 @@ group_result_t group_client_refusal_message(group_client_t *client,
                                             size_t *written);
 
 // Says Fin (the session ends at once on the server), closes the connection and frees the client.
-// **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.
+// **Blocking** (at most half a second for the Fin). NULL is a no-op (`GROUP_RESULT_OK`); `client` must
+// not be used afterwards. A second free (or a pointer the library never returned) gets
+// `GROUP_RESULT_INVALID_HANDLE`; a call from inside a library callback `GROUP_RESULT_WRONG_THREAD`.
 //
 // # Safety
-// `client` NULL or a live client with no call in progress, freed once.
-void group_client_free(group_client_t *client);
+// `client` NULL, or any pointer value with no call on it in progress on another thread.
+group_result_t group_client_free(group_client_t *client);
 
 // Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
 // its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
@@ -857,12 +861,14 @@ group_result_t group_server_drain(const group_server_t *server,
                                   uint32_t grace_ms);
 
 // Frees a server, stopping it first (with a one-second grace) if it still runs. **Blocking** while it
-// stops. `server` may be NULL (nothing happens); it must not be used afterwards.
+// stops. `server` may be NULL (nothing happens, `GROUP_RESULT_OK`); it must not be used afterwards.
+// Misuse is refused, never a hang: `GROUP_RESULT_INVALID_HANDLE` for a server freed already (or a
+// pointer the library never returned), `GROUP_RESULT_WRONG_THREAD` from any callback of the library
+// (a hook, a command, a tick, an event callback: the server would wait for its own thread).
 //
 // # Safety
-// `server` must be NULL or come from `group_server_new`, not already freed, with no call in progress.
-// Never call it from a callback of this same server.
-void group_server_free(group_server_t *server);
+// `server` NULL, or any pointer value with no call on it in progress on another thread.
+group_result_t group_server_free(group_server_t *server);
 
 #ifdef __cplusplus
 }  // extern "C"

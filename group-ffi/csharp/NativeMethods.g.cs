@@ -138,14 +138,16 @@ namespace Group.Native
 
         /// <summary>
         ///  Frees a server, stopping it first (with a one-second grace) if it still runs. **Blocking** while it
-        ///  stops. `server` may be NULL (nothing happens); it must not be used afterwards.
+        ///  stops. `server` may be NULL (nothing happens, `GROUP_RESULT_OK`); it must not be used afterwards.
+        ///  Misuse is refused, never a hang: `GROUP_RESULT_INVALID_HANDLE` for a server freed already (or a
+        ///  pointer the library never returned), `GROUP_RESULT_WRONG_THREAD` from any callback of the library
+        ///  (a hook, a command, a tick, an event callback: the server would wait for its own thread).
         ///
         ///  # Safety
-        ///  `server` must be NULL or come from `group_server_new`, not already freed, with no call in progress.
-        ///  Never call it from a callback of this same server.
+        ///  `server` NULL, or any pointer value with no call on it in progress on another thread.
         /// </summary>
         [DllImport(__DllName, EntryPoint = "group_server_free", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
-        public static extern void group_server_free(group_server* server);
+        public static extern group_result group_server_free(group_server* server);
 
         /// <summary>
         ///  Registers a hook written in C: `callback` runs with `userdata` for every `command` (a `group_command`),
@@ -491,13 +493,15 @@ namespace Group.Native
 
         /// <summary>
         ///  Says Fin (the session ends at once on the server), closes the connection and frees the client.
-        ///  **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.
+        ///  **Blocking** (at most half a second for the Fin). NULL is a no-op (`GROUP_RESULT_OK`); `client` must
+        ///  not be used afterwards. A second free (or a pointer the library never returned) gets
+        ///  `GROUP_RESULT_INVALID_HANDLE`; a call from inside a library callback `GROUP_RESULT_WRONG_THREAD`.
         ///
         ///  # Safety
-        ///  `client` NULL or a live client with no call in progress, freed once.
+        ///  `client` NULL, or any pointer value with no call on it in progress on another thread.
         /// </summary>
         [DllImport(__DllName, EntryPoint = "group_client_free", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
-        public static extern void group_client_free(group_client* client);
+        public static extern group_result group_client_free(group_client* client);
 
         /// <summary>
         ///  Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
@@ -809,6 +813,10 @@ namespace Group.Native
         ///  the blocking call.
         /// </summary>
         GROUP_RESULT_BUSY = 7015,
+        /// <summary>
+        ///  The handle is not a live server or client: freed already, or never returned by the library.
+        /// </summary>
+        GROUP_RESULT_INVALID_HANDLE = 7016,
     }
 
     /// <summary>

@@ -49,8 +49,7 @@ pub(crate) fn running<'a>(
     }
     // SAFETY: per every caller's contract, a live server for the duration of the call, which is all 'a
     // is used for.
-    let server: &'a group_server =
-        unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+    let server: &'a group_server = unsafe { crate::server::server_ref(server) }?;
     let handle = server
         .handle()
         .ok_or(group_result::GROUP_RESULT_NOT_STARTED)?;
@@ -249,7 +248,7 @@ pub unsafe extern "C" fn group_server_broadcast_nowait(
         let (group, uid, message) =
             unsafe { member_args(group, uid, uid_len, message, message_len) }?;
         // SAFETY: per the contract, a live server for the duration of the call.
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         let handle = server
             .handle()
             .ok_or(group_result::GROUP_RESULT_NOT_STARTED)?;

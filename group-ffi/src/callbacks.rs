@@ -107,7 +107,7 @@ pub unsafe extern "C" fn group_server_set_message(
 ) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server (its state is behind a lock).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         let callback = callback.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
         let host = Host { callback, userdata };
         let mut scratch = vec![0u8; GROUP_MAX_CUSTOM_MESSAGE];
@@ -192,7 +192,7 @@ pub unsafe extern "C" fn group_server_add_command(
 ) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server (its state is behind a lock).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         if ver < group_core::proto::VER_CUSTOM_MIN {
             return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
         }
@@ -231,7 +231,7 @@ pub unsafe extern "C" fn group_reply(
 ) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server (continuations are internally locked).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         if payload_len > server.max_payload() {
             return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
         }

@@ -14,7 +14,7 @@ use group_net::client::{Client, ClientError};
 use tokio::runtime::Runtime;
 
 use crate::client_push::Owned;
-use crate::panic::{guard, guard_void};
+use crate::panic::guard;
 use crate::result::group_result;
 use crate::slice::{bytes, text, write_out};
 use crate::slice::{group_in, refused_with, write_group};
@@ -55,7 +55,8 @@ pub(crate) unsafe fn client_mut<'a>(
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(group_result::GROUP_RESULT_WRONG_THREAD);
     }
-    // SAFETY: per the contract, a live client used by one thread at a time.
+    crate::handles::check(client)?;
+    // SAFETY: checked live above; per the contract, used by one thread at a time.
     unsafe { client.as_mut() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)
 }
 
@@ -104,8 +105,10 @@ pub unsafe extern "C" fn group_client_connect(
             last_reply: Bytes::new(),
             runtime,
         });
+        let client = Box::into_raw(client);
+        crate::handles::register(client);
         // SAFETY: `out` is non-null and, per the contract, writable.
-        unsafe { out.write(Box::into_raw(client)) };
+        unsafe { out.write(client) };
         Ok(())
     })
 }
@@ -427,15 +430,23 @@ pub unsafe extern "C" fn group_client_refusal_message(
 }
 
 /// Says Fin (the session ends at once on the server), closes the connection and frees the client.
-/// **Blocking** (at most half a second for the Fin). NULL is a no-op; `client` must not be used afterwards.
+/// **Blocking** (at most half a second for the Fin). NULL is a no-op (`GROUP_RESULT_OK`); `client` must
+/// not be used afterwards. A second free (or a pointer the library never returned) gets
+/// `GROUP_RESULT_INVALID_HANDLE`; a call from inside a library callback `GROUP_RESULT_WRONG_THREAD`.
 ///
 /// # Safety
-/// `client` NULL or a live client with no call in progress, freed once.
+/// `client` NULL, or any pointer value with no call on it in progress on another thread.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn group_client_free(client: *mut group_client) {
-    guard_void(|| {
+pub unsafe extern "C" fn group_client_free(client: *mut group_client) -> group_result {
+    guard(|| {
         if client.is_null() {
-            return;
+            return Ok(());
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
+        }
+        if !crate::handles::unregister(client) {
+            return Err(group_result::GROUP_RESULT_INVALID_HANDLE);
         }
         // SAFETY: per the contract, `client` came from Box::into_raw in group_client_connect, freed once.
         let client = unsafe { Box::from_raw(client) };
@@ -451,5 +462,6 @@ pub unsafe extern "C" fn group_client_free(client: *mut group_client) {
             drop(client)
         });
         runtime.shutdown_timeout(Duration::from_secs(1));
-    });
+        Ok(())
+    })
 }

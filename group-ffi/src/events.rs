@@ -218,7 +218,7 @@ pub unsafe extern "C" fn group_server_set_event_callback(
 ) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server (shared: events are internally locked).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         server.events().set_callback(callback, userdata);
         Ok(())
     })
@@ -242,7 +242,7 @@ pub unsafe extern "C" fn group_server_poll_event(
 ) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server (shared: events are internally locked).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         if out.is_null() || needed.is_null() {
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }

@@ -30,7 +30,7 @@ pub unsafe extern "C" fn group_server_add_hook(
 ) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server (shared: its state is behind a lock).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         let (command, which) = match command {
             1 => (group_command::GROUP_COMMAND_CREATE, Command::Create),
             2 => (group_command::GROUP_COMMAND_JOIN, Command::Join),
@@ -83,7 +83,7 @@ pub unsafe extern "C" fn group_next(
 ) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server (shared: continuations are internally locked).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         // SAFETY: forwarded from this function's contract.
         let message = unsafe { text(message, message_len) }?;
         let answer = match code {

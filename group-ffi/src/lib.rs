@@ -15,6 +15,7 @@ mod callbacks;
 mod client;
 mod client_push;
 mod events;
+mod handles;
 mod hook_api;
 mod hooks;
 mod host;

@@ -13,8 +13,3 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<(), group_result>) -> group_re
         Err(_) => group_result::GROUP_RESULT_PANIC,
     }
 }
-
-/// Like [`guard`] for functions that return nothing: a panic is swallowed (there is no way to report it).
-pub(crate) fn guard_void(body: impl FnOnce()) {
-    let _ = catch_unwind(AssertUnwindSafe(body));
-}

@@ -42,6 +42,8 @@ pub enum group_result {
     /// The server's input queue is full: a call that does not wait was not queued. Retry later, or make
     /// the blocking call.
     GROUP_RESULT_BUSY = 7015,
+    /// The handle is not a live server or client: freed already, or never returned by the library.
+    GROUP_RESULT_INVALID_HANDLE = 7016,
 }
 
 impl group_result {
@@ -75,6 +77,9 @@ impl group_result {
             }
             group_result::GROUP_RESULT_DISCONNECTED => "the connection closed or could not be made",
             group_result::GROUP_RESULT_BUSY => "the server's input queue is full: retry later",
+            group_result::GROUP_RESULT_INVALID_HANDLE => {
+                "not a live server or client handle: freed already, or never returned by the library"
+            }
             group_result::GROUP_RESULT_WRONG_THREAD => {
                 "a blocking call from one of the server's own threads (a callback): call it from another"
             }
@@ -100,6 +105,7 @@ impl group_result {
             GROUP_RESULT_WRONG_THREAD,
             GROUP_RESULT_DISCONNECTED,
             GROUP_RESULT_BUSY,
+            GROUP_RESULT_INVALID_HANDLE,
         ]
         .into_iter()
         .find(|r| *r as u32 == code)

@@ -12,7 +12,7 @@ use tokio::runtime::Runtime;
 
 use crate::events::Events;
 use crate::hooks::{Answer, Continuations, Unanswerable};
-use crate::panic::{guard, guard_void};
+use crate::panic::guard;
 use crate::result::group_result;
 use crate::slice::{text, write_out};
 
@@ -174,10 +174,24 @@ pub unsafe extern "C" fn group_server_new(
             max_payload,
             handle: OnceLock::new(),
         });
+        let server = Box::into_raw(server);
+        crate::handles::register(server);
         // SAFETY: `out` is non-null and, per the contract, writable.
-        unsafe { out.write(Box::into_raw(server)) };
+        unsafe { out.write(server) };
         Ok(())
     })
+}
+
+/// The server behind a handle, if the handle is live (see `handles.rs`).
+///
+/// # Safety
+/// A live `server` must stay valid for `'a`: every caller's contract says no free runs during its call.
+pub(crate) unsafe fn server_ref<'a>(
+    server: *const group_server,
+) -> Result<&'a group_server, group_result> {
+    crate::handles::check(server)?;
+    // SAFETY: the registry says the library handed it out and it is not freed; the caller keeps it so.
+    unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)
 }
 
 /// Explains why a configuration is refused: writes a message naming the key and the problem (UTF-8, not
@@ -217,7 +231,7 @@ pub unsafe extern "C" fn group_config_error(
 pub unsafe extern "C" fn group_server_start(server: *const group_server) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server (shared: its state is behind a lock).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         let mut state = server.lock();
         let builder = state
             .builder
@@ -250,7 +264,7 @@ pub unsafe extern "C" fn group_server_port(
 ) -> group_result {
     guard(|| {
         // SAFETY: per the contract, a live server.
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         if port.is_null() {
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }
@@ -290,7 +304,7 @@ unsafe fn end(server: *const group_server, grace_ms: u32, ending: Ending) -> gro
             return Err(group_result::GROUP_RESULT_WRONG_THREAD);
         }
         // SAFETY: per the contract, a live server (shared: its state is behind a lock).
-        let server = unsafe { server.as_ref() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)?;
+        let server = unsafe { crate::server::server_ref(server) }?;
         let running = server
             .lock()
             .server
@@ -336,16 +350,24 @@ pub unsafe extern "C" fn group_server_drain(
 }
 
 /// Frees a server, stopping it first (with a one-second grace) if it still runs. **Blocking** while it
-/// stops. `server` may be NULL (nothing happens); it must not be used afterwards.
+/// stops. `server` may be NULL (nothing happens, `GROUP_RESULT_OK`); it must not be used afterwards.
+/// Misuse is refused, never a hang: `GROUP_RESULT_INVALID_HANDLE` for a server freed already (or a
+/// pointer the library never returned), `GROUP_RESULT_WRONG_THREAD` from any callback of the library
+/// (a hook, a command, a tick, an event callback: the server would wait for its own thread).
 ///
 /// # Safety
-/// `server` must be NULL or come from `group_server_new`, not already freed, with no call in progress.
-/// Never call it from a callback of this same server.
+/// `server` NULL, or any pointer value with no call on it in progress on another thread.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn group_server_free(server: *mut group_server) {
-    guard_void(|| {
+pub unsafe extern "C" fn group_server_free(server: *mut group_server) -> group_result {
+    guard(|| {
         if server.is_null() {
-            return;
+            return Ok(());
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
+        }
+        if !crate::handles::unregister(server) {
+            return Err(group_result::GROUP_RESULT_INVALID_HANDLE);
         }
         // SAFETY: per the contract, `server` came from Box::into_raw in group_server_new and is freed once.
         let server = unsafe { Box::from_raw(server) };
@@ -356,7 +378,8 @@ pub unsafe extern "C" fn group_server_free(server: *mut group_server) {
                 .block_on(running.shutdown(Duration::from_secs(1)));
         }
         drop(server);
-    });
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! Misuse of handles gets a result code, never a crash or a hang: a double free, a call on a freed
+//! handle, and a free from inside the library's own callback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ffi::c_void;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use group_ffi::*;
+
+const CONFIG: &str = r#"{"server": {"tcp": "127.0.0.1:0", "ws": null, "udp": null},
+                         "mesh": {"bind": "127.0.0.1:0"}}"#;
+
+fn new_server() -> *mut group_server {
+    let mut server: *mut group_server = std::ptr::null_mut();
+    // SAFETY: real pointers.
+    let r = unsafe { group_server_new(CONFIG.as_ptr(), CONFIG.len(), 1, &mut server) };
+    assert_eq!(r, group_result::GROUP_RESULT_OK);
+    server
+}
+
+#[test]
+fn a_second_free_and_a_call_after_free_are_refused() {
+    let server = new_server();
+    // SAFETY: the point of the test: every call below is on a handle that is live or was freed.
+    unsafe {
+        assert_eq!(group_server_start(server), group_result::GROUP_RESULT_OK);
+        let mut port = 0u16;
+        assert_eq!(
+            group_server_port(server, 1, &mut port),
+            group_result::GROUP_RESULT_OK
+        );
+        let addr = format!("127.0.0.1:{port}");
+        let mut client: *mut group_client = std::ptr::null_mut();
+        let r = group_client_connect(1, addr.as_ptr(), addr.len(), &mut client);
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        assert_eq!(group_client_free(client), group_result::GROUP_RESULT_OK);
+        assert_eq!(
+            group_client_free(client),
+            group_result::GROUP_RESULT_INVALID_HANDLE
+        );
+        let (mut sid, mut refusal) = ([0u8; 16], 0u16);
+        let uid = "late";
+        let r = group_client_hello(
+            client,
+            uid.as_ptr(),
+            uid.len(),
+            std::ptr::null(),
+            0,
+            sid.as_mut_ptr(),
+            &mut refusal,
+        );
+        assert_eq!(r, group_result::GROUP_RESULT_INVALID_HANDLE);
+        assert_eq!(group_server_free(server), group_result::GROUP_RESULT_OK);
+        assert_eq!(
+            group_server_free(server),
+            group_result::GROUP_RESULT_INVALID_HANDLE
+        );
+        assert_eq!(
+            group_server_start(server),
+            group_result::GROUP_RESULT_INVALID_HANDLE
+        );
+        let mut port = 0u16;
+        assert_eq!(
+            group_server_port(server, 1, &mut port),
+            group_result::GROUP_RESULT_INVALID_HANDLE
+        );
+        assert_eq!(
+            group_server_free(std::ptr::null_mut()),
+            group_result::GROUP_RESULT_OK
+        );
+        let never = 0x1000 as *mut group_server;
+        assert_eq!(
+            group_server_free(never),
+            group_result::GROUP_RESULT_INVALID_HANDLE
+        );
+    }
+}
+
+/// What the event callback's own free of its server came to.
+static FREED_FROM_CALLBACK: Mutex<Option<group_result>> = Mutex::new(None);
+
+unsafe extern "C" fn free_own_server(userdata: *mut c_void, _: *const group_event, _: *const u8) {
+    // SAFETY: userdata is the server, live while its callback runs.
+    let r = unsafe { group_server_free(userdata.cast::<group_server>()) };
+    FREED_FROM_CALLBACK.lock().unwrap().get_or_insert(r);
+}
+
+#[test]
+fn a_free_from_inside_a_callback_is_refused_instead_of_hanging() {
+    let server = new_server();
+    let mut port = 0u16;
+    // SAFETY: a live server; the callback gets it as userdata.
+    unsafe {
+        let r = group_server_set_event_callback(server, Some(free_own_server), server.cast());
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        assert_eq!(group_server_start(server), group_result::GROUP_RESULT_OK);
+        assert_eq!(
+            group_server_port(server, 1, &mut port),
+            group_result::GROUP_RESULT_OK
+        );
+        // A Hello makes an event.
+        let addr = format!("127.0.0.1:{port}");
+        let mut client: *mut group_client = std::ptr::null_mut();
+        let r = group_client_connect(1, addr.as_ptr(), addr.len(), &mut client);
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        let (mut sid, mut refusal) = ([0u8; 16], 0u16);
+        let uid = "zoe";
+        let r = group_client_hello(
+            client,
+            uid.as_ptr(),
+            uid.len(),
+            std::ptr::null(),
+            0,
+            sid.as_mut_ptr(),
+            &mut refusal,
+        );
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while FREED_FROM_CALLBACK.lock().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            *FREED_FROM_CALLBACK.lock().unwrap(),
+            Some(group_result::GROUP_RESULT_WRONG_THREAD)
+        );
+        assert_eq!(group_client_free(client), group_result::GROUP_RESULT_OK);
+        assert_eq!(
+            group_server_free(server),
+            group_result::GROUP_RESULT_OK,
+            "still live"
+        );
+    }
+}
