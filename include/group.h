@@ -310,6 +310,12 @@ typedef struct {
 // functions of this server (they return `GROUP_RESULT_WRONG_THREAD`).
 typedef void (*group_event_fn_t)(void *userdata, const group_event_t *event, const uint8_t *uid);
 
+// `callback(userdata, level, message, message_len)`: one log line, UTF-8, not NUL-terminated, valid
+// during the call. `level`: 1 error, 2 warn, 3 info, 4 debug, 5 trace. Called on whichever thread
+// logged (a library thread, or the host's own during a `group_` call): it must be thread-safe and
+// return quickly, and must not call back into the library.
+typedef void (*group_log_fn_t)(void *userdata, uint32_t level, const uint8_t *message, size_t len);
+
 // A node's mesh address (IPv4, as the mesh uses).
 typedef struct {
   // The address's four bytes, most significant first (127.0.0.1 is {127, 0, 0, 1}).
@@ -717,6 +723,17 @@ group_result_t group_server_poll_event(const group_server_t *server,
                                        uint8_t *uid_buf,
                                        size_t uid_buf_len,
                                        size_t *needed);
+
+// Sets (or with NULL clears) the log callback and the most verbose `max_level` it receives (1 error
+// ... 5 trace; 0 turns logging off). Without a callback the library logs nothing, to stderr or
+// anywhere. Applies to every server and client in the process.
+//
+// # Safety
+// `callback` and `userdata` usable from any thread until replaced (a line being delivered on another
+// thread may still reach the previous one). Any thread, the log callback included.
+group_result_t group_set_log_callback(group_log_fn_t callback,
+                                      uint32_t max_level,
+                                      void *userdata);
 
 // Registers a hook written in C: `callback` runs with `userdata` for every `command` (a `group_command`),
 // before it is carried out (`phase` `GROUP_HOOK_BEFORE`, which may refuse it) or after it succeeded

@@ -19,6 +19,7 @@ mod handles;
 mod hook_api;
 mod hooks;
 mod host;
+mod log;
 mod panic;
 mod queries;
 mod result;
@@ -50,6 +51,7 @@ pub use events::{
 };
 pub use hook_api::{group_next, group_server_add_hook};
 pub use hooks::{group_command, group_hook_call, group_hook_fn, group_hook_phase};
+pub use log::{group_log_fn, group_set_log_callback};
 pub use queries::{
     GROUP_MAX_UID_LEN, group_member, group_node_addr, group_server_group_ids,
     group_server_member_nodes, group_server_snapshot, group_snapshot,

@@ -19,10 +19,25 @@ pub(crate) fn runtime(name: &str, workers: usize) -> Result<Runtime, group_resul
     Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name(name)
-        .on_thread_start(block_sigpipe)
+        .on_thread_start(|| {
+            block_sigpipe();
+            log_to_host();
+        })
         .enable_all()
         .build()
         .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)
+}
+
+thread_local! {
+    /// Keeps this library thread's log dispatcher in place for the thread's life.
+    static LOG_GUARD: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sends this library thread's log lines to the host's log callback (nowhere while none is set).
+fn log_to_host() {
+    let guard = tracing::dispatcher::set_default(&crate::log::DISPATCH);
+    LOG_GUARD.with(|slot| *slot.borrow_mut() = Some(guard));
 }
 
 /// Blocks SIGPIPE for the calling thread only.
