@@ -724,17 +724,6 @@ group_result_t group_server_poll_event(const group_server_t *server,
                                        size_t uid_buf_len,
                                        size_t *needed);
 
-// Sets (or with NULL clears) the log callback and the most verbose `max_level` it receives (1 error
-// ... 5 trace; 0 turns logging off). Without a callback the library logs nothing, to stderr or
-// anywhere. Applies to every server and client in the process.
-//
-// # Safety
-// `callback` and `userdata` usable from any thread until replaced (a line being delivered on another
-// thread may still reach the previous one). Any thread, the log callback included.
-group_result_t group_set_log_callback(group_log_fn_t callback,
-                                      uint32_t max_level,
-                                      void *userdata);
-
 // Registers a hook written in C: `callback` runs with `userdata` for every `command` (a `group_command`),
 // before it is carried out (`phase` `GROUP_HOOK_BEFORE`, which may refuse it) or after it succeeded
 // (`GROUP_HOOK_AFTER`). Several hooks of one command and phase run in registration order. Only before
@@ -763,6 +752,17 @@ group_result_t group_next(const group_server_t *server,
                           uint32_t code,
                           const uint8_t *message,
                           size_t message_len);
+
+// Sets (or with NULL clears) the log callback and the most verbose `max_level` it receives (1 error
+// ... 5 trace; 0 turns logging off). Without a callback the library logs nothing, to stderr or
+// anywhere. Applies to every server and client in the process.
+//
+// # Safety
+// `callback` and `userdata` usable from any thread until replaced (a line being delivered on another
+// thread may still reach the previous one). Any thread, the log callback included.
+group_result_t group_set_log_callback(group_log_fn_t callback,
+                                      uint32_t max_level,
+                                      void *userdata);
 
 // Writes the groups user `uid` is in, in join order (Diarkis's GetGroupIDList), into `groups_out`: an
 // array of `capacity` IDs of 52 bytes each (`capacity * 52` bytes). `*count` receives the number of

@@ -27,7 +27,7 @@ fn the_committed_header_matches_the_library() {
     );
 }
 
-/// What an engine module has seen before it includes group.h: <unistd.h> (which declares
+/// What an engine module has seen before it includes group.h (C): <unistd.h> (which declares
 /// `int group_member(gid_t)`), <signal.h>, and Unreal's assertion and text macros.
 const ENGINE_PRELUDE: &str = r#"
 #include <unistd.h>
@@ -47,6 +47,24 @@ int main(void) {
         group_server_free(server);
     }
     return (int)getpid() < 0;
+}
+"#;
+
+/// The same for C++, through the RAII wrapper: result-returning calls, no exceptions, no RTTI.
+const ENGINE_PRELUDE_CPP: &str = r#"
+#include <unistd.h>
+#define check(expr) ((void)(expr))
+#define verify(expr) ((void)(expr))
+#define ensure(expr) ((void)(expr))
+#define TEXT(text) text
+#include "group.hpp"
+int main() {
+    auto server = group::Server::create("{}");
+    if (!server) {
+        return static_cast<int>(server.error().result == GROUP_RESULT_OK);
+    }
+    group::Status started = server.value().start();
+    return started.ok() ? 0 : 1;
 }
 "#;
 
@@ -82,7 +100,12 @@ fn the_header_compiles_after_system_and_engine_headers_with_every_warning() {
     let mut compiled = 0;
     for (compiler, file, flags) in cases {
         let source = dir.join(file);
-        std::fs::write(&source, ENGINE_PRELUDE).unwrap();
+        let text = if file.ends_with(".cpp") {
+            ENGINE_PRELUDE_CPP
+        } else {
+            ENGINE_PRELUDE
+        };
+        std::fs::write(&source, text).unwrap();
         let run = std::process::Command::new(compiler)
             .args(flags)
             .args(strict)

@@ -82,7 +82,8 @@ fn run_checked(mut command: Command, host: &Path, ok: &str) {
 
 #[test]
 fn the_cpp_host_runs_through_the_raii_header() {
-    let host = build_host("g++", &["-std=c++17"], "hosts/cpp/server_host.cpp");
+    let flags = ["-std=c++17", "-fno-exceptions", "-fno-rtti", "-Wshadow"];
+    let host = build_host("g++", &flags, "hosts/cpp/server_host.cpp");
     run_host(&host, "cpp_host: ok");
     let _ = std::fs::remove_file(&host);
 }
