@@ -1,8 +1,9 @@
 /* A C99 host of the group server: creates a server from JSON, registers a Before-join hook that refuses
  * "mallory", starts it, drives clients through the C client API over TCP, WebSocket and UDP (create, join,
  * a join refused with the hook's code, broadcast, leave) and one over raw TCP (the refusal's bytes), uses the
- * server API, then stops and frees everything, checking every result. Exits non-zero on the first failure.
- * Built and run (also under valgrind) by group-ffi/tests/c_host.rs. */
+ * server API, misuses handles (a free from inside a callback, double frees, calls on freed handles) and
+ * times poll(0), then stops and frees everything, checking every result. Exits non-zero on the first
+ * failure. Built and run (also under valgrind) by group-ffi/tests/hosts.rs. */
 #define _POSIX_C_SOURCE 200112L
 
 #include <arpa/inet.h>
@@ -169,6 +170,81 @@ static int expect_push(group_client_t *client, uint32_t kind, const char *uid, c
     return 1;
 }
 
+/* An event callback that frees its own server (refused: WRONG_THREAD) and replaces itself (no deadlock). */
+static group_result_t freed_from_callback = GROUP_RESULT_OK;
+static int misuse_events = 0;
+
+static void misusing_callback(void *userdata, const group_event_t *event, const uint8_t *uid) {
+    group_server_t *server = (group_server_t *)userdata;
+    (void)event;
+    (void)uid;
+    misuse_events += 1;
+    freed_from_callback = group_server_free(server);
+    group_server_set_event_callback(server, NULL, NULL);
+}
+
+/* Misuse gets result codes, never a crash or a hang: a free and a callback replacement from inside the
+ * event callback, a double free, calls on freed handles. Then times poll(0) on an idle client. */
+static int misuse(void) {
+    const char *config = "{\"server\": {\"tcp\": \"127.0.0.1:0\", \"ws\": null, \"udp\": null},"
+                         " \"mesh\": {\"bind\": \"127.0.0.1:0\"}}";
+    group_server_t *server = NULL;
+    uint16_t port = 0;
+    if (expect(group_server_new((const uint8_t *)config, strlen(config), 1, &server), GROUP_RESULT_OK,
+               "misuse: new") ||
+        expect(group_server_set_event_callback(server, misusing_callback, server), GROUP_RESULT_OK,
+               "misuse: event callback") ||
+        expect(group_server_start(server), GROUP_RESULT_OK, "misuse: start") ||
+        expect(group_server_port(server, GROUP_TRANSPORT_TCP, &port), GROUP_RESULT_OK, "misuse: port")) {
+        return 1;
+    }
+    group_client_t *client = client_for(server, GROUP_TRANSPORT_TCP, "idle");
+    CHECK(client != NULL, "misuse: a client");
+    for (int i = 0; i < 500 && misuse_events == 0; ++i) {
+        struct timespec nap = {0, 10000000};
+        nanosleep(&nap, NULL);
+    }
+    CHECK(misuse_events == 1, "misuse: the callback ran once and removed itself");
+    if (expect(freed_from_callback, GROUP_RESULT_WRONG_THREAD, "misuse: free from the event callback")) {
+        return 1;
+    }
+    /* poll(0) on an idle client: what a game loop pays every frame (a figure, not an assertion). */
+    group_push_t push;
+    uint8_t buf[256];
+    size_t needed = 0;
+    struct timespec start, end;
+    long samples[500];
+    for (int i = 0; i < 500; ++i) {
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        group_result_t r = group_client_poll_push(client, 0, &push, buf, sizeof buf, &needed);
+        clock_gettime(CLOCK_MONOTONIC, &end);
+        if (expect(r, GROUP_RESULT_NOT_FOUND, "misuse: poll(0) on an idle client")) {
+            return 1;
+        }
+        samples[i] = (end.tv_sec - start.tv_sec) * 1000000000L + (end.tv_nsec - start.tv_nsec);
+    }
+    for (int i = 1; i < 500; ++i) { /* insertion sort: 500 samples */
+        long v = samples[i];
+        int j = i - 1;
+        while (j >= 0 && samples[j] > v) {
+            samples[j + 1] = samples[j];
+            --j;
+        }
+        samples[j + 1] = v;
+    }
+    printf("server_host: poll(0) on an idle client: p50 %ld ns, p99 %ld ns\n", samples[250], samples[495]);
+    if (expect(group_client_free(client), GROUP_RESULT_OK, "misuse: free the client") ||
+        expect(group_client_free(client), GROUP_RESULT_INVALID_HANDLE, "misuse: free the client twice") ||
+        expect(group_client_poll_push(client, 0, &push, buf, sizeof buf, &needed), GROUP_RESULT_INVALID_HANDLE,
+               "misuse: poll a freed client") ||
+        expect(group_server_free(server), GROUP_RESULT_OK, "misuse: free the server") ||
+        expect(group_server_free(server), GROUP_RESULT_INVALID_HANDLE, "misuse: free the server twice") ||
+        expect(group_server_start(server), GROUP_RESULT_INVALID_HANDLE, "misuse: start a freed server")) {
+        return 1;
+    }
+    return 0;
+}
+
 /* Alice (TCP) creates a group; bob (WebSocket) and carol (UDP) join; mallory is refused by the hook;
  * alice's broadcast reaches bob and carol; carol leaves. All through the C client API. */
 static int client_api(const group_server_t *server) {
@@ -323,7 +399,7 @@ int main(void) {
                "an unknown transport")) {
         return 1;
     }
-    if (clients(port) != 0 || client_api(server) != 0 || events(server, 7, 7) != 0) {
+    if (clients(port) != 0 || client_api(server) != 0 || events(server, 7, 7) != 0 || misuse() != 0) {
         return 1;
     }
     if (expect(group_next(server, 12345, 0, NULL, 0), GROUP_RESULT_NOT_FOUND,
