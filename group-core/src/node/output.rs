@@ -14,6 +14,7 @@ use super::{ConnId, GroupId, JoinError, Node, Sid, Uid};
 use crate::cluster::mesh::MeshMessage;
 use crate::id::NodeAddr;
 use crate::time::Instant;
+
 /// A frame to write to a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]

@@ -387,3 +387,103 @@ fn joins_in_flight_count_against_the_users_group_limit() {
         "a third join in flight would pass maxGroupsPerUser"
     );
 }
+
+#[test]
+fn poll_hands_out_frames_then_events_then_the_deadline_once() {
+    let mut h = Harness::new();
+    let c = ConnId(9);
+    assert_eq!(
+        h.node.handle(Input::Connect(c), h.now),
+        Handled::Connect(Ok(()))
+    );
+    let hello = Request::Hello {
+        uid: "a".into(),
+        token: Bytes::new(),
+    };
+    let _outcome = h.node.handle(
+        Input::Request {
+            conn: c,
+            request: hello,
+        },
+        h.now,
+    );
+    let kinds: Vec<&str> = std::iter::from_fn(|| h.node.poll())
+        .map(|output| match output {
+            Output::Transmit(_) => "transmit",
+            Output::Event(_) => "event",
+            Output::Mesh(_) => "mesh",
+            Output::Timeout(_) => "timeout",
+        })
+        .collect();
+    assert_eq!(kinds, ["transmit", "event", "timeout"]);
+    assert_eq!(h.node.poll(), None, "nothing more until the next input");
+}
+
+/// A driver whose writer for one connection is full: it refuses that connection's frames.
+struct Refusing {
+    full: ConnId,
+    log: Log,
+}
+
+impl Sink for Refusing {
+    fn transmit(&mut self, t: Transmit) -> bool {
+        t.conn != self.full && self.log.transmit(t)
+    }
+    fn event(&mut self, event: Event) {
+        self.log.event(event);
+    }
+    fn mesh(&mut self, transmit: MeshTransmit) {
+        self.log.mesh(transmit);
+    }
+}
+
+#[test]
+fn a_connection_the_driver_cannot_write_to_is_disconnected_by_the_drain() {
+    let mut h = Harness::new();
+    let a = h.user(1, "a");
+    let slow = h.user(2, "slow");
+    let g = h.create(a, false, true, 60, 0);
+    h.join(slow, g, b"");
+    let broadcast = Request::Broadcast {
+        group: g,
+        reliable: true,
+        message: Bytes::from_static(b"m"),
+    };
+    let _outcome = h.node.handle(
+        Input::Request {
+            conn: a,
+            request: broadcast,
+        },
+        h.now,
+    );
+    let mut driver = Refusing {
+        full: slow,
+        log: Log::default(),
+    };
+    let _deadline = h.node.drain(h.now, &mut driver);
+    assert!(
+        h.node.session_of(slow).is_none(),
+        "the slow consumer is gone"
+    );
+    assert!(
+        driver.log.events.iter().any(|e| matches!(
+            e,
+            Event::SessionDiscarded {
+                reason: DiscardReason::Disconnected,
+                ..
+            }
+        )),
+        "{:?}",
+        driver.log.events
+    );
+    let pushes: Vec<u16> = driver
+        .log
+        .sent
+        .iter()
+        .map(|(c, f, _)| {
+            assert_eq!(*c, a, "nothing more for the slow one");
+            f.cmd
+        })
+        .collect();
+    assert_eq!(pushes, [cmd::LEAVE], "a hears that the slow one left");
+}
