@@ -20,6 +20,23 @@ fn new_server() -> *mut group_server {
     server
 }
 
+/// Says Hello as `uid` on `client` (live or not: that is what the tests check).
+fn hello(client: *mut group_client, uid: &str) -> group_result {
+    let (mut sid, mut refusal) = ([0u8; 16], 0u16);
+    // SAFETY: real buffers; the client pointer is what the test is about.
+    unsafe {
+        group_client_hello(
+            client,
+            uid.as_ptr(),
+            uid.len(),
+            std::ptr::null(),
+            0,
+            sid.as_mut_ptr(),
+            &mut refusal,
+        )
+    }
+}
+
 #[test]
 fn a_second_free_and_a_call_after_free_are_refused() {
     let server = new_server();
@@ -40,17 +57,7 @@ fn a_second_free_and_a_call_after_free_are_refused() {
             group_client_free(client),
             group_result::GROUP_RESULT_INVALID_HANDLE
         );
-        let (mut sid, mut refusal) = ([0u8; 16], 0u16);
-        let uid = "late";
-        let r = group_client_hello(
-            client,
-            uid.as_ptr(),
-            uid.len(),
-            std::ptr::null(),
-            0,
-            sid.as_mut_ptr(),
-            &mut refusal,
-        );
+        let r = hello(client, "late");
         assert_eq!(r, group_result::GROUP_RESULT_INVALID_HANDLE);
         assert_eq!(group_server_free(server), group_result::GROUP_RESULT_OK);
         assert_eq!(
@@ -105,17 +112,7 @@ fn a_free_from_inside_a_callback_is_refused_instead_of_hanging() {
         let mut client: *mut group_client = std::ptr::null_mut();
         let r = group_client_connect(1, addr.as_ptr(), addr.len(), &mut client);
         assert_eq!(r, group_result::GROUP_RESULT_OK);
-        let (mut sid, mut refusal) = ([0u8; 16], 0u16);
-        let uid = "zoe";
-        let r = group_client_hello(
-            client,
-            uid.as_ptr(),
-            uid.len(),
-            std::ptr::null(),
-            0,
-            sid.as_mut_ptr(),
-            &mut refusal,
-        );
+        let r = hello(client, "zoe");
         assert_eq!(r, group_result::GROUP_RESULT_OK);
         let deadline = Instant::now() + Duration::from_secs(10);
         while FREED_FROM_CALLBACK.lock().unwrap().is_none() && Instant::now() < deadline {
