@@ -72,6 +72,10 @@ enum group_result_t
   GROUP_RESULT_BUSY = 7015,
   // The handle is not a live server or client: freed already, or never returned by the library.
   GROUP_RESULT_INVALID_HANDLE = 7016,
+  // No answer within the call's timeout. The call's late answer, if it comes, is dropped.
+  GROUP_RESULT_TIMED_OUT = 7017,
+  // The server's answer was not the protocol (a group ID of the wrong length, for example).
+  GROUP_RESULT_PROTOCOL = 7018,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -148,7 +152,7 @@ typedef uint32_t group_hook_phase_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-// What a push is.
+// What a push is (`group_push_t.kind`; the same numbers in `group_client_event_t.kind`).
 enum group_push_kind_t
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
@@ -162,7 +166,7 @@ enum group_push_kind_t
   GROUP_PUSH_BROADCAST = 3,
   // The node is going offline (ver 0, cmd 6): create groups elsewhere.
   GROUP_PUSH_OFFLINE = 4,
-  // A refused broadcast (its Bad response): `code` holds the protocol code.
+  // A refused broadcast (its Bad response): `code` holds the protocol code, the message its text.
   GROUP_PUSH_REFUSED = 5,
 };
 #ifndef __cplusplus
@@ -219,8 +223,70 @@ typedef uint32_t group_message_kind_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-// A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
-// client must not overlap (use one client per thread, or lock around it).
+// What a client event is (`group_client_event_t.kind`). Kinds 1 to 5 are the pushes of
+// `group_push_kind_t`, with the same numbers.
+enum group_client_event_kind_t
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // A member joined (see `GROUP_PUSH_JOINED`).
+  GROUP_CLIENT_EVENT_JOINED = 1,
+  // A member left (see `GROUP_PUSH_LEFT`).
+  GROUP_CLIENT_EVENT_LEFT = 2,
+  // One broadcast entry (see `GROUP_PUSH_BROADCAST`).
+  GROUP_CLIENT_EVENT_BROADCAST = 3,
+  // The node is going offline (see `GROUP_PUSH_OFFLINE`).
+  GROUP_CLIENT_EVENT_OFFLINE = 4,
+  // A refused broadcast (see `GROUP_PUSH_REFUSED`).
+  GROUP_CLIENT_EVENT_REFUSED = 5,
+  // A submitted operation completed: `op` names it, `result` says how (`GROUP_RESULT_OK`,
+  // `_REFUSED` with the protocol code in `code` and the refusal's text as the message, `_TIMED_OUT`,
+  // `_DISCONNECTED`); `group` holds the group created, joined or left; the message holds the session
+  // ID (Hello, 16 bytes) or the reply (a custom request).
+  GROUP_CLIENT_EVENT_COMPLETED = 6,
+  // The connection is up (the first event of every client).
+  GROUP_CLIENT_EVENT_CONNECTED = 7,
+  // The connection ended or could not be made: `reason` is a `group_disconnect_reason_t`, the message
+  // says more. Operations still queued complete with `GROUP_RESULT_DISCONNECTED` after it.
+  GROUP_CLIENT_EVENT_DISCONNECTED = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum group_client_event_kind_t group_client_event_kind_t;
+#else
+typedef uint32_t group_client_event_kind_t;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Why a client's connection ended (`group_client_event_t.reason`).
+enum group_disconnect_reason_t
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // The server closed it: after Fin, a session replaced or discarded, a full server, a stopped one.
+  GROUP_DISCONNECT_SERVER_CLOSED = 1,
+  // The network failed (a reset, an unreachable peer, a KCP link that stopped acknowledging).
+  GROUP_DISCONNECT_NETWORK = 2,
+  // The server sent bytes that are not the protocol.
+  GROUP_DISCONNECT_PROTOCOL = 3,
+  // `group_client_connect_async` could not connect (refused, unreachable, handshake failed).
+  GROUP_DISCONNECT_CONNECT_FAILED = 4,
+  // `group_client_connect_async` did not connect within `connect_timeout_ms`.
+  GROUP_DISCONNECT_CONNECT_TIMED_OUT = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum group_disconnect_reason_t group_disconnect_reason_t;
+#else
+typedef uint32_t group_disconnect_reason_t;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// A client connection. Create with `group_client_connect` or `group_client_connect_async`, free with
+// `group_client_free`. Calls on one client must not overlap (use one client per thread, or lock around
+// it).
 typedef struct group_client_t group_client_t;
 
 // A group server hosted in this process. Create with `group_server_new`, free with `group_server_free`.
@@ -274,6 +340,39 @@ typedef struct {
 // return promptly (answer later from another thread if the decision takes time) and must not unwind
 // (no C++ exception may leave it).
 typedef void (*group_hook_fn_t)(void *userdata, const group_hook_call_t *call, uint64_t token);
+
+// How a client connects and how long its calls may take; zeros mean the defaults.
+typedef struct {
+  // How long connecting (with the WebSocket or KCP handshake) may take; 0: 5000.
+  uint32_t connect_timeout_ms;
+  // How long a call waits for its answer unless the call names its own timeout; 0: 10000.
+  uint32_t request_timeout_ms;
+  // How long the client may stay silent before its thread sends KeepAlive; 0: 3000. The server
+  // discards sessions silent for `limits.connectionTtl` (10 s by default).
+  uint32_t keep_alive_ms;
+} group_client_options_t;
+
+// One client event, as `group_client_poll_event` hands it out. Like `group_push_t`, the uid and the
+// message are in the caller's buffer: `[0, uid_len)` and `[uid_len, uid_len + message_len)`.
+typedef struct {
+  // The operation a `GROUP_CLIENT_EVENT_COMPLETED` completes (the ID its submission returned); 0
+  // otherwise.
+  uint64_t op;
+  // A `group_client_event_kind_t` value.
+  uint32_t kind;
+  // For a completion: a `group_result_t` value; otherwise `GROUP_RESULT_OK`.
+  uint32_t result;
+  // For `GROUP_CLIENT_EVENT_DISCONNECTED`: a `group_disconnect_reason_t` value; otherwise 0.
+  uint32_t reason;
+  // A refusal's protocol error code (a refused completion or broadcast); otherwise 0.
+  uint16_t code;
+  // The group (all zeros when there is none).
+  uint8_t group[52];
+  // Length of the uid at the start of the buffer.
+  size_t uid_len;
+  // Length of the message after the uid.
+  size_t message_len;
+} group_client_event_t;
 
 // One push, as `group_client_poll_push` hands it out. `uid` and `message` are offsets into the caller's
 // buffer: bytes `[0, uid_len)` are the uid, `[uid_len, uid_len + message_len)` the message.
@@ -537,8 +636,9 @@ group_result_t group_reply(const group_server_t *server,
                            size_t payload_len);
 
 // Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
-// `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed). On success
-// `*out` owns the client until `group_client_free`.
+// `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed), at most 5 s.
+// On success `*out` owns the client until `group_client_free`; its first event is
+// `GROUP_CLIENT_EVENT_CONNECTED`.
 //
 // # Safety
 // `addr` must point to `addr_len` readable bytes; `out` to a writable pointer. Any thread but a server's.
@@ -547,9 +647,34 @@ group_result_t group_client_connect(uint32_t transport,
                                     size_t addr_len,
                                     group_client_t **out);
 
+// Starts connecting to a server over `transport` at `addr` and returns at once: the first event
+// `group_client_poll_event` hands out is `GROUP_CLIENT_EVENT_CONNECTED`, or
+// `GROUP_CLIENT_EVENT_DISCONNECTED` with the reason (`GROUP_DISCONNECT_CONNECT_FAILED`,
+// `_CONNECT_TIMED_OUT`). Submissions made before the connection is up are sent once it is, in order.
+// `options` may be NULL (the defaults). `*out` owns the client until `group_client_free`, whether or
+// not the connection is ever made.
+//
+// # Safety
+// `addr` must point to `addr_len` readable bytes; `options` NULL or readable; `out` writable.
+group_result_t group_client_connect_async(uint32_t transport,
+                                          const uint8_t *addr,
+                                          size_t addr_len,
+                                          const group_client_options_t *options,
+                                          group_client_t **out);
+
+// Says Fin (the session ends at once on the server), closes the connection and frees the client.
+// **Blocking** (at most about a second: half a second for the Fin). Operations not completed are
+// dropped without completions. NULL is a no-op (`GROUP_RESULT_OK`); `client` must not be used
+// afterwards. A second free (or a pointer the library never returned) gets
+// `GROUP_RESULT_INVALID_HANDLE`; a call from inside a library callback `GROUP_RESULT_WRONG_THREAD`.
+//
+// # Safety
+// `client` NULL, or any pointer value with no call on it in progress on another thread.
+group_result_t group_client_free(group_client_t *client);
+
 // Says Hello as `uid` with `token` (empty when the server has no `authSecret`). On success the 16-byte
 // session ID is written to `sid_out`. A refusal (bad token: 8) returns `GROUP_RESULT_REFUSED` with the code
-// in `*refusal`. **Blocking.**
+// in `*refusal`. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 //
 // # Safety
 // `client` live; `uid`/`token` their lengths of readable bytes; `sid_out` 16 writable bytes; `refusal`
@@ -563,7 +688,7 @@ group_result_t group_client_hello(group_client_t *client,
                                   uint16_t *refusal);
 
 // Creates a group (see `group_server_new_group` for the parameters); the 52-byte ID goes to `group_out`.
-// **Blocking.**
+// **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 //
 // # Safety
 // `client` live; `group_out` 52 writable bytes; `refusal` NULL or writable.
@@ -577,7 +702,7 @@ group_result_t group_client_create(group_client_t *client,
 
 // Joins a random group that has room, or creates one (with `allow_empty`, `ttl_s`, `interval_ms` as in
 // `group_client_create`) when none has; the other members get a join push when `message` is not empty.
-// The 52-byte ID of the group joined or created goes to `group_out`. **Blocking.**
+// The 52-byte ID of the group joined or created goes to `group_out`. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 //
 // # Safety
 // `client` live; `message` `message_len` readable bytes; `group_out` 52 writable bytes; `refusal` NULL
@@ -591,7 +716,7 @@ group_result_t group_client_random_join(group_client_t *client,
                                         uint8_t *group_out,
                                         uint16_t *refusal);
 
-// Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
+// Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 //
 // # Safety
 // `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes; `refusal` NULL or
@@ -602,7 +727,7 @@ group_result_t group_client_join(group_client_t *client,
                                  size_t message_len,
                                  uint16_t *refusal);
 
-// Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking.**
+// Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 //
 // # Safety
 // As `group_client_join`.
@@ -613,7 +738,8 @@ group_result_t group_client_leave(group_client_t *client,
                                   uint16_t *refusal);
 
 // Broadcasts `message` to the other members of `group`; `reliable` (0 or 1) picks the UDP channel. Returns
-// once it is sent: a refusal arrives later as a `GROUP_PUSH_REFUSED` push.
+// once it is queued, in order after the calls submitted before it: a refusal arrives later as a
+// `GROUP_PUSH_REFUSED` push. It waits only when 1024 submissions are already queued.
 //
 // # Safety
 // `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes.
@@ -628,7 +754,7 @@ group_result_t group_client_broadcast(group_client_t *client,
 // is copied into `reply_buf` and its length written to `*reply_len`; when it does not fit, the call
 // returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length in `*reply_len` and keeps the reply for
 // `group_client_last_reply`. A refusal returns `GROUP_RESULT_REFUSED` with the code in `*refusal` (9: no
-// handler for that command). **Blocking.**
+// handler for that command). **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 //
 // # Safety
 // `client` live; `payload` `payload_len` readable bytes; `reply_buf` `reply_cap` writable bytes (NULL
@@ -664,21 +790,32 @@ group_result_t group_client_refusal_message(group_client_t *client,
                                             size_t buf_len,
                                             size_t *written);
 
-// Says Fin (the session ends at once on the server), closes the connection and frees the client.
-// **Blocking** (at most half a second for the Fin). NULL is a no-op (`GROUP_RESULT_OK`); `client` must
-// not be used afterwards. A second free (or a pointer the library never returned) gets
-// `GROUP_RESULT_INVALID_HANDLE`; a call from inside a library callback `GROUP_RESULT_WRONG_THREAD`.
+// Hands out the next event — a push, a completion or a connection-state change — waiting at most
+// `timeout_ms` (0: do not wait). Writes the event to `*out` and its uid and message into `buf` (see
+// `group_client_event_t`). `GROUP_RESULT_NOT_FOUND` when none came in time; once the
+// `GROUP_CLIENT_EVENT_DISCONNECTED` event and every completion after it were handed out,
+// `GROUP_RESULT_DISCONNECTED`. `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len` cannot hold uid and
+// message (the event stays queued; `*needed` tells the size). With `timeout_ms` 0 it never waits and
+// never enters the client's runtime: a game loop calls it every frame until it returns
+// `GROUP_RESULT_NOT_FOUND`.
 //
 // # Safety
-// `client` NULL, or any pointer value with no call on it in progress on another thread.
-group_result_t group_client_free(group_client_t *client);
+// `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
+group_result_t group_client_poll_event(group_client_t *client,
+                                       uint32_t timeout_ms,
+                                       group_client_event_t *out,
+                                       uint8_t *buf,
+                                       size_t buf_len,
+                                       size_t *needed);
 
 // Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
 // its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
 // `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
 // cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
-// is handed out one entry per call. With `timeout_ms` 0 it never waits and never enters the client's
-// runtime: a game loop can call it every frame for a fraction of a microsecond (docs/FFI.md).
+// is handed out one entry per call. Completions and connection-state events are skipped: a client that
+// submits without blocking polls with `group_client_poll_event` instead. With `timeout_ms` 0 it never
+// waits and never enters the client's runtime: a game loop can call it every frame for a fraction of a
+// microsecond (docs/FFI.md).
 //
 // # Safety
 // `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
@@ -690,13 +827,88 @@ group_result_t group_client_poll_push(group_client_t *client,
                                       size_t *needed);
 
 // Sets how long the client may stay silent before it sends a KeepAlive (default 3000 ms; 0 turns it
-// off). The server discards a session silent for `limits.connectionTtl` (10 s by default). The client's
-// own thread sends it, so the session lives whether or not the host polls (a loading screen included).
+// off), in order after the operations submitted before it. The server discards a session silent for
+// `limits.connectionTtl` (10 s by default). The client's own thread sends it, so the session lives
+// whether or not the host polls (a loading screen included).
 //
 // # Safety
 // `client` live.
-group_result_t group_client_set_keep_alive(group_client_t *client,
-                                           uint32_t interval_ms);
+group_result_t group_client_set_keep_alive(group_client_t *client, uint32_t interval_ms);
+
+// Submits Hello as `uid` with `token` (empty when the server has no `authSecret`). The completion's
+// message is the 16-byte session ID; a bad token completes `GROUP_RESULT_REFUSED` with code 8.
+//
+// # Safety
+// `client` live; `uid`/`token` their lengths of readable bytes; `op_out` writable.
+group_result_t group_client_submit_hello(group_client_t *client,
+                                         const uint8_t *uid,
+                                         size_t uid_len,
+                                         const uint8_t *token,
+                                         size_t token_len,
+                                         uint32_t timeout_ms,
+                                         uint64_t *op_out);
+
+// Submits a group creation (the parameters of `group_server_new_group`); the completion's `group` is
+// the new group's ID.
+//
+// # Safety
+// `client` live; `op_out` writable.
+group_result_t group_client_submit_create(group_client_t *client,
+                                          uint8_t allow_empty,
+                                          uint8_t join,
+                                          uint16_t ttl_s,
+                                          uint16_t interval_ms,
+                                          uint32_t timeout_ms,
+                                          uint64_t *op_out);
+
+// Submits a random join (see `group_client_random_join`); the completion's `group` is the group joined
+// or created.
+//
+// # Safety
+// `client` live; `message` `message_len` readable bytes; `op_out` writable.
+group_result_t group_client_submit_random_join(group_client_t *client,
+                                               uint8_t allow_empty,
+                                               uint16_t ttl_s,
+                                               uint16_t interval_ms,
+                                               const uint8_t *message,
+                                               size_t message_len,
+                                               uint32_t timeout_ms,
+                                               uint64_t *op_out);
+
+// Submits a join of `group` (52 bytes); the other members get a join push when `message` is not empty.
+//
+// # Safety
+// `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes; `op_out` writable.
+group_result_t group_client_submit_join(group_client_t *client,
+                                        const uint8_t *group,
+                                        const uint8_t *message,
+                                        size_t message_len,
+                                        uint32_t timeout_ms,
+                                        uint64_t *op_out);
+
+// Submits a leave of `group`; the remaining members get a leave push when `message` is not empty.
+//
+// # Safety
+// As `group_client_submit_join`.
+group_result_t group_client_submit_leave(group_client_t *client,
+                                         const uint8_t *group,
+                                         const uint8_t *message,
+                                         size_t message_len,
+                                         uint32_t timeout_ms,
+                                         uint64_t *op_out);
+
+// Submits the server's own command `ver` (2 or more) / `cmd` with `payload`; the completion's message is
+// the Ok response's payload (a refusal: code 9 when the server has no handler for that command).
+//
+// # Safety
+// `client` live; `payload` `payload_len` readable bytes; `op_out` writable.
+group_result_t group_client_submit_request(group_client_t *client,
+                                           uint8_t ver,
+                                           uint16_t cmd,
+                                           const uint8_t *payload,
+                                           size_t payload_len,
+                                           uint32_t timeout_ms,
+                                           uint64_t *op_out);
 
 // Sets (or with NULL clears) the event callback: `callback(userdata, event, uid)` for every event, on the
 // server's node thread (see `group_event_fn`). The polling queue receives every event as well. Callable

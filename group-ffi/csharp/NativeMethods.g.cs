@@ -383,8 +383,9 @@ namespace Group.Native
 
         /// <summary>
         ///  Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
-        ///  `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed). On success
-        ///  `*out` owns the client until `group_client_free`.
+        ///  `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed), at most 5 s.
+        ///  On success `*out` owns the client until `group_client_free`; its first event is
+        ///  `GROUP_CLIENT_EVENT_CONNECTED`.
         ///
         ///  # Safety
         ///  `addr` must point to `addr_len` readable bytes; `out` to a writable pointer. Any thread but a server's.
@@ -393,9 +394,36 @@ namespace Group.Native
         public static extern group_result group_client_connect(uint transport, byte* addr, System.UIntPtr addr_len, group_client** @out);
 
         /// <summary>
+        ///  Starts connecting to a server over `transport` at `addr` and returns at once: the first event
+        ///  `group_client_poll_event` hands out is `GROUP_CLIENT_EVENT_CONNECTED`, or
+        ///  `GROUP_CLIENT_EVENT_DISCONNECTED` with the reason (`GROUP_DISCONNECT_CONNECT_FAILED`,
+        ///  `_CONNECT_TIMED_OUT`). Submissions made before the connection is up are sent once it is, in order.
+        ///  `options` may be NULL (the defaults). `*out` owns the client until `group_client_free`, whether or
+        ///  not the connection is ever made.
+        ///
+        ///  # Safety
+        ///  `addr` must point to `addr_len` readable bytes; `options` NULL or readable; `out` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_connect_async", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_connect_async(uint transport, byte* addr, System.UIntPtr addr_len, group_client_options* options, group_client** @out);
+
+        /// <summary>
+        ///  Says Fin (the session ends at once on the server), closes the connection and frees the client.
+        ///  **Blocking** (at most about a second: half a second for the Fin). Operations not completed are
+        ///  dropped without completions. NULL is a no-op (`GROUP_RESULT_OK`); `client` must not be used
+        ///  afterwards. A second free (or a pointer the library never returned) gets
+        ///  `GROUP_RESULT_INVALID_HANDLE`; a call from inside a library callback `GROUP_RESULT_WRONG_THREAD`.
+        ///
+        ///  # Safety
+        ///  `client` NULL, or any pointer value with no call on it in progress on another thread.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_free", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_free(group_client* client);
+
+        /// <summary>
         ///  Says Hello as `uid` with `token` (empty when the server has no `authSecret`). On success the 16-byte
         ///  session ID is written to `sid_out`. A refusal (bad token: 8) returns `GROUP_RESULT_REFUSED` with the code
-        ///  in `*refusal`. **Blocking.**
+        ///  in `*refusal`. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
         ///
         ///  # Safety
         ///  `client` live; `uid`/`token` their lengths of readable bytes; `sid_out` 16 writable bytes; `refusal`
@@ -406,7 +434,7 @@ namespace Group.Native
 
         /// <summary>
         ///  Creates a group (see `group_server_new_group` for the parameters); the 52-byte ID goes to `group_out`.
-        ///  **Blocking.**
+        ///  **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
         ///
         ///  # Safety
         ///  `client` live; `group_out` 52 writable bytes; `refusal` NULL or writable.
@@ -417,7 +445,7 @@ namespace Group.Native
         /// <summary>
         ///  Joins a random group that has room, or creates one (with `allow_empty`, `ttl_s`, `interval_ms` as in
         ///  `group_client_create`) when none has; the other members get a join push when `message` is not empty.
-        ///  The 52-byte ID of the group joined or created goes to `group_out`. **Blocking.**
+        ///  The 52-byte ID of the group joined or created goes to `group_out`. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
         ///
         ///  # Safety
         ///  `client` live; `message` `message_len` readable bytes; `group_out` 52 writable bytes; `refusal` NULL
@@ -427,7 +455,7 @@ namespace Group.Native
         public static extern group_result group_client_random_join(group_client* client, byte allow_empty, ushort ttl_s, ushort interval_ms, byte* message, System.UIntPtr message_len, byte* group_out, ushort* refusal);
 
         /// <summary>
-        ///  Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
+        ///  Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
         ///
         ///  # Safety
         ///  `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes; `refusal` NULL or
@@ -437,7 +465,7 @@ namespace Group.Native
         public static extern group_result group_client_join(group_client* client, byte* group, byte* message, System.UIntPtr message_len, ushort* refusal);
 
         /// <summary>
-        ///  Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking.**
+        ///  Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
         ///
         ///  # Safety
         ///  As `group_client_join`.
@@ -447,7 +475,8 @@ namespace Group.Native
 
         /// <summary>
         ///  Broadcasts `message` to the other members of `group`; `reliable` (0 or 1) picks the UDP channel. Returns
-        ///  once it is sent: a refusal arrives later as a `GROUP_PUSH_REFUSED` push.
+        ///  once it is queued, in order after the calls submitted before it: a refusal arrives later as a
+        ///  `GROUP_PUSH_REFUSED` push. It waits only when 1024 submissions are already queued.
         ///
         ///  # Safety
         ///  `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes.
@@ -461,7 +490,7 @@ namespace Group.Native
         ///  is copied into `reply_buf` and its length written to `*reply_len`; when it does not fit, the call
         ///  returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length in `*reply_len` and keeps the reply for
         ///  `group_client_last_reply`. A refusal returns `GROUP_RESULT_REFUSED` with the code in `*refusal` (9: no
-        ///  handler for that command). **Blocking.**
+        ///  handler for that command). **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
         ///
         ///  # Safety
         ///  `client` live; `payload` `payload_len` readable bytes; `reply_buf` `reply_cap` writable bytes (NULL
@@ -492,24 +521,88 @@ namespace Group.Native
         public static extern group_result group_client_refusal_message(group_client* client, byte* buf, System.UIntPtr buf_len, System.UIntPtr* written);
 
         /// <summary>
-        ///  Says Fin (the session ends at once on the server), closes the connection and frees the client.
-        ///  **Blocking** (at most half a second for the Fin). NULL is a no-op (`GROUP_RESULT_OK`); `client` must
-        ///  not be used afterwards. A second free (or a pointer the library never returned) gets
-        ///  `GROUP_RESULT_INVALID_HANDLE`; a call from inside a library callback `GROUP_RESULT_WRONG_THREAD`.
+        ///  Submits Hello as `uid` with `token` (empty when the server has no `authSecret`). The completion's
+        ///  message is the 16-byte session ID; a bad token completes `GROUP_RESULT_REFUSED` with code 8.
         ///
         ///  # Safety
-        ///  `client` NULL, or any pointer value with no call on it in progress on another thread.
+        ///  `client` live; `uid`/`token` their lengths of readable bytes; `op_out` writable.
         /// </summary>
-        [DllImport(__DllName, EntryPoint = "group_client_free", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
-        public static extern group_result group_client_free(group_client* client);
+        [DllImport(__DllName, EntryPoint = "group_client_submit_hello", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_submit_hello(group_client* client, byte* uid, System.UIntPtr uid_len, byte* token, System.UIntPtr token_len, uint timeout_ms, ulong* op_out);
+
+        /// <summary>
+        ///  Submits a group creation (the parameters of `group_server_new_group`); the completion's `group` is
+        ///  the new group's ID.
+        ///
+        ///  # Safety
+        ///  `client` live; `op_out` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_submit_create", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_submit_create(group_client* client, byte allow_empty, byte join, ushort ttl_s, ushort interval_ms, uint timeout_ms, ulong* op_out);
+
+        /// <summary>
+        ///  Submits a random join (see `group_client_random_join`); the completion's `group` is the group joined
+        ///  or created.
+        ///
+        ///  # Safety
+        ///  `client` live; `message` `message_len` readable bytes; `op_out` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_submit_random_join", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_submit_random_join(group_client* client, byte allow_empty, ushort ttl_s, ushort interval_ms, byte* message, System.UIntPtr message_len, uint timeout_ms, ulong* op_out);
+
+        /// <summary>
+        ///  Submits a join of `group` (52 bytes); the other members get a join push when `message` is not empty.
+        ///
+        ///  # Safety
+        ///  `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes; `op_out` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_submit_join", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_submit_join(group_client* client, byte* group, byte* message, System.UIntPtr message_len, uint timeout_ms, ulong* op_out);
+
+        /// <summary>
+        ///  Submits a leave of `group`; the remaining members get a leave push when `message` is not empty.
+        ///
+        ///  # Safety
+        ///  As `group_client_submit_join`.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_submit_leave", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_submit_leave(group_client* client, byte* group, byte* message, System.UIntPtr message_len, uint timeout_ms, ulong* op_out);
+
+        /// <summary>
+        ///  Submits the server's own command `ver` (2 or more) / `cmd` with `payload`; the completion's message is
+        ///  the Ok response's payload (a refusal: code 9 when the server has no handler for that command).
+        ///
+        ///  # Safety
+        ///  `client` live; `payload` `payload_len` readable bytes; `op_out` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_submit_request", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_submit_request(group_client* client, byte ver, ushort cmd, byte* payload, System.UIntPtr payload_len, uint timeout_ms, ulong* op_out);
+
+        /// <summary>
+        ///  Hands out the next event — a push, a completion or a connection-state change — waiting at most
+        ///  `timeout_ms` (0: do not wait). Writes the event to `*out` and its uid and message into `buf` (see
+        ///  `group_client_event_t`). `GROUP_RESULT_NOT_FOUND` when none came in time; once the
+        ///  `GROUP_CLIENT_EVENT_DISCONNECTED` event and every completion after it were handed out,
+        ///  `GROUP_RESULT_DISCONNECTED`. `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len` cannot hold uid and
+        ///  message (the event stays queued; `*needed` tells the size). With `timeout_ms` 0 it never waits and
+        ///  never enters the client's runtime: a game loop calls it every frame until it returns
+        ///  `GROUP_RESULT_NOT_FOUND`.
+        ///
+        ///  # Safety
+        ///  `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_poll_event", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_poll_event(group_client* client, uint timeout_ms, group_client_event* @out, byte* buf, System.UIntPtr buf_len, System.UIntPtr* needed);
 
         /// <summary>
         ///  Hands out the next push, waiting at most `timeout_ms` (0: do not wait). Writes the push to `*out` and
         ///  its uid and message into `buf` (see `group_push`); `GROUP_RESULT_NOT_FOUND` when none came in time,
         ///  `GROUP_RESULT_DISCONNECTED` when the connection closed, `GROUP_RESULT_BUFFER_TOO_SMALL` when `buf_len`
         ///  cannot hold uid and message (the push stays queued; `*needed` tells the size). A merged broadcast push
-        ///  is handed out one entry per call. With `timeout_ms` 0 it never waits and never enters the client's
-        ///  runtime: a game loop can call it every frame for a fraction of a microsecond (docs/FFI.md).
+        ///  is handed out one entry per call. Completions and connection-state events are skipped: a client that
+        ///  submits without blocking polls with `group_client_poll_event` instead. With `timeout_ms` 0 it never
+        ///  waits and never enters the client's runtime: a game loop can call it every frame for a fraction of a
+        ///  microsecond (docs/FFI.md).
         ///
         ///  # Safety
         ///  `client` live; `out` writable; `buf` `buf_len` writable bytes; `needed` writable.
@@ -519,8 +612,9 @@ namespace Group.Native
 
         /// <summary>
         ///  Sets how long the client may stay silent before it sends a KeepAlive (default 3000 ms; 0 turns it
-        ///  off). The server discards a session silent for `limits.connectionTtl` (10 s by default). The client's
-        ///  own thread sends it, so the session lives whether or not the host polls (a loading screen included).
+        ///  off), in order after the operations submitted before it. The server discards a session silent for
+        ///  `limits.connectionTtl` (10 s by default). The client's own thread sends it, so the session lives
+        ///  whether or not the host polls (a loading screen included).
         ///
         ///  # Safety
         ///  `client` live.
@@ -703,12 +797,34 @@ namespace Group.Native
     }
 
     /// <summary>
-    ///  A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
-    ///  client must not overlap (use one client per thread, or lock around it).
+    ///  A client connection. Create with `group_client_connect` or `group_client_connect_async`, free with
+    ///  `group_client_free`. Calls on one client must not overlap (use one client per thread, or lock around
+    ///  it).
     /// </summary>
     [StructLayout(LayoutKind.Sequential)]
     public unsafe partial struct group_client
     {
+    }
+
+    /// <summary>
+    ///  How a client connects and how long its calls may take; zeros mean the defaults.
+    /// </summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public unsafe partial struct group_client_options
+    {
+        /// <summary>
+        ///  How long connecting (with the WebSocket or KCP handshake) may take; 0: 5000.
+        /// </summary>
+        public uint connect_timeout_ms;
+        /// <summary>
+        ///  How long a call waits for its answer unless the call names its own timeout; 0: 10000.
+        /// </summary>
+        public uint request_timeout_ms;
+        /// <summary>
+        ///  How long the client may stay silent before its thread sends KeepAlive; 0: 3000. The server
+        ///  discards sessions silent for `limits.connectionTtl` (10 s by default).
+        /// </summary>
+        public uint keep_alive_ms;
     }
 
     /// <summary>
@@ -738,6 +854,48 @@ namespace Group.Native
         ///  For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
         /// </summary>
         public ushort code;
+    }
+
+    /// <summary>
+    ///  One client event, as `group_client_poll_event` hands it out. Like `group_push_t`, the uid and the
+    ///  message are in the caller's buffer: `[0, uid_len)` and `[uid_len, uid_len + message_len)`.
+    /// </summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public unsafe partial struct group_client_event
+    {
+        /// <summary>
+        ///  The operation a `GROUP_CLIENT_EVENT_COMPLETED` completes (the ID its submission returned); 0
+        ///  otherwise.
+        /// </summary>
+        public ulong op;
+        /// <summary>
+        ///  A `group_client_event_kind_t` value.
+        /// </summary>
+        public uint kind;
+        /// <summary>
+        ///  For a completion: a `group_result_t` value; otherwise `GROUP_RESULT_OK`.
+        /// </summary>
+        public uint result;
+        /// <summary>
+        ///  For `GROUP_CLIENT_EVENT_DISCONNECTED`: a `group_disconnect_reason_t` value; otherwise 0.
+        /// </summary>
+        public uint reason;
+        /// <summary>
+        ///  A refusal's protocol error code (a refused completion or broadcast); otherwise 0.
+        /// </summary>
+        public ushort code;
+        /// <summary>
+        ///  The group (all zeros when there is none).
+        /// </summary>
+        public fixed byte group[52];
+        /// <summary>
+        ///  Length of the uid at the start of the buffer.
+        /// </summary>
+        public System.UIntPtr uid_len;
+        /// <summary>
+        ///  Length of the message after the uid.
+        /// </summary>
+        public System.UIntPtr message_len;
     }
 
 
@@ -817,6 +975,14 @@ namespace Group.Native
         ///  The handle is not a live server or client: freed already, or never returned by the library.
         /// </summary>
         GROUP_RESULT_INVALID_HANDLE = 7016,
+        /// <summary>
+        ///  No answer within the call's timeout. The call's late answer, if it comes, is dropped.
+        /// </summary>
+        GROUP_RESULT_TIMED_OUT = 7017,
+        /// <summary>
+        ///  The server's answer was not the protocol (a group ID of the wrong length, for example).
+        /// </summary>
+        GROUP_RESULT_PROTOCOL = 7018,
     }
 
     /// <summary>
@@ -929,7 +1095,7 @@ namespace Group.Native
     }
 
     /// <summary>
-    ///  What a push is.
+    ///  What a push is (`group_push_t.kind`; the same numbers in `group_client_event_t.kind`).
     /// </summary>
     public enum group_push_kind : uint
     {
@@ -950,9 +1116,80 @@ namespace Group.Native
         /// </summary>
         GROUP_PUSH_OFFLINE = 4,
         /// <summary>
-        ///  A refused broadcast (its Bad response): `code` holds the protocol code.
+        ///  A refused broadcast (its Bad response): `code` holds the protocol code, the message its text.
         /// </summary>
         GROUP_PUSH_REFUSED = 5,
+    }
+
+    /// <summary>
+    ///  What a client event is (`group_client_event_t.kind`). Kinds 1 to 5 are the pushes of
+    ///  `group_push_kind_t`, with the same numbers.
+    /// </summary>
+    public enum group_client_event_kind : uint
+    {
+        /// <summary>
+        ///  A member joined (see `GROUP_PUSH_JOINED`).
+        /// </summary>
+        GROUP_CLIENT_EVENT_JOINED = 1,
+        /// <summary>
+        ///  A member left (see `GROUP_PUSH_LEFT`).
+        /// </summary>
+        GROUP_CLIENT_EVENT_LEFT = 2,
+        /// <summary>
+        ///  One broadcast entry (see `GROUP_PUSH_BROADCAST`).
+        /// </summary>
+        GROUP_CLIENT_EVENT_BROADCAST = 3,
+        /// <summary>
+        ///  The node is going offline (see `GROUP_PUSH_OFFLINE`).
+        /// </summary>
+        GROUP_CLIENT_EVENT_OFFLINE = 4,
+        /// <summary>
+        ///  A refused broadcast (see `GROUP_PUSH_REFUSED`).
+        /// </summary>
+        GROUP_CLIENT_EVENT_REFUSED = 5,
+        /// <summary>
+        ///  A submitted operation completed: `op` names it, `result` says how (`GROUP_RESULT_OK`,
+        ///  `_REFUSED` with the protocol code in `code` and the refusal's text as the message, `_TIMED_OUT`,
+        ///  `_DISCONNECTED`); `group` holds the group created, joined or left; the message holds the session
+        ///  ID (Hello, 16 bytes) or the reply (a custom request).
+        /// </summary>
+        GROUP_CLIENT_EVENT_COMPLETED = 6,
+        /// <summary>
+        ///  The connection is up (the first event of every client).
+        /// </summary>
+        GROUP_CLIENT_EVENT_CONNECTED = 7,
+        /// <summary>
+        ///  The connection ended or could not be made: `reason` is a `group_disconnect_reason_t`, the message
+        ///  says more. Operations still queued complete with `GROUP_RESULT_DISCONNECTED` after it.
+        /// </summary>
+        GROUP_CLIENT_EVENT_DISCONNECTED = 8,
+    }
+
+    /// <summary>
+    ///  Why a client's connection ended (`group_client_event_t.reason`).
+    /// </summary>
+    public enum group_disconnect_reason : uint
+    {
+        /// <summary>
+        ///  The server closed it: after Fin, a session replaced or discarded, a full server, a stopped one.
+        /// </summary>
+        GROUP_DISCONNECT_SERVER_CLOSED = 1,
+        /// <summary>
+        ///  The network failed (a reset, an unreachable peer, a KCP link that stopped acknowledging).
+        /// </summary>
+        GROUP_DISCONNECT_NETWORK = 2,
+        /// <summary>
+        ///  The server sent bytes that are not the protocol.
+        /// </summary>
+        GROUP_DISCONNECT_PROTOCOL = 3,
+        /// <summary>
+        ///  `group_client_connect_async` could not connect (refused, unreachable, handshake failed).
+        /// </summary>
+        GROUP_DISCONNECT_CONNECT_FAILED = 4,
+        /// <summary>
+        ///  `group_client_connect_async` did not connect within `connect_timeout_ms`.
+        /// </summary>
+        GROUP_DISCONNECT_CONNECT_TIMED_OUT = 5,
     }
 
 

@@ -13,7 +13,6 @@
 mod api;
 mod callbacks;
 mod client;
-mod client_push;
 mod events;
 mod handles;
 mod hook_api;
@@ -37,13 +36,14 @@ pub use callbacks::{
     group_server_add_command, group_server_set_message, group_server_set_tick, group_tick_fn,
 };
 pub use client::{
-    group_client, group_client_broadcast, group_client_connect, group_client_create,
-    group_client_free, group_client_hello, group_client_join, group_client_last_reply,
-    group_client_leave, group_client_random_join, group_client_refusal_message,
-    group_client_request,
-};
-pub use client_push::{
-    group_client_poll_push, group_client_set_keep_alive, group_push, group_push_kind,
+    group_client, group_client_broadcast, group_client_connect, group_client_connect_async,
+    group_client_create, group_client_event, group_client_event_kind, group_client_free,
+    group_client_hello, group_client_join, group_client_last_reply, group_client_leave,
+    group_client_options, group_client_poll_event, group_client_poll_push,
+    group_client_random_join, group_client_refusal_message, group_client_request,
+    group_client_set_keep_alive, group_client_submit_create, group_client_submit_hello,
+    group_client_submit_join, group_client_submit_leave, group_client_submit_random_join,
+    group_client_submit_request, group_disconnect_reason, group_push, group_push_kind,
 };
 pub use events::{
     GROUP_MAX_QUEUED_EVENTS, group_event, group_event_fn, group_event_kind,

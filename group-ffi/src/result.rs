@@ -44,6 +44,10 @@ pub enum group_result {
     GROUP_RESULT_BUSY = 7015,
     /// The handle is not a live server or client: freed already, or never returned by the library.
     GROUP_RESULT_INVALID_HANDLE = 7016,
+    /// No answer within the call's timeout. The call's late answer, if it comes, is dropped.
+    GROUP_RESULT_TIMED_OUT = 7017,
+    /// The server's answer was not the protocol (a group ID of the wrong length, for example).
+    GROUP_RESULT_PROTOCOL = 7018,
 }
 
 impl group_result {
@@ -80,6 +84,10 @@ impl group_result {
             group_result::GROUP_RESULT_INVALID_HANDLE => {
                 "not a live server or client handle: freed already, or never returned by the library"
             }
+            group_result::GROUP_RESULT_TIMED_OUT => {
+                "no answer within the call's timeout (a late answer is dropped)"
+            }
+            group_result::GROUP_RESULT_PROTOCOL => "the server's answer was not the protocol",
             group_result::GROUP_RESULT_WRONG_THREAD => {
                 "a blocking call from one of the server's own threads (a callback): call it from another"
             }
@@ -106,6 +114,8 @@ impl group_result {
             GROUP_RESULT_DISCONNECTED,
             GROUP_RESULT_BUSY,
             GROUP_RESULT_INVALID_HANDLE,
+            GROUP_RESULT_TIMED_OUT,
+            GROUP_RESULT_PROTOCOL,
         ]
         .into_iter()
         .find(|r| *r as u32 == code)

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 /// The source files that declare exported functions, structs and enums.
-const SOURCES: [&str; 11] = [
+const SOURCES: [&str; 13] = [
     "lib.rs",
     "result.rs",
     "server.rs",
@@ -17,8 +17,10 @@ const SOURCES: [&str; 11] = [
     "callbacks.rs",
     "hooks.rs",
     "events.rs",
-    "client.rs",
-    "client_push.rs",
+    "client/mod.rs",
+    "client/blocking.rs",
+    "client/submit.rs",
+    "client/events.rs",
 ];
 
 #[test]
@@ -49,6 +51,8 @@ fn the_committed_csharp_bindings_match_the_library() {
             "group_event_kind",
             "group_push_kind",
             "group_message_kind",
+            "group_client_event_kind",
+            "group_disconnect_reason",
         ])
         .generate_csharp_file(&out)
         .expect("csbindgen reads the crate");

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::{CloseReason, CloseSlot};
+
 /// Largest server frame payload the client accepts.
 pub(super) const MAX_SERVER_PAYLOAD: u32 = 16 << 20;
 
@@ -89,36 +91,71 @@ pub(super) async fn write_loop(
     writer.close().await;
 }
 
-/// Reads TCP bytes into frames until EOF or an error.
-pub(super) async fn read_tcp(mut reader: OwnedReadHalf, frames: mpsc::Sender<ServerFrame>) {
+/// Reads TCP bytes into frames until EOF or an error, and records which it was in `closed`.
+pub(super) async fn read_tcp(
+    mut reader: OwnedReadHalf,
+    frames: mpsc::Sender<ServerFrame>,
+    closed: CloseSlot,
+) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    loop {
-        while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
-            if frames.send(frame).await.is_err() {
-                return;
+    let reason = loop {
+        loop {
+            match decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
+                Ok(Some(frame)) => {
+                    if frames.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = closed.set(CloseReason::Protocol(e.to_string()));
+                    return;
+                }
             }
         }
         match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => break CloseReason::ServerClosed,
+            Err(e) => break CloseReason::Network(e.to_string()),
             Ok(_) => {}
         }
-    }
+    };
+    let _ = closed.set(reason);
 }
 
-/// Reads WebSocket messages (each one or more whole frames) until the stream ends.
+/// Reads WebSocket messages (each one or more whole frames) until the stream ends, and records why it
+/// ended in `closed`.
 pub(super) async fn read_ws(
     mut messages: SplitStream<WebSocketStream<TcpStream>>,
     frames: mpsc::Sender<ServerFrame>,
+    closed: CloseSlot,
 ) {
-    while let Some(Ok(message)) = messages.next().await {
-        let Message::Binary(data) = message else {
-            continue;
+    let reason = loop {
+        let data = match messages.next().await {
+            None | Some(Ok(Message::Close(_))) => break CloseReason::ServerClosed,
+            Some(Err(e)) => break CloseReason::Network(e.to_string()),
+            Some(Ok(Message::Binary(data))) => data,
+            Some(Ok(_)) => continue,
         };
         let mut buf = BytesMut::from(data);
-        while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
-            if frames.send(frame).await.is_err() {
-                return;
+        while !buf.is_empty() {
+            match decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
+                Ok(Some(frame)) => {
+                    if frames.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let _ = closed.set(CloseReason::Protocol(
+                        "a WebSocket message ended inside a frame".into(),
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    let _ = closed.set(CloseReason::Protocol(e.to_string()));
+                    return;
+                }
             }
         }
-    }
+    };
+    let _ = closed.set(reason);
 }

@@ -9,8 +9,8 @@ mod udp;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -90,6 +90,43 @@ impl ClientError {
     }
 }
 
+/// Why a client's connection ended, as far as the client can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The server closed the connection (EOF, a WebSocket Close, a UDP Disconnect): after Fin, a
+    /// replaced or discarded session, a full server, or a server that stopped.
+    ServerClosed,
+    /// The network failed: a reset, an unreachable peer, a KCP link that stopped acknowledging.
+    Network(String),
+    /// The server sent bytes that are not the protocol.
+    Protocol(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::ServerClosed => f.write_str("the server closed the connection"),
+            CloseReason::Network(e) => write!(f, "network error: {e}"),
+            CloseReason::Protocol(e) => write!(f, "protocol error from the server: {e}"),
+        }
+    }
+}
+
+/// Where a reader task records why it stopped (the first reason wins).
+pub(crate) type CloseSlot = Arc<OnceLock<CloseReason>>;
+
+/// Changes a client's keep-alive interval from anywhere, also after [`Client::into_split`].
+#[derive(Debug, Clone)]
+pub struct KeepAlive(Arc<watch::Sender<Option<Duration>>>);
+
+impl KeepAlive {
+    /// How long the client may be silent before it sends KeepAlive (`None`: never), from now on.
+    pub fn set(&self, every: Option<Duration>) {
+        self.0.send_replace(every);
+    }
+}
+
 /// Something the server sent without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -149,7 +186,7 @@ pub struct Client {
     waiting: VecDeque<(u8, u16)>,
     request_timeout: Duration,
     /// The writer task's keep-alive interval.
-    keep_alive: watch::Sender<Option<Duration>>,
+    keep_alive: KeepAlive,
 }
 
 /// The sending half of a split [`Client`].
@@ -166,6 +203,8 @@ pub struct ClientReceiver {
     pending: VecDeque<Push>,
     /// KeepAlives the writer sent by itself whose answers are still due: they are not the caller's.
     keep_alives: Arc<AtomicU64>,
+    /// Why the connection ended, once it has.
+    closed: CloseSlot,
     /// The task reading the socket. It owns the read half, so it is aborted on drop: dropping a client
     /// must close its connection.
     reader: tokio::task::JoinHandle<()>,
@@ -178,6 +217,12 @@ impl Drop for ClientReceiver {
 }
 
 impl ClientReceiver {
+    /// Why the connection ended; `None` while it is open (or when the reason is not known yet: ask
+    /// again after [`ClientReceiver::next_push`] returned `None`).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closed.get().cloned()
+    }
+
     /// The next push; `None` when the connection has closed.
     pub async fn next_push(&mut self) -> Option<Push> {
         if let Some(push) = self.pending.pop_front() {
@@ -283,8 +328,15 @@ impl Client {
         stream.set_nodelay(true)?;
         let (reader, writer) = stream.into_split();
         let (frames, inbox) = mpsc::channel(INBOX);
-        let reader = tokio::spawn(io::read_tcp(reader, frames));
-        Ok(Client::new(Writer::Tcp(writer), inbox, reader, options))
+        let closed = CloseSlot::default();
+        let reader = tokio::spawn(io::read_tcp(reader, frames, closed.clone()));
+        Ok(Client::new(
+            Writer::Tcp(writer),
+            inbox,
+            reader,
+            closed,
+            options,
+        ))
     }
 
     /// Connects over WebSocket (`ws://addr/`) with the default [`ClientOptions`].
@@ -308,14 +360,22 @@ impl Client {
         let (ws, _) = within(options.connect_timeout, handshake).await??;
         let (sink, messages) = ws.split();
         let (frames, inbox) = mpsc::channel(INBOX);
-        let reader = tokio::spawn(io::read_ws(messages, frames));
-        Ok(Client::new(Writer::Ws(sink), inbox, reader, options))
+        let closed = CloseSlot::default();
+        let reader = tokio::spawn(io::read_ws(messages, frames, closed.clone()));
+        Ok(Client::new(
+            Writer::Ws(sink),
+            inbox,
+            reader,
+            closed,
+            options,
+        ))
     }
 
     fn new(
         writer: Writer,
         inbox: mpsc::Receiver<ServerFrame>,
         reader: tokio::task::JoinHandle<()>,
+        closed: CloseSlot,
         options: ClientOptions,
     ) -> Client {
         let (queue, outbox) = mpsc::channel(OUTBOX);
@@ -328,17 +388,23 @@ impl Client {
                 inbox,
                 pending: VecDeque::new(),
                 keep_alives,
+                closed,
                 reader,
             },
             waiting: VecDeque::new(),
             request_timeout: options.request_timeout,
-            keep_alive,
+            keep_alive: KeepAlive(Arc::new(keep_alive)),
         }
     }
 
     /// Changes how long the client may be silent before it sends KeepAlive (`None`: never), from now on.
     pub fn set_keep_alive(&self, every: Option<Duration>) {
-        self.keep_alive.send_replace(every);
+        self.keep_alive.set(every);
+    }
+
+    /// A handle that changes the keep-alive interval, also after [`Client::into_split`].
+    pub fn keep_alive_handle(&self) -> KeepAlive {
+        self.keep_alive.clone()
     }
 
     /// The next push if one has arrived, without waiting (see [`ClientReceiver::try_next_push`]).
@@ -366,9 +432,16 @@ impl Client {
         let (tx, inbox) = mpsc::channel(INBOX);
         let (outgoing, requests) = mpsc::channel(OUTBOX);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        let reader = tokio::spawn(udp::run(socket, requests, tx, ready_tx));
+        let closed = CloseSlot::default();
+        let reader = tokio::spawn(udp::run(socket, requests, tx, ready_tx, closed.clone()));
         match tokio::time::timeout(options.connect_timeout, ready).await {
-            Ok(Ok(())) => Ok(Client::new(Writer::Udp(outgoing), inbox, reader, options)),
+            Ok(Ok(())) => Ok(Client::new(
+                Writer::Udp(outgoing),
+                inbox,
+                reader,
+                closed,
+                options,
+            )),
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
                 reader.abort();

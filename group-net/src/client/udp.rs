@@ -14,14 +14,29 @@ use group_core::proto::{ServerFrame, decode_server_frame};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use super::{CloseReason, CloseSlot};
+
 const MAX_SERVER_PAYLOAD: u32 = 16 << 20;
 
+/// Owns the socket and the KCP session; records why the session ended in `closed`.
 pub(crate) async fn run(
+    socket: UdpSocket,
+    requests: mpsc::Receiver<Bytes>,
+    frames: mpsc::Sender<ServerFrame>,
+    ready: oneshot::Sender<()>,
+    closed: CloseSlot,
+) {
+    let reason = exchange(socket, requests, frames, ready).await;
+    let _ = closed.set(reason);
+}
+
+/// Runs the KCP session until it ends, and says why.
+async fn exchange(
     socket: UdpSocket,
     mut requests: mpsc::Receiver<Bytes>,
     frames: mpsc::Sender<ServerFrame>,
     ready: oneshot::Sender<()>,
-) {
+) -> CloseReason {
     let start = tokio::time::Instant::now();
     let now_ms = || u32::try_from(start.elapsed().as_millis() % (1 << 32)).unwrap_or(0);
     let mut kcp = Kcp::new(CONV, KcpConfig::default());
@@ -37,7 +52,7 @@ pub(crate) async fn run(
                 .await;
         }
         if kcp.is_dead() {
-            return;
+            return CloseReason::Network("the server stopped acknowledging (KCP link dead)".into());
         }
         // Quiet: sleep until a datagram or a request arrives (see Kcp::needs_timer).
         let wait = if kcp.needs_timer() {
@@ -47,7 +62,10 @@ pub(crate) async fn run(
         };
         tokio::select! {
             received = socket.recv(&mut buf) => {
-                let Ok(len) = received else { return };
+                let len = match received {
+                    Ok(len) => len,
+                    Err(e) => return CloseReason::Network(e.to_string()),
+                };
                 let Some(Ok(envelope)) = buf.get(..len).map(Envelope::parse) else { continue };
                 if cookie == 0 {
                     cookie = envelope.cookie; // the server's first datagram names the session
@@ -56,8 +74,12 @@ pub(crate) async fn run(
                 }
                 if envelope.channel == CHANNEL_UNRELIABLE {
                     match envelope.body.split_first() {
-                        Some((&KIND_DISCONNECT, _)) => return,
-                        Some((&KIND_UNRELIABLE_DATA, frame)) if !forward(frame, &frames).await => return,
+                        Some((&KIND_DISCONNECT, _)) => return CloseReason::ServerClosed,
+                        Some((&KIND_UNRELIABLE_DATA, frame)) => {
+                            if let Err(reason) = forward(frame, &frames).await {
+                                return reason;
+                            }
+                        }
                         _ => {}
                     }
                     continue;
@@ -72,7 +94,11 @@ pub(crate) async fn run(
                                 let _ = ready.send(());
                             }
                         }
-                        Some((&KIND_DATA, payload)) if !forward(payload, &frames).await => return,
+                        Some((&KIND_DATA, payload)) => {
+                            if let Err(reason) = forward(payload, &frames).await {
+                                return reason;
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -83,15 +109,15 @@ pub(crate) async fn run(
                     let mut message = BytesMut::with_capacity(1 + bytes.len());
                     message.extend_from_slice(&[KIND_DATA]);
                     message.extend_from_slice(&bytes);
-                    if kcp.send(&message).is_err() {
-                        return;
+                    if let Err(e) = kcp.send(&message) {
+                        return CloseReason::Protocol(format!("request not sendable over KCP: {e:?}"));
                     }
                     kcp.update(now_ms());
                     kcp.flush();
                 }
                 None => {
                     let _ = socket.send(&wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT])).await;
-                    return;
+                    return CloseReason::ServerClosed;
                 }
             },
             () = tokio::time::sleep(Duration::from_millis(u64::from(wait))) => kcp.update(now_ms()),
@@ -99,13 +125,24 @@ pub(crate) async fn run(
     }
 }
 
-/// Decodes whole frames and passes them on; false when the client is gone or the server misbehaved.
-async fn forward(payload: &[u8], frames: &mpsc::Sender<ServerFrame>) -> bool {
+/// Decodes whole frames and passes them on; an error when the client is gone or the server misbehaved.
+async fn forward(payload: &[u8], frames: &mpsc::Sender<ServerFrame>) -> Result<(), CloseReason> {
     let mut buf = BytesMut::from(payload);
-    while let Ok(Some(frame)) = decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
-        if frames.send(frame).await.is_err() {
-            return false;
+    while !buf.is_empty() {
+        match decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
+            Ok(Some(frame)) => {
+                if frames.send(frame).await.is_err() {
+                    // The client itself is gone: nobody will read a reason.
+                    return Err(CloseReason::ServerClosed);
+                }
+            }
+            Ok(None) => {
+                return Err(CloseReason::Protocol(
+                    "a message ended inside a frame".into(),
+                ));
+            }
+            Err(e) => return Err(CloseReason::Protocol(e.to_string())),
         }
     }
-    buf.is_empty()
+    Ok(())
 }

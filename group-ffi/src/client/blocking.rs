@@ -1,121 +1,53 @@
-//! A game client over C: connect over TCP, WebSocket or UDP (KCP), say Hello, create, join, leave,
-//! broadcast, and poll pushes from the host's own thread (a game loop).
-//!
-//! Each client owns one background thread (its runtime), which keeps the connection alive (KCP timers,
-//! acknowledgements) between calls. Every call is **blocking** until its answer arrives, except
-//! `group_client_broadcast` (no answer on success) and `group_client_poll_push` with a zero timeout.
-
-use std::collections::VecDeque;
-use std::time::Duration;
+//! The blocking client calls: each submits its operation to the client's task and waits for the
+//! completion on the caller's thread (at most the client's request timeout). Conveniences for tools and
+//! tests; a game loop uses the non-blocking calls of `submit.rs` instead.
 
 use bytes::Bytes;
 use group_core::proto::{CreateRequest, RandJoinRequest};
-use group_net::client::{Client, ClientError};
-use tokio::runtime::Runtime;
 
-use crate::client_push::Owned;
+use super::driver::{Completion, Operation};
+use super::{client_mut, group_client};
 use crate::panic::guard;
 use crate::result::group_result;
-use crate::slice::{bytes, text, write_out};
-use crate::slice::{group_in, refused_with, write_group};
+use crate::slice::{bytes, group_in, refused_with, text, write_group, write_out};
 
-/// A client connection. Create with `group_client_connect`, free with `group_client_free`. Calls on one
-/// client must not overlap (use one client per thread, or lock around it).
-pub struct group_client {
-    /// Declared first so that it drops first: the connection closes before its runtime goes.
-    pub(crate) client: Client,
-    /// Entries of merged broadcast pushes not yet handed out (`group_client_poll_push` gives one per call).
-    pub(crate) queued: VecDeque<Owned>,
-    /// The message of the last refusal, for `group_client_refusal_message`.
-    pub(crate) last_refusal: String,
-    /// The payload of the last custom command's Ok response, for `group_client_last_reply`.
-    pub(crate) last_reply: Bytes,
-    /// When this client last sent anything, and how long it may stay silent before a poll sends a
-    /// KeepAlive (None: never): the server discards sessions silent for `limits.connectionTtl`.
-    pub(crate) runtime: Runtime,
-}
-
-/// Writes a refusal's code, keeps its message, and turns a client error into a result.
-fn client_error(last_refusal: &mut String, error: ClientError, refusal: *mut u16) -> group_result {
-    match error {
-        ClientError::Refused(payload) => {
-            *last_refusal = payload.message;
-            // SAFETY: every caller passes its own `refusal` out-parameter, NULL or writable per its contract.
-            unsafe { refused_with(payload.code, refusal) }
-        }
-        _ => group_result::GROUP_RESULT_DISCONNECTED,
-    }
-}
-
-/// # Safety
-/// `client` must be NULL or a live client with no other call in progress.
-pub(crate) unsafe fn client_mut<'a>(
-    client: *mut group_client,
-) -> Result<&'a mut group_client, group_result> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(group_result::GROUP_RESULT_WRONG_THREAD);
-    }
-    crate::handles::check(client)?;
-    // SAFETY: checked live above; per the contract, used by one thread at a time.
-    unsafe { client.as_mut() }.ok_or(group_result::GROUP_RESULT_NULL_ARGUMENT)
-}
-
-/// Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
-/// `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed). On success
-/// `*out` owns the client until `group_client_free`.
+/// The completion's payload on success; on a refusal its code goes to `*refusal`.
 ///
 /// # Safety
-/// `addr` must point to `addr_len` readable bytes; `out` to a writable pointer. Any thread but a server's.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn group_client_connect(
-    transport: u32,
-    addr: *const u8,
-    addr_len: usize,
-    out: *mut *mut group_client,
-) -> group_result {
-    guard(|| {
-        if out.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
-        }
+/// `refusal` NULL or writable.
+unsafe fn succeeded(completion: &Completion, refusal: *mut u16) -> Result<&Bytes, group_result> {
+    match completion.result {
+        group_result::GROUP_RESULT_OK => Ok(&completion.payload),
         // SAFETY: forwarded from this function's contract.
-        let addr: std::net::SocketAddr = unsafe { text(addr, addr_len) }?
-            .parse()
-            .map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)?;
-        let runtime = crate::threads::runtime("group-client", 1)?;
-        let connecting = async move {
-            match transport {
-                1 => Ok(Client::connect_tcp(addr).await),
-                2 => Ok(Client::connect_udp(addr).await),
-                3 => Ok(Client::connect_ws(addr).await),
-                _ => Err(group_result::GROUP_RESULT_INVALID_ARGUMENT),
-            }
-        };
-        // On a library thread, like every socket operation (see threads.rs): the handshake writes.
-        let client = runtime
-            .block_on(runtime.spawn(connecting))
-            .map_err(|_| group_result::GROUP_RESULT_RUNTIME_FAILED)??
-            .map_err(|_| group_result::GROUP_RESULT_DISCONNECTED)?;
-        let client = Box::new(group_client {
-            client,
-            queued: VecDeque::new(),
-            last_refusal: String::new(),
-            last_reply: Bytes::new(),
-            runtime,
-        });
-        let client = Box::into_raw(client);
-        crate::handles::register(client);
-        // SAFETY: `out` is non-null and, per the contract, writable.
-        unsafe { out.write(client) };
-        Ok(())
-    })
+        group_result::GROUP_RESULT_REFUSED => {
+            Err(unsafe { refused_with(completion.code, refusal) })
+        }
+        other => Err(other),
+    }
+}
+
+/// Writes the group a create or join answered with.
+///
+/// # Safety
+/// `group_out` 52 writable bytes; `refusal` NULL or writable.
+unsafe fn group_answer(
+    completion: &Completion,
+    group_out: *mut u8,
+    refusal: *mut u16,
+) -> Result<(), group_result> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { succeeded(completion, refusal) }?;
+    let group = completion
+        .group
+        .as_ref()
+        .ok_or(group_result::GROUP_RESULT_PROTOCOL)?;
+    // SAFETY: forwarded from this function's contract.
+    unsafe { write_group(group, group_out) }
 }
 
 /// Says Hello as `uid` with `token` (empty when the server has no `authSecret`). On success the 16-byte
 /// session ID is written to `sid_out`. A refusal (bad token: 8) returns `GROUP_RESULT_REFUSED` with the code
-/// in `*refusal`. **Blocking.**
+/// in `*refusal`. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 ///
 /// # Safety
 /// `client` live; `uid`/`token` their lengths of readable bytes; `sid_out` 16 writable bytes; `refusal`
@@ -142,18 +74,24 @@ pub unsafe extern "C" fn group_client_hello(
         if sid_out.is_null() {
             return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
         }
-        let sid = client
-            .runtime
-            .block_on(client.client.hello(uid, token))
-            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
+        let operation = Operation::Hello {
+            uid: uid.to_owned(),
+            token: Bytes::copy_from_slice(token.as_bytes()),
+        };
+        let completion = client.call(operation)?;
+        // SAFETY: `refusal` is NULL or writable, per the contract.
+        let sid = unsafe { succeeded(&completion, refusal) }?;
+        let sid: [u8; 16] = sid[..]
+            .try_into()
+            .map_err(|_| group_result::GROUP_RESULT_PROTOCOL)?;
         // SAFETY: `sid_out` is non-null and, per the contract, holds 16 writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(sid.0.as_ptr(), sid_out, sid.0.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(sid.as_ptr(), sid_out, sid.len()) };
         Ok(())
     })
 }
 
 /// Creates a group (see `group_server_new_group` for the parameters); the 52-byte ID goes to `group_out`.
-/// **Blocking.**
+/// **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 ///
 /// # Safety
 /// `client` live; `group_out` 52 writable bytes; `refusal` NULL or writable.
@@ -176,18 +114,15 @@ pub unsafe extern "C" fn group_client_create(
             ttl_s,
             interval_ms,
         };
-        let id = client
-            .runtime
-            .block_on(client.client.create(params))
-            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
-        // SAFETY: per the contract, `group_out` holds 52 writable bytes.
-        unsafe { write_group(&id, group_out) }
+        let completion = client.call(Operation::Create(params))?;
+        // SAFETY: per the contract, `refusal` is NULL or writable and `group_out` holds 52 bytes.
+        unsafe { group_answer(&completion, group_out, refusal) }
     })
 }
 
 /// Joins a random group that has room, or creates one (with `allow_empty`, `ttl_s`, `interval_ms` as in
 /// `group_client_create`) when none has; the other members get a join push when `message` is not empty.
-/// The 52-byte ID of the group joined or created goes to `group_out`. **Blocking.**
+/// The 52-byte ID of the group joined or created goes to `group_out`. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 ///
 /// # Safety
 /// `client` live; `message` `message_len` readable bytes; `group_out` 52 writable bytes; `refusal` NULL
@@ -212,12 +147,9 @@ pub unsafe extern "C" fn group_client_random_join(
             interval_ms,
             message: Bytes::copy_from_slice(message),
         };
-        let id = client
-            .runtime
-            .block_on(client.client.rand_join(params))
-            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
-        // SAFETY: per the contract, `group_out` holds 52 writable bytes.
-        unsafe { write_group(&id, group_out) }
+        let completion = client.call(Operation::RandJoin(params))?;
+        // SAFETY: per the contract, `refusal` is NULL or writable and `group_out` holds 52 bytes.
+        unsafe { group_answer(&completion, group_out, refusal) }
     })
 }
 
@@ -248,20 +180,18 @@ unsafe fn change_membership(
                 bytes(message, message_len)?,
             )
         };
-        let connection = &mut client.client;
-        let answer = client.runtime.block_on(async {
-            match change {
-                Membership::Join => connection.join(group, message).await,
-                Membership::Leave => connection.leave(group, message).await,
-            }
-        });
-        answer
-            .map(|_| ())
-            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))
+        let message = Bytes::copy_from_slice(message);
+        let operation = match change {
+            Membership::Join => Operation::Join { group, message },
+            Membership::Leave => Operation::Leave { group, message },
+        };
+        let completion = client.call(operation)?;
+        // SAFETY: `refusal` is NULL or writable, per the contract.
+        unsafe { succeeded(&completion, refusal) }.map(drop)
     })
 }
 
-/// Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking.**
+/// Joins `group` (52 bytes); the other members get a join push when `message` is not empty. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 ///
 /// # Safety
 /// `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes; `refusal` NULL or
@@ -287,7 +217,7 @@ pub unsafe extern "C" fn group_client_join(
     }
 }
 
-/// Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking.**
+/// Leaves `group`; the remaining members get a leave push when `message` is not empty. **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 ///
 /// # Safety
 /// As `group_client_join`.
@@ -313,7 +243,8 @@ pub unsafe extern "C" fn group_client_leave(
 }
 
 /// Broadcasts `message` to the other members of `group`; `reliable` (0 or 1) picks the UDP channel. Returns
-/// once it is sent: a refusal arrives later as a `GROUP_PUSH_REFUSED` push.
+/// once it is queued, in order after the calls submitted before it: a refusal arrives later as a
+/// `GROUP_PUSH_REFUSED` push. It waits only when 1024 submissions are already queued.
 ///
 /// # Safety
 /// `client` live; `group` 52 readable bytes; `message` `message_len` readable bytes.
@@ -334,11 +265,11 @@ pub unsafe extern "C" fn group_client_broadcast(
                 bytes(message, message_len)?,
             )
         };
-        let message = Bytes::copy_from_slice(message);
-        client
-            .runtime
-            .block_on(client.client.broadcast(group, message, reliable != 0))
-            .map_err(|e| client_error(&mut client.last_refusal, e, std::ptr::null_mut()))
+        client.send(Operation::Broadcast {
+            group,
+            message: Bytes::copy_from_slice(message),
+            reliable: reliable != 0,
+        })
     })
 }
 
@@ -347,7 +278,7 @@ pub unsafe extern "C" fn group_client_broadcast(
 /// is copied into `reply_buf` and its length written to `*reply_len`; when it does not fit, the call
 /// returns `GROUP_RESULT_BUFFER_TOO_SMALL` with the length in `*reply_len` and keeps the reply for
 /// `group_client_last_reply`. A refusal returns `GROUP_RESULT_REFUSED` with the code in `*refusal` (9: no
-/// handler for that command). **Blocking.**
+/// handler for that command). **Blocking**, at most the client's request timeout (10 s by default; then `GROUP_RESULT_TIMED_OUT`).
 ///
 /// # Safety
 /// `client` live; `payload` `payload_len` readable bytes; `reply_buf` `reply_cap` writable bytes (NULL
@@ -374,15 +305,14 @@ pub unsafe extern "C" fn group_client_request(
                 group_result::GROUP_RESULT_INVALID_ARGUMENT
             });
         }
-        let request = group_core::proto::Request::Custom {
+        let operation = Operation::Custom {
             ver,
             cmd,
             payload: Bytes::copy_from_slice(payload),
         };
-        client.last_reply = client
-            .runtime
-            .block_on(client.client.request(&request))
-            .map_err(|e| client_error(&mut client.last_refusal, e, refusal))?;
+        let completion = client.call(operation)?;
+        // SAFETY: `refusal` is NULL or writable, per the contract.
+        client.last_reply = unsafe { succeeded(&completion, refusal) }?.clone();
         // SAFETY: forwarded from this function's contract.
         unsafe { write_out(&client.last_reply, reply_buf, reply_cap, reply_len) }
     })
@@ -426,42 +356,5 @@ pub unsafe extern "C" fn group_client_refusal_message(
         let client = unsafe { client_mut(client) }?;
         // SAFETY: forwarded from this function's contract.
         unsafe { write_out(client.last_refusal.as_bytes(), buf, buf_len, written) }
-    })
-}
-
-/// Says Fin (the session ends at once on the server), closes the connection and frees the client.
-/// **Blocking** (at most half a second for the Fin). NULL is a no-op (`GROUP_RESULT_OK`); `client` must
-/// not be used afterwards. A second free (or a pointer the library never returned) gets
-/// `GROUP_RESULT_INVALID_HANDLE`; a call from inside a library callback `GROUP_RESULT_WRONG_THREAD`.
-///
-/// # Safety
-/// `client` NULL, or any pointer value with no call on it in progress on another thread.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn group_client_free(client: *mut group_client) -> group_result {
-    guard(|| {
-        if client.is_null() {
-            return Ok(());
-        }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
-        }
-        if !crate::handles::unregister(client) {
-            return Err(group_result::GROUP_RESULT_INVALID_HANDLE);
-        }
-        // SAFETY: per the contract, `client` came from Box::into_raw in group_client_connect, freed once.
-        let client = unsafe { Box::from_raw(client) };
-        let group_client {
-            mut client,
-            runtime,
-            ..
-        } = *client;
-        // Say Fin (at most half a second) so the server ends the session at once rather than after
-        // connectionTtl, then close inside the runtime (the connection's tasks end with it).
-        runtime.block_on(async move {
-            let _ = tokio::time::timeout(Duration::from_millis(500), client.fin()).await;
-            drop(client)
-        });
-        runtime.shutdown_timeout(Duration::from_secs(1));
-        Ok(())
     })
 }
