@@ -18,8 +18,8 @@ use crate::slice::{bytes, group_in, refused_with, text, write_group, write_out};
 unsafe fn succeeded(completion: &Completion, refusal: *mut u16) -> Result<&Bytes, group_result> {
     match completion.result {
         group_result::GROUP_RESULT_OK => Ok(&completion.payload),
-        // SAFETY: forwarded from this function's contract.
         group_result::GROUP_RESULT_REFUSED => {
+            // SAFETY: forwarded from this function's contract.
             Err(unsafe { refused_with(completion.code, refusal) })
         }
         other => Err(other),
