@@ -117,8 +117,11 @@ impl Client {
             reason: e.reason,
             code: e.code,
             group: e.group,
-            uid: String::from_utf8(buf[..e.uid_len].to_vec()).unwrap(),
-            message: buf[e.uid_len..e.uid_len + e.message_len].to_vec(),
+            uid: String::from_utf8(buf.get(..e.uid_len).unwrap().to_vec()).unwrap(),
+            message: buf
+                .get(e.uid_len..e.uid_len + e.message_len)
+                .unwrap()
+                .to_vec(),
         })
     }
 
