@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "group.hpp"
 
@@ -70,6 +71,16 @@ std::optional<group::Push> next_of(group::Client &client, std::uint32_t kind) {
     return std::nullopt;
 }
 
+// A game loop's frame: dispatch what arrived, then "render" for a millisecond. Runs until `done()` or
+// five seconds of frames.
+template <class Handler, class Done>
+void frames(group::Client &client, Handler &&handler, Done &&done) {
+    for (int frame = 0; frame < 5000 && !done(); ++frame) {
+        must(client.dispatch(handler), "dispatch");
+        usleep(1000);
+    }
+}
+
 group::Client connected(const group::Server &server, std::uint32_t transport, const char *uid) {
     group::Client client = must(group::Client::connect(transport, addr(server, transport)), "connect");
     must(client.hello(uid), "hello");
@@ -112,6 +123,55 @@ int main() {
     expect(must(server.broadcast_nowait(group, "alice", "no wait"), "nowait"), "a broadcast queued without waiting");
     auto quick = next_of(bob, GROUP_PUSH_BROADCAST);
     expect(quick && quick->uid == "alice" && quick->message == "no wait", "the queued broadcast arrives");
+
+    // A client as a game loop drives it: nothing below waits on the network.
+    group::Client dave = must(group::Client::connect_async(GROUP_TRANSPORT_TCP, addr(server, GROUP_TRANSPORT_TCP)),
+                              "connect_async");
+    std::uint64_t hello = must(dave.submit_hello("dave"), "submit_hello");
+    std::uint64_t join = must(dave.submit_join(group, "dave is here"), "submit_join");
+    bool up = false;
+    int completed = 0;
+    std::string from_alice;
+    auto on_event = [&](const group::ClientEvent &event) {
+        if (event.kind == GROUP_CLIENT_EVENT_CONNECTED) {
+            up = true;
+        } else if (event.kind == GROUP_CLIENT_EVENT_COMPLETED) {
+            expect(event.result == GROUP_RESULT_OK, "a completion succeeds");
+            expect(event.op == (completed == 0 ? hello : join), "completions come in submission order");
+            expect(completed == 0 ? event.message.size() == 16 : event.group == group, "the completion's value");
+            ++completed;
+        } else if (event.kind == GROUP_CLIENT_EVENT_BROADCAST) {
+            from_alice = event.message;
+        }
+    };
+    frames(dave, on_event, [&] { return completed == 2; });
+    expect(up && completed == 2, "connected, said hello and joined without blocking");
+    must(alice.broadcast(group, "to the game loop"), "broadcast to dave");
+    frames(dave, on_event, [&] { return !from_alice.empty(); });
+    expect(from_alice == "to the game loop", "dave's frame loop receives the broadcast");
+    std::uint64_t unknown_command = must(dave.submit_request(2, 77, "?", 2000), "submit_request");
+    std::uint16_t refusal = 0;
+    frames(dave, [&](const group::ClientEvent &event) {
+        if (event.kind == GROUP_CLIENT_EVENT_COMPLETED && event.op == unknown_command) {
+            refusal = event.code;
+        }
+    }, [&] { return refusal != 0; });
+    expect(refusal == 9, "a command with no handler completes refused with code 9");
+
+    // The server's questions.
+    group::Snapshot snapshot = must(server.snapshot(group), "snapshot");
+    expect(snapshot.members.size() == 4 && snapshot.info.member_count == 4, "four members");
+    std::vector<group::GroupId> groups = must(server.group_ids("alice"), "group_ids");
+    expect(groups.size() == 1 && groups[0] == group, "alice is in one group");
+    expect(must(server.member_nodes(group), "member_nodes").size() == 1, "one node holds the members");
+    expect(must(server.latest_group("alice"), "latest_group") == group, "alice's latest group");
+    std::optional<group::ServerEvent> event = must(server.poll_event(), "poll_event");
+    expect(event.has_value(), "the server queued events");
+    expect(group::config_error(R"({"limits": {"maxConnections": "many"}})").find("maxConnections") !=
+               std::string::npos,
+           "config_error names the key");
+    expect(group::config_error("{}").empty(), "a valid configuration has no error");
+
     must(carol.leave(group), "leave");
     group::Status unknown = server.next(424242);
     expect(!unknown && unknown.error().result == GROUP_RESULT_NOT_FOUND, "an unknown token is an error code");
