@@ -285,6 +285,65 @@ static int client_api(const group_server_t *server) {
     return 0;
 }
 
+/* A client as a game loop drives it: connect, Hello, Create and an unknown command are submitted without
+ * waiting, and each frame polls with timeout 0 until the three completions came, in submission order. */
+static int game_loop_client(const group_server_t *server) {
+    uint16_t port = 0;
+    if (expect(group_server_port(server, GROUP_TRANSPORT_TCP, &port), GROUP_RESULT_OK, "port")) {
+        return 1;
+    }
+    char addr[32];
+    int len = snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)port);
+    group_client_options_t options = {0, 0, 0};
+    options.request_timeout_ms = 20000;
+    group_client_t *client = NULL;
+    uint64_t ops[3] = {0, 0, 0};
+    if (expect(group_client_connect_async(GROUP_TRANSPORT_TCP, (const uint8_t *)addr, (size_t)len, &options,
+                                          &client),
+               GROUP_RESULT_OK, "group_client_connect_async") ||
+        expect(group_client_submit_hello(client, (const uint8_t *)"erin", 4, NULL, 0, 0, &ops[0]), GROUP_RESULT_OK,
+               "group_client_submit_hello") ||
+        expect(group_client_submit_create(client, 1, 1, 60, 0, 0, &ops[1]), GROUP_RESULT_OK,
+               "group_client_submit_create") ||
+        expect(group_client_submit_request(client, 2, 77, NULL, 0, 0, &ops[2]), GROUP_RESULT_OK,
+               "group_client_submit_request")) {
+        return 1;
+    }
+    int connected = 0;
+    int completed = 0;
+    uint8_t buf[256];
+    for (int frame = 0; frame < 30000 && completed < 3; ++frame) {
+        group_client_event_t event;
+        size_t needed = 0;
+        group_result_t r = group_client_poll_event(client, 0, &event, buf, sizeof buf, &needed);
+        if (r == GROUP_RESULT_NOT_FOUND) {
+            struct timespec rest = {0, 1000000}; /* the rest of the frame */
+            nanosleep(&rest, NULL);
+            continue;
+        }
+        if (expect(r, GROUP_RESULT_OK, "group_client_poll_event")) {
+            return 1;
+        }
+        if (event.kind == GROUP_CLIENT_EVENT_CONNECTED) {
+            connected = 1;
+        } else if (event.kind == GROUP_CLIENT_EVENT_COMPLETED) {
+            CHECK(event.op == ops[completed], "completions come in submission order");
+            group_result_t want = completed == 2 ? GROUP_RESULT_REFUSED : GROUP_RESULT_OK;
+            CHECK(event.result == (uint32_t)want, "each completion's result");
+            if (completed == 0) {
+                CHECK(event.message_len == 16, "Hello completes with the session ID");
+            } else if (completed == 1) {
+                CHECK(event.group[0] != 0, "Create completes with the group's ID");
+            } else {
+                CHECK(event.code == 9, "an unknown command is refused with code 9");
+            }
+            ++completed;
+        }
+    }
+    CHECK(connected && completed == 3, "connected and three completions without blocking");
+    return expect(group_client_free(client), GROUP_RESULT_OK, "free the game-loop client");
+}
+
 /* Drains the event queue until `opened` sessions opened and `discarded` ended have been seen (at most 30 s:
  * valgrind is slow), checking that "alice" opened one. */
 static int events(const group_server_t *server, int opened, int discarded) {
@@ -399,7 +458,8 @@ int main(void) {
                "an unknown transport")) {
         return 1;
     }
-    if (clients(port) != 0 || client_api(server) != 0 || events(server, 7, 7) != 0 || misuse() != 0) {
+    if (clients(port) != 0 || client_api(server) != 0 || events(server, 7, 7) != 0 ||
+        game_loop_client(server) != 0 || misuse() != 0) {
         return 1;
     }
     if (expect(group_next(server, 12345, 0, NULL, 0), GROUP_RESULT_NOT_FOUND,
