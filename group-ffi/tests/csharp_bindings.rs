@@ -1,4 +1,4 @@
-//! `group-ffi/csharp/NativeMethods.g.cs`, the C# declarations of the C ABI, is generated from this crate by
+//! `group-ffi/csharp/Runtime/NativeMethods.g.cs`, the C# declarations of the C ABI, is generated from this crate by
 //! csbindgen and committed; this test regenerates it and fails on any difference. `GROUP_BLESS=1` rewrites
 //! it. The options keep it Mono-compatible (C# 7): delegates instead of function pointers, no nint.
 
@@ -58,14 +58,14 @@ fn the_committed_csharp_bindings_match_the_library() {
         .expect("csbindgen reads the crate");
     let generated = std::fs::read(&out).unwrap();
     let _ = std::fs::remove_dir_all(&out_dir);
-    let committed_path = crate_dir.join("csharp/NativeMethods.g.cs");
+    let committed_path = crate_dir.join("csharp/Runtime/NativeMethods.g.cs");
     if std::env::var_os("GROUP_BLESS").is_some() {
         std::fs::write(&committed_path, &generated).unwrap();
     }
     let committed = std::fs::read(&committed_path).unwrap_or_default();
     assert!(
         committed == generated,
-        "group-ffi/csharp/NativeMethods.g.cs is out of date: run \
+        "group-ffi/csharp/Runtime/NativeMethods.g.cs is out of date: run \
          `GROUP_BLESS=1 cargo test -p group-ffi --test csharp_bindings` and commit it"
     );
 }

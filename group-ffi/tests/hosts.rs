@@ -71,6 +71,8 @@ fn run_host(host: &Path, ok: &str) {
 /// Runs `command` (a host) and checks it succeeds and says `ok`.
 fn run_checked(mut command: Command, host: &Path, ok: &str) {
     let output = command.output().unwrap();
+    // The hosts print their measurements (poll(0) times, allocations): visible with --nocapture.
+    print!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(
         output.status.success(),
         "{} failed: {}",
@@ -138,10 +140,10 @@ fn the_csharp_host_runs_on_mono_with_a_csharp_hook() {
         .args(["-unsafe", "-langversion:7", "-warnaserror+"])
         .arg(format!("-out:{}", exe.display()))
         .args([
-            "csharp/NativeMethods.g.cs",
-            "csharp/Group.cs",
-            "csharp/GroupServer.cs",
-            "csharp/GroupClient.cs",
+            "csharp/Runtime/NativeMethods.g.cs",
+            "csharp/Runtime/Group.cs",
+            "csharp/Runtime/GroupServer.cs",
+            "csharp/Runtime/GroupClient.cs",
             "hosts/csharp/ServerHost.cs",
         ])
         .current_dir(crate_dir)

@@ -180,7 +180,79 @@ static class ServerHost
             Expect(refused, "the queued broadcast from nobody was refused with code 6 (an event)");
             Expect(raised == 4, "four sessions opened (raised)");
             Expect(!server.Next(12345), "an unknown token is refused, not a crash");
+            GameLoop(server);
             server.Stop();
+        }
+    }
+
+    // Runs frames (Dispatch on each client, then the rest of a 1 ms frame) until done() or 10 s.
+    static void Frames(Func<bool> done, params Client[] clients)
+    {
+        for (var frame = 0; frame < 10000 && !done(); frame++)
+        {
+            foreach (var client in clients) client.Dispatch();
+            Thread.Sleep(1);
+        }
+    }
+
+    // Two clients as a Unity game drives them: ConnectAsync, Submit* with completion callbacks, and Dispatch
+    // once per frame on this (the "main") thread. Then a burst of broadcasts is dispatched while the bytes
+    // this thread allocates are counted: dispatching a push allocates nothing.
+    static void GameLoop(Server server)
+    {
+        var options = new ClientOptions { RequestTimeoutMs = 20000 };
+        using (var host = Client.ConnectAsync(Transport.Tcp, "127.0.0.1:" + server.Port(Transport.Tcp), options))
+        using (var guest = Client.ConnectAsync(Transport.WebSocket, "127.0.0.1:" + server.Port(Transport.WebSocket), options))
+        {
+            GroupId? group = null;
+            var joined = false;
+            host.SubmitHello("host");
+            host.SubmitCreate(false, true, 60, 0, 0, e =>
+            {
+                Expect(e.Succeeded, "the game-loop create succeeds");
+                group = e.Group;
+            });
+            guest.SubmitHello("guest", "", 0, e => Expect(e.Succeeded && e.Message.Count == 16, "Hello gives the sid"));
+            Frames(() => group.HasValue && host.IsConnected && guest.IsConnected, host, guest);
+            Expect(group.HasValue, "the create completed through Dispatch");
+            guest.SubmitJoin(group.Value, Bytes("guest here"), 0, e => joined = e.Succeeded);
+            var heard = "";
+            host.EventReceived += e => { if (e.Kind == ClientEventKind.Joined) heard = e.Uid + ":" + e.MessageText; };
+            Frames(() => joined && heard != "", host, guest);
+            Expect(joined && heard == "guest:guest here", "the join completed and the host heard it");
+
+            ulong refusedOp = 0;
+            ushort refusedCode = 0;
+            refusedOp = guest.SubmitRequest(2, 77, Bytes("?"), 2000, e => refusedCode = e.Code);
+            Frames(() => refusedCode != 0, guest);
+            Expect(refusedOp != 0 && refusedCode == 9, "an unknown command completes refused with code 9");
+
+            // The allocation measurement: pushes of 64 bytes, all sent before the window opens.
+            const int Warm = 200, Measured = 2000;
+            var payload = new byte[64];
+            var received = 0;
+            var bytes = 0L;
+            var inGroup = true;
+            guest.EventReceived += e =>
+            {
+                if (e.Kind != ClientEventKind.Broadcast) return;
+                received++;
+                bytes += e.Message.Count;
+                inGroup &= e.IsGroup(group.Value);
+            };
+            for (var i = 0; i < Warm; i++) host.Broadcast(group.Value, payload);
+            Frames(() => received >= Warm, guest);
+            for (var i = 0; i < Measured; i++) host.Broadcast(group.Value, payload);
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            for (var frame = 0; frame < 10000 && received < Warm + Measured; frame++)
+            {
+                guest.Dispatch();
+                if (received < Warm + Measured) Thread.Sleep(1);
+            }
+            var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Expect(received == Warm + Measured && bytes == 64L * received && inGroup, "every broadcast dispatched");
+            Console.WriteLine("csharp_host: Dispatch allocated " + allocated + " bytes for " + Measured + " pushes");
+            Expect(allocated == 0, "dispatching pushes allocates nothing (" + allocated + " bytes)");
         }
     }
 
