@@ -7,7 +7,7 @@
 use std::path::Path;
 
 /// The source files that declare exported functions, structs and enums.
-const SOURCES: [&str; 13] = [
+const SOURCES: [&str; 14] = [
     "lib.rs",
     "result.rs",
     "server.rs",
@@ -17,6 +17,7 @@ const SOURCES: [&str; 13] = [
     "callbacks.rs",
     "hooks.rs",
     "events.rs",
+    "log.rs",
     "client/mod.rs",
     "client/blocking.rs",
     "client/submit.rs",

@@ -100,6 +100,38 @@ namespace Group
         public static byte[] NonEmpty(byte[] bytes) { return bytes == null || bytes.Length == 0 ? new byte[1] : bytes; }
     }
 
+    public enum LogLevel : uint { Off = 0, Error = 1, Warn = 2, Info = 3, Debug = 4, Trace = 5 }
+
+    /// <summary>Where the library's log lines go: nowhere until SetCallback (the library never writes to
+    /// stderr). The callback runs on the library's threads; Unity's Debug.Log may be called from any thread
+    /// (Group.Unity.GroupRunner.RouteLogsToConsole does exactly that).</summary>
+    public static unsafe class Log
+    {
+        static Action<LogLevel, string> callback;
+        // Kept alive for as long as native code may call it.
+        static readonly NativeMethods.group_set_log_callback_callback_delegate native = OnLine;
+
+        /// <summary>Sends lines up to maxLevel to callback; null (or LogLevel.Off) turns logging off. Applies to
+        /// every server and client in the process.</summary>
+        public static void SetCallback(Action<LogLevel, string> lines, LogLevel maxLevel)
+        {
+            callback = lines;
+            var r = lines == null
+                ? NativeMethods.group_set_log_callback(null, 0, null)
+                : NativeMethods.group_set_log_callback(native, (uint)maxLevel, null);
+            Interop.Check(r, "group_set_log_callback");
+        }
+
+        [MonoPInvokeCallback(typeof(NativeMethods.group_set_log_callback_callback_delegate))]
+        static void OnLine(void* userdata, uint level, byte* message, UIntPtr len)
+        {
+            var lines = callback;
+            if (lines == null) return;
+            try { lines((LogLevel)level, Interop.Utf8(message, (int)len)); }
+            catch (Exception) { }
+        }
+    }
+
     /// <summary>A group's 52-byte ID (printable ASCII).</summary>
     public struct GroupId : IEquatable<GroupId>
     {

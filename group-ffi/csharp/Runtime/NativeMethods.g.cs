@@ -48,6 +48,9 @@ namespace Group.Native
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
         public delegate void group_server_set_tick_callback_delegate(void* userdata, byte* group);
 
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        public delegate void group_set_log_callback_callback_delegate(void* userdata, uint level, byte* message, System.UIntPtr len);
+
 
 
         /// <summary>
@@ -380,6 +383,18 @@ namespace Group.Native
         /// </summary>
         [DllImport(__DllName, EntryPoint = "group_server_poll_event", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         public static extern group_result group_server_poll_event(group_server* server, group_event* @out, byte* uid_buf, System.UIntPtr uid_buf_len, System.UIntPtr* needed);
+
+        /// <summary>
+        ///  Sets (or with NULL clears) the log callback and the most verbose `max_level` it receives (1 error
+        ///  ... 5 trace; 0 turns logging off). Without a callback the library logs nothing, to stderr or
+        ///  anywhere. Applies to every server and client in the process.
+        ///
+        ///  # Safety
+        ///  `callback` and `userdata` usable from any thread until replaced (a line being delivered on another
+        ///  thread may still reach the previous one). Any thread, the log callback included.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_set_log_callback", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_set_log_callback(group_set_log_callback_callback_delegate callback, uint max_level, void* userdata);
 
         /// <summary>
         ///  Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as

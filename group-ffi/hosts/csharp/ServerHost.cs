@@ -63,6 +63,8 @@ static class ServerHost
 
         const string config = "{\"server\": {\"tcp\": \"127.0.0.1:0\", \"ws\": \"127.0.0.1:0\", \"udp\": \"127.0.0.1:0\"}," +
                               " \"mesh\": {\"bind\": \"127.0.0.1:0\"}}";
+        var logLines = 0;
+        Log.SetCallback((level, line) => Interlocked.Increment(ref logLines), LogLevel.Trace);
         using (var server = new Server(config, 2))
         {
             var hooked = 0;
@@ -181,6 +183,8 @@ static class ServerHost
             Expect(raised == 4, "four sessions opened (raised)");
             Expect(!server.Next(12345), "an unknown token is refused, not a crash");
             GameLoop(server);
+            Log.SetCallback(null, LogLevel.Off);
+            Expect(logLines > 0, "the library's log lines reach C# (" + logLines + ")");
             server.Stop();
         }
     }
