@@ -130,3 +130,118 @@ fn a_free_from_inside_a_callback_is_refused_instead_of_hanging() {
         );
     }
 }
+
+/// What a free of the server from inside each kind of callback came to, by kind.
+static FREED_BY_KIND: Mutex<Vec<(&str, group_result)>> = Mutex::new(Vec::new());
+
+fn record(kind: &'static str, server: *mut c_void) {
+    // SAFETY: userdata is the server, live while its callbacks run.
+    let r = unsafe { group_server_free(server.cast::<group_server>()) };
+    let mut freed = FREED_BY_KIND.lock().unwrap();
+    if !freed.iter().any(|(k, _)| *k == kind) {
+        freed.push((kind, r));
+    }
+}
+
+unsafe extern "C" fn hook_frees(userdata: *mut c_void, _: *const group_hook_call, token: u64) {
+    record("hook", userdata);
+    // SAFETY: the live server; lets the create go on.
+    unsafe { group_next(userdata.cast(), token, 0, std::ptr::null(), 0) };
+}
+
+unsafe extern "C" fn command_frees(userdata: *mut c_void, _: *const group_hook_call, token: u64) {
+    record("command", userdata);
+    // SAFETY: the live server; answers the command.
+    unsafe { group_reply(userdata.cast(), token, std::ptr::null(), 0) };
+}
+
+unsafe extern "C" fn tick_frees(userdata: *mut c_void, _: *const u8) {
+    record("tick", userdata);
+}
+
+unsafe extern "C" fn message_frees(
+    userdata: *mut c_void,
+    _: *const u8,
+    _: *const u8,
+    _: usize,
+    _: *const u8,
+    _: *mut u8,
+    _: usize,
+) -> usize {
+    record("discard message", userdata);
+    0
+}
+
+#[test]
+fn a_free_from_a_hook_a_command_a_tick_or_a_message_callback_is_refused() {
+    let server = new_server();
+    let mut port = 0u16;
+    let mut group = [0u8; 52];
+    let mut refusal = 0u16;
+    // SAFETY: a live server, freed at the end; the callbacks get it as userdata.
+    unsafe {
+        let s = server.cast::<c_void>();
+        let r = group_server_add_hook(server, 1, 1, Some(hook_frees), s);
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        let r = group_server_add_command(server, 2, 1, Some(command_frees), s);
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        let r = group_server_set_message(server, 1, Some(message_frees), s);
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        assert_eq!(group_server_start(server), group_result::GROUP_RESULT_OK);
+        assert_eq!(
+            group_server_port(server, 1, &mut port),
+            group_result::GROUP_RESULT_OK
+        );
+        let addr = format!("127.0.0.1:{port}");
+        let mut members = Vec::new();
+        for uid in ["ann", "ben"] {
+            let mut client: *mut group_client = std::ptr::null_mut();
+            let r = group_client_connect(1, addr.as_ptr(), addr.len(), &mut client);
+            assert_eq!(r, group_result::GROUP_RESULT_OK);
+            assert_eq!(hello(client, uid), group_result::GROUP_RESULT_OK);
+            members.push(client);
+        }
+        let (ann, ben) = (members[0], members[1]);
+        let r = group_client_create(ann, 0, 1, 60, 0, group.as_mut_ptr(), &mut refusal);
+        assert_eq!(r, group_result::GROUP_RESULT_OK, "the hook let it go on");
+        let r = group_client_join(ben, group.as_ptr(), std::ptr::null(), 0, &mut refusal);
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        let (mut reply, mut reply_len) = ([0u8; 16], 0usize);
+        let r = group_client_request(
+            ann,
+            2,
+            1,
+            std::ptr::null(),
+            0,
+            reply.as_mut_ptr(),
+            reply.len(),
+            &mut reply_len,
+            &mut refusal,
+        );
+        assert_eq!(r, group_result::GROUP_RESULT_OK, "the command answered");
+        let r = group_server_set_tick(server, group.as_ptr(), 1000, Some(tick_frees), s);
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        // Ben goes: ann's group gets the discard message.
+        assert_eq!(group_client_free(ben), group_result::GROUP_RESULT_OK);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while FREED_BY_KIND.lock().unwrap().len() < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut freed = FREED_BY_KIND.lock().unwrap().clone();
+        freed.sort_by_key(|(kind, _)| *kind);
+        let wrong_thread = group_result::GROUP_RESULT_WRONG_THREAD;
+        assert_eq!(
+            freed,
+            vec![
+                ("command", wrong_thread),
+                ("discard message", wrong_thread),
+                ("hook", wrong_thread),
+                ("tick", wrong_thread),
+            ]
+        );
+        let r = group_server_set_tick(server, group.as_ptr(), 0, None, std::ptr::null_mut());
+        assert_eq!(r, group_result::GROUP_RESULT_OK);
+        assert_eq!(group_client_free(ann), group_result::GROUP_RESULT_OK);
+        assert_eq!(group_server_free(server), group_result::GROUP_RESULT_OK, "still live");
+    }
+}
