@@ -242,6 +242,10 @@ fn a_free_from_a_hook_a_command_a_tick_or_a_message_callback_is_refused() {
         let r = group_server_set_tick(server, group.as_ptr(), 0, None, std::ptr::null_mut());
         assert_eq!(r, group_result::GROUP_RESULT_OK);
         assert_eq!(group_client_free(ann), group_result::GROUP_RESULT_OK);
-        assert_eq!(group_server_free(server), group_result::GROUP_RESULT_OK, "still live");
+        assert_eq!(
+            group_server_free(server),
+            group_result::GROUP_RESULT_OK,
+            "still live"
+        );
     }
 }

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -285,6 +286,56 @@ static int client_api(const group_server_t *server) {
     return 0;
 }
 
+/* Members vanish while 8 KB announces are written to them: the host keeps the default SIGPIPE disposition
+ * (this program never touches it), so a write from the library to a closed peer that raised SIGPIPE on a
+ * thread that does not block it would end this process with status 141. `rounds` announces; 20 members
+ * that never read, who close (half with a reset, SO_LINGER 0) one by one along the way. */
+static int vanishing_members(const group_server_t *server, int rounds) {
+    uint16_t port = 0;
+    if (expect(group_server_port(server, GROUP_TRANSPORT_TCP, &port), GROUP_RESULT_OK, "port")) {
+        return 1;
+    }
+    uint8_t group[GROUP_ID_LEN];
+    uint16_t refusal = 0;
+    if (expect(group_server_new_group(server, NULL, 0, 1, 0, 60, 0, group, &refusal), GROUP_RESULT_OK,
+               "a group for the vanishing members")) {
+        return 1;
+    }
+    enum { MEMBERS = 20 };
+    int fds[MEMBERS];
+    for (int i = 0; i < MEMBERS; ++i) {
+        char uid[16];
+        int len = snprintf(uid, sizeof uid, "vanish%d", i);
+        fds[i] = user(port, uid);
+        CHECK(fds[i] >= 0, "a vanishing member connects");
+        if (expect(group_server_join(server, group, (const uint8_t *)uid, (size_t)len, NULL, 0, 1, 111, &refusal),
+                   GROUP_RESULT_OK, "a vanishing member joins")) {
+            return 1;
+        }
+    }
+    static uint8_t payload[8192];
+    memset(payload, 'x', sizeof payload);
+    int closed = 0;
+    for (int round = 0; round < rounds; ++round) {
+        group_result_t r = group_server_announce(server, group, 1, 113, payload, sizeof payload, 1, &refusal);
+        /* Once every member is gone the group may be gone too; anything else is a failure. */
+        CHECK(r == GROUP_RESULT_OK || (closed == MEMBERS && r == GROUP_RESULT_REFUSED), "an 8 KB announce");
+        if (round % (rounds / (MEMBERS + 1)) == 0 && round > 0 && closed < MEMBERS) {
+            if (closed % 2 == 0) {
+                struct linger reset = {1, 0};
+                setsockopt(fds[closed], SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+            }
+            close(fds[closed]);
+            ++closed;
+        }
+    }
+    for (; closed < MEMBERS; ++closed) {
+        close(fds[closed]);
+    }
+    printf("server_host: survived %d members vanishing under %d announces of 8 KB\n", MEMBERS, rounds);
+    return 0;
+}
+
 /* A client as a game loop drives it: connect, Hello, Create and an unknown command are submitted without
  * waiting, and each frame polls with timeout 0 until the three completions came, in submission order. */
 static int game_loop_client(const group_server_t *server) {
@@ -405,7 +456,12 @@ static int clients(uint16_t port) {
     return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    /* Under valgrind the host runs a lighter load (`server_host 200`). */
+    int load = argc > 1 ? atoi(argv[1]) : 2000;
+    if (load < 100) {
+        load = 100;
+    }
     char version[32];
     snprintf(version, sizeof version, "%d.%d.%d", GROUP_VERSION_MAJOR, GROUP_VERSION_MINOR,
              GROUP_VERSION_PATCH);
@@ -459,7 +515,7 @@ int main(void) {
         return 1;
     }
     if (clients(port) != 0 || client_api(server) != 0 || events(server, 7, 7) != 0 ||
-        game_loop_client(server) != 0 || misuse() != 0) {
+        game_loop_client(server) != 0 || vanishing_members(server, load) != 0 || misuse() != 0) {
         return 1;
     }
     if (expect(group_next(server, 12345, 0, NULL, 0), GROUP_RESULT_NOT_FOUND,

@@ -5,6 +5,10 @@
 // group-ffi/tests/hosts.rs.
 #include <unistd.h>  // engines include it first: it declares int group_member(gid_t)
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 // Unreal's assertion macros, defined before the wrapper as an engine module has them.
 #define check(expr) ((void)(expr))
 #define verify(expr) ((void)(expr))
@@ -79,6 +83,69 @@ void frames(group::Client &client, Handler &&handler, Done &&done) {
         must(client.dispatch(handler), "dispatch");
         usleep(1000);
     }
+}
+
+// A member that never reads: a raw TCP connection that said Hello as `uid` (and read the answer); -1 on failure.
+int raw_member(std::uint16_t port, const std::string &uid) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) != 0) {
+        return -1;
+    }
+    // Hello (ver 0, cmd 4): uid length, uid, an empty token.
+    std::string frame{'\0', '\0', '\4', '\0', '\0', '\0', static_cast<char>(uid.size() + 3),
+                      static_cast<char>(uid.size())};
+    frame += uid;
+    frame += std::string(2, '\0');
+    char answer[8 + 16];
+    std::size_t got = 0;
+    if (write(fd, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size())) {
+        return -1;
+    }
+    while (got < sizeof answer) {
+        ssize_t n = read(fd, answer + got, sizeof answer - got);
+        if (n <= 0) {
+            return -1;
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    return fd;
+}
+
+// Members vanish (half of them with a reset) while 8 KB announces are written to them, in a process that
+// keeps the default SIGPIPE disposition: a library write raising SIGPIPE on a thread that does not block it
+// would end this host with status 141.
+void vanishing_members(const group::Server &server) {
+    std::uint16_t port = must(server.port(GROUP_TRANSPORT_TCP), "port");
+    group::GroupId group = must(server.new_group("", true, false, 60), "new_group");
+    std::vector<int> members;
+    for (int i = 0; i < 20; ++i) {
+        std::string uid = "vanish" + std::to_string(i);
+        int fd = raw_member(port, uid);
+        expect(fd >= 0, "a raw member connects");
+        must(server.join(group, uid), "a raw member joins");
+        members.push_back(fd);
+    }
+    std::string payload(8192, 'x');
+    std::size_t closed = 0;
+    for (int round = 0; round < 1000; ++round) {
+        group::Status announced = server.announce(group, payload);
+        expect(announced.ok() || closed == members.size(), "an 8 KB announce");
+        if (round % 45 == 44 && closed < members.size()) {
+            if (closed % 2 == 0) {
+                linger reset{1, 0};
+                setsockopt(members[closed], SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+            }
+            close(members[closed++]);
+        }
+    }
+    for (; closed < members.size(); ++closed) {
+        close(members[closed]);
+    }
+    std::printf("cpp_host: survived %zu members vanishing under 1000 announces of 8 KB\n", members.size());
 }
 
 group::Client connected(const group::Server &server, std::uint32_t transport, const char *uid) {
@@ -171,6 +238,8 @@ int main() {
                std::string::npos,
            "config_error names the key");
     expect(group::config_error("{}").empty(), "a valid configuration has no error");
+
+    vanishing_members(server);
 
     must(carol.leave(group), "leave");
     group::Status unknown = server.next(424242);
