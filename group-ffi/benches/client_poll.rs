@@ -1,5 +1,5 @@
-//! What `group_client_poll_push(client, 0, ...)` costs a game loop on an idle client: the call a C, C++
-//! or C# host makes every frame. Criterion's figure, then the p50 and p99 of 500 single calls timed one by
+//! What `group_client_poll_push(client, 0, ...)` and `group_client_poll_event(client, 0, ...)` cost a game
+//! loop on an idle client: the call a C, C++ or C# host makes every frame. Criterion's figure, then the p50 and p99 of 500 single calls timed one by
 //! one (what a frame pays). Run with `cargo bench -p group-ffi --bench client_poll`.
 
 #![allow(
@@ -29,6 +29,23 @@ fn poll_once(client: *mut group_client) -> group_result {
             client,
             0,
             push.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut needed,
+        )
+    }
+}
+
+fn poll_event_once(client: *mut group_client) -> group_result {
+    let mut event = std::mem::MaybeUninit::<group_client_event>::uninit();
+    let mut buf = [0u8; 256];
+    let mut needed = 0usize;
+    // SAFETY: a live client and real buffers.
+    unsafe {
+        group_client_poll_event(
+            client,
+            0,
+            event.as_mut_ptr(),
             buf.as_mut_ptr(),
             buf.len(),
             &mut needed,
@@ -71,6 +88,16 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             assert_eq!(
                 black_box(poll_once(client)),
+                group_result::GROUP_RESULT_NOT_FOUND
+            )
+        })
+    });
+    // The Connected event is first in the queue; take it so that the idle poll finds nothing.
+    while poll_event_once(client) == group_result::GROUP_RESULT_OK {}
+    c.bench_function("group_client_poll_event_timeout_0_idle", |b| {
+        b.iter(|| {
+            assert_eq!(
+                black_box(poll_event_once(client)),
                 group_result::GROUP_RESULT_NOT_FOUND
             )
         })
