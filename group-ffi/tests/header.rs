@@ -28,11 +28,28 @@ fn the_committed_header_matches_the_library() {
 }
 
 /// What an engine module has seen before it includes group.h (C): <unistd.h> (which declares
-/// `int group_member(gid_t)`), <signal.h>, and Unreal's assertion and text macros.
+/// `int group_member(gid_t)`), <signal.h>, the macros <windows.h> is notorious for, and Unreal's
+/// assertion and text macros.
 const ENGINE_PRELUDE: &str = r#"
 #include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
+#define min(a, b) (((a) < (b)) ? (a) : (b))
+#define max(a, b) (((a) > (b)) ? (a) : (b))
+#define near
+#define far
+#define IN
+#define OUT
+#define OPTIONAL
+#define CALLBACK
+#define WINAPI
+#define ERROR 0
+#define DELETE 0x00010000L
+#define interface struct
+#define small char
+#define BOOL int
+#define TRUE 1
+#define FALSE 0
 #define check(expr) ((void)(expr))
 #define verify(expr) ((void)(expr))
 #define ensure(expr) ((void)(expr))
@@ -50,9 +67,25 @@ int main(void) {
 }
 "#;
 
-/// The same for C++, through the RAII wrapper: result-returning calls, no exceptions, no RTTI.
+/// The same for C++, through the RAII wrapper: result-returning calls, no exceptions, no RTTI, and the
+/// wrapper's templates instantiated. <windows.h>'s macros as Unreal has them (with NOMINMAX: `min` and
+/// `max` macros would break the standard library's own headers, not only this one).
 const ENGINE_PRELUDE_CPP: &str = r#"
 #include <unistd.h>
+#define near
+#define far
+#define IN
+#define OUT
+#define OPTIONAL
+#define CALLBACK
+#define WINAPI
+#define ERROR 0
+#define DELETE 0x00010000L
+#define interface struct
+#define small char
+#define BOOL int
+#define TRUE 1
+#define FALSE 0
 #define check(expr) ((void)(expr))
 #define verify(expr) ((void)(expr))
 #define ensure(expr) ((void)(expr))
@@ -64,7 +97,24 @@ int main() {
         return static_cast<int>(server.error().result == GROUP_RESULT_OK);
     }
     group::Status started = server.value().start();
-    return started.ok() ? 0 : 1;
+    group::GroupId group{};
+    auto ids = server.value().group_ids("uid");
+    auto nodes = server.value().member_nodes(group);
+    auto snapshot = server.value().snapshot(group);
+    auto event = server.value().poll_event();
+    auto client = group::Client::connect_async(GROUP_TRANSPORT_TCP, "127.0.0.1:1");
+    if (client) {
+        std::size_t seen = 0;
+        group::Status dispatched = client.value().dispatch([&](const group::ClientEvent &e) { seen += e.message.size(); });
+        auto op = client.value().submit_join(group, "hi", 100);
+        (void)dispatched;
+        (void)op;
+    }
+    (void)ids;
+    (void)nodes;
+    (void)snapshot;
+    (void)event;
+    return started.ok() && group::config_error("{}").empty() ? 0 : 1;
 }
 "#;
 
