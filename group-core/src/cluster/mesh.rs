@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::id::{GroupId, NodeAddr};
 
 /// The mesh protocol version. Bump it on any change to [`MeshMessage`]: postcard is not self-describing.
-pub const MESH_VERSION: u8 = 1;
+pub const MESH_VERSION: u8 = 2;
 
 /// Most entries one [`MeshMessage::Digest`] carries; larger digests are split.
 pub const MAX_DIGEST_ENTRIES: usize = 4096;
@@ -121,6 +121,9 @@ pub enum JoinRefusal {
     AlreadyMember,
     /// The group has the maximum number of members.
     GroupFull,
+    /// The node holds a copy, but the owner it knows is unreachable or dead and no successor has taken
+    /// over yet: the group exists; ask again shortly.
+    OwnerInTransition,
 }
 
 /// What a relayed message carries.
@@ -241,6 +244,11 @@ pub enum MeshMessage {
     Relay {
         /// The group.
         group: GroupId,
+        /// The node the broadcast entered the mesh at.
+        origin: NodeAddr,
+        /// The origin's relay counter: it only grows, so a receiver that got a later entry from the same
+        /// origin drops an earlier one that arrives after it (a re-planned tree can overtake the old one).
+        seq: u64,
         /// Nodes the receiver must forward to (see [`crate::cluster::relay::relay_plan`]).
         branch: Vec<NodeAddr>,
         /// What to deliver.

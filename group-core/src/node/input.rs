@@ -66,6 +66,11 @@ pub enum Input {
     NodeUp(NodeAddr),
     /// The membership layer reports a node dead or gone.
     NodeDown(NodeAddr),
+    /// The transport's link to a node broke (a reset, EOF, a refused redial): the node is *suspect*. No
+    /// relay goes through it and no join waits on it, but nothing fails over until [`Input::NodeDown`].
+    LinkDown(NodeAddr),
+    /// The transport's link to a node works again (any message from it says the same).
+    LinkUp(NodeAddr),
     /// A call of the server API (or server code's answer to a request it intercepted).
     Call(Call),
     /// The deadline from [`Node::poll_timeout`] (or a later time) has come.
@@ -265,6 +270,7 @@ impl Node {
                 if from != self.config.addr && !self.cluster.is_live(from) {
                     self.node_up(from);
                 }
+                self.cluster.link_up(from);
                 self.mesh(from, message);
                 Handled::Done
             }
@@ -274,6 +280,16 @@ impl Node {
             }
             Input::NodeDown(node) => {
                 self.node_down(node);
+                Handled::Done
+            }
+            Input::LinkDown(node) => {
+                if self.cluster.link_down(node) {
+                    self.retry_joins_waiting_on(node);
+                }
+                Handled::Done
+            }
+            Input::LinkUp(node) => {
+                self.cluster.link_up(node);
                 Handled::Done
             }
             Input::Call(call) => self.call(call, now),

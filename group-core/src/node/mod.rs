@@ -124,6 +124,10 @@ pub struct Node {
     next_epoch: u64,
     /// Latest `now` seen: time must not go backwards.
     now: Instant,
+    /// Relays this node started (see `MeshMessage::Relay::seq`).
+    relay_seq: u64,
+    /// Relayed entries dropped because a later one from the same origin was delivered first.
+    stale_relays: u64,
     discard_message: DiscardMessageFn,
     rejoin_message: RejoinMessageFn,
 }
@@ -166,6 +170,8 @@ impl Node {
             last_id_ns: 0,
             next_epoch: 0,
             now,
+            relay_seq: 0,
+            stale_relays: 0,
             discard_message: Box::new(|_, _, _| Bytes::new()),
             rejoin_message: Box::new(|_, _, _| Bytes::new()),
             config,
@@ -277,6 +283,13 @@ impl Node {
     /// The other nodes the membership layer reports alive.
     pub fn live_nodes(&self) -> impl Iterator<Item = NodeAddr> + '_ {
         self.cluster.live()
+    }
+
+    /// Relayed broadcasts dropped here because a later one from the same origin node was delivered first
+    /// (the relay tree was re-planned around a failed node): per-sender order holds, and this counts the
+    /// price.
+    pub fn stale_relays_dropped(&self) -> u64 {
+        self.stale_relays
     }
 
     /// The backups a group created now gets: the next (up to) two live nodes after this one in address

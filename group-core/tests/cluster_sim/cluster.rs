@@ -17,6 +17,7 @@ impl Cluster {
             seed,
             restarts: 0,
             in_flight: BinaryHeap::new(),
+            link_clock: BTreeMap::new(),
             news: BinaryHeap::new(),
             seq: 0,
             loss: 0,
@@ -52,7 +53,8 @@ impl Cluster {
             ..NodeConfig::default()
         };
         config.group.send_interval = self.send_interval;
-        config.limits.mesh_request_timeout = ms(500);
+        // Patience (x 4 tries) outlasts membership's DETECT, as the defaults (2 s x 4 against ~5 s) do.
+        config.limits.mesh_request_timeout = ms(1000);
         config.limits.mesh_sync_interval = SYNC;
         config.limits.connection_ttl = Duration::from_secs(3600);
         config.limits.max_groups_per_user = 8;
@@ -89,6 +91,8 @@ impl Cluster {
         self.clients.retain(|_, c| c.node != i);
         for obs in 0..self.nodes.len() {
             if obs != i {
+                // The links break at once (the process's sockets are reset); membership takes longer.
+                self.tell_later(News::LinkDown(obs, i), ms(5));
                 self.tell_later(News::Down(obs, i), DETECT);
             }
         }
@@ -146,6 +150,7 @@ impl Cluster {
                 uid: uid.clone(),
                 groups: BTreeSet::new(),
                 received: BTreeSet::new(),
+                latest_from: BTreeMap::new(),
                 rejoins: 0,
                 refusals: Vec::new(),
             },

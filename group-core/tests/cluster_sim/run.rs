@@ -28,14 +28,11 @@ impl Cluster {
                 continue;
             }
             let delay = ms(1 + self.rng.below(40) as u64);
+            let link = self.link_clock.entry((i, to)).or_insert(Instant::ZERO);
+            let at = self.now.saturating_add(delay).max(*link);
+            *link = at;
             self.seq += 1;
-            self.in_flight.push(Reverse((
-                self.now.saturating_add(delay),
-                self.seq,
-                i,
-                to,
-                frame,
-            )));
+            self.in_flight.push(Reverse((at, self.seq, i, to, frame)));
         }
     }
 
@@ -73,6 +70,15 @@ impl Cluster {
                         "broadcast {id} delivered twice to {}",
                         client.uid
                     );
+                    let latest = client.latest_from.entry(entry.uid.clone()).or_insert(0);
+                    assert!(
+                        id > *latest,
+                        "{} got broadcast {id} from {:?} after its later {}",
+                        client.uid,
+                        entry.uid,
+                        *latest
+                    );
+                    *latest = id;
                 }
                 self.pushes_checked += 1;
             }
@@ -142,6 +148,7 @@ impl Cluster {
             let (kind, obs, subject) = match news {
                 News::Up(o, s) => ("up", o, s),
                 News::Down(o, s) => ("down", o, s),
+                News::LinkDown(o, s) => ("link down", o, s),
             };
             eprintln!(
                 "{:?} news {obs} sees {subject} {kind} (reachable {})",
@@ -155,6 +162,13 @@ impl Cluster {
             {
                 let node = self.nodes[obs].as_mut().unwrap();
                 let _done = node.handle(Input::NodeDown(addr(subject)), self.now);
+                self.drain(obs);
+            }
+            News::LinkDown(obs, subject)
+                if self.nodes[obs].is_some() && !self.reachable(obs, subject) =>
+            {
+                let node = self.nodes[obs].as_mut().unwrap();
+                let _done = node.handle(Input::LinkDown(addr(subject)), self.now);
                 self.drain(obs);
             }
             News::Up(obs, subject) if self.reachable(obs, subject) => {

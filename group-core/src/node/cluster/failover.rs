@@ -50,6 +50,10 @@ impl Node {
         if !self.cluster.node_down(node) {
             return;
         }
+        // A restarted node counts its relays from 1 again.
+        for group in self.groups.values_mut() {
+            group.relay_seen.remove(&node);
+        }
         self.retry_joins_waiting_on(node);
         let affected: Vec<GroupId> = self
             .groups

@@ -16,7 +16,7 @@ pub(crate) use view::ClusterView;
 use std::sync::Arc;
 
 use crate::cluster::mesh::{MemberState, MeshMessage, Notice, RelayEntry};
-use crate::cluster::relay::relay_plan;
+use crate::cluster::relay::{RelayHop, relay_plan};
 use crate::id::{GroupId, NodeAddr};
 use crate::node::{MeshTransmit, Node};
 use crate::proto::member_push;
@@ -89,9 +89,11 @@ impl Node {
             MeshMessage::Deleted { group, version } => self.on_deleted(from, &group, version),
             MeshMessage::Relay {
                 group,
+                origin,
+                seq,
                 branch,
                 entry,
-            } => self.on_relay(&group, branch, entry),
+            } => self.on_relay(&group, (origin, seq), branch, entry),
         }
     }
 
@@ -119,17 +121,44 @@ impl Node {
         }
     }
 
-    /// Starts a relay of `entry` to `targets` (this node excluded) as a tree of width `relayLimit`.
+    /// Starts a relay of `entry`, entering the mesh here, to `targets` (this node excluded).
     pub(in crate::node) fn relay(
         &mut self,
         id: &GroupId,
         targets: &[NodeAddr],
         entry: &RelayEntry,
     ) {
+        self.relay_seq += 1;
+        let origin = (self.config.addr, self.relay_seq);
+        self.forward_relay(id, origin, targets, entry);
+    }
+
+    /// Sends `entry` on to `targets` as a tree of width `relayLimit`. The tree goes only through nodes
+    /// this node can reach: one whose link is down (a suspect) gets its own copy as a leaf, so a failed
+    /// node never carries the others' share, and nothing waits for membership to declare it dead.
+    fn forward_relay(
+        &mut self,
+        id: &GroupId,
+        (origin, seq): (NodeAddr, u64),
+        targets: &[NodeAddr],
+        entry: &RelayEntry,
+    ) {
         let width = usize::try_from(self.config.group.relay_limit).unwrap_or(1);
-        for hop in relay_plan(targets, width) {
+        let (through, leaves): (Vec<NodeAddr>, Vec<NodeAddr>) =
+            targets.iter().partition(|n| self.cluster.is_reachable(**n));
+        let leaves = leaves.into_iter().map(|to| RelayHop {
+            to,
+            branch: Vec::new(),
+        });
+        let hops: Vec<RelayHop> = relay_plan(&through, width)
+            .into_iter()
+            .chain(leaves)
+            .collect();
+        for hop in hops {
             let message = MeshMessage::Relay {
                 group: *id,
+                origin,
+                seq,
                 branch: hop.branch,
                 entry: entry.clone(),
             };
@@ -137,13 +166,29 @@ impl Node {
         }
     }
 
-    fn on_relay(&mut self, id: &GroupId, mut branch: Vec<NodeAddr>, entry: RelayEntry) {
+    fn on_relay(
+        &mut self,
+        id: &GroupId,
+        (origin, seq): (NodeAddr, u64),
+        mut branch: Vec<NodeAddr>,
+        entry: RelayEntry,
+    ) {
         let own = self.config.addr;
         if branch.len() > MAX_RELAY_BRANCH {
             return;
         }
         branch.retain(|n| *n != own);
-        self.relay(id, &branch, &entry);
+        self.forward_relay(id, (origin, seq), &branch, &entry);
+        if let Some(group) = self.groups.get_mut(id) {
+            let seen = group.relay_seen.entry(origin).or_insert(0);
+            if seq <= *seen {
+                // A later entry from the same origin came first (over a re-planned tree): drop this one
+                // rather than deliver out of order.
+                self.stale_relays += 1;
+                return;
+            }
+            *seen = seq;
+        }
         match entry {
             RelayEntry::Broadcast {
                 ver,

@@ -1,5 +1,6 @@
 //! [`ClusterView`]: what this node believes about the rest of the cluster. Which other nodes are alive
-//! (never this node itself), which groups were deleted lately (so that late states cannot resurrect
+//! (never this node itself), which of those it cannot reach right now (their mesh link broke: suspects,
+//! not yet declared dead), which groups were deleted lately (so that late states cannot resurrect
 //! them), the lowest epoch it may claim next (so that one (owner, version) never stands for two member
 //! lists), and whether the digest timer is armed (at most one entry in the timer heap).
 
@@ -15,6 +16,9 @@ use crate::time::Instant;
 pub(crate) struct ClusterView {
     own: NodeAddr,
     live: BTreeSet<NodeAddr>,
+    /// Live nodes whose mesh link is down: no relay goes through them and no join waits on them until
+    /// the link is back or membership decides. Always a subset of `live`.
+    unreachable: BTreeSet<NodeAddr>,
     /// Deleted groups, with their version at deletion and when.
     tombstones: BTreeMap<GroupId, (Version, Instant)>,
     /// Only grows; starts from the wall clock in seconds, so that even a restarted node never claims
@@ -28,6 +32,7 @@ impl ClusterView {
         ClusterView {
             own,
             live: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
             tombstones: BTreeMap::new(),
             epoch_floor,
             sync_armed: false,
@@ -36,16 +41,33 @@ impl ClusterView {
 
     /// Records `node` alive; false when it was already (or is this node).
     pub fn node_up(&mut self, node: NodeAddr) -> bool {
+        self.unreachable.remove(&node);
         node != self.own && self.live.insert(node)
     }
 
     /// Records `node` dead or gone; false when it was not alive (or is this node).
     pub fn node_down(&mut self, node: NodeAddr) -> bool {
+        self.unreachable.remove(&node);
         node != self.own && self.live.remove(&node)
+    }
+
+    /// Records that the mesh link to live `node` broke; false when it was not live or already recorded.
+    pub fn link_down(&mut self, node: NodeAddr) -> bool {
+        self.live.contains(&node) && self.unreachable.insert(node)
+    }
+
+    /// Records that the mesh link to `node` works (again); false when nothing changed.
+    pub fn link_up(&mut self, node: NodeAddr) -> bool {
+        self.unreachable.remove(&node)
     }
 
     pub fn is_live(&self, node: NodeAddr) -> bool {
         self.live.contains(&node)
+    }
+
+    /// Alive and its link up: a node worth asking, and one a relay may go through.
+    pub fn is_reachable(&self, node: NodeAddr) -> bool {
+        self.live.contains(&node) && !self.unreachable.contains(&node)
     }
 
     /// The other live nodes, in address order.

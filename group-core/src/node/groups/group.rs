@@ -90,6 +90,10 @@ pub(crate) struct Group {
     pub pending_bytes: usize,
     pub flush_armed: bool,
     pub tick: Option<Tick>,
+    /// The latest relay counter delivered here from each origin node: an earlier entry arriving after a
+    /// later one (the tree was re-planned around a failed node) is dropped, never delivered out of order.
+    /// One entry per node at most.
+    pub relay_seen: std::collections::BTreeMap<NodeAddr, u64>,
 }
 
 fn member_state(uid: &str, m: &Member) -> MemberState {
@@ -125,6 +129,7 @@ impl Group {
             pending_bytes: 0,
             flush_armed: false,
             tick: None,
+            relay_seen: std::collections::BTreeMap::new(),
         }
     }
 

@@ -143,7 +143,7 @@ impl Node {
     }
 
     /// Joins a group this node owns (or a static group).
-    fn join_here(
+    pub(in crate::node) fn join_here(
         &mut self,
         id: &GroupId,
         uid: &str,

@@ -1,9 +1,15 @@
-//! Joining a group owned by another node: ask the owner named in the ID, fall back to the other addresses
-//! of the ID on refusal or timeout (up to `remoteJoinTries` attempts), and keep a copy of the group on
-//! success.
+//! Joining a group owned by another node: ask the owner this node knows (or the addresses of the ID),
+//! and keep a copy of the group on success.
 //!
 //! The joining node checks what it can itself (session, per-user limit, a join already in flight) before it
 //! asks; the owner checks membership and size. The client's response waits for the owner's answer.
+//!
+//! A join never answers "group not found" for a group a live node holds. While an owner is dying, the
+//! nodes with copies answer "owner in transition" (or "not the owner"), and the join waits (50 ms,
+//! doubling up to 400 ms) and asks again, the owner this node knows first, until it succeeds or
+//! `meshRequestTimeout` x `remoteJoinTries` has passed (then 204, owner unreachable). If this node takes
+//! the group over meanwhile, the join completes here. Only when every node that could hold the group
+//! said it does not is the answer 200.
 
 mod pending;
 
@@ -16,7 +22,7 @@ use crate::id::{GroupId, NodeAddr};
 use crate::node::groups::group::Member;
 use crate::node::timers::TimerKind;
 use crate::node::{ConnId, Event, JoinError, JoinStatus, Node, Outcome, Sid};
-use crate::proto::member_push;
+use crate::proto::{VER_GROUP, cmd, member_push};
 pub(crate) use pending::{PendingJoin, RemoteJoins};
 
 impl Node {
@@ -29,7 +35,6 @@ impl Node {
         (ver, cmd): (u8, u16),
         reply_to: Option<ConnId>,
     ) -> Result<JoinStatus, JoinError> {
-        let own = self.config.addr;
         let Some((uid, session)) = self.sessions.get_key_value(uid) else {
             return Err(JoinError::UnknownUser { uid: uid.into() });
         };
@@ -47,46 +52,128 @@ impl Node {
         if session.groups.len() + joining >= max {
             return Err(JoinError::UserGroupLimit { max });
         }
-        let mut candidates: Vec<NodeAddr> = copy.and_then(|g| g.owner).into_iter().collect();
-        if let Ok(layout) = id.layout() {
-            candidates.extend(layout.nodes());
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        candidates.retain(|n| *n != own && self.cluster.is_live(*n) && seen.insert(*n));
-        if candidates.is_empty() {
+        let holds_copy = copy.is_some();
+        if !holds_copy && self.join_candidates(id, None).is_empty() {
             return Err(JoinError::GroupNotFound);
         }
+        let limits = &self.config.limits;
+        let patience = limits
+            .mesh_request_timeout
+            .saturating_mul(self.config.group.remote_join_tries.max(1));
         let pending = PendingJoin::new(
             uid.clone(),
             session.sid,
             *id,
             (!message.is_empty()).then_some(Notice { ver, cmd, message }),
             reply_to.map(|conn| (conn, ver, cmd)),
-            candidates,
+            self.now.saturating_add(patience),
+            holds_copy,
         );
         let op = self.joins.start(pending);
-        let limits = &self.config.limits;
         debug_assert!(
             self.joins.len() <= limits.max_connections * limits.max_groups_per_user,
             "pending joins are bounded by sessions x groups per user"
         );
-        self.send_join_attempt(op);
+        self.advance_join(op, false);
         Ok(JoinStatus::Pending(op))
     }
 
-    fn send_join_attempt(&mut self, op: u64) {
+    /// The nodes worth asking to admit a member to `id`, best first: the owner this node's copy names,
+    /// then the addresses of the ID. Only reachable nodes (alive, link up), never this node, never one
+    /// that already said it does not hold the group.
+    fn join_candidates(&self, id: &GroupId, pending: Option<&PendingJoin>) -> Vec<NodeAddr> {
         let own = self.config.addr;
+        let mut candidates: Vec<NodeAddr> = self
+            .groups
+            .get(id)
+            .and_then(|g| g.owner)
+            .into_iter()
+            .collect();
+        if let Ok(layout) = id.layout() {
+            candidates.extend(layout.nodes());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        candidates.retain(|n| {
+            *n != own
+                && self.cluster.is_reachable(*n)
+                && pending.is_none_or(|p| !p.lacks(*n))
+                && seen.insert(*n)
+        });
+        candidates
+    }
+
+    /// Moves a join on: it completes here if this node owns the group now, asks a node, waits before
+    /// asking again, or ends when its time is up or no node can hold the group. `rotate`: ask the node
+    /// after the one asked last (it did not answer, or said it lacks the group); otherwise start again
+    /// from the best candidate (after a wait, the owner may have changed).
+    fn advance_join(&mut self, op: u64, rotate: bool) {
+        let own = self.config.addr;
+        let Some(pending) = self.joins.get(op) else {
+            return;
+        };
+        let id = pending.group;
+        if self.now >= pending.give_up_at {
+            let tries = self.config.group.remote_join_tries;
+            let error = if pending.maybe_held {
+                JoinError::OwnerUnreachable { tries }
+            } else {
+                JoinError::GroupNotFound
+            };
+            return self.finish_join(op, Err(error));
+        }
+        if self.groups.get(&id).is_some_and(|g| g.owned_by(own)) {
+            // This node took the group over while the join waited.
+            let (uid, notice) = (pending.uid.clone(), pending.notice.clone());
+            let (message, ver_cmd) = notice.map_or((Bytes::new(), (VER_GROUP, cmd::JOIN)), |n| {
+                (n.message, (n.ver, n.cmd))
+            });
+            let result = self.join_here(&id, &uid, message, ver_cmd);
+            return self.finish_join(op, result);
+        }
+        let candidates = self.join_candidates(&id, Some(pending));
+        if candidates.is_empty() {
+            if !pending.maybe_held {
+                // Every node that could hold the group said it does not.
+                return self.finish_join(op, Err(JoinError::GroupNotFound));
+            }
+            return self.wait_to_ask_again(op);
+        }
+        let next = match pending.last_asked().filter(|_| rotate) {
+            Some(last) => candidates
+                .iter()
+                .position(|c| *c == last)
+                .map_or(0, |i| (i + 1) % candidates.len()),
+            None => 0,
+        };
+        if let Some(to) = candidates.get(next).or(candidates.first()) {
+            self.ask_to_join(op, *to);
+        }
+    }
+
+    /// Waits (with backoff, never past the join's end) before asking again.
+    fn wait_to_ask_again(&mut self, op: u64) {
+        let Some(give_up_at) = self.joins.get(op).map(|p| p.give_up_at) else {
+            return;
+        };
+        let Some((attempt, wait)) = self.joins.wait(op) else {
+            return;
+        };
+        let at = self.now.saturating_add(wait).min(give_up_at);
+        self.timers.arm(at, TimerKind::JoinTimeout(op, attempt));
+    }
+
+    fn ask_to_join(&mut self, op: u64, to: NodeAddr) {
+        let own = self.config.addr;
+        let Some(attempt) = self.joins.ask(op, to) else {
+            return;
+        };
+        let Some(pending) = self.joins.get(op) else {
+            return;
+        };
         let deadline = self
             .now
-            .saturating_add(self.config.limits.mesh_request_timeout);
-        let Some(pending) = self.joins.get(op) else {
-            debug_assert!(false, "an attempt is sent only for a pending join");
-            return;
-        };
-        let Some(to) = pending.target() else {
-            debug_assert!(false, "a pending join has at least one candidate");
-            return;
-        };
+            .saturating_add(self.config.limits.mesh_request_timeout)
+            .min(pending.give_up_at);
         let message = MeshMessage::JoinRequest {
             op,
             group: pending.group,
@@ -98,37 +185,33 @@ impl Node {
             notice: pending.notice.clone(),
         };
         self.timers
-            .arm(deadline, TimerKind::JoinTimeout(op, pending.attempt()));
+            .arm(deadline, TimerKind::JoinTimeout(op, attempt));
         self.send_mesh(to, message);
     }
 
-    /// Moves a join on to its next address, or ends it with `last` when the tries are used up.
-    fn retry_join(&mut self, op: u64, last: JoinError) {
-        let tries = self.config.group.remote_join_tries;
-        if self.joins.next_attempt(op, tries) {
-            self.send_join_attempt(op);
-        } else {
-            self.finish_join(op, Err(last));
-        }
-    }
-
-    /// The join timer of `op` fired; `attempt` says which attempt armed it.
+    /// The join timer of `op` fired; `attempt` says which attempt armed it (an ask that got no answer, or
+    /// a wait that is over).
     pub(in crate::node) fn join_timed_out(&mut self, op: u64, attempt: u32) {
-        if self.joins.get(op).is_some_and(|p| p.attempt() == attempt) {
-            let tries = self.config.group.remote_join_tries;
-            self.retry_join(op, JoinError::OwnerUnreachable { tries });
+        let Some(pending) = self.joins.get(op).filter(|p| p.attempt() == attempt) else {
+            return;
+        };
+        let unanswered = pending.target().is_some();
+        if unanswered {
+            // Silence is no proof the group is gone.
+            self.joins.maybe_held(op);
+        }
+        self.advance_join(op, unanswered);
+    }
+
+    /// Joins waiting on a node that is dead, or whose link broke, move on at once.
+    pub(in crate::node) fn retry_joins_waiting_on(&mut self, node: NodeAddr) {
+        for op in self.joins.waiting_on(node) {
+            self.joins.maybe_held(op);
+            self.advance_join(op, true);
         }
     }
 
-    /// Joins waiting on a node that the membership layer declared dead move on at once.
-    pub(in crate::node) fn retry_joins_waiting_on(&mut self, dead: NodeAddr) {
-        for op in self.joins.waiting_on(dead) {
-            let tries = self.config.group.remote_join_tries;
-            self.retry_join(op, JoinError::OwnerUnreachable { tries });
-        }
-    }
-
-    /// The owner answered a join request.
+    /// A node answered a join request.
     pub(in crate::node) fn on_join_response(
         &mut self,
         from: NodeAddr,
@@ -136,15 +219,21 @@ impl Node {
         result: Result<GroupState, JoinRefusal>,
     ) {
         let Some(pending) = self.joins.get(op) else {
-            return; // Answered after it timed out, or never asked: ignore.
+            return; // Answered after it ended, or never asked: ignore.
         };
         if pending.target() != Some(from) {
-            return;
+            return; // The answer to an earlier attempt.
         }
         match result {
             Ok(state) if state.id == pending.group => self.complete_remote_join(from, op, state),
-            Ok(_) | Err(JoinRefusal::NotFound | JoinRefusal::NotOwner) => {
-                self.retry_join(op, JoinError::GroupNotFound);
+            Ok(_) | Err(JoinRefusal::NotFound) => {
+                self.joins.lacking(op, from);
+                self.advance_join(op, true);
+            }
+            Err(JoinRefusal::NotOwner | JoinRefusal::OwnerInTransition) => {
+                // The group exists; its owner is elsewhere or being replaced: ask again shortly.
+                self.joins.maybe_held(op);
+                self.wait_to_ask_again(op);
             }
             Err(JoinRefusal::AlreadyMember) => self.finish_join(op, Err(JoinError::AlreadyMember)),
             Err(JoinRefusal::GroupFull) => {
@@ -273,10 +362,16 @@ impl Node {
     ) -> Result<GroupState, JoinRefusal> {
         let own = self.config.addr;
         let max = self.config.limits.max_members_per_group;
-        let group = self.groups.get_mut(id).ok_or(JoinRefusal::NotFound)?;
-        if !group.owned_by(own) {
-            return Err(JoinRefusal::NotOwner);
+        let owner = self.groups.get(id).ok_or(JoinRefusal::NotFound)?.owner;
+        match owner {
+            Some(owner) if owner == own => {}
+            // The owner this node knows is alive and reachable: the asker should ask it.
+            Some(owner) if self.cluster.is_reachable(owner) => return Err(JoinRefusal::NotOwner),
+            // This node holds a copy, but its owner is suspect or dead and no successor has claimed
+            // it yet: the group exists, so the asker must not hear "not found".
+            _ => return Err(JoinRefusal::OwnerInTransition),
         }
+        let group = self.groups.get_mut(id).ok_or(JoinRefusal::NotFound)?;
         if !valid_uid(&member.uid) {
             return Err(JoinRefusal::NotFound);
         }

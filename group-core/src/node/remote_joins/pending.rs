@@ -1,11 +1,19 @@
 //! [`RemoteJoins`]: the joins waiting for another node's answer. The only place ops are issued and
-//! forgotten; it knows who joins what, which attempt is current, and where that attempt went.
+//! forgotten; it knows who joins what, which attempt is current, whom that attempt asked, which nodes
+//! said they do not hold the group, and how long to wait before asking again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::cluster::mesh::Notice;
 use crate::id::{GroupId, NodeAddr};
 use crate::node::{ConnId, Sid, Uid};
+use crate::time::Instant;
+
+/// The first wait before asking again about a group in transition; it doubles up to [`MAX_BACKOFF`].
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest wait between two asks about a group in transition.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(400);
 
 /// A join waiting for another node.
 #[derive(Debug)]
@@ -16,42 +24,66 @@ pub(crate) struct PendingJoin {
     pub notice: Option<Notice>,
     /// The client to answer, if a client asked (server-side joins answer through the event only).
     pub reply_to: Option<(ConnId, u8, u16)>,
-    /// Addresses to try, in order; attempt `n` goes to `candidates[n % len]`. Never empty.
-    candidates: Vec<NodeAddr>,
+    /// When the join gives up (`meshRequestTimeout` x `remoteJoinTries` after it started).
+    pub give_up_at: Instant,
+    /// Some node showed the group exists (this node holds a copy; a node answered that the owner is in
+    /// transition, or that it is not the owner) or did not answer: when time runs out, the answer is
+    /// "owner unreachable", never "not found".
+    pub maybe_held: bool,
+    /// The node the current attempt asked; `None` while the join waits before asking again.
+    target: Option<NodeAddr>,
+    /// The node asked last (kept while waiting), to move on from.
+    last_asked: Option<NodeAddr>,
+    /// Nodes that answered that they do not hold the group.
+    lacking: BTreeSet<NodeAddr>,
     attempt: u32,
+    backoff: Duration,
 }
 
 impl PendingJoin {
-    /// A join that will try `candidates` in turn, starting with the first.
     pub fn new(
         uid: Uid,
         sid: Sid,
         group: GroupId,
         notice: Option<Notice>,
         reply_to: Option<(ConnId, u8, u16)>,
-        candidates: Vec<NodeAddr>,
+        give_up_at: Instant,
+        maybe_held: bool,
     ) -> Self {
-        assert!(!candidates.is_empty(), "a remote join needs a node to ask");
         PendingJoin {
             uid,
             sid,
             group,
             notice,
             reply_to,
-            candidates,
+            give_up_at,
+            maybe_held,
+            target: None,
+            last_asked: None,
+            lacking: BTreeSet::new(),
             attempt: 0,
+            backoff: FIRST_BACKOFF,
         }
     }
 
-    /// The node the current attempt asks (`None` only if there were no candidates, which `new` refuses).
+    /// The node the current attempt asks; `None` while waiting.
     pub fn target(&self) -> Option<NodeAddr> {
-        let index = usize::try_from(self.attempt).unwrap_or(0) % self.candidates.len().max(1);
-        self.candidates.get(index).copied()
+        self.target
     }
 
-    /// The current attempt, counted from 0.
+    /// The node asked last, to move on from.
+    pub fn last_asked(&self) -> Option<NodeAddr> {
+        self.last_asked
+    }
+
+    /// The current attempt (an ask or a wait), counted from 1 once the join has started.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Whether `node` answered that it does not hold the group.
+    pub fn lacks(&self, node: NodeAddr) -> bool {
+        self.lacking.contains(&node)
     }
 }
 
@@ -80,15 +112,37 @@ impl RemoteJoins {
         self.pending.get(&op)
     }
 
-    /// Moves `op` to its next attempt; `false` (and nothing changes) when `tries` are used up or
-    /// there is no such join.
-    pub fn next_attempt(&mut self, op: u64, tries: u32) -> bool {
-        match self.pending.get_mut(&op) {
-            Some(join) if join.attempt + 1 < tries => {
-                join.attempt += 1;
-                true
-            }
-            _ => false,
+    /// The next attempt of `op` asks `node`; returns the attempt's number.
+    pub fn ask(&mut self, op: u64, node: NodeAddr) -> Option<u32> {
+        let join = self.pending.get_mut(&op)?;
+        join.attempt += 1;
+        join.target = Some(node);
+        join.last_asked = Some(node);
+        Some(join.attempt)
+    }
+
+    /// The next attempt of `op` waits; returns its number and how long to wait (which doubles each time,
+    /// up to [`MAX_BACKOFF`]).
+    pub fn wait(&mut self, op: u64) -> Option<(u32, Duration)> {
+        let join = self.pending.get_mut(&op)?;
+        join.attempt += 1;
+        join.target = None;
+        let wait = join.backoff;
+        join.backoff = (join.backoff * 2).min(MAX_BACKOFF);
+        Some((join.attempt, wait))
+    }
+
+    /// `node` answered that it does not hold the group `op` joins.
+    pub fn lacking(&mut self, op: u64, node: NodeAddr) {
+        if let Some(join) = self.pending.get_mut(&op) {
+            join.lacking.insert(node);
+        }
+    }
+
+    /// Something showed that the group of `op` may exist.
+    pub fn maybe_held(&mut self, op: u64) {
+        if let Some(join) = self.pending.get_mut(&op) {
+            join.maybe_held = true;
         }
     }
 
@@ -128,50 +182,59 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn join(uid: &str, group: u64, candidates: &[u16]) -> PendingJoin {
-        let nodes: Vec<NodeAddr> = candidates
-            .iter()
-            .map(|p| NodeAddr::new(Ipv4Addr::LOCALHOST, *p))
-            .collect();
-        let id = GroupId::generate(group, nodes[0], &[]);
-        PendingJoin::new(uid.into(), Sid([0; 16]), id, None, None, nodes)
+    fn node(port: u16) -> NodeAddr {
+        NodeAddr::new(Ipv4Addr::LOCALHOST, port)
+    }
+
+    fn join(uid: &str, group: u64) -> PendingJoin {
+        let id = GroupId::generate(group, node(8101), &[]);
+        let give_up_at = Instant::ZERO.saturating_add(Duration::from_secs(8));
+        PendingJoin::new(uid.into(), Sid([0; 16]), id, None, None, give_up_at, false)
     }
 
     #[test]
-    fn attempts_rotate_over_the_candidates_until_the_tries_run_out() {
+    fn asks_and_waits_are_numbered_and_waits_back_off_up_to_the_cap() {
         let mut joins = RemoteJoins::default();
-        let op = joins.start(join("a", 1, &[8101, 8102]));
-        let target =
-            |joins: &RemoteJoins| joins.get(op).and_then(|j| j.target()).map(|n| n.0.port());
-        assert_eq!(target(&joins), Some(8101));
-        assert!(joins.next_attempt(op, 3));
-        assert_eq!(target(&joins), Some(8102));
-        assert!(joins.next_attempt(op, 3));
-        assert_eq!(target(&joins), Some(8101), "wraps around");
-        assert!(!joins.next_attempt(op, 3), "three tries used");
-        assert_eq!(joins.get(op).map(PendingJoin::attempt), Some(2));
-        assert_eq!(
-            joins.waiting_on(NodeAddr::new(Ipv4Addr::LOCALHOST, 8101)),
-            vec![op]
-        );
+        let op = joins.start(join("a", 1));
+        assert_eq!(joins.get(op).map(PendingJoin::target), Some(None));
+        assert_eq!(joins.ask(op, node(8101)), Some(1));
+        assert_eq!(joins.waiting_on(node(8101)), vec![op]);
+        let waits: Vec<Duration> = (0..6).filter_map(|_| joins.wait(op)).map(|w| w.1).collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![50, 100, 200, 400, 400, 400]);
+        let waiting = joins.get(op);
+        assert_eq!(waiting.map(PendingJoin::target), Some(None), "nobody asked");
+        assert_eq!(waiting.and_then(PendingJoin::last_asked), Some(node(8101)));
+        assert_eq!(waiting.map(PendingJoin::attempt), Some(7));
+        assert!(joins.waiting_on(node(8101)).is_empty());
+        joins.lacking(op, node(8102));
+        joins.maybe_held(op);
+        let join = joins.get(op);
+        assert!(join.is_some_and(|j| j.lacks(node(8102)) && !j.lacks(node(8101))));
+        assert!(join.is_some_and(|j| j.maybe_held));
         assert!(joins.finish(op).is_some());
         assert_eq!(joins.len(), 0);
+        assert_eq!(
+            joins.ask(op, node(8101)),
+            None,
+            "a finished join asks nobody"
+        );
     }
 
     #[test]
     fn ops_are_unique_and_joins_are_counted_per_user() {
         let mut joins = RemoteJoins::default();
-        let first = joins.start(join("a", 1, &[8101]));
-        let second = joins.start(join("a", 2, &[8101]));
-        let other = joins.start(join("b", 1, &[8101]));
+        let first = joins.start(join("a", 1));
+        let second = joins.start(join("a", 2));
+        let other = joins.start(join("b", 1));
         assert!(first < second && second < other);
         assert_eq!((joins.count_for("a"), joins.count_for("b")), (2, 1));
-        let group_one = GroupId::generate(1, NodeAddr::new(Ipv4Addr::LOCALHOST, 8101), &[]);
+        let group_one = GroupId::generate(1, node(8101), &[]);
         assert!(joins.in_progress("a", &group_one));
         let _ = joins.finish(first);
         assert!(!joins.in_progress("a", &group_one));
         assert!(
-            joins.start(join("a", 1, &[8101])) > other,
+            joins.start(join("a", 1)) > other,
             "an op is never issued twice"
         );
     }
