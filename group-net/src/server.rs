@@ -245,9 +245,12 @@ impl ServerBuilder {
         let stop = CancellationToken::new();
         let stop_node = stop.child_token();
         let stop_mesh = stop.child_token();
+        // Peers declared gone by the links (a refused mesh port), for membership.
+        let (refused, refused_rx) = tokio::sync::mpsc::channel(1024);
         let links = Links::new(
             mesh,
             shared.inputs.clone(),
+            refused,
             stats.clone(),
             stop_mesh.clone(),
         );
@@ -272,6 +275,7 @@ impl ServerBuilder {
             mesh_udp,
             membership,
             shared.inputs.clone(),
+            refused_rx,
             stop_mesh.clone(),
         ));
         let listeners = Arc::new(Listeners::new(

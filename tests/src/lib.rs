@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod clients;
 pub mod proxy;
 
 use std::collections::HashMap;

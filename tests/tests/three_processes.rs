@@ -10,13 +10,13 @@
     clippy::indexing_slicing
 )]
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use group_core::GroupId;
-use group_core::proto::{CreateRequest, code};
+use group_core::proto::code;
 use group_net::client::{Client, Push};
+use group_tests::clients::{bounded, group_with_two_backups, params, user};
 use group_tests::{Node, config_file};
 
 const CONFIG: &str = r#"{
@@ -25,44 +25,6 @@ const CONFIG: &str = r#"{
     "server": { "drainTimeout": 1500 },
     "mesh": { "probeInterval": 100, "suspectTimeout": 600 }
 }"#;
-
-async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(15), future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-async fn user(node: &Node, uid: &str) -> Client {
-    let mut client = bounded("connect", Client::connect_tcp(node.addr("tcp")))
-        .await
-        .unwrap();
-    bounded("hello", client.hello(uid, "")).await.unwrap();
-    client
-}
-
-fn params() -> CreateRequest {
-    CreateRequest {
-        allow_empty: false,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    }
-}
-
-/// Creates a group on `client`'s node once that node sees the two others (its ID then names two backups).
-async fn group_with_two_backups(client: &mut Client) -> GroupId {
-    bounded("the cluster forms", async {
-        loop {
-            let group = client.create(params()).await.unwrap();
-            if group.layout().unwrap().backups.iter().flatten().count() == 2 {
-                return group;
-            }
-            client.leave(group, b"").await.unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
 
 async fn next_push(client: &mut Client) -> Push {
     bounded("push", client.next_push())

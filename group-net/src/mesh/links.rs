@@ -10,6 +10,13 @@
 //! the lower address dials at once and redials with exponential backoff (50 ms to 5 s); the other waits a
 //! second to be dialled before it dials itself, which covers a peer that has not heard of it yet. A newer
 //! connection from the same peer replaces the older one.
+//!
+//! A link's state is news for the core and for membership. When a link breaks, the core hears
+//! [`Input::LinkDown`] at once (the peer is suspect: no relay goes through it, no join waits on it) and
+//! [`Input::LinkUp`] when a link is made again. And this side probes the peer's mesh port right away: a
+//! connection *refused* means no process listens there any more (a killed or crashed process; a busy or
+//! frozen one still accepts), which membership takes as proof of death without waiting out its
+//! suspicion timeout.
 
 use std::collections::HashMap;
 use std::io;
@@ -48,6 +55,8 @@ pub(crate) struct Links {
     own: NodeAddr,
     peers: Mutex<HashMap<NodeAddr, Peer>>,
     inputs: mpsc::Sender<NodeInput>,
+    /// Peers whose mesh port refused a connection after their link broke, for membership.
+    refused: mpsc::Sender<NodeAddr>,
     stats: Arc<Stats>,
     stop: CancellationToken,
 }
@@ -62,6 +71,7 @@ impl Links {
     pub fn new(
         own: NodeAddr,
         inputs: mpsc::Sender<NodeInput>,
+        refused: mpsc::Sender<NodeAddr>,
         stats: Arc<Stats>,
         stop: CancellationToken,
     ) -> Arc<Self> {
@@ -69,6 +79,7 @@ impl Links {
             own,
             peers: Mutex::new(HashMap::new()),
             inputs,
+            refused,
             stats,
             stop,
         })
@@ -231,6 +242,7 @@ async fn run_peer(
                     Ok(stream) => stream,
                     Err(e) => {
                         delay = Duration::ZERO;
+                        refused(&links, peer, &e);
                         tracing::debug!(%peer, "mesh dial failed: {e}; retrying in {backoff:?}");
                         tokio::select! {
                             () = links.stop.cancelled() => return,
@@ -244,10 +256,63 @@ async fn run_peer(
         };
         backoff = MIN_BACKOFF;
         tracing::info!(%peer, "mesh link up");
+        let _ = links
+            .inputs
+            .send(NodeInput::core(Input::LinkUp(peer)))
+            .await;
         next = serve(&links, peer, stream, &mut frames, &mut streams).await;
-        tracing::info!(%peer, "mesh link down");
+        if next.is_none() {
+            tracing::info!(%peer, "mesh link down");
+            let _ = links
+                .inputs
+                .send(NodeInput::core(Input::LinkDown(peer)))
+                .await;
+            tokio::spawn(probe(links.clone(), peer));
+        }
         delay = head_start;
     }
+}
+
+/// How long a probe of a peer's mesh port may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// When to probe after a link broke: a process being killed may still have its listening socket open
+/// for a moment after its connections were reset.
+const PROBES_AFTER: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+];
+
+/// Connects to the mesh port of a peer whose link just broke, a few times, and reports the first
+/// refusal to membership: no process listens there. Connections that open (or time out: a partition, a
+/// frozen host) prove nothing either way and are left to membership's probes; they are closed without a
+/// hello.
+async fn probe(links: Arc<Links>, peer: NodeAddr) {
+    for after in PROBES_AFTER {
+        let attempt = tokio::select! {
+            () = links.stop.cancelled() => return,
+            attempt = async {
+                tokio::time::sleep(after).await;
+                tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(peer.0)).await
+            } => attempt,
+        };
+        if let Ok(Err(e)) = attempt
+            && refused(&links, peer, &e)
+        {
+            return;
+        }
+    }
+}
+
+/// Reports `peer` to membership if `error` is a refused connection; whether it was.
+fn refused(links: &Links, peer: NodeAddr, error: &io::Error) -> bool {
+    if error.kind() != io::ErrorKind::ConnectionRefused {
+        return false;
+    }
+    tracing::info!(%peer, "the mesh port of the peer refuses connections");
+    let _ = links.refused.try_send(peer);
+    true
 }
 
 /// Carries frames both ways until the connection fails or a newer one arrives (returned).

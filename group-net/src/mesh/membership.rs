@@ -87,11 +87,14 @@ impl Ord for TimerSlot {
     }
 }
 
-/// Runs membership until `stop` fires, then leaves the cluster.
+/// Runs membership until `stop` fires, then leaves the cluster. A node reported on `refused` (its link
+/// broke and its mesh port refuses connections: its process is gone) is declared down at once, without
+/// waiting out the suspicion timeout; the declaration spreads to the cluster like any other.
 pub(crate) async fn run(
     socket: UdpSocket,
     config: MembershipConfig,
     inputs: mpsc::Sender<NodeInput>,
+    mut refused: mpsc::Receiver<NodeAddr>,
     stop: CancellationToken,
 ) {
     let identity = MemberId {
@@ -139,6 +142,16 @@ pub(crate) async fn run(
             () = sleep, if next_timer.is_some() => {
                 match timers.pop() {
                     Some(Reverse((_, _, TimerSlot(timer)))) => foca.handle_timer(timer, &mut runtime),
+                    None => Ok(()),
+                }
+            }
+            Some(gone) = refused.recv() => {
+                let member = foca.iter_members().find(|m| m.id().addr == gone.0).map(|m| m.id().clone());
+                match member {
+                    Some(id) => {
+                        tracing::warn!(node = %gone, "declaring node down: its link broke and its mesh port refuses connections");
+                        foca.apply_many(std::iter::once(foca::Member::down(id)), true, &mut runtime)
+                    }
                     None => Ok(()),
                 }
             }
