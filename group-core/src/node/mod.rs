@@ -102,6 +102,12 @@ pub type DiscardMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>
 /// group changes owner after a failure. Arguments: the group, the member's uid, its sid.
 pub type RejoinMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
 
+/// A timer served this late means the node itself stalled (frozen or starved), not that time passed
+/// quietly: drivers feed [`Input::Timeout`] at the deadline [`Node::poll_timeout`] gives.
+const STALL: Duration = Duration::from_secs(1);
+/// After a stall, how long every session has to be heard before the idle check may discard it.
+const STALL_GRACE: Duration = Duration::from_secs(2);
+
 /// One server process's group logic. See the module docs for the drive loop.
 pub struct Node {
     config: NodeConfig,
@@ -124,6 +130,9 @@ pub struct Node {
     next_epoch: u64,
     /// Latest `now` seen: time must not go backwards.
     now: Instant,
+    /// When the node last resumed from a stall (see [`STALL`]); sessions get [`STALL_GRACE`] from then
+    /// to be heard before they count as idle.
+    resumed_at: Instant,
     /// Relays this node started (see `MeshMessage::Relay::seq`).
     relay_seq: u64,
     /// Relayed entries dropped because a later one from the same origin was delivered first.
@@ -170,6 +179,7 @@ impl Node {
             last_id_ns: 0,
             next_epoch: 0,
             now,
+            resumed_at: Instant::ZERO,
             relay_seq: 0,
             stale_relays: 0,
             discard_message: Box::new(|_, _, _| Bytes::new()),
@@ -216,6 +226,16 @@ impl Node {
             "time went backwards: {now:?} < {:?}",
             self.now
         );
+        if self
+            .timers
+            .next_deadline()
+            .is_some_and(|due| now > due.saturating_add(STALL))
+        {
+            // The driver is this late only when the process itself did not run (SIGSTOP, a paused VM,
+            // starvation): the clients' KeepAlives are still unread in the sockets, so their silence
+            // is the node's, not theirs.
+            self.resumed_at = now;
+        }
         self.now = self.now.max(now);
         self.out.timeout_told = false;
         self.now

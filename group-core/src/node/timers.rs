@@ -97,6 +97,7 @@ impl Node {
         let Some(deadline) = self.sessions.idle_deadline(conn, epoch, ttl) else {
             return; // Closed already, or a stale entry of a reused ID.
         };
+        let deadline = deadline.max(self.resumed_at.saturating_add(super::STALL_GRACE));
         if deadline > now {
             self.timers.arm(deadline, TimerKind::Idle(conn, epoch));
             return;

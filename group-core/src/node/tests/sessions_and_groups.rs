@@ -456,3 +456,21 @@ fn queries_report_join_order_snapshots_and_member_nodes() {
     assert_eq!(h.node.member_nodes(&g1), Some(snapshot.member_nodes));
     assert_eq!(h.node.latest_group_id("nobody"), None);
 }
+
+#[test]
+fn a_node_that_stalled_gives_its_sessions_a_grace_before_it_calls_them_idle() {
+    let mut h = Harness::new();
+    let a = h.user(1, "a");
+    let b = h.user(2, "b");
+    // The process was frozen: its next timer (the 10 s idle check) is served 25 s after the start.
+    h.now = h.now.saturating_add(Duration::from_secs(25));
+    let _done = h.input(Input::Timeout);
+    assert!(h.node.session_of(a).is_some() && h.node.session_of(b).is_some());
+    // a's KeepAlive, read from its socket after the stall, keeps it; b stays silent.
+    h.request(a, Request::KeepAlive);
+    h.advance(Duration::from_millis(1_999));
+    assert!(h.node.session_of(b).is_some(), "two seconds to be heard");
+    h.advance(Duration::from_millis(1));
+    assert!(h.node.session_of(b).is_none(), "then silence is silence");
+    assert!(h.node.session_of(a).is_some());
+}
