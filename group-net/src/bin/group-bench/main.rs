@@ -6,8 +6,9 @@
 //! Without `--server`, it starts a local `group-server` (the binary next to it) so that it can read the
 //! server's memory from /proc; with `--nodes N`, a local cluster of N of them, the clients spread over the
 //! nodes round-robin, and with `--kill-owner-after S` it SIGKILLs the node owning the groups mid-run and
-//! reports how long until broadcasts flow again and until the survivors hear of the new owner. Everything
-//! stays on loopback.
+//! reports how long until broadcasts flow again, until the survivors hear of the new owner, and until a
+//! new user on each survivor joins the group (and how many joins heard "not found" meanwhile).
+//! Everything stays on loopback.
 
 mod local;
 mod stats;
@@ -135,6 +136,36 @@ impl Counters {
         let at = event.load(Ordering::Relaxed);
         (killed != 0 && at != u64::MAX).then(|| at.saturating_sub(killed) as f64 / 1e6)
     }
+}
+
+/// After the owner's node was killed: new users of survivor `node` join `group`, one attempt every
+/// 100 ms, until one succeeds (at most 20 s). Returns the node, the time from the kill to that success,
+/// and how many attempts were answered 200 "group not found" before it (the group was alive throughout).
+async fn join_probe(
+    transport: Transport,
+    addr: SocketAddr,
+    group: GroupId,
+    node: usize,
+) -> (usize, Option<Duration>, u64) {
+    let killed = Instant::now();
+    let mut not_found = 0;
+    for attempt in 0u32.. {
+        if killed.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        let started = Instant::now();
+        if let Ok(mut client) = connect(transport, addr, format!("probe-{node}-{attempt}")).await {
+            match client.join(group, b"").await {
+                Ok(_) => return (node, Some(killed.elapsed()), not_found),
+                Err(e) if e.code() == Some(group_core::proto::code::JOIN_GROUP_NOT_FOUND) => {
+                    not_found += 1;
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100).saturating_sub(started.elapsed())).await;
+    }
+    (node, None, not_found)
 }
 
 /// What one receiving client reports to.
@@ -478,6 +509,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     }
     let mut previous = 0;
     let mut killed = false;
+    let mut join_probes = tokio::task::JoinSet::new();
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let kill_due =
@@ -488,6 +520,10 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
                 let at = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 counters.killed_at_ns.store(at, Ordering::Relaxed);
                 eprintln!("SIGKILL sent to the owner's node");
+                let group = *ids.first().ok_or("no group")?;
+                for (node, addr) in addrs.iter().enumerate().skip(1) {
+                    join_probes.spawn(join_probe(args.transport, *addr, group, node));
+                }
             }
             killed = true;
         }
@@ -504,6 +540,16 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     while let Some(joined) = senders_set.join_next().await {
         quiet_halves.extend(joined.ok().flatten());
     }
+    let mut first_joins = Vec::new();
+    let mut not_found = 0u64;
+    while let Some(probe) = join_probes.join_next().await {
+        if let Ok((node, after, refused)) = probe {
+            first_joins.push((node, after.map(|d| d.as_secs_f64() * 1e3)));
+            not_found += refused;
+        }
+    }
+    first_joins.sort_by_key(|(node, _)| *node);
+    let first_join_ms: Vec<Option<f64>> = first_joins.into_iter().map(|(_, ms)| ms).collect();
     let mut samples = Vec::new();
     while let Some(joined) = receivers.join_next().await {
         samples.extend(joined.unwrap_or_default());
@@ -527,6 +573,8 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         "owner_killed_at_s": kill_after,
         "first_delivery_after_kill_ms": counters.since_kill(&counters.first_delivery_after_kill_ns),
         "rejoin_push_after_kill_ms": counters.since_kill(&counters.first_rejoin_ns),
+        "first_join_after_kill_ms_per_survivor": first_join_ms,
+        "join_not_found_answers_after_kill": not_found,
     });
     drop(quiet_halves);
     let mut out = std::io::stdout().lock();
