@@ -461,6 +461,43 @@ fn the_same_seed_gives_the_same_transcript() {
     assert_ne!(run_random(11).0, run_random(12).0);
 }
 
+/// New users on every survivor join `group` every 50 ms from now until `DETECT` + 500 ms; then, after a
+/// bounded wait, every one of them must have joined, and none may have been refused.
+fn joins_keep_succeeding(cluster: &mut Cluster, group: GroupId, survivors: &[usize], what: &str) {
+    let started = cluster.now;
+    let mut joiners = Vec::new();
+    while cluster.now.saturating_duration_since(started) < DETECT + ms(500) {
+        for node in survivors {
+            let conn = cluster.connect(*node);
+            cluster.join(conn, group);
+            joiners.push(conn);
+        }
+        cluster.run_for(ms(50));
+    }
+    // A join waits for the owner's successor, at most its patience (meshRequestTimeout x tries).
+    cluster.run_for(Duration::from_secs(3));
+    for conn in &joiners {
+        let client = &cluster.clients[conn];
+        assert!(
+            client.refusals.is_empty(),
+            "{what}: {} on node {} was refused {:?}",
+            client.uid,
+            client.node,
+            client.refusals
+        );
+        assert!(
+            client.groups.contains(&group),
+            "{what}: {} on node {} never joined",
+            client.uid,
+            client.node
+        );
+    }
+    assert!(
+        joiners.len() >= 50 * survivors.len(),
+        "{what}: the joins ran"
+    );
+}
+
 /// While the owner dies and until well after membership declared it dead, a new user on every survivor
 /// joins the group every 50 ms: nobody hears "not found" (the group lives on in its copies), and every
 /// join succeeds. The survivors' links to the dead node break 5 ms after the kill; membership takes
@@ -472,38 +509,29 @@ fn joins_while_the_owner_dies_never_hear_not_found_and_all_succeed() {
         let mut cluster = Cluster::new(seed, size);
         let group = group_across(&mut cluster);
         cluster.kill(0);
-        let started = cluster.now;
-        let mut joiners = Vec::new();
-        while cluster.now.saturating_duration_since(started) < DETECT + ms(500) {
-            for node in 1..size {
-                let conn = cluster.connect(node);
-                cluster.join(conn, group);
-                joiners.push(conn);
-            }
-            cluster.run_for(ms(50));
-        }
-        // A join waits for the owner's successor, at most its patience (meshRequestTimeout x tries).
-        cluster.run_for(Duration::from_secs(3));
-        for conn in &joiners {
-            let client = &cluster.clients[conn];
-            assert!(
-                client.refusals.is_empty(),
-                "seed {seed}: {} on node {} was refused {:?}",
-                client.uid,
-                client.node,
-                client.refusals
-            );
-            assert!(
-                client.groups.contains(&group),
-                "seed {seed}: {} on node {} never joined",
-                client.uid,
-                client.node
-            );
-        }
-        assert!(
-            joiners.len() >= 50 * (size - 1),
-            "seed {seed}: the joins ran"
+        let survivors: Vec<usize> = (1..size).collect();
+        joins_keep_succeeding(&mut cluster, group, &survivors, &format!("seed {seed}"));
+    }
+}
+
+/// The owner and its first backup die together: the second backup takes the group over, and joins on
+/// every survivor meanwhile are neither refused nor lost.
+#[test]
+fn when_the_owner_and_its_first_backup_die_together_the_second_backup_takes_over() {
+    for seed in 0..6u64 {
+        let size = 4 + (seed as usize % 4);
+        let mut cluster = Cluster::new(seed, size);
+        let group = group_across(&mut cluster);
+        cluster.kill(0);
+        cluster.kill(1);
+        let survivors: Vec<usize> = (2..size).collect();
+        joins_keep_succeeding(&mut cluster, group, &survivors, &format!("seed {seed}"));
+        assert_eq!(
+            cluster.owner_of(&group),
+            Some(2),
+            "seed {seed}: the second backup owns it"
         );
+        cluster.assert_all_exchange(group, ms(500));
     }
 }
 
