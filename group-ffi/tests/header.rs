@@ -27,15 +27,9 @@ fn the_committed_header_matches_the_library() {
     );
 }
 
-/// What an engine module has seen before it includes group.h (C): <unistd.h> (which declares
-/// `int group_member(gid_t)`), <signal.h>, the macros <windows.h> is notorious for, and Unreal's
-/// assertion and text macros.
-const ENGINE_PRELUDE: &str = r#"
-#include <unistd.h>
-#include <signal.h>
-#include <stdio.h>
-#define min(a, b) (((a) < (b)) ? (a) : (b))
-#define max(a, b) (((a) > (b)) ? (a) : (b))
+/// The macros <windows.h> is notorious for (without `min`/`max`: Unreal defines NOMINMAX, and those
+/// would break the C++ standard library's own headers), then Unreal's assertion and text macros.
+const ENGINE_MACROS: &str = r#"
 #define near
 #define far
 #define IN
@@ -54,6 +48,17 @@ const ENGINE_PRELUDE: &str = r#"
 #define verify(expr) ((void)(expr))
 #define ensure(expr) ((void)(expr))
 #define TEXT(text) text
+"#;
+
+/// What an engine module has seen before it includes group.h (C): <unistd.h> (which declares
+/// `int group_member(gid_t)`), <signal.h>, `min`/`max` and [`ENGINE_MACROS`]. `@MACROS@` is replaced.
+const ENGINE_PRELUDE: &str = r#"
+#include <unistd.h>
+#include <signal.h>
+#include <stdio.h>
+#define min(a, b) (((a) < (b)) ? (a) : (b))
+#define max(a, b) (((a) > (b)) ? (a) : (b))
+@MACROS@
 #include "group.h"
 int main(void) {
     group_server_t *server = NULL;
@@ -68,28 +73,10 @@ int main(void) {
 "#;
 
 /// The same for C++, through the RAII wrapper: result-returning calls, no exceptions, no RTTI, and the
-/// wrapper's templates instantiated. <windows.h>'s macros as Unreal has them (with NOMINMAX: `min` and
-/// `max` macros would break the standard library's own headers, not only this one).
+/// wrapper's templates instantiated.
 const ENGINE_PRELUDE_CPP: &str = r#"
 #include <unistd.h>
-#define near
-#define far
-#define IN
-#define OUT
-#define OPTIONAL
-#define CALLBACK
-#define WINAPI
-#define ERROR 0
-#define DELETE 0x00010000L
-#define interface struct
-#define small char
-#define BOOL int
-#define TRUE 1
-#define FALSE 0
-#define check(expr) ((void)(expr))
-#define verify(expr) ((void)(expr))
-#define ensure(expr) ((void)(expr))
-#define TEXT(text) text
+@MACROS@
 #include "group.hpp"
 int main() {
     auto server = group::Server::create("{}");
@@ -150,11 +137,12 @@ fn the_header_compiles_after_system_and_engine_headers_with_every_warning() {
     let mut compiled = 0;
     for (compiler, file, flags) in cases {
         let source = dir.join(file);
-        let text = if file.ends_with(".cpp") {
+        let prelude = if file.ends_with(".cpp") {
             ENGINE_PRELUDE_CPP
         } else {
             ENGINE_PRELUDE
         };
+        let text = prelude.replace("@MACROS@", ENGINE_MACROS);
         std::fs::write(&source, text).unwrap();
         let run = std::process::Command::new(compiler)
             .args(flags)
