@@ -289,12 +289,7 @@ impl ServerBuilder {
         let udp_addr = udp.as_ref().and_then(|s| s.local_addr().ok());
         if let Some(socket) = udp {
             let kcp = group_core::kcp::KcpConfig::default();
-            tasks.spawn(crate::udp::accept_loop(
-                socket,
-                listeners.clone(),
-                kcp,
-                seed.rotate_left(17),
-            ));
+            tasks.spawn(crate::udp::accept_loop(socket, listeners.clone(), kcp));
         }
         if let Some(listener) = tcp {
             tasks.spawn(crate::tcp::accept_loop(listener, listeners.clone()));

@@ -46,15 +46,9 @@ enum Inbound {
 }
 
 /// Receives datagrams until `stop` fires.
-pub(crate) async fn accept_loop(
-    socket: UdpSocket,
-    listeners: Arc<Listeners>,
-    kcp: KcpConfig,
-    cookie_seed: u64,
-) {
+pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kcp: KcpConfig) {
     let socket = Arc::new(socket);
     let sessions: Sessions = Arc::default();
-    let mut cookies = cookie_seed | 1;
     let mut buf = vec![0u8; 65_536];
     loop {
         let received = tokio::select! {
@@ -85,12 +79,14 @@ pub(crate) async fn accept_loop(
                 if !is_opening(&envelope) {
                     continue;
                 }
+                let Some(cookie) = fresh_cookie() else {
+                    tracing::error!("refusing UDP session: the OS random source failed");
+                    continue;
+                };
                 let Some(permit) = listeners.admit() else {
                     tracing::warn!(%peer, "refusing UDP session: maxConnections reached");
                     continue;
                 };
-                cookies = next_cookie(cookies);
-                let cookie = u32::try_from(cookies >> 32).unwrap_or(1).max(1);
                 let (tx, rx) = mpsc::channel(SESSION_INBOX);
                 let _ = tx.try_send(Bytes::copy_from_slice(datagram));
                 if let Ok(mut map) = sessions.lock() {
@@ -129,12 +125,13 @@ fn is_opening(envelope: &Envelope<'_>) -> bool {
             .any(|(h, data)| h.cmd == group_core::kcp::segment::CMD_PUSH && *data == [KIND_HELLO])
 }
 
-/// SplitMix64 step: cookies need only be unguessable by an off-path spoofer, not cryptographic.
-fn next_cookie(state: u64) -> u64 {
-    let mut z = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// A session cookie from the operating system's cryptographic random source (getrandom), never 0 (the
+/// opening datagram's). Each is independent of every other: a client that sees its own cookies learns
+/// nothing about anyone else's (a fast generator whose state shows through its outputs let an attacker
+/// predict a victim's cookie and speak as the victim). `None` if the OS source fails: better no session
+/// than a guessable one.
+fn fresh_cookie() -> Option<u32> {
+    (0..8).find_map(|_| getrandom::u32().ok().filter(|c| *c != 0))
 }
 
 async fn serve(
@@ -323,5 +320,26 @@ async fn deliver(payload: &[u8], max_payload: u32, inbound: &mpsc::Sender<Inboun
 async fn send(socket: &UdpSocket, peer: SocketAddr, datagram: &[u8]) {
     if let Err(e) = socket.send_to(datagram, peer).await {
         tracing::debug!(%peer, "UDP send failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_nonzero_distinct_and_not_a_function_of_the_previous_one() {
+        let cookies: Vec<u32> = (0..2000).filter_map(|_| fresh_cookie()).collect();
+        assert_eq!(cookies.len(), 2000, "the OS random source works here");
+        assert!(cookies.iter().all(|c| *c != 0));
+        let distinct: std::collections::BTreeSet<u32> = cookies.iter().copied().collect();
+        assert!(distinct.len() > 1990, "32-bit random values rarely collide");
+        // The old generator exposed its state: the next cookie followed from the last ones, so the
+        // steps between consecutive cookies were computable. Here they are all over the place.
+        let steps: std::collections::BTreeSet<u32> = cookies
+            .windows(2)
+            .filter_map(|w| Some(w.get(1)?.wrapping_sub(*w.first()?)))
+            .collect();
+        assert!(steps.len() > 1990);
     }
 }
