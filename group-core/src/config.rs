@@ -70,6 +70,9 @@ pub struct GroupConfig {
     pub send_interval: Duration,
     /// `staticGroups`.
     pub static_groups: Vec<StaticGroup>,
+    /// `maxTtl` (seconds): the longest ttl a Create may ask for (default 3600). An empty group lives
+    /// that long at most, so one user cannot fill the node with groups that outlive everyone's interest.
+    pub max_ttl: Duration,
 }
 
 impl Default for GroupConfig {
@@ -79,6 +82,7 @@ impl Default for GroupConfig {
             relay_limit: 2,
             send_interval: Duration::from_millis(300),
             static_groups: Vec::new(),
+            max_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -103,6 +107,9 @@ impl GroupConfig {
                         Duration::from_millis(int_in(&key_path, value, 0, 60_000)?)
                 }
                 "staticGroups" => config.static_groups = parse_static_groups(&key_path, value)?,
+                "maxTtl" => {
+                    config.max_ttl = Duration::from_secs(int_in(&key_path, value, 11, 65_535)?)
+                }
                 _ => return Err(unknown_key(&key_path, value, GROUP_KEYS)),
             }
         }
@@ -115,6 +122,7 @@ const GROUP_KEYS: &[&str] = &[
     "relayLimit",
     "sendInterval",
     "staticGroups",
+    "maxTtl",
 ];
 const MAX_STATIC_GROUPS: usize = 1024;
 
@@ -190,6 +198,9 @@ pub struct Limits {
     pub max_groups_per_user: usize,
     /// `maxMembersPerGroup`: members of one group (default 10000).
     pub max_members_per_group: usize,
+    /// `maxGroupsCreatedPerUser`: groups one user may have created that this node still owns, whether or
+    /// not the user is still in them (default 64). With `group.maxTtl`, what one user can make the node hold.
+    pub max_groups_created_per_user: usize,
     /// `maxMergeBytes`: bytes of broadcasts a merging group buffers before it flushes early, so a busy
     /// group's merged push never outgrows what clients accept (default 65536; at most `maxPayload`).
     pub max_merge_bytes: usize,
@@ -211,6 +222,7 @@ impl Default for Limits {
             max_groups: 100_000,
             max_groups_per_user: 64,
             max_members_per_group: 10_000,
+            max_groups_created_per_user: 64,
             max_merge_bytes: 65_536,
             connection_ttl: Duration::from_secs(10),
             mesh_request_timeout: Duration::from_secs(2),
@@ -225,6 +237,7 @@ const LIMIT_KEYS: &[&str] = &[
     "maxGroups",
     "maxGroupsPerUser",
     "maxMembersPerGroup",
+    "maxGroupsCreatedPerUser",
     "maxMergeBytes",
     "connectionTtl",
     "meshRequestTimeout",
@@ -254,6 +267,9 @@ impl Limits {
                 }
                 "maxMembersPerGroup" => {
                     limits.max_members_per_group = int_in(&key_path, value, 1, 1_000_000)?
+                }
+                "maxGroupsCreatedPerUser" => {
+                    limits.max_groups_created_per_user = int_in(&key_path, value, 1, 1_000_000)?
                 }
                 "maxMergeBytes" => limits.max_merge_bytes = int_in(&key_path, value, 64, 16 << 20)?,
                 "connectionTtl" => {

@@ -13,6 +13,21 @@ pub enum CreateError {
         /// The ttl that was asked for.
         ttl_s: u16,
     },
+    /// ttl is longer than `group.maxTtl`: ask for a shorter one.
+    #[error("ttl must be at most {max_s} seconds, got {ttl_s}")]
+    TtlTooLong {
+        /// The ttl that was asked for.
+        ttl_s: u16,
+        /// The configured `group.maxTtl` in seconds.
+        max_s: u64,
+    },
+    /// The creator already created `maxGroupsCreatedPerUser` groups that this node still holds (joined
+    /// or not): wait until one expires.
+    #[error("user already created the maximum of {max} groups on this node")]
+    UserCreateLimit {
+        /// The configured `maxGroupsCreatedPerUser`.
+        max: usize,
+    },
     /// A group that may not be empty must start with its creator in it: set join, or allow_empty.
     #[error("allow_empty=false requires join=true")]
     EmptyWithoutJoin,
@@ -48,6 +63,8 @@ impl CreateError {
             CreateError::NodeOffline => code::CREATE_NODE_OFFLINE,
             CreateError::TooManyGroups { .. } => code::CREATE_TOO_MANY_GROUPS,
             CreateError::UserGroupLimit { .. } => code::CREATE_USER_GROUP_LIMIT,
+            CreateError::TtlTooLong { .. } => code::CREATE_TTL_TOO_LONG,
+            CreateError::UserCreateLimit { .. } => code::CREATE_USER_CREATE_LIMIT,
             CreateError::UnknownUser { .. } => code::UNKNOWN_USER,
         }
     }

@@ -116,6 +116,11 @@ pub struct Node {
     groups: BTreeMap<GroupId, Group>,
     /// Groups random join may pick.
     random_pool: BTreeSet<GroupId>,
+    /// The groups each user created here, for `maxGroupsCreatedPerUser`; pruned of groups gone or
+    /// handed over whenever the user creates (see `check_creations_of`).
+    created: BTreeMap<Uid, BTreeSet<GroupId>>,
+    /// Entries in `created`, all users together.
+    created_total: usize,
     /// Which other nodes are alive, deleted groups, epochs claimed: this node's view of the cluster.
     cluster: ClusterView,
     timers: Timers,
@@ -171,6 +176,8 @@ impl Node {
             sessions: Sessions::default(),
             groups: BTreeMap::new(),
             random_pool: BTreeSet::new(),
+            created: BTreeMap::new(),
+            created_total: 0,
             cluster: ClusterView::new(config.addr, epoch_floor),
             timers: Timers::default(),
             out: Outputs::default(),

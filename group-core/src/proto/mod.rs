@@ -119,6 +119,10 @@ pub mod code {
     pub const CREATE_TOO_MANY_GROUPS: u16 = 103;
     /// Create: the creator is already in `maxGroupsPerUser` groups.
     pub const CREATE_USER_GROUP_LIMIT: u16 = 104;
+    /// Create: ttl is longer than `group.maxTtl`.
+    pub const CREATE_TTL_TOO_LONG: u16 = 105;
+    /// Create: the creator already created `maxGroupsCreatedPerUser` groups this node still holds.
+    pub const CREATE_USER_CREATE_LIMIT: u16 = 106;
 
     /// Join: no such group.
     pub const JOIN_GROUP_NOT_FOUND: u16 = 200;

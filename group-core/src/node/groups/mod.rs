@@ -7,6 +7,7 @@
 pub(in crate::node) mod group;
 mod members;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +45,13 @@ impl Node {
                 ttl_s: params.ttl_s,
             });
         }
+        let max_ttl = self.config.group.max_ttl;
+        if Duration::from_secs(u64::from(params.ttl_s)) > max_ttl {
+            return Err(CreateError::TtlTooLong {
+                ttl_s: params.ttl_s,
+                max_s: max_ttl.as_secs(),
+            });
+        }
         let joiner = if params.join { creator } else { None };
         if !params.allow_empty && joiner.is_none() {
             return Err(CreateError::EmptyWithoutJoin);
@@ -65,7 +73,13 @@ impl Node {
                 });
             }
         }
+        if let Some(uid) = creator {
+            self.check_creations_of(uid)?;
+        }
         let id = self.next_group_id(now);
+        if let Some(uid) = creator {
+            self.record_creation(uid, id);
+        }
         let ttl = Duration::from_secs(u64::from(params.ttl_s));
         let mut group = Group::new(
             id,
@@ -95,6 +109,51 @@ impl Node {
         let wall_ns = self.config.clock_origin_ns.saturating_add(now.as_nanos());
         self.last_id_ns = wall_ns.max(self.last_id_ns.saturating_add(1));
         GroupId::generate(self.last_id_ns, self.config.addr, &self.backup_candidates())
+    }
+
+    /// Refuses a creation by `uid` past `maxGroupsCreatedPerUser`. Groups that are gone (expired, deleted)
+    /// or owned elsewhere now (handed over) no longer count: they are dropped from the record here, so
+    /// it never holds more than one entry per group this node holds.
+    fn check_creations_of(&mut self, uid: &str) -> Result<(), CreateError> {
+        let own = self.config.addr;
+        let max = self.config.limits.max_groups_created_per_user;
+        let Some(created) = self.created.get_mut(uid) else {
+            return Ok(());
+        };
+        let groups = &self.groups;
+        let before = created.len();
+        created.retain(|id| groups.get(id).is_some_and(|g| g.owned_by(own)));
+        self.created_total -= before - created.len();
+        if created.is_empty() {
+            self.created.remove(uid);
+            return Ok(());
+        }
+        if created.len() >= max {
+            return Err(CreateError::UserCreateLimit { max });
+        }
+        Ok(())
+    }
+
+    /// Records that `uid` created `id`. The record holds at most about twice the groups this node holds:
+    /// past that, every user's entries for groups gone or handed over are dropped (amortised: each sweep
+    /// follows at least as many creations as it visits entries).
+    fn record_creation(&mut self, uid: &str, id: GroupId) {
+        let key = self
+            .sessions
+            .get_key_value(uid)
+            .map_or_else(|| Arc::from(uid), |(k, _)| k.clone());
+        if self.created.entry(key).or_default().insert(id) {
+            self.created_total += 1;
+        }
+        if self.created_total > 2 * self.groups.len() + 1024 {
+            let own = self.config.addr;
+            let groups = &self.groups;
+            for created in self.created.values_mut() {
+                created.retain(|id| groups.get(id).is_some_and(|g| g.owned_by(own)));
+            }
+            self.created.retain(|_, created| !created.is_empty());
+            self.created_total = self.created.values().map(|c| c.len()).sum();
+        }
     }
 
     /// Adds `uid` to `id` (both checked by the caller) and records the group in the user's join order.

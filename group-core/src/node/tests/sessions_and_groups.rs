@@ -474,3 +474,53 @@ fn a_node_that_stalled_gives_its_sessions_a_grace_before_it_calls_them_idle() {
     assert!(h.node.session_of(b).is_none(), "then silence is silence");
     assert!(h.node.session_of(a).is_some());
 }
+
+/// Sends a Create and returns the refusal code (0 on success).
+fn create_code(h: &mut Harness, conn: ConnId, allow_empty: bool, join: bool, ttl_s: u16) -> u16 {
+    let params = CreateRequest {
+        allow_empty,
+        join,
+        ttl_s,
+        interval_ms: 0,
+    };
+    h.request(conn, Request::Create(params));
+    let answer = h.take(conn);
+    let last = answer.last().expect("an answer");
+    if last.status == Status::Ok { 0 } else { error_code(last) }
+}
+
+#[test]
+fn a_create_asking_for_a_ttl_beyond_max_ttl_is_refused() {
+    let mut h = Harness::with(|c| c.group.max_ttl = Duration::from_secs(600));
+    let a = h.user(1, "a");
+    assert_eq!(create_code(&mut h, a, true, false, 601), code::CREATE_TTL_TOO_LONG);
+    assert_eq!(create_code(&mut h, a, true, false, 600), 0);
+}
+
+#[test]
+fn one_user_cannot_create_more_than_its_share_even_after_leaving_them() {
+    let mut h = Harness::with(|c| {
+        c.limits.max_groups_created_per_user = 3;
+        c.limits.connection_ttl = Duration::from_secs(86_400);
+    });
+    let flooder = h.user(1, "flooder");
+    let other = h.user(2, "other");
+    for _ in 0..3 {
+        // Empty groups it is not even in: maxGroupsPerUser does not see them.
+        assert_eq!(create_code(&mut h, flooder, true, false, 60), 0);
+    }
+    assert_eq!(
+        create_code(&mut h, flooder, true, false, 60),
+        code::CREATE_USER_CREATE_LIMIT
+    );
+    assert_eq!(create_code(&mut h, other, true, false, 60), 0, "others still create");
+    // Reconnecting as the same user changes nothing; the groups' expiry does.
+    h.request(flooder, Request::Fin);
+    let again = h.user(3, "flooder");
+    assert_eq!(
+        create_code(&mut h, again, true, false, 60),
+        code::CREATE_USER_CREATE_LIMIT
+    );
+    h.advance(Duration::from_secs(61));
+    assert_eq!(create_code(&mut h, again, true, false, 60), 0, "expired groups no longer count");
+}
