@@ -206,6 +206,9 @@ pub struct Limits {
     pub max_merge_bytes: usize,
     /// `connectionTtl` (seconds): a connection with no traffic for this long is discarded (default 10).
     pub connection_ttl: Duration,
+    /// How long a connection may stay without saying Hello, whatever else it sends (default 5 s). Set by
+    /// group-net's `server.helloTimeout`, not a key of this section.
+    pub hello_timeout: Duration,
     /// `meshRequestTimeout` (milliseconds): how long a remote join waits for the node it asked before it
     /// tries the next address of the group ID (default 2000).
     pub mesh_request_timeout: Duration,
@@ -225,6 +228,7 @@ impl Default for Limits {
             max_groups_created_per_user: 64,
             max_merge_bytes: 65_536,
             connection_ttl: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(5),
             mesh_request_timeout: Duration::from_secs(2),
             mesh_sync_interval: Duration::from_secs(5),
         }

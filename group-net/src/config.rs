@@ -3,11 +3,12 @@
 //!
 //! ```json
 //! {
-//!   "group":  { "remoteJoinTries": 4, "relayLimit": 2, "sendInterval": 300, "staticGroups": [] },
-//!   "limits": { "maxPayload": 65536, "connectionTtl": 10 },
+//!   "group":  { "remoteJoinTries": 4, "relayLimit": 2, "sendInterval": 300, "staticGroups": [],
+//!               "maxTtl": 3600 },
+//!   "limits": { "maxPayload": 65536, "connectionTtl": 10, "maxGroupsCreatedPerUser": 64 },
 //!   "server": { "tcp": "127.0.0.1:7100", "ws": "127.0.0.1:7200", "udp": "127.0.0.1:7100",
 //!               "authSecret": null, "outboundQueue": 1024, "hookTimeout": 10,
-//!               "wsReadBuffer": 4096 },
+//!               "wsReadBuffer": 4096, "helloTimeout": 5000 },
 //!   "mesh":   { "bind": "127.0.0.1:8100", "advertise": null, "seeds": ["127.0.0.1:8101"],
 //!               "probeInterval": 1000, "suspectTimeout": 3000 }
 //! }
@@ -145,9 +146,10 @@ impl ServerConfig {
                 }
                 "wsReadBuffer" => self.ws_read_buffer = int_in(&path, value, 1024, 1 << 20)?,
                 "drainTimeout" => self.drain_timeout = millis(&path, value, 0, 3_600_000)?,
+                "helloTimeout" => self.limits.hello_timeout = millis(&path, value, 100, 600_000)?,
                 _ => {
                     let known = "tcp, ws, udp, authSecret, outboundQueue, hookTimeout, \
-                                 wsReadBuffer, drainTimeout";
+                                 wsReadBuffer, drainTimeout, helloTimeout";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),
@@ -314,11 +316,19 @@ mod tests {
 
     #[test]
     fn sections_parse_and_errors_name_the_key() {
-        let text = r#"{"group": {"relayLimit": 3}, "limits": {"maxPayload": 4096, "maxMergeBytes": 4096},
-            "server": {"tcp": "127.0.0.1:0", "ws": null, "authSecret": "0123456789abcdef0123"},
+        let text = r#"{"group": {"relayLimit": 3, "maxTtl": 600},
+            "limits": {"maxPayload": 4096, "maxMergeBytes": 4096, "maxGroupsCreatedPerUser": 5},
+            "server": {"tcp": "127.0.0.1:0", "ws": null, "authSecret": "0123456789abcdef0123",
+                       "helloTimeout": 2500},
             "mesh": {"bind": "127.0.0.1:9000"}}"#;
         let config = ServerConfig::from_json(text).unwrap();
         assert_eq!(config.group.relay_limit, 3);
+        assert_eq!(config.group.max_ttl, std::time::Duration::from_secs(600));
+        assert_eq!(config.limits.max_groups_created_per_user, 5);
+        assert_eq!(
+            config.limits.hello_timeout,
+            std::time::Duration::from_millis(2500)
+        );
         assert_eq!(config.limits.max_payload, 4096);
         assert_eq!(config.ws, None);
         assert_eq!(config.mesh.port(), 9000);

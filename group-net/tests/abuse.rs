@@ -237,3 +237,28 @@ async fn idle_connections_are_discarded_after_connection_ttl() {
         "not before connectionTtl"
     );
 }
+
+/// A connection that sends KeepAlives forever but never says Hello is closed after `helloTimeout`: before,
+/// each refused frame reset its idle clock, and 200 such connections held their slots indefinitely.
+#[tokio::test]
+async fn a_connection_that_never_says_hello_is_closed_after_hello_timeout() {
+    let mut cfg = config();
+    cfg.limits.connection_ttl = Duration::from_secs(60);
+    cfg.limits.hello_timeout = Duration::from_millis(500);
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut lurker = connect(&server, Transport::Tcp).await;
+    let closed = async {
+        loop {
+            if lurker.send(&Request::KeepAlive).await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), lurker.next_push()).await {
+                Ok(None) => return,
+                Ok(Some(_)) | Err(_) => {}
+            }
+        }
+    };
+    bounded("closed for not saying Hello", closed).await;
+    let mut greeted = user(&server, Transport::Tcp, "greeted").await;
+    assert!(bounded("ping", greeted.ping(b"still here")).await.is_ok());
+}

@@ -325,7 +325,7 @@ impl Node {
         self.cluster.backup_candidates()
     }
 
-    /// Pending timer entries (live or stale), bounded by connections plus three per group.
+    /// Pending timer entries (live or stale), bounded by two per connection plus three per group.
     pub fn timer_count(&self) -> usize {
         self.timers.len()
     }

@@ -62,6 +62,8 @@ pub enum CloseReason {
     FrameTooLarge,
     /// Server code refused the connection (for example a failed authentication).
     Rejected,
+    /// The connection did not say Hello within `server.helloTimeout`, whatever else it sent.
+    HelloTimeout,
 }
 
 /// Why a session ended and its user left every group.

@@ -17,6 +17,8 @@ use crate::time::Instant;
 pub(crate) enum TimerKind {
     /// Idle check for a connection; the `u64` is the connection's epoch.
     Idle(ConnId, u64),
+    /// The connection (at this epoch) must have said Hello by now.
+    HelloDeadline(ConnId, u64),
     /// Emptiness check for an allow_empty group.
     GroupTtl(GroupId),
     /// Merge-buffer flush.
@@ -67,6 +69,11 @@ impl Node {
         while let Some(kind) = self.timers.pop_due(now) {
             match kind {
                 TimerKind::Idle(conn, epoch) => self.idle_check(conn, epoch, now),
+                TimerKind::HelloDeadline(conn, epoch) => {
+                    if self.sessions.is_ungreeted(conn, epoch) {
+                        self.close(conn, CloseReason::HelloTimeout, DiscardReason::Idle);
+                    }
+                }
                 TimerKind::GroupTtl(id) => self.ttl_check(id, now),
                 TimerKind::Flush(id) => {
                     if let Some(group) = self.groups.get_mut(&id) {

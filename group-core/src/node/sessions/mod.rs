@@ -31,6 +31,10 @@ impl Node {
         let epoch = self.sessions.connect(conn, now, max)?;
         let deadline = now.saturating_add(self.config.limits.connection_ttl);
         self.timers.arm(deadline, TimerKind::Idle(conn, epoch));
+        // Traffic before Hello does not postpone this one: a connection only counts once it has a user.
+        let hello_by = now.saturating_add(self.config.limits.hello_timeout);
+        self.timers
+            .arm(hello_by, TimerKind::HelloDeadline(conn, epoch));
         Ok(())
     }
 

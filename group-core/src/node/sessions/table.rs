@@ -54,6 +54,13 @@ impl Sessions {
         Ok(epoch)
     }
 
+    /// Whether `conn` (at `epoch`) is still open without a session: it never said Hello.
+    pub fn is_ungreeted(&self, conn: ConnId, epoch: u64) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.epoch == epoch && c.uid.is_none())
+    }
+
     /// Whether the node tracks `conn`.
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.conns.contains_key(&conn)

@@ -486,14 +486,21 @@ fn create_code(h: &mut Harness, conn: ConnId, allow_empty: bool, join: bool, ttl
     h.request(conn, Request::Create(params));
     let answer = h.take(conn);
     let last = answer.last().expect("an answer");
-    if last.status == Status::Ok { 0 } else { error_code(last) }
+    if last.status == Status::Ok {
+        0
+    } else {
+        error_code(last)
+    }
 }
 
 #[test]
 fn a_create_asking_for_a_ttl_beyond_max_ttl_is_refused() {
     let mut h = Harness::with(|c| c.group.max_ttl = Duration::from_secs(600));
     let a = h.user(1, "a");
-    assert_eq!(create_code(&mut h, a, true, false, 601), code::CREATE_TTL_TOO_LONG);
+    assert_eq!(
+        create_code(&mut h, a, true, false, 601),
+        code::CREATE_TTL_TOO_LONG
+    );
     assert_eq!(create_code(&mut h, a, true, false, 600), 0);
 }
 
@@ -513,7 +520,11 @@ fn one_user_cannot_create_more_than_its_share_even_after_leaving_them() {
         create_code(&mut h, flooder, true, false, 60),
         code::CREATE_USER_CREATE_LIMIT
     );
-    assert_eq!(create_code(&mut h, other, true, false, 60), 0, "others still create");
+    assert_eq!(
+        create_code(&mut h, other, true, false, 60),
+        0,
+        "others still create"
+    );
     // Reconnecting as the same user changes nothing; the groups' expiry does.
     h.request(flooder, Request::Fin);
     let again = h.user(3, "flooder");
@@ -522,5 +533,37 @@ fn one_user_cannot_create_more_than_its_share_even_after_leaving_them() {
         code::CREATE_USER_CREATE_LIMIT
     );
     h.advance(Duration::from_secs(61));
-    assert_eq!(create_code(&mut h, again, true, false, 60), 0, "expired groups no longer count");
+    assert_eq!(
+        create_code(&mut h, again, true, false, 60),
+        0,
+        "expired groups no longer count"
+    );
+}
+
+#[test]
+fn a_connection_that_never_says_hello_is_closed_after_hello_timeout_whatever_it_sends() {
+    let mut h = Harness::with(|c| c.limits.connection_ttl = Duration::from_secs(60));
+    let greeted = h.user(1, "greeted");
+    let lurker = ConnId(2);
+    let _connected = h.input(Input::Connect(lurker));
+    for _ in 0..4 {
+        h.advance(Duration::from_secs(1));
+        // KeepAlive before Hello is refused, and does not buy the lurker more time.
+        h.request(lurker, Request::KeepAlive);
+    }
+    assert!(
+        !h.log
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Close { conn, .. } if *conn == lurker))
+    );
+    h.advance(Duration::from_secs(1));
+    assert!(h.log.events.contains(&Event::Close {
+        conn: lurker,
+        reason: CloseReason::HelloTimeout
+    }));
+    assert!(
+        h.node.session_of(greeted).is_some(),
+        "a greeted connection is not touched"
+    );
 }
