@@ -2,8 +2,13 @@
 //!
 //! The backend, which already knows who the player is, signs `{"sub": "<uid>", "exp": <unix seconds>}` with a
 //! secret it shares with the group servers (`server.authSecret`) and hands the token to the game client,
-//! which sends it in Hello. The server checks the signature, that the token has not expired, and that `sub`
-//! is the uid in the Hello. Any JWT library mints such tokens; in Rust, [`mint_token`] does.
+//! which sends it in Hello. The server checks the signature, that the token has not expired, that it is
+//! already valid (`nbf`, when present), and that `sub` is the uid in the Hello, allowing
+//! `server.authClockSkew` (default 5 s) between the backend's clock and its own. Any JWT library mints
+//! such tokens; in Rust, [`mint_token`] does.
+//!
+//! A refused client learns only which of these failed ("invalid token", "token expired", ...); the
+//! parser's details go to the server's log, not to an unauthenticated peer.
 //!
 //! Without a secret, every Hello is accepted and the server logs one warning at start.
 
@@ -19,9 +24,13 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// Not valid before this time (seconds since the Unix epoch), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
-/// Why a token was refused. The client gets Bad AUTH_FAILED with this text, and the connection is closed.
+/// Why a token was refused. The server logs this text; the client gets Bad AUTH_FAILED with
+/// [`AuthError::client_message`], and the connection is closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
@@ -31,10 +40,28 @@ pub enum AuthError {
     /// The token's `exp` has passed: the client should fetch a fresh token from the backend.
     #[error("token expired")]
     Expired,
+    /// The token's `nbf` is still in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
     /// The token is for another uid.
     #[error("token is for another uid")]
     WrongUid,
 }
+
+impl AuthError {
+    /// What the client is told: which check failed, without the parser's details.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            AuthError::Invalid(_) => "invalid token",
+            AuthError::Expired => "token expired",
+            AuthError::NotYetValid => "token not yet valid",
+            AuthError::WrongUid => "token is for another uid",
+        }
+    }
+}
+
+/// The default allowance between the backend's clock and the server's (`server.authClockSkew`).
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 /// Verifies Hello tokens against one HS256 secret.
 #[derive(Clone)]
@@ -50,10 +77,16 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    /// A verifier for tokens signed with `secret`.
+    /// A verifier for tokens signed with `secret`, allowing [`DEFAULT_CLOCK_SKEW`].
     pub fn new(secret: &[u8]) -> Self {
+        TokenVerifier::with_clock_skew(secret, DEFAULT_CLOCK_SKEW)
+    }
+
+    /// A verifier for tokens signed with `secret`, allowing `skew` on `exp` and `nbf`.
+    pub fn with_clock_skew(secret: &[u8], skew: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
+        validation.leeway = skew.as_secs();
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         TokenVerifier {
             key: DecodingKey::from_secret(secret),
@@ -68,6 +101,7 @@ impl TokenVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid(e.to_string()),
             },
         )?;
@@ -87,6 +121,7 @@ pub fn mint_token(secret: &[u8], uid: &str, ttl: Duration) -> String {
         &Claims {
             sub: uid.into(),
             exp,
+            nbf: None,
         },
     )
 }
@@ -121,6 +156,7 @@ mod tests {
             &Claims {
                 sub: "alice".into(),
                 exp: 1_000,
+                nbf: None,
             },
         );
         assert_eq!(
@@ -148,5 +184,49 @@ mod tests {
             verifier.verify(b"", "alice"),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn nbf_is_honoured_within_the_clock_skew_and_clients_get_no_parser_details() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let starting_in = |seconds: u64| {
+            mint_token_with(
+                SECRET,
+                &Claims {
+                    sub: "alice".into(),
+                    exp: now + 3600,
+                    nbf: Some(now + seconds),
+                },
+            )
+        };
+        let verifier = TokenVerifier::with_clock_skew(SECRET, Duration::from_secs(5));
+        assert_eq!(
+            verifier.verify(starting_in(60).as_bytes(), "alice"),
+            Err(AuthError::NotYetValid)
+        );
+        assert_eq!(
+            verifier.verify(starting_in(2).as_bytes(), "alice"),
+            Ok(()),
+            "within the skew"
+        );
+        let strict = TokenVerifier::with_clock_skew(SECRET, Duration::ZERO);
+        assert_eq!(
+            strict.verify(starting_in(2).as_bytes(), "alice"),
+            Err(AuthError::NotYetValid)
+        );
+        let Err(garbage) = verifier.verify(b"not.a.jwt", "alice") else {
+            panic!("garbage accepted")
+        };
+        assert!(
+            garbage.to_string().len() > "invalid token".len(),
+            "the log gets details"
+        );
+        assert_eq!(
+            garbage.client_message(),
+            "invalid token",
+            "the client does not"
+        );
     }
 }

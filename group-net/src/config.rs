@@ -8,7 +8,7 @@
 //!   "limits": { "maxPayload": 65536, "connectionTtl": 10, "maxGroupsCreatedPerUser": 64 },
 //!   "server": { "tcp": "127.0.0.1:7100", "ws": "127.0.0.1:7200", "udp": "127.0.0.1:7100",
 //!               "authSecret": null, "outboundQueue": 1024, "hookTimeout": 10,
-//!               "wsReadBuffer": 4096, "helloTimeout": 5000 },
+//!               "wsReadBuffer": 4096, "helloTimeout": 5000, "authClockSkew": 5 },
 //!   "mesh":   { "bind": "127.0.0.1:8100", "advertise": null, "seeds": ["127.0.0.1:8101"],
 //!               "probeInterval": 1000, "suspectTimeout": 3000 }
 //! }
@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub drain_timeout: std::time::Duration,
     /// HS256 secret shared with the game backend. `None`: any uid is accepted (a warning is logged).
     pub auth_secret: Option<String>,
+    /// `authClockSkew` (seconds): how far the backend's clock may be from this node's when tokens'
+    /// `exp` and `nbf` are checked (default 5).
+    pub auth_clock_skew: std::time::Duration,
     /// Frames queued per connection before it counts as a slow consumer and is disconnected.
     pub outbound_queue: usize,
     /// How long one hook or custom handler may run before the request fails with Err HOOK_FAILED.
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             mesh_suspect_timeout: std::time::Duration::from_secs(3),
             drain_timeout: std::time::Duration::from_secs(10),
             auth_secret: None,
+            auth_clock_skew: crate::auth::DEFAULT_CLOCK_SKEW,
             outbound_queue: 1024,
             hook_timeout: std::time::Duration::from_secs(10),
             ws_read_buffer: 4096,
@@ -147,9 +151,14 @@ impl ServerConfig {
                 "wsReadBuffer" => self.ws_read_buffer = int_in(&path, value, 1024, 1 << 20)?,
                 "drainTimeout" => self.drain_timeout = millis(&path, value, 0, 3_600_000)?,
                 "helloTimeout" => self.limits.hello_timeout = millis(&path, value, 100, 600_000)?,
+                "authClockSkew" => {
+                    let seconds = int_in(&path, value, 0, 3600)?;
+                    self.auth_clock_skew =
+                        std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(3600));
+                }
                 _ => {
                     let known = "tcp, ws, udp, authSecret, outboundQueue, hookTimeout, \
-                                 wsReadBuffer, drainTimeout, helloTimeout";
+                                 wsReadBuffer, drainTimeout, helloTimeout, authClockSkew";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),

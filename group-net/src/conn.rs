@@ -225,7 +225,7 @@ impl Connection {
                 ver: VER_CONTROL,
                 cmd: cmd::HELLO,
                 code: code::AUTH_FAILED,
-                message: e.to_string(),
+                message: e.client_message().to_string(),
             });
             return self.send(input).await;
         }

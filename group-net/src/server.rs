@@ -231,17 +231,16 @@ impl ServerBuilder {
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
         let stats = Arc::new(Stats::default());
         let handle = ServerHandle::new(inputs.clone());
-        let shared = Arc::new(Shared {
-            inputs,
-            hooks: self.hooks,
-            verifier: self
-                .config
-                .auth_secret
-                .as_ref()
-                .map(|s| TokenVerifier::new(s.as_bytes())),
-            max_payload: self.config.limits.max_payload,
-            outbound_queue: self.config.outbound_queue,
-        });
+        let shared =
+            Arc::new(Shared {
+                inputs,
+                hooks: self.hooks,
+                verifier: self.config.auth_secret.as_ref().map(|s| {
+                    TokenVerifier::with_clock_skew(s.as_bytes(), self.config.auth_clock_skew)
+                }),
+                max_payload: self.config.limits.max_payload,
+                outbound_queue: self.config.outbound_queue,
+            });
         let stop = CancellationToken::new();
         let stop_node = stop.child_token();
         let stop_mesh = stop.child_token();
