@@ -120,6 +120,9 @@ impl NodeTask {
         if let (Input::NodeUp(node), Some(links)) = (&input, &self.io.links) {
             links.connect(*node);
         }
+        if let Input::Mesh { from, message } = &input {
+            tracing::trace!(%from, ?message, "mesh in");
+        }
         let conn = match &input {
             Input::Disconnect(conn) => {
                 self.io.writers.remove(conn);
@@ -201,6 +204,7 @@ impl Sink for Io {
                 outcome,
                 ..
             } => {
+                tracing::debug!(op, ?result, "remote join completed");
                 if let Some(reply) = self.waiters.remove(&op) {
                     reply(match outcome {
                         Some(outcome) => Answer::Request {
@@ -224,6 +228,7 @@ impl Sink for Io {
     }
 
     fn mesh(&mut self, transmit: MeshTransmit) {
+        tracing::trace!(to = %transmit.to, message = ?transmit.message, "mesh out");
         if let Some(links) = &self.links {
             links.send(transmit.to, &transmit.message);
         }

@@ -63,6 +63,9 @@ pub fn server_binary() -> PathBuf {
     binary
 }
 
+/// Nodes started by this test process, to name their logs.
+static NODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A running `group-server` process, killed when dropped.
 pub struct Node {
     child: Child,
@@ -89,9 +92,23 @@ impl Node {
         for seed in seeds {
             command.args(["--seed", &seed.to_string()]);
         }
+        // GROUP_TEST_LOGS=<dir>: each node's log goes to <dir>/node-<pid>.log, for a failure's post-mortem.
+        let logs = std::env::var_os("GROUP_TEST_LOGS").map(PathBuf::from);
+        let stderr = match &logs {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).unwrap();
+                let name = format!(
+                    "node-{}-{}.log",
+                    std::process::id(),
+                    NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                Stdio::from(std::fs::File::create(dir.join(name)).unwrap())
+            }
+            None => Stdio::null(),
+        };
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start group-server");
         let stdout = child.stdout.take().unwrap();

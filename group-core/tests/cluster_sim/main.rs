@@ -583,3 +583,49 @@ fn broadcasts_route_around_a_dying_relay_and_keep_per_sender_order() {
         );
     }
 }
+
+/// The second backup (node 2) has not heard of the first (node 1) when the owner dies (membership is still
+/// spreading), so both take the group over at once. A join that node 1 sent node 2 just before is admitted
+/// by node 2 as owner and answered after node 1 took over too: node 1 must settle the two claims, not
+/// follow node 2 blindly while node 2 follows it (then nobody admits anyone: seen on a loaded machine,
+/// every join on one survivor answered 204 for 16 s). Joins on both keep succeeding.
+#[test]
+fn two_survivors_that_both_took_over_settle_and_keep_admitting_joins() {
+    for seed in 0..6u64 {
+        let mut cluster = Cluster::new(seed, 3);
+        let group = group_across(&mut cluster);
+        let now = cluster.now;
+        let forgetful = cluster.nodes[2].as_mut().unwrap();
+        let _done = forgetful.handle(Input::NodeDown(addr(1)), now);
+        cluster.drain(2);
+        cluster.kill(0);
+        let started = cluster.now;
+        let mut joiners = Vec::new();
+        // Node 2's joins talk to nobody (the owner is unreachable, node 1 unknown); one join on node 1
+        // goes to node 2 just before both take over.
+        while cluster.now.saturating_duration_since(started) < DETECT + ms(500) {
+            let elapsed = cluster.now.saturating_duration_since(started);
+            let conn = cluster.connect(2);
+            cluster.join(conn, group);
+            joiners.push(conn);
+            if elapsed + ms(20) >= DETECT && elapsed < DETECT + ms(30) || elapsed > DETECT {
+                let conn = cluster.connect(1);
+                cluster.join(conn, group);
+                joiners.push(conn);
+            }
+            cluster.run_for(ms(10));
+        }
+        cluster.run_for(Duration::from_secs(3));
+        for conn in &joiners {
+            let client = &cluster.clients[conn];
+            assert!(
+                client.refusals.is_empty() && client.groups.contains(&group),
+                "seed {seed}: {} on node {} refused {:?}",
+                client.uid,
+                client.node,
+                client.refusals
+            );
+        }
+        cluster.assert_all_exchange(group, ms(500));
+    }
+}

@@ -270,6 +270,41 @@ impl Node {
             self.finish_join(op, Err(error));
             return;
         }
+        if self.groups.get(&id).is_some_and(|g| g.owned_by(own)) {
+            // This node took the group over while the answer was on its way (the owner died and both
+            // claimed it). Installing the answer as a copy would make this node follow the other while
+            // the other may follow this one, and then nobody admits anyone. Settle the two claims as two
+            // states settle; if ours stands, the member joins our lineage here.
+            self.on_state(owner, state.clone());
+            if self.groups.get(&id).is_some_and(|g| g.owned_by(own)) {
+                let undo = MeshMessage::Leave {
+                    group: id,
+                    uid: uid.to_string(),
+                    notice: None,
+                };
+                self.send_mesh(owner, undo);
+                let notice = self.joins.get(op).and_then(|p| p.notice.clone());
+                let (message, ver_cmd) = notice
+                    .map_or((Bytes::new(), (VER_GROUP, cmd::JOIN)), |n| {
+                        (n.message, (n.ver, n.cmd))
+                    });
+                let result = self.join_here(&id, &uid, message, ver_cmd);
+                return self.finish_join(op, result);
+            }
+            // Theirs stands: this node now follows their state, which counts the member.
+        }
+        self.finish_followed_join(owner, op, state);
+    }
+
+    /// Adds the member an owner admitted to this node's copy, answers the client, and installs the
+    /// owner's state as the copy.
+    fn finish_followed_join(&mut self, owner: NodeAddr, op: u64, state: GroupState) {
+        let own = self.config.addr;
+        let Some(pending) = self.joins.get(op) else {
+            return;
+        };
+        let (id, uid) = (pending.group, pending.uid.clone());
+        let session = self.sessions.get(&uid).filter(|s| s.sid == pending.sid);
         let conn = session.map(|s| s.conn);
         if let (Some(notice), Some(group)) = (&pending.notice, self.groups.get(&id)) {
             let frame = member_push(notice.ver, notice.cmd, &id, &uid, &notice.message);
