@@ -86,7 +86,7 @@ impl Default for ServerConfig {
             mesh_suspect_timeout: std::time::Duration::from_secs(3),
             drain_timeout: std::time::Duration::from_secs(10),
             auth_secret: None,
-            auth_clock_skew: crate::auth::DEFAULT_CLOCK_SKEW,
+            auth_clock_skew: std::time::Duration::from_secs(5), // auth::DEFAULT_CLOCK_SKEW
             outbound_queue: 1024,
             hook_timeout: std::time::Duration::from_secs(10),
             ws_read_buffer: 4096,

@@ -248,17 +248,50 @@ async fn a_connection_that_never_says_hello_is_closed_after_hello_timeout() {
     let server = start(ServerBuilder::new(cfg)).await;
     let mut lurker = connect(&server, Transport::Tcp).await;
     let closed = async {
+        let mut told = None;
         loop {
             if lurker.send(&Request::KeepAlive).await.is_err() {
-                return;
+                return told;
             }
             let waited = tokio::time::timeout(Duration::from_millis(100), lurker.next_push()).await;
-            if let Ok(None) = waited {
-                return;
+            match waited {
+                Ok(None) => return told,
+                Ok(Some(Push::Refused {
+                    ver: 0,
+                    cmd: 7,
+                    error,
+                })) => told = Some(error.code),
+                Ok(Some(_)) | Err(_) => {}
             }
         }
     };
-    bounded("closed for not saying Hello", closed).await;
+    let told = bounded("closed for not saying Hello", closed).await;
+    assert_eq!(
+        told,
+        Some(code::CLOSED_HELLO_TIMEOUT),
+        "told why before the close"
+    );
     let mut greeted = user(&server, Transport::Tcp, "greeted").await;
     assert!(bounded("ping", greeted.ping(b"still here")).await.is_ok());
+}
+
+/// A session taken over by a newer Hello with the same uid (a player logging in on another device) is
+/// told so before its connection closes, so that a game can say "logged in elsewhere".
+#[tokio::test]
+async fn a_replaced_session_is_told_why_before_it_closes() {
+    let server = start(ServerBuilder::new(config())).await;
+    let mut first = user(&server, Transport::Tcp, "yuki").await;
+    let _second = user(&server, Transport::Ws, "yuki").await;
+    let push = next_push(&mut first).await;
+    let Push::Refused {
+        ver: 0,
+        cmd: 7,
+        error,
+    } = push
+    else {
+        panic!("expected the closing notice, got {push:?}")
+    };
+    assert_eq!(error.code, code::CLOSED_REPLACED);
+    assert_eq!(error.message, "logged in elsewhere");
+    bounded("closed after the notice", first.closed()).await;
 }

@@ -45,6 +45,9 @@ pub mod cmd {
     pub const HELLO: u16 = 4;
     /// ver 0, push only: the node is draining.
     pub const OFFLINE: u16 = 6;
+    /// ver 0, Bad only: the server is closing this connection, and the error code says why (a session
+    /// replaced by a newer Hello of the same uid, no Hello in time, no traffic for `connectionTtl`).
+    pub const CLOSING: u16 = 7;
     /// ver 1: create a group.
     pub const CREATE: u16 = 110;
     /// ver 1: join a group; also the join notification pushed to members.
@@ -108,6 +111,12 @@ pub mod code {
     pub const NO_HANDLER: u16 = 9;
     /// Server code (a hook or handler) failed while handling the request; sent with status Err (5).
     pub const HOOK_FAILED: u16 = 10;
+    /// Closing (cmd 7): a newer Hello with the same uid took the session over ("logged in elsewhere").
+    pub const CLOSED_REPLACED: u16 = 11;
+    /// Closing (cmd 7): no Hello within `server.helloTimeout`.
+    pub const CLOSED_HELLO_TIMEOUT: u16 = 12;
+    /// Closing (cmd 7): no traffic for `connectionTtl`.
+    pub const CLOSED_IDLE: u16 = 13;
 
     /// Create: ttl must be more than 10 seconds.
     pub const CREATE_TTL_TOO_SHORT: u16 = 100;

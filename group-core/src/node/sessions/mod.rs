@@ -313,6 +313,19 @@ impl Node {
         reason: CloseReason,
         discard: DiscardReason,
     ) {
+        // Tell the client why before the connection goes, where the reason is news to it (a game can say
+        // "logged in elsewhere" instead of showing a bare disconnect).
+        let notice = match reason {
+            CloseReason::Replaced => Some((code::CLOSED_REPLACED, "logged in elsewhere")),
+            CloseReason::HelloTimeout => Some((code::CLOSED_HELLO_TIMEOUT, "no Hello in time")),
+            CloseReason::Idle => Some((code::CLOSED_IDLE, "no traffic for connectionTtl")),
+            _ => None,
+        };
+        if let Some((code, message)) = notice
+            && self.sessions.is_open(conn)
+        {
+            self.refuse(conn, VER_CONTROL, cmd::CLOSING, code, None, message);
+        }
         if let Some(uid) = self.sessions.disconnect(conn) {
             if let Some(uid) = uid {
                 self.discard(&uid, discard);

@@ -58,6 +58,14 @@ fn second_hello_with_same_uid_replaces_and_discards_the_older_session() {
         (cmd::LEAVE, Status::Push)
     );
     assert_eq!(h.node.user_group_ids("alice"), Some(&[][..]));
+    // The replaced connection was told why before it closed.
+    let told = h.take(old);
+    let last = told.last().expect("a closing notice");
+    assert_eq!(
+        (last.ver, last.cmd, last.status),
+        (0, cmd::CLOSING, Status::Bad)
+    );
+    assert_eq!(error_code(last), code::CLOSED_REPLACED);
     // Frames arriving late on the replaced connection are dropped.
     h.request(old, Request::KeepAlive);
     assert!(h.take(old).is_empty());
@@ -557,11 +565,18 @@ fn a_connection_that_never_says_hello_is_closed_after_hello_timeout_whatever_it_
             .iter()
             .any(|e| matches!(e, Event::Close { conn, .. } if *conn == lurker))
     );
+    let _refusals = h.take(lurker);
     h.advance(Duration::from_secs(1));
     assert!(h.log.events.contains(&Event::Close {
         conn: lurker,
         reason: CloseReason::HelloTimeout
     }));
+    let told = h.take(lurker);
+    assert_eq!(told.len(), 1, "one closing notice");
+    assert_eq!(
+        (told[0].cmd, error_code(&told[0])),
+        (cmd::CLOSING, code::CLOSED_HELLO_TIMEOUT)
+    );
     assert!(
         h.node.session_of(greeted).is_some(),
         "a greeted connection is not touched"
