@@ -1,6 +1,7 @@
 //! What every connection does, whatever its transport: register with the node, turn frames into requests
 //! (checking Hello tokens and running hooks and custom handlers on the way), and report the end.
 
+use crate::throttle::Throttle;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -218,7 +219,10 @@ impl Connection {
             .as_ref()
             .and_then(|v| v.verify(&token, &uid).err());
         if let Some(e) = refused {
-            tracing::info!(conn = self.conn.0, %uid, "Hello refused: {e}");
+            static REFUSED: Throttle = Throttle::new();
+            if let Some(more) = REFUSED.allow() {
+                tracing::info!(conn = self.conn.0, %uid, "Hello refused: {e} (and {more} more since the last line)");
+            }
             self.finished = true;
             let input = Input::Call(Call::RefuseAndClose {
                 conn: self.conn,

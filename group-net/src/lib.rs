@@ -35,6 +35,7 @@ mod mesh;
 mod node_task;
 mod server;
 mod tcp;
+mod throttle;
 mod udp;
 mod ws;
 

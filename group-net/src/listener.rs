@@ -1,5 +1,6 @@
 //! State the accept loops share: the connection cap, connection IDs, counters, and the stop switch.
 
+use crate::throttle::Throttle;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,6 +58,21 @@ impl Listeners {
     }
 }
 
+/// Tells a connection refused at `maxConnections` why, best effort (one non-blocking write of a closing
+/// notice, 14 CLOSED_SERVER_FULL), then drops it. A WebSocket client would first need a handshake: it only
+/// sees the close.
+fn tell_full(stream: tokio::net::TcpStream) {
+    let notice = group_core::proto::encode_error_payload(
+        group_core::proto::VER_CONTROL,
+        group_core::proto::cmd::CLOSING,
+        group_core::proto::Status::Bad,
+        group_core::proto::code::CLOSED_SERVER_FULL,
+        None,
+        "server full",
+    );
+    let _ = stream.try_write(&notice);
+}
+
 /// Accepts stream connections until `stop` fires: admits each within `maxConnections` (refusing and
 /// counting the rest), sets TCP_NODELAY, and spawns `serve` for it. Shared by TCP and WebSocket.
 pub(crate) async fn accept_streams<F, Fut>(
@@ -83,7 +99,11 @@ pub(crate) async fn accept_streams<F, Fut>(
             }
         };
         let Some(permit) = listeners.admit() else {
-            tracing::warn!(%peer, "refusing {transport} connection: maxConnections reached");
+            static REFUSED: Throttle = Throttle::new();
+            if let Some(more) = REFUSED.allow() {
+                tracing::warn!(%peer, "refusing {transport} connection: maxConnections reached (and {more} more since the last line)");
+            }
+            tell_full(stream);
             continue;
         };
         if let Err(e) = stream.set_nodelay(true) {

@@ -227,6 +227,13 @@ impl ServerBuilder {
                 "no server.authSecret configured: any uid is accepted without authentication"
             );
         }
+        let max_connections = self.config.limits.max_connections;
+        if let Some(files) = open_files_limit().filter(|files| *files < max_connections as u64) {
+            tracing::warn!(
+                "limits.maxConnections is {max_connections} but this process may open only {files} files \
+                 (ulimit -n): connections beyond that fail to be accepted; raise the limit or lower maxConnections"
+            );
+        }
         self.hooks.timeout = self.config.hook_timeout;
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
         let stats = Arc::new(Stats::default());
@@ -476,5 +483,26 @@ impl Server {
         self.tasks.close();
         let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
         self.stop.cancel();
+    }
+}
+
+/// The soft limit on open files of this process (`ulimit -n`), where the OS tells it (Linux:
+/// /proc/self/limits); `None` elsewhere or when unlimited.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod limit_tests {
+    #[test]
+    fn the_open_files_limit_is_read_on_linux() {
+        let limit = super::open_files_limit();
+        assert!(limit.is_some_and(|n| n > 0), "{limit:?}");
     }
 }

@@ -5,6 +5,7 @@
 //! out, one timer) and a dispatch task that runs the same [`Connection`] logic as TCP and WebSocket
 //! (tokens, hooks, handlers), so a slow hook never stalls KCP's acknowledgements.
 
+use crate::throttle::Throttle;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -84,7 +85,10 @@ pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kc
                     continue;
                 };
                 let Some(permit) = listeners.admit() else {
-                    tracing::warn!(%peer, "refusing UDP session: maxConnections reached");
+                    static REFUSED: Throttle = Throttle::new();
+                    if let Some(more) = REFUSED.allow() {
+                        tracing::warn!(%peer, "refusing UDP session: maxConnections reached (and {more} more since the last line)");
+                    }
                     continue;
                 };
                 let (tx, rx) = mpsc::channel(SESSION_INBOX);

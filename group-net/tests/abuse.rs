@@ -216,9 +216,16 @@ async fn connections_beyond_max_connections_are_refused() {
     let mut third = TcpStream::connect(server.tcp_addr().unwrap())
         .await
         .unwrap();
-    let mut buf = [0u8; 1];
-    let read = bounded("third closed", third.read(&mut buf)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "closed without a byte");
+    // Told why (best effort), then closed.
+    let mut told = Vec::new();
+    let _ = bounded("third closed", third.read_to_end(&mut told)).await;
+    let mut buf = bytes::BytesMut::from(&told[..]);
+    let notice = group_core::proto::decode_server_frame(&mut buf, 1024)
+        .unwrap()
+        .unwrap();
+    assert_eq!((notice.ver, notice.cmd), (0, 7));
+    let error = group_core::proto::parse_error_payload(&notice.payload).unwrap();
+    assert_eq!(error.code, code::CLOSED_SERVER_FULL);
     assert_eq!(server.refused_connections(), 1);
 }
 

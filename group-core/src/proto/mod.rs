@@ -117,6 +117,8 @@ pub mod code {
     pub const CLOSED_HELLO_TIMEOUT: u16 = 12;
     /// Closing (cmd 7): no traffic for `connectionTtl`.
     pub const CLOSED_IDLE: u16 = 13;
+    /// Closing (cmd 7): the server holds `maxConnections` connections (TCP only: sent once, best effort).
+    pub const CLOSED_SERVER_FULL: u16 = 14;
 
     /// Create: ttl must be more than 10 seconds.
     pub const CREATE_TTL_TOO_SHORT: u16 = 100;

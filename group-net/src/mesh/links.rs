@@ -18,6 +18,7 @@
 //! frozen one still accepts), which membership takes as proof of death without waiting out its
 //! suspicion timeout.
 
+use crate::throttle::Throttle;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddrV4;
@@ -149,7 +150,12 @@ impl Links {
             Ok(peer) => {
                 let _ = self.peer(peer).streams.send(stream).await;
             }
-            Err(e) => tracing::error!(%from, "refusing mesh peer: {e}"),
+            Err(e) => {
+                static REFUSED: Throttle = Throttle::new();
+                if let Some(more) = REFUSED.allow() {
+                    tracing::error!(%from, "refusing mesh peer: {e} (and {more} more since the last line)");
+                }
+            }
         }
     }
 }
