@@ -78,6 +78,12 @@ fn a_polling_client_stays_connected_past_the_connection_ttl() {
         group_result::GROUP_RESULT_NOT_FOUND,
         "no push, and still connected"
     );
+    // The server says why (a closing notice, 13 CLOSED_IDLE, as a refused push), then closes.
+    assert_eq!(
+        poll(silent, 2500),
+        group_result::GROUP_RESULT_OK,
+        "the closing notice"
+    );
     assert_eq!(
         poll(silent, 2500),
         group_result::GROUP_RESULT_DISCONNECTED,

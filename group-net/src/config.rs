@@ -10,7 +10,7 @@
 //!               "authSecret": null, "outboundQueue": 1024, "hookTimeout": 10,
 //!               "wsReadBuffer": 4096, "helloTimeout": 5000, "authClockSkew": 5 },
 //!   "mesh":   { "bind": "127.0.0.1:8100", "advertise": null, "seeds": ["127.0.0.1:8101"],
-//!               "probeInterval": 1000, "suspectTimeout": 3000 }
+//!               "secret": null, "probeInterval": 1000, "suspectTimeout": 3000 }
 //! }
 //! ```
 //! Every section and key is optional; unknown keys and bad values are errors naming the key.
@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub drain_timeout: std::time::Duration,
     /// HS256 secret shared with the game backend. `None`: any uid is accepted (a warning is logged).
     pub auth_secret: Option<String>,
+    /// `mesh.secret`: shared by every node of the cluster; a mesh peer must prove it knows it. Required
+    /// unless the mesh listens on loopback only.
+    pub mesh_secret: Option<String>,
     /// `authClockSkew` (seconds): how far the backend's clock may be from this node's when tokens'
     /// `exp` and `nbf` are checked (default 5).
     pub auth_clock_skew: std::time::Duration,
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             mesh_suspect_timeout: std::time::Duration::from_secs(3),
             drain_timeout: std::time::Duration::from_secs(10),
             auth_secret: None,
+            mesh_secret: None,
             auth_clock_skew: std::time::Duration::from_secs(5), // auth::DEFAULT_CLOCK_SKEW
             outbound_queue: 1024,
             hook_timeout: std::time::Duration::from_secs(10),
@@ -194,10 +198,23 @@ impl ServerConfig {
                         .map(|(i, item)| v4(&format!("{path}[{i}]"), item))
                         .collect::<Result<_, _>>()?;
                 }
+                "secret" => {
+                    self.mesh_secret = match value {
+                        Value::Null => None,
+                        Value::String(secret) if secret.len() >= 16 => Some(secret.clone()),
+                        _ => {
+                            return Err(error(
+                                &path,
+                                "must be a string of at least 16 characters",
+                                value,
+                            ));
+                        }
+                    }
+                }
                 "probeInterval" => self.mesh_probe_interval = millis(&path, value, 50, 60_000)?,
                 "suspectTimeout" => self.mesh_suspect_timeout = millis(&path, value, 100, 600_000)?,
                 _ => {
-                    let known = "bind, advertise, seeds, probeInterval, suspectTimeout";
+                    let known = "bind, advertise, seeds, secret, probeInterval, suspectTimeout";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),
@@ -345,6 +362,7 @@ mod tests {
         let key = |text: &str| ServerConfig::from_json(text).unwrap_err().key;
         assert_eq!(key(r#"{"group": {"relayLimit": 0}}"#), "group.relayLimit");
         assert_eq!(key(r#"{"server": {"tcp": "nowhere"}}"#), "server.tcp");
+        assert_eq!(key(r#"{"mesh": {"secret": "short"}}"#), "mesh.secret");
         assert_eq!(
             key(r#"{"server": {"authSecret": "short"}}"#),
             "server.authSecret"

@@ -184,6 +184,17 @@ impl ServerBuilder {
         if let Some(&(ver, cmd)) = self.reserved.first() {
             return Err(StartError::ReservedCommand { ver, cmd });
         }
+        if self.config.mesh_secret.is_none() && !self.config.mesh.ip().is_loopback() {
+            // Anyone who reaches the mesh port could otherwise join the cluster, read every group and
+            // make the node dial anywhere.
+            return Err(StartError::Config(group_core::ConfigError {
+                key: "mesh.secret".into(),
+                problem: "is required when mesh.bind is not a loopback address: every node of the \
+                          cluster must share it (at least 16 characters)"
+                    .into(),
+                value: "null".into(),
+            }));
+        }
         let tcp = bind(self.tcp.take(), self.config.tcp, "tcp").await?;
         let ws = bind(self.ws.take(), self.config.ws, "ws").await?;
         let udp = match (self.udp.take(), self.config.udp) {
@@ -255,6 +266,7 @@ impl ServerBuilder {
         let (refused, refused_rx) = tokio::sync::mpsc::channel(1024);
         let links = Links::new(
             mesh,
+            self.config.mesh_secret.as_deref(),
             shared.inputs.clone(),
             refused,
             stats.clone(),

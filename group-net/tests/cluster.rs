@@ -196,7 +196,9 @@ async fn a_mesh_peer_of_another_version_is_refused() {
     let server = node(&[]).await;
     let mesh = server.mesh_listen_addr().unwrap();
     let mut peer = tokio::net::TcpStream::connect(mesh).await.unwrap();
-    let mut hello = *b"GRPM\x63\x7f\x00\x00\x01\x1f\xa4"; // version 99, 127.0.0.1:8100
+    // Version 99, 127.0.0.1:8100, a 16-byte nonce.
+    let mut hello = [0u8; 27];
+    hello[..11].copy_from_slice(b"GRPM\x63\x7f\x00\x00\x01\x1f\xa4");
     peer.write_all(&hello).await.unwrap();
     bounded("the node's hello", peer.read_exact(&mut hello))
         .await

@@ -1,10 +1,14 @@
 //! Mesh data links: one TCP connection per node pair.
 //!
-//! Wire format. Each side first sends an 11-byte hello: `"GRPM"`, the mesh protocol version
-//! ([`MESH_VERSION`]), and its mesh address (4 bytes IPv4, 2 bytes port, big-endian). A node refuses a
-//! peer of another version with a log line naming both versions, after sending its own hello so that the
-//! peer can say the same. Then frames follow back to back: a 4-byte big-endian length, then the mesh
-//! frame ([`group_core::cluster::mesh::encode`]).
+//! Wire format. Each side first sends a 27-byte hello: `"GRPM"`, the mesh protocol version
+//! ([`MESH_VERSION`]), its mesh address (4 bytes IPv4, 2 bytes port, big-endian) and a 16-byte random
+//! nonce. A node refuses a peer of another version with a log line naming both versions, after sending its
+//! own hello so that the peer can say the same. Then each side proves it knows the cluster's
+//! `mesh.secret`: it sends HMAC-SHA256(secret, "GRPM proof" | the other's nonce | its own address), 32
+//! bytes, the dialler first; a wrong proof ends the connection before any mesh message is read. Without
+//! a secret (allowed only when the mesh listens on loopback) the key is empty. An accepted peer must
+//! claim an address other than this node's, from the IP its connection comes from. Then frames follow
+//! back to back: a 4-byte big-endian length, then the mesh frame ([`group_core::cluster::mesh::encode`]).
 //!
 //! Links open when membership reports a peer (or when the first message for it is queued). The node with
 //! the lower address dials at once and redials with exponential backoff (50 ms to 5 s); the other waits a
@@ -44,7 +48,11 @@ pub const MAX_MESH_FRAME: usize = 32 << 20;
 /// Frames queued for one peer before new ones are dropped.
 const PEER_QUEUE: usize = 16 * 1024;
 const MAGIC: &[u8; 4] = b"GRPM";
-const HELLO_LEN: usize = 11;
+const NONCE_LEN: usize = 16;
+const HELLO_LEN: usize = 11 + NONCE_LEN;
+const PROOF_LEN: usize = 32;
+/// Peers this node keeps links to, at most: a table nobody can grow without bound.
+const MAX_PEERS: usize = 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -54,6 +62,8 @@ const HIGHER_DIAL_DELAY: Duration = Duration::from_secs(1);
 /// The links to every peer this node has sent to or been dialled by.
 pub(crate) struct Links {
     own: NodeAddr,
+    /// The key of the handshake's proofs (`mesh.secret`; empty without one).
+    secret: Vec<u8>,
     peers: Mutex<HashMap<NodeAddr, Peer>>,
     inputs: mpsc::Sender<NodeInput>,
     /// Peers whose mesh port refused a connection after their link broke, for membership.
@@ -71,6 +81,7 @@ struct Peer {
 impl Links {
     pub fn new(
         own: NodeAddr,
+        secret: Option<&str>,
         inputs: mpsc::Sender<NodeInput>,
         refused: mpsc::Sender<NodeAddr>,
         stats: Arc<Stats>,
@@ -78,6 +89,7 @@ impl Links {
     ) -> Arc<Self> {
         Arc::new(Links {
             own,
+            secret: secret.map(|s| s.as_bytes().to_vec()).unwrap_or_default(),
             peers: Mutex::new(HashMap::new()),
             inputs,
             refused,
@@ -93,29 +105,42 @@ impl Links {
             tracing::error!(%to, len = frame.len(), "mesh message too large to send; dropped");
             return;
         }
-        if self.peer(to).frames.try_send(frame).is_err() {
+        let sent = self
+            .peer(to)
+            .is_some_and(|p| p.frames.try_send(frame).is_ok());
+        if !sent {
             self.stats.mesh_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Opens the link to a peer membership reported, so that it is ready before the first message.
     pub fn connect(self: &Arc<Self>, to: NodeAddr) {
-        if to != self.own {
-            self.peer(to);
-        }
+        let _ = self.peer(to);
     }
 
-    fn peer(self: &Arc<Self>, addr: NodeAddr) -> Peer {
+    /// The link to `addr`, made on first use; `None` for this node itself (never dialled) and once the
+    /// table holds [`MAX_PEERS`] peers.
+    fn peer(self: &Arc<Self>, addr: NodeAddr) -> Option<Peer> {
+        if addr == self.own {
+            return None;
+        }
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers
-            .entry(addr)
-            .or_insert_with(|| {
-                let (frames, frames_rx) = mpsc::channel(PEER_QUEUE);
-                let (streams, streams_rx) = mpsc::channel(4);
-                tokio::spawn(run_peer(self.clone(), addr, frames_rx, streams_rx));
-                Peer { frames, streams }
-            })
-            .clone()
+        if let Some(peer) = peers.get(&addr) {
+            return Some(peer.clone());
+        }
+        if peers.len() >= MAX_PEERS {
+            static FULL: Throttle = Throttle::new();
+            if let Some(more) = FULL.allow() {
+                tracing::error!(%addr, "mesh peer table full ({MAX_PEERS}): not linking (and {more} more)");
+            }
+            return None;
+        }
+        let (frames, frames_rx) = mpsc::channel(PEER_QUEUE);
+        let (streams, streams_rx) = mpsc::channel(4);
+        tokio::spawn(run_peer(self.clone(), addr, frames_rx, streams_rx));
+        let peer = Peer { frames, streams };
+        peers.insert(addr, peer.clone());
+        Some(peer)
     }
 
     /// Accepts mesh connections until the server stops.
@@ -137,26 +162,65 @@ impl Links {
         }
     }
 
-    async fn greet_incoming(self: Arc<Self>, mut stream: TcpStream, from: std::net::SocketAddr) {
-        let mut buf = [0u8; HELLO_LEN];
-        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await;
-        if !matches!(read, Ok(Ok(_))) {
-            tracing::debug!(%from, "mesh connection closed before its hello");
-            return;
-        }
-        let parsed = parse_hello(&buf);
-        let _ = stream.write_all(&hello(self.own)).await;
-        match parsed {
-            Ok(peer) => {
-                let _ = self.peer(peer).streams.send(stream).await;
-            }
-            Err(e) => {
-                static REFUSED: Throttle = Throttle::new();
-                if let Some(more) = REFUSED.allow() {
-                    tracing::error!(%from, "refusing mesh peer: {e} (and {more} more since the last line)");
+    async fn greet_incoming(self: Arc<Self>, stream: TcpStream, from: std::net::SocketAddr) {
+        let greeted =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, self.clone().answer(stream, from)).await;
+        let refusal = match greeted {
+            Ok(Ok((peer, stream))) => {
+                if let Some(link) = self.peer(peer) {
+                    let _ = link.streams.send(stream).await;
                 }
+                return;
             }
+            Ok(Err(refusal)) => refusal,
+            Err(_) => HelloError::Timeout,
+        };
+        static REFUSED: Throttle = Throttle::new();
+        if let Some(more) = REFUSED.allow() {
+            tracing::error!(%from, "refusing mesh peer: {refusal} (and {more} more since the last line)");
         }
+    }
+
+    /// The accepting side of the handshake: the peer's hello, ours, its proof, ours.
+    async fn answer(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        from: std::net::SocketAddr,
+    ) -> Result<(NodeAddr, TcpStream), HelloError> {
+        let mut buf = [0u8; HELLO_LEN];
+        stream
+            .read_exact(&mut buf)
+            .await
+            .map_err(|_| HelloError::Closed)?;
+        let parsed = parse_hello(&buf);
+        let nonce = fresh_nonce()?;
+        stream
+            .write_all(&hello(self.own, &nonce))
+            .await
+            .map_err(|_| HelloError::Closed)?;
+        let (peer, their_nonce) = parsed?;
+        if peer == self.own {
+            return Err(HelloError::Claimed(format!(
+                "this node's own address {peer}"
+            )));
+        }
+        if std::net::IpAddr::V4(*peer.0.ip()) != from.ip() {
+            return Err(HelloError::Claimed(format!("{peer} from {}", from.ip())));
+        }
+        let mut proof = [0u8; PROOF_LEN];
+        stream
+            .read_exact(&mut proof)
+            .await
+            .map_err(|_| HelloError::Closed)?;
+        if !verify(&self.secret, &nonce, peer, &proof) {
+            return Err(HelloError::Proof);
+        }
+        let ours = prove(&self.secret, &their_nonce, self.own);
+        stream
+            .write_all(&ours)
+            .await
+            .map_err(|_| HelloError::Closed)?;
+        Ok((peer, stream))
     }
 }
 
@@ -169,19 +233,39 @@ enum HelloError {
         "it speaks mesh protocol version {got}, this node speaks {MESH_VERSION}; run the same release on every node"
     )]
     Version { got: u8 },
+    #[error("its proof of the cluster secret is wrong: check mesh.secret on both nodes")]
+    Proof,
+    #[error("it claims a mesh address it cannot have: {0}")]
+    Claimed(String),
+    #[error("the connection closed during the handshake")]
+    Closed,
+    #[error("the handshake took too long")]
+    Timeout,
+    #[error("the OS random source failed")]
+    Random,
 }
 
-fn hello(own: NodeAddr) -> [u8; HELLO_LEN] {
-    let mut out = [0u8; HELLO_LEN];
-    out[..4].copy_from_slice(MAGIC);
-    out[4] = MESH_VERSION;
-    out[5..9].copy_from_slice(&own.0.ip().octets());
-    out[9..].copy_from_slice(&own.0.port().to_be_bytes());
+fn fresh_nonce() -> Result<[u8; NONCE_LEN], HelloError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|_| HelloError::Random)?;
+    Ok(nonce)
+}
+
+fn hello(own: NodeAddr, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HELLO_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(MESH_VERSION);
+    out.extend_from_slice(&own.0.ip().octets());
+    out.extend_from_slice(&own.0.port().to_be_bytes());
+    out.extend_from_slice(nonce);
+    debug_assert_eq!(out.len(), HELLO_LEN);
     out
 }
 
-fn parse_hello(buf: &[u8; HELLO_LEN]) -> Result<NodeAddr, HelloError> {
-    let [m0, m1, m2, m3, version, a, b, c, d, p0, p1] = *buf;
+fn parse_hello(buf: &[u8; HELLO_LEN]) -> Result<(NodeAddr, [u8; NONCE_LEN]), HelloError> {
+    let (head, nonce) = buf.split_at(11);
+    let [m0, m1, m2, m3, version, a, b, c, d, p0, p1] =
+        <[u8; 11]>::try_from(head).map_err(|_| HelloError::NotMesh)?;
     if [m0, m1, m2, m3] != *MAGIC {
         return Err(HelloError::NotMesh);
     }
@@ -189,30 +273,79 @@ fn parse_hello(buf: &[u8; HELLO_LEN]) -> Result<NodeAddr, HelloError> {
         return Err(HelloError::Version { got: version });
     }
     let ip = std::net::Ipv4Addr::new(a, b, c, d);
-    Ok(NodeAddr(SocketAddrV4::new(
-        ip,
-        u16::from_be_bytes([p0, p1]),
-    )))
+    let addr = NodeAddr(SocketAddrV4::new(ip, u16::from_be_bytes([p0, p1])));
+    let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| HelloError::NotMesh)?;
+    Ok((addr, nonce))
 }
 
-async fn dial(own: NodeAddr, peer: NodeAddr) -> io::Result<TcpStream> {
+/// HMAC-SHA256(secret, "GRPM proof" | nonce | sender's address): proves the sender knows the secret,
+/// bound to this connection (the receiver's fresh nonce) and to the address the sender claims.
+fn prove(secret: &[u8], nonce: &[u8; NONCE_LEN], sender: NodeAddr) -> [u8; PROOF_LEN] {
+    use hmac::Mac;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return [0; PROOF_LEN]; // HMAC takes keys of any length: unreachable.
+    };
+    mac.update(b"GRPM proof");
+    mac.update(nonce);
+    mac.update(&sender.0.ip().octets());
+    mac.update(&sender.0.port().to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// Checks a proof in constant time.
+fn verify(
+    secret: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    sender: NodeAddr,
+    proof: &[u8; PROOF_LEN],
+) -> bool {
+    use hmac::Mac;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(b"GRPM proof");
+    mac.update(nonce);
+    mac.update(&sender.0.ip().octets());
+    mac.update(&sender.0.port().to_be_bytes());
+    mac.verify_slice(proof).is_ok()
+}
+
+/// The dialling side of the handshake: our hello, the peer's, our proof, the peer's.
+async fn dial(links: &Links, peer: NodeAddr) -> io::Result<TcpStream> {
     let timeout = |e| io::Error::new(io::ErrorKind::TimedOut, e);
+    let refused = |e: HelloError| {
+        static REFUSED: Throttle = Throttle::new();
+        if let Some(more) = REFUSED.allow() {
+            tracing::error!(%peer, "refusing mesh peer: {e} (and {more} more since the last line)");
+        }
+        io::Error::other(e.to_string())
+    };
     let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(peer.0))
         .await
         .map_err(|_| timeout("connect timed out"))??;
-    stream.write_all(&hello(own)).await?;
-    let mut buf = [0u8; HELLO_LEN];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
-        .await
-        .map_err(|_| timeout("no hello from the peer"))??;
-    match parse_hello(&buf) {
-        Ok(addr) if addr == peer => Ok(stream),
-        Ok(addr) => Err(io::Error::other(format!("it introduced itself as {addr}"))),
-        Err(e) => {
-            tracing::error!(%peer, "refusing mesh peer: {e}");
-            Err(io::Error::other(e))
+    let handshake = async {
+        let nonce = fresh_nonce().map_err(refused)?;
+        stream.write_all(&hello(links.own, &nonce)).await?;
+        let mut buf = [0u8; HELLO_LEN];
+        stream.read_exact(&mut buf).await?;
+        let (addr, their_nonce) = parse_hello(&buf).map_err(refused)?;
+        if addr != peer {
+            return Err(io::Error::other(format!("it introduced itself as {addr}")));
         }
-    }
+        stream
+            .write_all(&prove(&links.secret, &their_nonce, links.own))
+            .await?;
+        let mut proof = [0u8; PROOF_LEN];
+        stream.read_exact(&mut proof).await?;
+        if !verify(&links.secret, &nonce, peer, &proof) {
+            return Err(refused(HelloError::Proof));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| timeout("no handshake from the peer"))??;
+    Ok(stream)
 }
 
 async fn run_peer(
@@ -243,7 +376,7 @@ async fn run_peer(
                 },
                 dialled = async {
                     tokio::time::sleep(delay).await;
-                    dial(links.own, peer).await
+                    dial(&links, peer).await
                 } => match dialled {
                     Ok(stream) => stream,
                     Err(e) => {
@@ -408,13 +541,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn proofs_bind_the_secret_the_nonce_and_the_address() {
+        let a = NodeAddr(SocketAddrV4::new(
+            std::net::Ipv4Addr::new(10, 0, 0, 7),
+            8100,
+        ));
+        let b = NodeAddr(SocketAddrV4::new(
+            std::net::Ipv4Addr::new(10, 0, 0, 8),
+            8100,
+        ));
+        let nonce = [7u8; NONCE_LEN];
+        let proof = prove(b"cluster secret 0123", &nonce, a);
+        assert!(verify(b"cluster secret 0123", &nonce, a, &proof));
+        assert!(
+            !verify(b"another secret 01234", &nonce, a, &proof),
+            "another secret"
+        );
+        assert!(
+            !verify(b"cluster secret 0123", &[8u8; NONCE_LEN], a, &proof),
+            "another nonce"
+        );
+        assert!(
+            !verify(b"cluster secret 0123", &nonce, b, &proof),
+            "another address"
+        );
+    }
+
+    #[test]
     fn hello_round_trips_and_refuses_other_versions() {
         let own = NodeAddr(SocketAddrV4::new(
             std::net::Ipv4Addr::new(10, 0, 0, 7),
             8100,
         ));
-        let mut buf = hello(own);
-        assert_eq!(parse_hello(&buf).unwrap(), own);
+        let mut buf: [u8; HELLO_LEN] = hello(own, &[3; NONCE_LEN]).try_into().unwrap();
+        assert_eq!(parse_hello(&buf).unwrap(), (own, [3; NONCE_LEN]));
         buf[4] = MESH_VERSION + 1;
         let e = parse_hello(&buf).unwrap_err().to_string();
         assert!(e.contains(&format!("version {}", MESH_VERSION + 1)), "{e}");
