@@ -278,18 +278,28 @@ fn parse_hello(buf: &[u8; HELLO_LEN]) -> Result<(NodeAddr, [u8; NONCE_LEN]), Hel
     Ok((addr, nonce))
 }
 
-/// HMAC-SHA256(secret, "GRPM proof" | nonce | sender's address): proves the sender knows the secret,
-/// bound to this connection (the receiver's fresh nonce) and to the address the sender claims.
-fn prove(secret: &[u8], nonce: &[u8; NONCE_LEN], sender: NodeAddr) -> [u8; PROOF_LEN] {
+/// HMAC-SHA256(secret, "GRPM proof" | nonce | sender's address), ready to finish or verify: proves the
+/// sender knows the secret, bound to this connection (the receiver's fresh nonce) and to the address the
+/// sender claims.
+fn proof_mac(
+    secret: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    sender: NodeAddr,
+) -> Option<hmac::Hmac<sha2::Sha256>> {
     use hmac::Mac;
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
-        return [0; PROOF_LEN]; // HMAC takes keys of any length: unreachable.
-    };
+    // HMAC takes keys of any length: this never fails.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).ok()?;
     mac.update(b"GRPM proof");
     mac.update(nonce);
     mac.update(&sender.0.ip().octets());
     mac.update(&sender.0.port().to_be_bytes());
-    mac.finalize().into_bytes().into()
+    Some(mac)
+}
+
+fn prove(secret: &[u8], nonce: &[u8; NONCE_LEN], sender: NodeAddr) -> [u8; PROOF_LEN] {
+    use hmac::Mac;
+    proof_mac(secret, nonce, sender)
+        .map_or([0; PROOF_LEN], |mac| mac.finalize().into_bytes().into())
 }
 
 /// Checks a proof in constant time.
@@ -300,14 +310,7 @@ fn verify(
     proof: &[u8; PROOF_LEN],
 ) -> bool {
     use hmac::Mac;
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(b"GRPM proof");
-    mac.update(nonce);
-    mac.update(&sender.0.ip().octets());
-    mac.update(&sender.0.port().to_be_bytes());
-    mac.verify_slice(proof).is_ok()
+    proof_mac(secret, nonce, sender).is_some_and(|mac| mac.verify_slice(proof).is_ok())
 }
 
 /// The dialling side of the handshake: our hello, the peer's, our proof, the peer's.
