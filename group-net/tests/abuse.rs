@@ -302,3 +302,33 @@ async fn a_replaced_session_is_told_why_before_it_closes() {
     assert_eq!(error.message, "logged in elsewhere");
     bounded("closed after the notice", first.closed()).await;
 }
+
+/// One user cannot fill the node with groups: beyond `limits.maxGroupsCreatedPerUser` its Create is
+/// refused (106) while other users still create, and no group may ask for a ttl beyond `group.maxTtl`.
+#[tokio::test]
+async fn a_create_flood_stops_at_the_users_share_and_others_still_create() {
+    let mut cfg = config();
+    cfg.limits.max_groups_created_per_user = 2;
+    cfg.group.max_ttl = Duration::from_secs(600);
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut flooder = user(&server, Transport::Tcp, "flooder").await;
+    let mut other = user(&server, Transport::Ws, "other").await;
+    let empty = |ttl_s| CreateRequest {
+        allow_empty: true,
+        join: false,
+        ttl_s,
+        interval_ms: 0,
+    };
+    for _ in 0..2 {
+        bounded("create", flooder.create(empty(60))).await.unwrap();
+    }
+    let refused = bounded("create", flooder.create(empty(60)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(code::CREATE_USER_CREATE_LIMIT));
+    bounded("create", other.create(empty(60))).await.unwrap();
+    let too_long = bounded("create", other.create(empty(601)))
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), Some(code::CREATE_TTL_TOO_LONG));
+}
