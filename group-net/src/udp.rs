@@ -331,19 +331,15 @@ async fn send(socket: &UdpSocket, peer: SocketAddr, datagram: &[u8]) {
 mod tests {
     use super::*;
 
+    /// What a test can check of the source: it works here, never gives the reserved 0, and repeats no
+    /// more than chance would. That the values cannot be predicted rests on the source being the OS's
+    /// (`getrandom`), not on anything a test could observe.
     #[test]
-    fn cookies_are_nonzero_distinct_and_not_a_function_of_the_previous_one() {
+    fn cookies_come_from_a_working_source_never_zero_and_rarely_repeat() {
         let cookies: Vec<u32> = (0..2000).filter_map(|_| fresh_cookie()).collect();
         assert_eq!(cookies.len(), 2000, "the OS random source works here");
         assert!(cookies.iter().all(|c| *c != 0));
         let distinct: std::collections::BTreeSet<u32> = cookies.iter().copied().collect();
         assert!(distinct.len() > 1990, "32-bit random values rarely collide");
-        // The old generator exposed its state: the next cookie followed from the last ones, so the
-        // steps between consecutive cookies were computable. Here they are all over the place.
-        let steps: std::collections::BTreeSet<u32> = cookies
-            .windows(2)
-            .filter_map(|w| Some(w.get(1)?.wrapping_sub(*w.first()?)))
-            .collect();
-        assert!(steps.len() > 1990);
     }
 }

@@ -152,11 +152,11 @@ impl Completion {
 /// Why the connection is not (or no longer) usable, for the host's state event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Disconnect {
-    ServerClosed = 1,
-    Network = 2,
-    Protocol = 3,
-    ConnectFailed = 4,
-    ConnectTimedOut = 5,
+    ServerClosed,
+    Network,
+    Protocol,
+    ConnectFailed,
+    ConnectTimedOut,
 }
 
 /// What the host's poll hands out.
@@ -354,11 +354,15 @@ impl Session {
         submissions: &mut mpsc::Receiver<Submission>,
         stop: &mut oneshot::Receiver<()>,
     ) -> Ended {
+        // A handle of its own, so that waiting for room does not borrow `self` (once, not per event).
+        let events = self.events.clone();
         loop {
             let deadline = self.current.as_ref().map(|c| c.deadline);
             let may_read =
                 self.held.is_empty() || (self.current.is_some() && self.held.len() < MAX_HELD);
-            let events = self.events.clone();
+            // A host that submits but never polls would make completions pile up in `held`: past the
+            // bound, submissions wait in their queue (and the host's next submit gets BUSY).
+            let may_start = self.current.is_none() && self.held.len() < MAX_HELD;
             tokio::select! {
                 biased;
                 _ = &mut *stop => return Ended::Stopped,
@@ -373,7 +377,7 @@ impl Session {
                     Some(push) => self.received(push),
                 },
                 () = sleep_until(deadline), if deadline.is_some() => self.time_out(),
-                submission = submissions.recv(), if self.current.is_none() => match submission {
+                submission = submissions.recv(), if may_start => match submission {
                     None => return Ended::Stopped,
                     Some(submission) => {
                         if !self.start(submission).await {

@@ -37,6 +37,24 @@ unsafe fn submit(
     })
 }
 
+/// The group and message arguments of a join or leave, copied.
+///
+/// # Safety
+/// `group` 52 readable bytes; `message` `message_len` readable bytes.
+unsafe fn group_and_message(
+    group: *const u8,
+    message: *const u8,
+    message_len: usize,
+) -> Result<(group_core::GroupId, Bytes), group_result> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        Ok((
+            group_in(group)?,
+            Bytes::copy_from_slice(bytes(message, message_len)?),
+        ))
+    }
+}
+
 /// Submits Hello as `uid` with `token` (empty when the server has no `authSecret`). The completion's
 /// message is the 16-byte session ID; a bad token completes `GROUP_RESULT_REFUSED` with code 8.
 ///
@@ -136,10 +154,8 @@ pub unsafe extern "C" fn group_client_submit_join(
     // SAFETY: forwarded from this function's contract.
     unsafe {
         submit(client, timeout_ms, op_out, || {
-            Ok(Operation::Join {
-                group: group_in(group)?,
-                message: Bytes::copy_from_slice(bytes(message, message_len)?),
-            })
+            let (group, message) = group_and_message(group, message, message_len)?;
+            Ok(Operation::Join { group, message })
         })
     }
 }
@@ -160,10 +176,8 @@ pub unsafe extern "C" fn group_client_submit_leave(
     // SAFETY: forwarded from this function's contract.
     unsafe {
         submit(client, timeout_ms, op_out, || {
-            Ok(Operation::Leave {
-                group: group_in(group)?,
-                message: Bytes::copy_from_slice(bytes(message, message_len)?),
-            })
+            let (group, message) = group_and_message(group, message, message_len)?;
+            Ok(Operation::Leave { group, message })
         })
     }
 }

@@ -6,8 +6,8 @@
 //! own hello so that the peer can say the same. Then each side proves it knows the cluster's
 //! `mesh.secret`: it sends HMAC-SHA256(secret, "GRPM proof" | the other's nonce | its own address), 32
 //! bytes, the dialler first; a wrong proof ends the connection before any mesh message is read. Without
-//! a secret (allowed only when the mesh listens on loopback) the key is empty. An accepted peer must
-//! claim an address other than this node's, from the IP its connection comes from. Then frames follow
+//! a secret (allowed only when the mesh listens on loopback) the key is empty, and an accepted peer must
+//! then claim the IP its connection comes from. A peer never claims this node's own address. Then frames follow
 //! back to back: a 4-byte big-endian length, then the mesh frame ([`group_core::cluster::mesh::encode`]).
 //!
 //! Links open when membership reports a peer (or when the first message for it is queued). The node with
@@ -175,6 +175,10 @@ impl Links {
             Ok(Err(refusal)) => refusal,
             Err(_) => HelloError::Timeout,
         };
+        if matches!(refusal, HelloError::Closed | HelloError::Timeout) {
+            // A peer probing whether this node lives (see `probe`) connects and leaves: not a refusal.
+            return tracing::debug!(%from, "mesh connection ended during the handshake: {refusal}");
+        }
         static REFUSED: Throttle = Throttle::new();
         if let Some(more) = REFUSED.allow() {
             tracing::error!(%from, "refusing mesh peer: {refusal} (and {more} more since the last line)");
@@ -204,7 +208,9 @@ impl Links {
                 "this node's own address {peer}"
             )));
         }
-        if std::net::IpAddr::V4(*peer.0.ip()) != from.ip() {
+        // Without a secret (loopback only) nothing else ties the claimed address to the connection. With
+        // one, the proof does, and the source IP may differ from the advertised one (NAT, containers).
+        if self.secret.is_empty() && std::net::IpAddr::V4(*peer.0.ip()) != from.ip() {
             return Err(HelloError::Claimed(format!("{peer} from {}", from.ip())));
         }
         let mut proof = [0u8; PROOF_LEN];
@@ -452,7 +458,10 @@ fn refused(links: &Links, peer: NodeAddr, error: &io::Error) -> bool {
     if error.kind() != io::ErrorKind::ConnectionRefused {
         return false;
     }
-    tracing::info!(%peer, "the mesh port of the peer refuses connections");
+    static REFUSED: Throttle = Throttle::new();
+    if let Some(more) = REFUSED.allow() {
+        tracing::info!(%peer, "the mesh port of the peer refuses connections (and {more} more since the last line)");
+    }
     let _ = links.refused.try_send(peer);
     true
 }
