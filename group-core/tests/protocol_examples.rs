@@ -99,4 +99,6 @@ fn documented_udp_handshake_matches_kcp() {
         hex(&wrap(CHANNEL_RELIABLE, 0, &segment)),
         documented("udp-client-hello")
     );
+    let answer = group_core::kcp::handshake::stateless_hello(0xA1B2_C3D4, 256, 0);
+    assert_eq!(hex(&answer), documented("udp-server-hello"));
 }

@@ -12,6 +12,7 @@
 
 mod config;
 pub mod envelope;
+pub mod handshake;
 pub mod segment;
 
 pub use config::{KcpConfig, KcpError};

@@ -1,31 +1,36 @@
 //! UDP with KCP, in the kcp2k-style envelope of `group_core::kcp::envelope`.
 //!
 //! The listener task owns the socket's receive side and routes datagrams by peer address, checking the
-//! session cookie. Each session has an engine task that owns its `Kcp` (datagrams in, frames from the node
+//! session cookie; it answers a client's opening datagram without keeping state and opens a session only
+//! when the client echoes the cookie it was given (see `cookie`). Each session has an engine task that owns its `Kcp` (datagrams in, frames from the node
 //! out, one timer) and a dispatch task that runs the same [`Connection`] logic as TCP and WebSocket
 //! (tokens, hooks, handlers), so a slow hook never stalls KCP's acknowledgements.
 
-use crate::throttle::Throttle;
+mod cookie;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use cookie::CookieMinter;
 use group_core::kcp::envelope::{
     CHANNEL_RELIABLE, CHANNEL_UNRELIABLE, CONV, ENVELOPE_LEN, Envelope, KIND_DATA, KIND_DISCONNECT,
     KIND_HELLO, KIND_PING, KIND_UNRELIABLE_DATA, wrap,
 };
+use group_core::kcp::handshake::{STATELESS_HELLO_LEN, is_opening, stateless_hello};
 use group_core::kcp::{Kcp, KcpConfig};
 use group_core::proto::{ClientFrame, FrameError, code, decode_client_frame};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::conn::Connection;
-use crate::listener::Listeners;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::Connection;
 use crate::inbox::Outgoing;
+use crate::listener::Listeners;
+use crate::throttle::Throttle;
 
 /// Datagrams queued for one session's engine; beyond this they are dropped (KCP recovers).
 const SESSION_INBOX: usize = 256;
@@ -48,6 +53,12 @@ enum Inbound {
 
 /// Receives datagrams until `stop` fires.
 pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kcp: KcpConfig) {
+    let Some(minter) = CookieMinter::new() else {
+        tracing::error!(
+            "UDP listener stopped: the OS random source failed, so cookies cannot be made"
+        );
+        return;
+    };
     let socket = Arc::new(socket);
     let sessions: Sessions = Arc::default();
     let mut buf = vec![0u8; 65_536];
@@ -67,75 +78,56 @@ pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kc
             .lock()
             .ok()
             .and_then(|s| s.get(&peer).map(|s| (s.cookie, s.datagrams.clone())));
-        match existing {
-            Some((cookie, inbox)) => {
-                if envelope.cookie == cookie {
-                    let _ = inbox.try_send(Bytes::copy_from_slice(datagram));
-                }
-                // A wrong cookie is a spoofed or stale datagram: dropped without a word.
+        if let Some((cookie, inbox)) = existing {
+            if envelope.cookie == cookie {
+                let _ = inbox.try_send(Bytes::copy_from_slice(datagram));
             }
-            None => {
-                // Only the client's opening datagram opens a session: reliable, cookie 0, and KCP that
-                // carries the hello message. Anything else would let spoofed strays hold connection slots.
-                if !is_opening(&envelope) {
-                    continue;
-                }
-                let Some(cookie) = fresh_cookie() else {
-                    tracing::error!("refusing UDP session: the OS random source failed");
-                    continue;
-                };
-                let Some(permit) = listeners.admit() else {
-                    static REFUSED: Throttle = Throttle::new();
-                    if let Some(more) = REFUSED.allow() {
-                        tracing::warn!(%peer, "refusing UDP session: maxConnections reached (and {more} more since the last line)");
-                    }
-                    continue;
-                };
-                let (tx, rx) = mpsc::channel(SESSION_INBOX);
-                let _ = tx.try_send(Bytes::copy_from_slice(datagram));
-                if let Ok(mut map) = sessions.lock() {
-                    map.insert(
-                        peer,
-                        Session {
-                            cookie,
-                            datagrams: tx,
-                        },
-                    );
-                }
-                let conn = listeners.next_conn();
-                let shared = listeners.shared.clone();
-                let (socket, sessions, kcp) = (socket.clone(), sessions.clone(), kcp.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    serve(socket, peer, cookie, rx, conn, shared, kcp).await;
-                    if let Ok(mut map) = sessions.lock() {
-                        map.remove(&peer);
-                    }
-                });
-            }
+            // A wrong cookie is a spoofed or stale datagram: dropped without a word.
+            continue;
         }
+        if is_opening(&envelope) {
+            // Answered without state: one datagram, no longer than the one received (see
+            // group_core::kcp::handshake). Nothing exists for this address until it echoes the cookie.
+            if datagram.len() >= STATELESS_HELLO_LEN {
+                let window = kcp.rcv_wnd;
+                let hello = stateless_hello(minter.mint(peer), window, minter.now_ms());
+                send(&socket, peer, &hello).await;
+            }
+            continue;
+        }
+        if envelope.cookie == 0 || !minter.check(peer, envelope.cookie) {
+            continue; // neither an opening nor a proof of address: a stray or a guess
+        }
+        let Some(permit) = listeners.admit() else {
+            static REFUSED: Throttle = Throttle::new();
+            if let Some(more) = REFUSED.allow() {
+                tracing::warn!(%peer, "refusing UDP session: maxConnections reached (and {more} more since the last line)");
+            }
+            continue;
+        };
+        let cookie = envelope.cookie;
+        let (tx, rx) = mpsc::channel(SESSION_INBOX);
+        let _ = tx.try_send(Bytes::copy_from_slice(datagram));
+        if let Ok(mut map) = sessions.lock() {
+            map.insert(
+                peer,
+                Session {
+                    cookie,
+                    datagrams: tx,
+                },
+            );
+        }
+        let conn = listeners.next_conn();
+        let shared = listeners.shared.clone();
+        let (socket, sessions, kcp) = (socket.clone(), sessions.clone(), kcp.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve(socket, peer, cookie, rx, conn, shared, kcp).await;
+            if let Ok(mut map) = sessions.lock() {
+                map.remove(&peer);
+            }
+        });
     }
-}
-
-/// True for a client's first datagram: reliable channel, cookie 0, a KCP push of the one-byte hello.
-fn is_opening(envelope: &Envelope<'_>) -> bool {
-    if envelope.channel != CHANNEL_RELIABLE || envelope.cookie != 0 {
-        return false;
-    }
-    let (segments, error) = group_core::kcp::segment::split(envelope.body, CONV);
-    error.is_none()
-        && segments
-            .iter()
-            .any(|(h, data)| h.cmd == group_core::kcp::segment::CMD_PUSH && *data == [KIND_HELLO])
-}
-
-/// A session cookie from the operating system's cryptographic random source (getrandom), never 0 (the
-/// opening datagram's). Each is independent of every other: a client that sees its own cookies learns
-/// nothing about anyone else's (a fast generator whose state shows through its outputs let an attacker
-/// predict a victim's cookie and speak as the victim). `None` if the OS source fails: better no session
-/// than a guessable one.
-fn fresh_cookie() -> Option<u32> {
-    (0..8).find_map(|_| getrandom::u32().ok().filter(|c| *c != 0))
 }
 
 async fn serve(
@@ -209,7 +201,8 @@ async fn engine(
     let start = tokio::time::Instant::now();
     let now_ms = || u32::try_from(start.elapsed().as_millis() % (1 << 32)).unwrap_or(0);
     let mtu = config.mtu;
-    let mut kcp = Kcp::new(CONV, config);
+    // The handshake already happened, without state, in the accept loop.
+    let mut kcp = Kcp::after_stateless_hello(CONV, config);
     let mut closing = false;
     let mut linger_until = None;
     loop {
@@ -324,22 +317,5 @@ async fn deliver(payload: &[u8], max_payload: u32, inbound: &mpsc::Sender<Inboun
 async fn send(socket: &UdpSocket, peer: SocketAddr, datagram: &[u8]) {
     if let Err(e) = socket.send_to(datagram, peer).await {
         tracing::debug!(%peer, "UDP send failed: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What a test can check of the source: it works here, never gives the reserved 0, and repeats no
-    /// more than chance would. That the values cannot be predicted rests on the source being the OS's
-    /// (`getrandom`), not on anything a test could observe.
-    #[test]
-    fn cookies_come_from_a_working_source_never_zero_and_rarely_repeat() {
-        let cookies: Vec<u32> = (0..2000).filter_map(|_| fresh_cookie()).collect();
-        assert_eq!(cookies.len(), 2000, "the OS random source works here");
-        assert!(cookies.iter().all(|c| *c != 0));
-        let distinct: std::collections::BTreeSet<u32> = cookies.iter().copied().collect();
-        assert!(distinct.len() > 1990, "32-bit random values rarely collide");
     }
 }

@@ -1,0 +1,137 @@
+//! The server's half of the UDP handshake, answered without keeping any state.
+//!
+//! A client opens with a reliable datagram, cookie 0, whose KCP push (sn 0) is the one-byte hello. A
+//! server that opened a session for every such datagram would let anyone with a spoofed source address
+//! hold sessions and connection slots, and make the server resend its hello to the victim address (an
+//! amplifier). Instead the server answers each opening datagram with exactly one datagram, no longer than
+//! what it received, that is exactly what a fresh session would have sent first: the envelope with the
+//! session cookie, and one KCP push (sn 0) of the server's hello whose `una` of 1 acknowledges the client's
+//! hello. The cookie is a MAC of the client's address and the time (the caller computes it), so only a
+//! client that received the answer can echo it; the first datagram that carries a valid cookie from an
+//! unknown address opens the session, with [`Kcp::after_stateless_hello`] picking up where the answer
+//! left off. The wire is unchanged: a client cannot tell this from a server that kept state.
+
+use super::Kcp;
+use super::envelope::{CHANNEL_RELIABLE, CONV, ENVELOPE_LEN, Envelope, KIND_HELLO, wrap};
+use super::segment::{CMD_PUSH, Header, OVERHEAD, split};
+
+/// Size of [`stateless_hello`]'s datagram, which is also the size of a minimal opening datagram.
+pub const STATELESS_HELLO_LEN: usize = ENVELOPE_LEN + OVERHEAD + 1;
+
+/// True for a client's opening datagram: reliable channel, cookie 0, and a KCP push with sn 0, in one
+/// fragment, carrying the one-byte hello.
+pub fn is_opening(envelope: &Envelope<'_>) -> bool {
+    if envelope.channel != CHANNEL_RELIABLE || envelope.cookie != 0 {
+        return false;
+    }
+    let (segments, error) = split(envelope.body, CONV);
+    error.is_none()
+        && segments
+            .iter()
+            .any(|(h, data)| h.cmd == CMD_PUSH && h.sn == 0 && h.frg == 0 && *data == [KIND_HELLO])
+}
+
+/// The answer to an opening datagram: the server's hello as a fresh session sends it, under `cookie`,
+/// acknowledging the client's hello. `wnd` is the receive window to advertise and `ts` the server's
+/// clock in ms. Always [`STATELESS_HELLO_LEN`] bytes.
+pub fn stateless_hello(cookie: u32, wnd: u16, ts: u32) -> Vec<u8> {
+    let mut body = Vec::with_capacity(OVERHEAD + 1);
+    Header {
+        conv: CONV,
+        cmd: CMD_PUSH,
+        frg: 0,
+        wnd,
+        ts,
+        sn: 0,
+        una: 1,
+        len: 1,
+    }
+    .encode(&mut body);
+    body.push(KIND_HELLO);
+    wrap(CHANNEL_RELIABLE, cookie, &body)
+}
+
+impl Kcp {
+    /// The server's conversation after [`stateless_hello`]: the client's hello (sn 0) was received and
+    /// acknowledged, and the server's hello (sn 0) was sent and, since the client echoed the cookie that
+    /// came with it, received. Both sides continue from sequence number 1.
+    pub fn after_stateless_hello(conv: u32, config: super::KcpConfig) -> Kcp {
+        let mut kcp = Kcp::new(conv, config);
+        kcp.snd_una = 1;
+        kcp.snd_nxt = 1;
+        kcp.rcv_nxt = 1;
+        kcp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::KcpConfig;
+    use super::super::envelope::{CHANNEL_UNRELIABLE, KIND_DATA};
+    use super::*;
+
+    fn client_opening() -> (Kcp, Vec<u8>) {
+        let mut client = Kcp::new(CONV, KcpConfig::default());
+        client.send(&[KIND_HELLO]).unwrap();
+        client.update(0);
+        let datagram = client.poll_transmit().unwrap();
+        (client, wrap(CHANNEL_RELIABLE, 0, &datagram))
+    }
+
+    #[test]
+    fn a_clients_first_datagram_is_an_opening_and_is_no_shorter_than_the_answer() {
+        let (_, opening) = client_opening();
+        assert!(is_opening(&Envelope::parse(&opening).unwrap()));
+        assert_eq!(opening.len(), STATELESS_HELLO_LEN);
+        assert_eq!(stateless_hello(7, 256, 0).len(), STATELESS_HELLO_LEN);
+        // Not openings: a cookie, the unreliable channel, a later sequence number.
+        let mut with_cookie = opening.clone();
+        with_cookie[4] = 1;
+        assert!(!is_opening(&Envelope::parse(&with_cookie).unwrap()));
+        let mut unreliable = opening.clone();
+        unreliable[0] = CHANNEL_UNRELIABLE;
+        assert!(!is_opening(&Envelope::parse(&unreliable).unwrap()));
+        let mut later = opening.clone();
+        later[ENVELOPE_LEN + 12] = 1; // sn, little-endian, at offset 12 of the segment
+        assert!(!is_opening(&Envelope::parse(&later).unwrap()));
+    }
+
+    /// The client cannot tell a stateless server from one that kept state: it gets the hello, its own
+    /// hello counts as acknowledged, and data flows both ways from sequence number 1.
+    #[test]
+    fn a_conversation_resumes_after_the_stateless_hello() {
+        let (mut client, _) = client_opening();
+        let answer = stateless_hello(0xDEAD_BEEF, 256, 0);
+        let envelope = Envelope::parse(&answer).unwrap();
+        assert_eq!(envelope.cookie, 0xDEAD_BEEF);
+        client.input(envelope.body).unwrap();
+        assert_eq!(client.recv().as_deref(), Some(&[KIND_HELLO][..]));
+        assert_eq!(
+            client.waiting(),
+            0,
+            "the answer acknowledged the client's hello"
+        );
+
+        let mut server = Kcp::after_stateless_hello(CONV, KcpConfig::default());
+        client.send(&[KIND_DATA, 1, 2, 3]).unwrap();
+        server.send(&[KIND_DATA, 9]).unwrap();
+        for now in (10..400).step_by(10) {
+            client.update(now);
+            server.update(now);
+            while let Some(d) = client.poll_transmit() {
+                server.input(&d).unwrap();
+            }
+            while let Some(d) = server.poll_transmit() {
+                client.input(&d).unwrap();
+            }
+        }
+        assert_eq!(server.recv().as_deref(), Some(&[KIND_DATA, 1, 2, 3][..]));
+        assert_eq!(
+            server.recv(),
+            None,
+            "the client's hello is not delivered twice"
+        );
+        assert_eq!(client.recv().as_deref(), Some(&[KIND_DATA, 9][..]));
+        assert_eq!((client.waiting(), server.waiting()), (0, 0));
+    }
+}
