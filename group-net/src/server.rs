@@ -27,6 +27,7 @@ use crate::inbox::{EventFn, Stats};
 use crate::listener::Listeners;
 use crate::mesh::Links;
 use crate::mesh::membership::MembershipConfig;
+use crate::mesh::seal::Seal;
 use crate::node_task::{self, NodeTask};
 
 /// Makes the custom message for discard (112 push) or rejoin (111 push): group, uid, sid.
@@ -184,6 +185,14 @@ impl ServerBuilder {
         if let Some(&(ver, cmd)) = self.reserved.first() {
             return Err(StartError::ReservedCommand { ver, cmd });
         }
+        let secret = self.config.mesh_secret.as_deref().unwrap_or_default();
+        let Some(seal) = Seal::new(secret.as_bytes()) else {
+            return Err(StartError::Config(group_core::ConfigError {
+                key: "mesh.secret".into(),
+                problem: "cannot key HMAC-SHA256 with it".into(),
+                value: "(hidden)".into(),
+            }));
+        };
         if self.config.mesh_secret.is_none() && !self.config.mesh.ip().is_loopback() {
             // Anyone who reaches the mesh port could otherwise join the cluster, read every group and
             // make the node dial anywhere.
@@ -288,6 +297,7 @@ impl ServerBuilder {
             probe_interval: self.config.mesh_probe_interval,
             suspect_timeout: self.config.mesh_suspect_timeout,
             seed: seed.rotate_left(29),
+            seal,
         };
         let membership_task = tasks.spawn(crate::mesh::membership::run(
             mesh_udp,

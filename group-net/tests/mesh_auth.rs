@@ -1,7 +1,7 @@
 //! The mesh port is authenticated: a peer must prove it knows `mesh.secret` before any mesh message is
 //! read, may not claim this node's own address or an IP other than its connection's, and a refused peer
 //! leaves nothing behind (no link, no dialler). Nodes sharing the secret form a cluster as before; a node
-//! with another secret gets no mesh link. And a mesh bound beyond loopback refuses to start without one.
+//! with another secret gets no mesh link, and its membership (SWIM) datagrams are dropped. And a mesh bound beyond loopback refuses to start without one.
 
 #![allow(
     clippy::unwrap_used,
@@ -80,7 +80,8 @@ async fn a_peer_claiming_this_nodes_own_address_is_refused() {
 }
 
 #[tokio::test]
-async fn nodes_sharing_the_secret_link_and_a_node_with_another_does_not() {
+async fn nodes_sharing_the_secret_link_and_a_node_with_another_neither_links_nor_counts_as_a_member()
+ {
     let a = common::start(ServerBuilder::new(config(Some(SECRET)))).await;
     let seeded = |secret: &str| ServerConfig {
         mesh_seeds: vec![a.mesh_addr().0],
@@ -112,6 +113,12 @@ async fn nodes_sharing_the_secret_link_and_a_node_with_another_does_not() {
         refused.is_err(),
         "a node without the secret reached the owner"
     );
+    // Nor does c take part in failure detection: its membership datagrams carry the wrong MAC, so a
+    // never counts it as a node, and it hears of nobody. (c announces itself to its seed every second.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let on_a = a.handle().live_nodes().await.unwrap();
+    assert_eq!(on_a, vec![b.mesh_addr()], "a's view of the cluster");
+    assert!(c.handle().live_nodes().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::id::{GroupId, NodeAddr};
 
-/// The mesh protocol version. Bump it on any change to [`MeshMessage`]: postcard is not self-describing.
-pub const MESH_VERSION: u8 = 2;
+/// The mesh protocol version. Bump it on any change to [`MeshMessage`] (postcard is not
+/// self-describing) or to what travels beside it on the mesh address: 3 added the MAC in front of every
+/// membership datagram, so a node of an older release is refused by name at the link handshake instead
+/// of silently failing failure detection.
+pub const MESH_VERSION: u8 = 3;
 
 /// Most entries one [`MeshMessage::Digest`] carries; larger digests are split.
 pub const MAX_DIGEST_ENTRIES: usize = 4096;

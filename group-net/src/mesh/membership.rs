@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use group_core::Input;
 use tokio_util::sync::CancellationToken;
 
+use super::seal::Seal;
 use crate::inbox::NodeInput;
+use crate::throttle::Throttle;
 
 /// A member of the cluster: its mesh address, when its process started (tells a restart apart), and how
 /// many times this process rejoined after others declared it dead (a partition, not a restart).
@@ -60,6 +62,8 @@ pub(crate) struct MembershipConfig {
     pub probe_interval: Duration,
     pub suspect_timeout: Duration,
     pub seed: u64,
+    /// Signs and checks every datagram (see [`super::seal`]).
+    pub seal: Seal,
 }
 
 /// How often a node that knows nobody announces itself to its seeds again.
@@ -124,6 +128,7 @@ pub(crate) async fn run(
     let mut driver = Driver {
         socket: &socket,
         inputs: &inputs,
+        seal: &config.seal,
     };
     loop {
         let next_timer = timers.peek().map(|Reverse((at, _, _))| *at);
@@ -133,7 +138,16 @@ pub(crate) async fn run(
             biased;
             () = stop.cancelled() => break,
             received = socket.recv_from(&mut buf) => match received {
-                Ok((len, _)) => foca.handle_data(buf.get(..len).unwrap_or_default(), &mut runtime),
+                Ok((len, from)) => match config.seal.open(buf.get(..len).unwrap_or_default()) {
+                    Some(payload) => foca.handle_data(payload, &mut runtime),
+                    None => {
+                        static UNSEALED: Throttle = Throttle::new();
+                        if let Some(more) = UNSEALED.allow() {
+                            tracing::warn!(%from, "dropping a membership datagram without a valid MAC of mesh.secret (and {more} more since the last line)");
+                        }
+                        Ok(())
+                    }
+                },
                 Err(e) => {
                     tracing::debug!("membership socket: {e}");
                     Ok(())
@@ -181,6 +195,7 @@ pub(crate) async fn run(
 struct Driver<'a> {
     socket: &'a UdpSocket,
     inputs: &'a mpsc::Sender<NodeInput>,
+    seal: &'a Seal,
 }
 
 impl Driver<'_> {
@@ -192,7 +207,8 @@ impl Driver<'_> {
         seq: &mut u64,
     ) {
         while let Some((to, data)) = runtime.to_send() {
-            let _ = self.socket.send_to(&data, SocketAddr::V4(to.addr)).await;
+            let sealed = self.seal.seal(&data);
+            let _ = self.socket.send_to(&sealed, SocketAddr::V4(to.addr)).await;
         }
         let now = Instant::now();
         while let Some((after, timer)) = runtime.to_schedule() {

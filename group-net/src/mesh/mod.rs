@@ -6,8 +6,10 @@
 //!   that they are dropped and counted, and the core's digests repair what was lost.
 //! - [`membership`]: failure detection with SWIM (foca) over UDP on the same address, turned into
 //!   [`group_core::Input::NodeUp`] / [`group_core::Input::NodeDown`] inputs.
+//! - [`seal`]: the MAC of the cluster secret on every membership datagram.
 
 pub(crate) mod links;
 pub(crate) mod membership;
+pub(crate) mod seal;
 
 pub(crate) use links::Links;
