@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenVerifier;
 use crate::hooks::{Command, HookContext, Hooks, Stop, guarded};
-use crate::inbox::{Answer, ConnWriter, NodeInput, Outgoing, answer_to};
+use crate::inbox::{Answer, ConnWriter, LastWords, NodeInput, WriterEnd, answer_to};
 
 /// Everything connections share: where inputs go and what to check on the way.
 pub(crate) struct Shared {
@@ -38,17 +38,19 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Registers a new connection with the node. Returns the connection, its writer queue and kill switch.
+    /// Registers a new connection with the node. Returns the connection and what its writer needs.
     pub async fn open(
         conn: ConnId,
         shared: Arc<Shared>,
-    ) -> Result<(Connection, mpsc::Receiver<Outgoing>, CancellationToken), Stopped> {
+    ) -> Result<(Connection, WriterEnd), Stopped> {
         let (queue, receiver) = mpsc::channel(shared.outbound_queue);
         let kill = CancellationToken::new();
+        let last_words = LastWords::default();
         let (reply, answer) = oneshot::channel();
         let writer = ConnWriter {
             queue,
             stop: kill.clone(),
+            last_words: last_words.clone(),
         };
         shared
             .inputs
@@ -67,8 +69,11 @@ impl Connection {
                     session: None,
                     finished: false,
                 },
-                receiver,
-                kill,
+                WriterEnd {
+                    queue: receiver,
+                    kill,
+                    last_words,
+                },
             )),
             Ok(Err(e)) => {
                 tracing::warn!(conn = conn.0, "connection refused by the node: {e}");

@@ -21,11 +21,28 @@ pub(crate) struct Outgoing {
     pub reliable: bool,
 }
 
+/// The frame a connection's writer sends last when the node cuts the connection (a slow consumer's
+/// closing notice): set once by the node task before it fires the kill switch, read by the writer after.
+/// Best effort: a peer that is not reading at all never gets it.
+pub(crate) type LastWords = Arc<std::sync::OnceLock<Bytes>>;
+
+/// How long a cut connection's writer tries to get its last words out before it closes anyway.
+pub(crate) const LAST_WORDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A connection as the node task sees it: where its frames go and how to stop it.
 pub(crate) struct ConnWriter {
     pub queue: mpsc::Sender<Outgoing>,
     /// Stops the connection's reader and writer at once (a slow consumer, shutdown).
     pub stop: CancellationToken,
+    pub last_words: LastWords,
+}
+
+/// A connection as its writer sees it: the frames to send, the kill switch, and what to say last if
+/// the node cut the connection.
+pub(crate) struct WriterEnd {
+    pub queue: mpsc::Receiver<Outgoing>,
+    pub kill: CancellationToken,
+    pub last_words: LastWords,
 }
 
 /// What the node task answers.

@@ -169,6 +169,7 @@ impl Sink for Io {
                     "slow consumer: outbound queue full, disconnecting"
                 );
                 if let Some(writer) = self.writers.remove(&transmit.conn) {
+                    let _ = writer.last_words.set(slow_consumer_notice());
                     writer.stop.cancel();
                 }
                 false
@@ -270,4 +271,17 @@ pub(crate) async fn run(
     for (_, writer) in task.io.writers.drain() {
         writer.stop.cancel();
     }
+}
+
+/// The closing notice a slow consumer's writer tries to send last (15 CLOSED_SLOW_CONSUMER).
+fn slow_consumer_notice() -> bytes::Bytes {
+    use group_core::proto::{Status, VER_CONTROL, cmd, code, encode_error_payload};
+    encode_error_payload(
+        VER_CONTROL,
+        cmd::CLOSING,
+        Status::Bad,
+        code::CLOSED_SLOW_CONSUMER,
+        None,
+        "too slow: the outbound queue is full",
+    )
 }

@@ -9,13 +9,12 @@ use group_core::ConnId;
 use group_core::proto::{CLIENT_HEADER_LEN, ClientHeader, FrameError, decode_client_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
-
-use crate::conn::{Connection, Shared};
-use crate::listener::Listeners;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::inbox::Outgoing;
+use crate::conn::{Connection, Shared};
+use crate::inbox::{LAST_WORDS_TIMEOUT, WriterEnd};
+use crate::listener::Listeners;
 
 /// Initial read buffer: small, so idle connections stay cheap; it grows to fit a frame being read.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -33,11 +32,12 @@ async fn serve(
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let Ok((mut connection, queue, kill)) = Connection::open(conn, shared).await else {
+    let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
         return;
     };
+    let kill = end.kill.clone();
     let (reader, writer) = stream.into_split();
-    let writer_task = tokio::spawn(write_frames(writer, queue, kill.clone()));
+    let writer_task = tokio::spawn(write_frames(writer, end));
     read_frames(reader, &mut connection, &kill).await;
     if !connection.finished() {
         connection.disconnected().await;
@@ -97,12 +97,15 @@ fn reserve_for_next_frame(buf: &mut BytesMut, max_payload: u32) {
 }
 
 /// Writes queued frames, batching what is ready into one vectored write, until the queue closes or the
-/// kill switch fires. Then closes the socket and tells the reader.
-pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut queue: mpsc::Receiver<Outgoing>,
-    kill: CancellationToken,
-) {
+/// kill switch fires. Then closes the socket and tells the reader. Cut by the node (a slow consumer), it
+/// first tries, for at most [`LAST_WORDS_TIMEOUT`], to finish the frames it had started and send the
+/// closing notice.
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, end: WriterEnd) {
+    let WriterEnd {
+        mut queue,
+        kill,
+        last_words,
+    } = end;
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     loop {
         let first = tokio::select! {
@@ -128,6 +131,15 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
         if written.is_err() {
             break;
         }
+    }
+    if let Some(notice) = last_words.get() {
+        // The batch holds what was not yet written, starting mid-frame perhaps: the notice goes after it.
+        batch.push_back(notice.clone());
+        let _ = tokio::time::timeout(
+            LAST_WORDS_TIMEOUT,
+            write_all_vectored(&mut writer, &mut batch),
+        )
+        .await;
     }
     let _ = writer.shutdown().await;
     kill.cancel();

@@ -9,17 +9,17 @@ use futures_util::{SinkExt, StreamExt};
 use group_core::ConnId;
 use group_core::proto::{CLIENT_HEADER_LEN, FrameError, code, decode_client_frame};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{WebSocketStream, accept_async_with_config};
 
-use crate::conn::{Connection, Shared};
-use crate::listener::Listeners;
 use tokio_util::sync::CancellationToken;
 
-use crate::inbox::Outgoing;
+use crate::conn::{Connection, Shared};
+use crate::inbox::{LAST_WORDS_TIMEOUT, WriterEnd};
+use crate::listener::Listeners;
 
 /// A client gets this long to complete the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,12 +68,13 @@ async fn serve(
         Ok(Err(e)) => return tracing::debug!(conn = conn.0, "WebSocket handshake failed: {e}"),
         Err(_) => return tracing::debug!(conn = conn.0, "WebSocket handshake timed out"),
     };
-    let Ok((mut connection, queue, kill)) = Connection::open(conn, shared).await else {
+    let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
         return;
     };
+    let kill = end.kill.clone();
     let (sink, messages) = ws.split();
     let close: CloseReason = Arc::default();
-    let writer = tokio::spawn(write_messages(sink, queue, kill.clone(), close.clone()));
+    let writer = tokio::spawn(write_messages(sink, end, close.clone()));
     read_messages(messages, &mut connection, &kill, &close).await;
     if !connection.finished() {
         connection.disconnected().await;
@@ -146,13 +147,19 @@ fn set_close(close: &CloseReason, code: CloseCode, reason: &str) {
     }
 }
 
-/// Sends each queued frame as a binary message, flushing once per batch, then a Close message.
+/// Sends each queued frame as a binary message, flushing once per batch, then a Close message. Cut by
+/// the node (a slow consumer), it first tries, for at most [`LAST_WORDS_TIMEOUT`], to send the closing
+/// notice.
 async fn write_messages(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
-    mut queue: mpsc::Receiver<Outgoing>,
-    kill: CancellationToken,
+    end: WriterEnd,
     close: CloseReason,
 ) {
+    let WriterEnd {
+        mut queue,
+        kill,
+        last_words,
+    } = end;
     loop {
         let first = tokio::select! {
             biased;
@@ -176,6 +183,10 @@ async fn write_messages(
         if written.is_err() {
             break;
         }
+    }
+    if let Some(notice) = last_words.get() {
+        let said = sink.send(Message::Binary(notice.clone()));
+        let _ = tokio::time::timeout(LAST_WORDS_TIMEOUT, said).await;
     }
     let reason = close.lock().ok().and_then(|mut slot| slot.take());
     let frame = reason.map(|(code, reason)| CloseFrame {

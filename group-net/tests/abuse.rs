@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Transport, bounded, config, connect, next_push, start, user};
-use group_core::proto::{CreateRequest, Request, code, encode_client_frame};
+use group_core::proto::{CreateRequest, Request, code, decode_server_frame, encode_client_frame};
 use group_net::client::{Client, Push};
 use group_net::{Server, ServerBuilder, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -163,10 +163,11 @@ async fn a_slow_consumer_is_disconnected_and_counted_while_others_receive_everyt
     let mut cfg = config();
     cfg.outbound_queue = 16;
     let (server, mut sender, mut receiver, group) = group_of_two(cfg).await;
-    // A member that never reads: its socket buffers fill, then its queue of 16 frames.
-    let mut slow = TcpStream::connect(server.tcp_addr().unwrap())
-        .await
-        .unwrap();
+    // A member that does not read: its socket buffers (small, so the test drains them fast later) fill,
+    // then its queue of 16 frames.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(server.tcp_addr().unwrap()).await.unwrap();
     let mut frames = bytes::BytesMut::new();
     Request::Hello {
         uid: "slow".into(),
@@ -197,6 +198,23 @@ async fn a_slow_consumer_is_disconnected_and_counted_while_others_receive_everyt
         receives_in_order(&mut receiver, sent - 1, 1).await;
     }
     assert_eq!(server.slow_consumers(), 1);
+    // Woken up, the slow member reads what was sent, and last, before the close, why it was cut.
+    let mut stream = Vec::new();
+    bounded(
+        "the slow member reads to the close",
+        slow.read_to_end(&mut stream),
+    )
+    .await
+    .unwrap();
+    let mut stream = bytes::BytesMut::from(&stream[..]);
+    let mut last = None;
+    while let Some(frame) = decode_server_frame(&mut stream, u32::MAX).unwrap() {
+        last = Some(frame);
+    }
+    let last = last.expect("frames before the close");
+    assert_eq!((last.ver, last.cmd), (0, group_core::proto::cmd::CLOSING));
+    let notice = group_core::proto::parse_error_payload(&last.payload).unwrap();
+    assert_eq!(notice.code, code::CLOSED_SLOW_CONSUMER, "{notice:?}");
     // The receiver heard the slow member leave (discard) and keeps receiving.
     let Push::Left { uid, .. } = next_push(&mut receiver).await else {
         panic!()

@@ -119,6 +119,9 @@ pub mod code {
     pub const CLOSED_IDLE: u16 = 13;
     /// Closing (cmd 7): the server holds `maxConnections` connections (TCP only: sent once, best effort).
     pub const CLOSED_SERVER_FULL: u16 = 14;
+    /// Closing (cmd 7): the client did not read fast enough and its outbound queue filled (best effort:
+    /// a client that is not reading at all never sees it).
+    pub const CLOSED_SLOW_CONSUMER: u16 = 15;
 
     /// Create: ttl must be more than 10 seconds.
     pub const CREATE_TTL_TOO_SHORT: u16 = 100;

@@ -25,10 +25,8 @@ use group_core::proto::{ClientFrame, FrameError, code, decode_client_frame};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::conn::Connection;
-use crate::inbox::Outgoing;
+use crate::inbox::WriterEnd;
 use crate::listener::Listeners;
 use crate::throttle::Throttle;
 
@@ -139,9 +137,10 @@ async fn serve(
     shared: Arc<crate::conn::Shared>,
     kcp: KcpConfig,
 ) {
-    let Ok((mut connection, queue, kill)) = Connection::open(conn, shared).await else {
+    let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
         return;
     };
+    let kill = end.kill.clone();
     let (inbound_tx, mut inbound) = mpsc::channel(64);
     let max_payload = connection.max_payload();
     let engine_kill = kill.clone();
@@ -151,8 +150,7 @@ async fn serve(
             peer,
             cookie,
             datagrams,
-            queue,
-            engine_kill.clone(),
+            end,
             inbound_tx,
             kcp,
             max_payload,
@@ -192,12 +190,16 @@ async fn engine(
     peer: SocketAddr,
     cookie: u32,
     mut datagrams: mpsc::Receiver<Bytes>,
-    mut queue: mpsc::Receiver<Outgoing>,
-    kill: CancellationToken,
+    end: WriterEnd,
     inbound: mpsc::Sender<Inbound>,
     config: KcpConfig,
     max_payload: u32,
 ) {
+    let WriterEnd {
+        mut queue,
+        kill,
+        last_words,
+    } = end;
     let start = tokio::time::Instant::now();
     let now_ms = || u32::try_from(start.elapsed().as_millis() % (1 << 32)).unwrap_or(0);
     let mtu = config.mtu;
@@ -216,7 +218,12 @@ async fn engine(
         tokio::select! {
             biased;
             () = kill.cancelled(), if !closing => {
-                // Slow consumer or shutdown: stop at once.
+                // Slow consumer or shutdown: stop at once, saying why if the node said (one datagram).
+                if let Some(notice) = last_words.get().filter(|n| ENVELOPE_LEN + 1 + n.len() <= mtu) {
+                    let mut body = vec![KIND_UNRELIABLE_DATA];
+                    body.extend_from_slice(notice);
+                    send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
+                }
                 send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT])).await;
                 return;
             }
