@@ -204,6 +204,18 @@ pub struct Limits {
     /// `maxMergeBytes`: bytes of broadcasts a merging group buffers before it flushes early, so a busy
     /// group's merged push never outgrows what clients accept (default 65536; at most `maxPayload`).
     pub max_merge_bytes: usize,
+    /// `maxQueuedBytesPerConnection`: bytes of frames queued for one connection's writer; beyond it the
+    /// connection is a slow consumer and is cut (default 1 MiB, or twice `maxPayload` if that is more;
+    /// at least twice `maxPayload`). Enforced by the driver.
+    pub max_queued_bytes_per_connection: usize,
+    /// `maxBufferedBytes`: bytes the whole server buffers for connections, queued outbound frames and
+    /// inbound frames on their way to the node; when spent, new connections are refused and the
+    /// connections with the most queued are cut first (default 256 MiB). Enforced by the driver.
+    pub max_buffered_bytes: usize,
+    /// `maxRequestsPerSecond`: frames one connection may send per second, sustained (a token bucket that
+    /// holds one second's worth); beyond it requests are refused, and a connection that keeps going is
+    /// cut (default 1000). Enforced by the driver.
+    pub max_requests_per_second: u32,
     /// `connectionTtl` (seconds): a connection with no traffic for this long is discarded (default 10).
     pub connection_ttl: Duration,
     /// How long a connection may stay without saying Hello, whatever else it sends (default 5 s). Set by
@@ -227,6 +239,9 @@ impl Default for Limits {
             max_members_per_group: 10_000,
             max_groups_created_per_user: 64,
             max_merge_bytes: 65_536,
+            max_queued_bytes_per_connection: 1 << 20,
+            max_buffered_bytes: 256 << 20,
+            max_requests_per_second: 1000,
             connection_ttl: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(5),
             mesh_request_timeout: Duration::from_secs(2),
@@ -243,6 +258,9 @@ const LIMIT_KEYS: &[&str] = &[
     "maxMembersPerGroup",
     "maxGroupsCreatedPerUser",
     "maxMergeBytes",
+    "maxQueuedBytesPerConnection",
+    "maxBufferedBytes",
+    "maxRequestsPerSecond",
     "connectionTtl",
     "meshRequestTimeout",
     "meshSyncInterval",
@@ -276,6 +294,16 @@ impl Limits {
                     limits.max_groups_created_per_user = int_in(&key_path, value, 1, 1_000_000)?
                 }
                 "maxMergeBytes" => limits.max_merge_bytes = int_in(&key_path, value, 64, 16 << 20)?,
+                "maxQueuedBytesPerConnection" => {
+                    limits.max_queued_bytes_per_connection =
+                        int_in(&key_path, value, 4096, 1 << 30)?
+                }
+                "maxBufferedBytes" => {
+                    limits.max_buffered_bytes = int_in(&key_path, value, 4096, 1 << 40)?
+                }
+                "maxRequestsPerSecond" => {
+                    limits.max_requests_per_second = int_in(&key_path, value, 1, 10_000_000)?
+                }
                 "connectionTtl" => {
                     limits.connection_ttl =
                         Duration::from_secs(int_in(&key_path, value, 1, 86_400)?)
@@ -290,6 +318,31 @@ impl Limits {
                 }
                 _ => return Err(unknown_key(&key_path, value, LIMIT_KEYS)),
             }
+        }
+        let twice_payload = 2 * limits.max_payload as usize;
+        if !object.contains_key("maxQueuedBytesPerConnection") {
+            // The default follows a raised maxPayload, so that raising one key is enough.
+            limits.max_queued_bytes_per_connection =
+                limits.max_queued_bytes_per_connection.max(twice_payload);
+        }
+        if limits.max_queued_bytes_per_connection < twice_payload {
+            return Err(ConfigError::new(
+                &format!("{path}.maxQueuedBytesPerConnection"),
+                format!(
+                    "must be at least twice maxPayload ({twice_payload}), or one large frame would cut a connection"
+                ),
+                &Value::from(limits.max_queued_bytes_per_connection),
+            ));
+        }
+        if limits.max_buffered_bytes < limits.max_queued_bytes_per_connection {
+            return Err(ConfigError::new(
+                &format!("{path}.maxBufferedBytes"),
+                format!(
+                    "must be at least maxQueuedBytesPerConnection ({})",
+                    limits.max_queued_bytes_per_connection
+                ),
+                &Value::from(limits.max_buffered_bytes),
+            ));
         }
         if limits.max_merge_bytes > limits.max_payload as usize {
             return Err(ConfigError::new(

@@ -1,18 +1,19 @@
 //! What every connection does, whatever its transport: register with the node, turn frames into requests
 //! (checking Hello tokens and running hooks and custom handlers on the way), and report the end.
 
-use crate::throttle::Throttle;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use group_core::proto::{ClientFrame, Request, VER_CONTROL, cmd, code};
+use group_core::proto::{CLIENT_HEADER_LEN, ClientFrame, Request, VER_CONTROL, cmd, code};
 use group_core::{Call, ConnId, Input, Outcome, Sid, Uid};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenVerifier;
+use crate::budget::{ConnBudget, InboundCharge, RequestRate, ServerBudget, Verdict};
 use crate::hooks::{Command, HookContext, Hooks, Stop, guarded};
 use crate::inbox::{Answer, ConnWriter, LastWords, NodeInput, WriterEnd, answer_to};
+use crate::throttle::Throttle;
 
 /// Everything connections share: where inputs go and what to check on the way.
 pub(crate) struct Shared {
@@ -21,6 +22,12 @@ pub(crate) struct Shared {
     pub verifier: Option<TokenVerifier>,
     pub max_payload: u32,
     pub outbound_queue: usize,
+    /// `limits.maxBufferedBytes`: what every connection's buffers count against.
+    pub budget: Arc<ServerBudget>,
+    /// `limits.maxQueuedBytesPerConnection`; also each connection's share of inbound bytes in flight.
+    pub max_queued_bytes: usize,
+    /// `limits.maxRequestsPerSecond`.
+    pub max_requests_per_second: u32,
 }
 
 /// The node task is gone (the server stopped): the connection ends.
@@ -35,6 +42,12 @@ pub(crate) struct Connection {
     session: Option<(Uid, Sid)>,
     /// True once the connection must read no further (Fin, failed Hello).
     finished: bool,
+    rate: RequestRate,
+    /// Inbound bytes this connection may have on their way to the node (`maxQueuedBytesPerConnection`):
+    /// beyond it the reader waits, and so does the client (transport flow control).
+    inbound: Arc<Semaphore>,
+    /// The charge of the frame being dispatched, handed to the node with the input it becomes.
+    charge: Mutex<Option<InboundCharge>>,
 }
 
 impl Connection {
@@ -46,11 +59,13 @@ impl Connection {
         let (queue, receiver) = mpsc::channel(shared.outbound_queue);
         let kill = CancellationToken::new();
         let last_words = LastWords::default();
+        let budget = ConnBudget::new(shared.budget.clone());
         let (reply, answer) = oneshot::channel();
         let writer = ConnWriter {
             queue,
             stop: kill.clone(),
             last_words: last_words.clone(),
+            budget,
         };
         shared
             .inputs
@@ -65,9 +80,15 @@ impl Connection {
             Ok(Ok(())) => Ok((
                 Connection {
                     conn,
-                    shared,
                     session: None,
                     finished: false,
+                    rate: RequestRate::new(
+                        shared.max_requests_per_second,
+                        tokio::time::Instant::now(),
+                    ),
+                    inbound: Arc::new(Semaphore::new(shared.max_queued_bytes)),
+                    charge: Mutex::new(None),
+                    shared,
                 },
                 WriterEnd {
                     queue: receiver,
@@ -92,9 +113,95 @@ impl Connection {
         self.shared.max_payload
     }
 
+    /// The server's budget of buffered bytes, for the transport's own buffers.
+    pub fn budget(&self) -> &Arc<ServerBudget> {
+        &self.shared.budget
+    }
+
     async fn send(&self, input: Input) -> Result<(), Stopped> {
-        let input = NodeInput::core(input);
+        let input = NodeInput::Core {
+            input,
+            reply: None,
+            charge: self.take_charge(),
+        };
         self.shared.inputs.send(input).await.map_err(|_| Stopped)
+    }
+
+    fn take_charge(&self) -> Option<InboundCharge> {
+        self.charge.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    /// Holds a frame's bytes against the server's budget and this connection's share of inbound bytes
+    /// in flight, waiting for the share if the node has not caught up with this connection.
+    async fn hold_inbound(&self, frame: &ClientFrame) -> Result<(), Stopped> {
+        let bytes = CLIENT_HEADER_LEN + frame.payload.len();
+        let share = u32::try_from(bytes.min(self.shared.max_queued_bytes)).unwrap_or(u32::MAX);
+        let permit = self
+            .inbound
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| Stopped)?;
+        let charge = InboundCharge {
+            _server: self.shared.budget.charge(bytes),
+            _share: permit,
+        };
+        if let Ok(mut slot) = self.charge.lock() {
+            *slot = Some(charge);
+        }
+        Ok(())
+    }
+
+    /// Counts a request against `maxRequestsPerSecond`. `Ok(true)`: go on. `Ok(false)`: it was refused
+    /// (answered Bad, or the connection closed).
+    async fn within_rate(&mut self, ver: u8, cmd: u16) -> Result<bool, Stopped> {
+        match self.rate.check(tokio::time::Instant::now()) {
+            Verdict::Allowed => Ok(true),
+            Verdict::Refused => {
+                let input = Input::Call(Call::Refuse {
+                    conn: self.conn,
+                    ver,
+                    cmd,
+                    code: code::RATE_LIMITED,
+                    group: None,
+                    message: "too many requests: over limits.maxRequestsPerSecond".into(),
+                });
+                self.send(input).await?;
+                Ok(false)
+            }
+            Verdict::Cut => {
+                self.cut_for_rate().await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cut_for_rate(&mut self) -> Result<(), Stopped> {
+        static CUT: Throttle = Throttle::new();
+        if let Some(more) = CUT.allow() {
+            tracing::warn!(
+                conn = self.conn.0,
+                "closing a connection that kept exceeding limits.maxRequestsPerSecond (and {more} more since the last line)"
+            );
+        }
+        self.finished = true;
+        let input = Input::Call(Call::RefuseAndClose {
+            conn: self.conn,
+            ver: VER_CONTROL,
+            cmd: cmd::CLOSING,
+            code: code::RATE_LIMITED,
+            message: "too many requests for too long: over limits.maxRequestsPerSecond".into(),
+        });
+        self.send(input).await
+    }
+
+    /// Counts a transport control frame (a WebSocket ping) against `maxRequestsPerSecond`: it costs the
+    /// server an answer like any request. Over the rate it is ignored; far over, the connection closes.
+    pub async fn control_frame(&mut self) -> Result<(), Stopped> {
+        if self.rate.check(tokio::time::Instant::now()) == Verdict::Cut {
+            self.cut_for_rate().await?;
+        }
+        Ok(())
     }
 
     /// Tells the node that a frame exceeded `maxPayload`; it answers Bad and closes.
@@ -145,6 +252,7 @@ impl Connection {
         let message = NodeInput::Core {
             input,
             reply: Some(answer_to(reply)),
+            charge: self.take_charge(),
         };
         self.shared
             .inputs
@@ -159,6 +267,10 @@ impl Connection {
 
     /// Handles one whole frame from the client.
     pub async fn dispatch(&mut self, frame: ClientFrame) -> Result<(), Stopped> {
+        if !self.within_rate(frame.ver, frame.cmd).await? {
+            return Ok(());
+        }
+        self.hold_inbound(&frame).await?;
         let request = match Request::parse(&frame) {
             Ok(request) => request,
             // The node answers Bad with the parse error's code.

@@ -110,6 +110,7 @@ impl ServerHandle {
     /// Makes a call and waits for the core's answer.
     async fn call(&self, call: Call) -> Result<Answer, ApiError> {
         self.ask(|reply| NodeInput::Core {
+            charge: None,
             input: Input::Call(call),
             reply: Some(answer_to(reply)),
         })
@@ -245,6 +246,7 @@ impl ServerHandle {
             }
         });
         let message = NodeInput::Core {
+            charge: None,
             input: Input::Call(call),
             reply: Some(reply),
         };

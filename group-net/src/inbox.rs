@@ -12,13 +12,17 @@ use group_core::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{Charge, ConnBudget, InboundCharge};
+
 /// A frame on its way to a connection's writer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Outgoing {
     pub frame: Bytes,
     /// UDP members: send on the reliable channel.
     #[allow(dead_code)]
     pub reliable: bool,
+    /// The frame's bytes against the connection's and the server's budgets, until it is dropped.
+    pub charge: Charge,
 }
 
 /// The frame a connection's writer sends last when the node cuts the connection (a slow consumer's
@@ -35,6 +39,8 @@ pub(crate) struct ConnWriter {
     /// Stops the connection's reader and writer at once (a slow consumer, shutdown).
     pub stop: CancellationToken,
     pub last_words: LastWords,
+    /// Bytes queued for the writer (`limits.maxQueuedBytesPerConnection`).
+    pub budget: Arc<ConnBudget>,
 }
 
 /// A connection as its writer sees it: the frames to send, the kill switch, and what to say last if
@@ -84,10 +90,12 @@ pub(crate) enum NodeInput {
         writer: ConnWriter,
         reply: oneshot::Sender<Result<(), ConnectError>>,
     },
-    /// An input for the core, answered when `reply` is set (a pending join: when it finishes).
+    /// An input for the core, answered when `reply` is set (a pending join: when it finishes). A client
+    /// frame's `charge` holds its bytes against the budgets until the node has handled it.
     Core {
         input: Input,
         reply: Option<Answerer>,
+        charge: Option<InboundCharge>,
     },
     /// A tick timer with the callback that runs when it fires (`None`: stop it).
     SetTick {
@@ -103,7 +111,11 @@ pub(crate) enum NodeInput {
 impl NodeInput {
     /// A core input nobody waits for.
     pub fn core(input: Input) -> Self {
-        NodeInput::Core { input, reply: None }
+        NodeInput::Core {
+            input,
+            reply: None,
+            charge: None,
+        }
     }
 }
 

@@ -24,6 +24,7 @@
 //! queue marks a slow consumer, which is disconnected rather than waited for.
 
 pub mod auth;
+mod budget;
 pub mod client;
 pub mod config;
 mod conn;

@@ -41,10 +41,16 @@ impl Listeners {
         }
     }
 
-    /// A permit for one more connection, or `None` (counted) when `maxConnections` are open.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        let permit = self.permits.clone().try_acquire_owned().ok();
-        let counter = if permit.is_some() {
+    /// A permit for one more connection, or why not (counted): `maxConnections` are open, or the
+    /// server's buffers hold `maxBufferedBytes`.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, &'static str> {
+        let permit = if self.shared.budget.spent() {
+            Err("limits.maxBufferedBytes reached")
+        } else {
+            let permit = self.permits.clone().try_acquire_owned();
+            permit.map_err(|_| "limits.maxConnections reached")
+        };
+        let counter = if permit.is_ok() {
             &self.stats.accepted
         } else {
             &self.stats.refused
@@ -58,17 +64,17 @@ impl Listeners {
     }
 }
 
-/// Tells a connection refused at `maxConnections` why, best effort (one non-blocking write of a closing
-/// notice, 14 CLOSED_SERVER_FULL), then drops it. A WebSocket client would first need a handshake: it only
-/// sees the close.
-fn tell_full(stream: tokio::net::TcpStream) {
+/// Tells a connection refused at `maxConnections` or `maxBufferedBytes` why, best effort (one
+/// non-blocking write of a closing notice, 14 CLOSED_SERVER_FULL), then drops it. A WebSocket client
+/// would first need a handshake: it only sees the close.
+fn tell_full(stream: tokio::net::TcpStream, why: &str) {
     let notice = group_core::proto::encode_error_payload(
         group_core::proto::VER_CONTROL,
         group_core::proto::cmd::CLOSING,
         group_core::proto::Status::Bad,
         group_core::proto::code::CLOSED_SERVER_FULL,
         None,
-        "server full",
+        &format!("server full: {why}"),
     );
     let _ = stream.try_write(&notice);
 }
@@ -98,13 +104,16 @@ pub(crate) async fn accept_streams<F, Fut>(
                 continue;
             }
         };
-        let Some(permit) = listeners.admit() else {
-            static REFUSED: Throttle = Throttle::new();
-            if let Some(more) = REFUSED.allow() {
-                tracing::warn!(%peer, "refusing {transport} connection: maxConnections reached (and {more} more since the last line)");
+        let permit = match listeners.admit() {
+            Ok(permit) => permit,
+            Err(why) => {
+                static REFUSED: Throttle = Throttle::new();
+                if let Some(more) = REFUSED.allow() {
+                    tracing::warn!(%peer, "refusing {transport} connection: {why} (and {more} more since the last line)");
+                }
+                tell_full(stream, why);
+                continue;
             }
-            tell_full(stream);
-            continue;
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, "set_nodelay failed: {e}");

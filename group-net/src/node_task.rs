@@ -18,8 +18,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{ConnBudget, ServerBudget};
 use crate::inbox::{Answer, Answerer, ConnWriter, EventFn, NodeInput, Outgoing, Stats, TickRunner};
 use crate::mesh::Links;
+use crate::throttle::Throttle;
 
 /// The node and the driver's side of its outputs.
 pub(crate) struct NodeTask {
@@ -38,7 +40,22 @@ struct Io {
     links: Option<Arc<Links>>,
     event_sink: Option<EventFn>,
     stats: Arc<Stats>,
+    limits: OutboundLimits,
+    /// Budgets of connections cut for holding too much whose writers have not yet let go of their
+    /// frames: what is about to be freed, so that one excess does not cut several connections.
+    dying: Vec<Arc<ConnBudget>>,
 }
+
+/// The byte bounds on what the node queues for connections.
+pub(crate) struct OutboundLimits {
+    /// `limits.maxBufferedBytes`, shared with the readers.
+    pub server: Arc<ServerBudget>,
+    /// `limits.maxQueuedBytesPerConnection`.
+    pub per_connection: usize,
+}
+
+/// Cut connections remembered in `Io::dying` at most (beyond it, more may be cut than needed).
+const MAX_DYING: usize = 1024;
 
 impl NodeTask {
     pub fn new(
@@ -46,6 +63,7 @@ impl NodeTask {
         links: Option<Arc<Links>>,
         event_sink: Option<EventFn>,
         stats: Arc<Stats>,
+        limits: OutboundLimits,
     ) -> Self {
         NodeTask {
             node,
@@ -57,6 +75,8 @@ impl NodeTask {
                 links,
                 event_sink,
                 stats,
+                limits,
+                dying: Vec::new(),
             },
         }
     }
@@ -96,7 +116,14 @@ impl NodeTask {
                 }
                 let _ = reply.send(result);
             }
-            NodeInput::Core { input, reply } => self.core(input, reply),
+            NodeInput::Core {
+                input,
+                reply,
+                charge,
+            } => {
+                self.core(input, reply);
+                drop(charge); // the frame was handled: its bytes are the node's now, or gone
+            }
             NodeInput::SetTick {
                 group,
                 interval,
@@ -151,31 +178,86 @@ impl NodeTask {
     }
 }
 
+impl Io {
+    /// Cuts a connection that holds too much (a slow consumer): its writer tries to say why, then closes;
+    /// its reader stops, and the core discards the session.
+    fn cut(&mut self, conn: ConnId, why: &'static str) {
+        let Some(writer) = self.writers.remove(&conn) else {
+            return;
+        };
+        self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        static CUT: Throttle = Throttle::new();
+        if let Some(more) = CUT.allow() {
+            tracing::warn!(
+                conn = conn.0,
+                "slow consumer: {why}, disconnecting (and {more} more since the last line)"
+            );
+        }
+        let _ = writer.last_words.set(slow_consumer_notice());
+        writer.stop.cancel();
+        self.dying.retain(|budget| budget.queued() > 0);
+        if self.dying.len() < MAX_DYING {
+            self.dying.push(writer.budget);
+        }
+    }
+
+    /// True if `bytes` more would exceed `maxBufferedBytes`, not counting what cut connections are
+    /// about to free.
+    fn over_server_budget(&mut self, bytes: usize) -> bool {
+        let server = &self.limits.server;
+        if server.used() + bytes <= server.limit() {
+            return false;
+        }
+        self.dying.retain(|budget| budget.queued() > 0);
+        let freeing: usize = self.dying.iter().map(|budget| budget.queued()).sum();
+        server.used().saturating_sub(freeing) + bytes > server.limit()
+    }
+
+    /// The connection with the most bytes queued.
+    fn largest_holder(&self) -> Option<ConnId> {
+        let most = self.writers.iter().max_by_key(|(_, w)| w.budget.queued());
+        most.map(|(conn, _)| *conn)
+    }
+}
+
 impl Sink for Io {
     fn transmit(&mut self, transmit: Transmit) -> bool {
-        let Some(writer) = self.writers.get(&transmit.conn) else {
+        let conn = transmit.conn;
+        let bytes = transmit.frame.len();
+        let Some(writer) = self.writers.get(&conn) else {
+            return false;
+        };
+        if writer.budget.queued() + bytes > self.limits.per_connection {
+            self.cut(conn, "more than limits.maxQueuedBytesPerConnection queued");
+            return false;
+        }
+        if self.over_server_budget(bytes) {
+            // The connection holding the most goes first; it may be this one.
+            let victim = self.largest_holder().unwrap_or(conn);
+            self.cut(
+                victim,
+                "limits.maxBufferedBytes reached and this connection held the most",
+            );
+            if victim == conn {
+                return false;
+            }
+        }
+        let Some(writer) = self.writers.get(&conn) else {
             return false;
         };
         let outgoing = Outgoing {
             frame: transmit.frame,
             reliable: transmit.reliable,
+            charge: writer.budget.charge(bytes),
         };
         match writer.queue.try_send(outgoing) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    conn = transmit.conn.0,
-                    "slow consumer: outbound queue full, disconnecting"
-                );
-                if let Some(writer) = self.writers.remove(&transmit.conn) {
-                    let _ = writer.last_words.set(slow_consumer_notice());
-                    writer.stop.cancel();
-                }
+                self.cut(conn, "outbound queue full (outboundQueue frames)");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.writers.remove(&transmit.conn);
+                self.writers.remove(&conn);
                 false
             }
         }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
+use crate::budget::ServerBudget;
 use crate::config::ServerConfig;
 use crate::conn::Shared;
 use crate::handle::{INPUT_QUEUE, ServerHandle};
@@ -28,6 +29,7 @@ use crate::listener::Listeners;
 use crate::mesh::Links;
 use crate::mesh::membership::MembershipConfig;
 use crate::mesh::seal::Seal;
+use crate::node_task::OutboundLimits;
 use crate::node_task::{self, NodeTask};
 
 /// Makes the custom message for discard (112 push) or rejoin (111 push): group, uid, sid.
@@ -267,6 +269,9 @@ impl ServerBuilder {
                 }),
                 max_payload: self.config.limits.max_payload,
                 outbound_queue: self.config.outbound_queue,
+                budget: ServerBudget::new(self.config.limits.max_buffered_bytes),
+                max_queued_bytes: self.config.limits.max_queued_bytes_per_connection,
+                max_requests_per_second: self.config.limits.max_requests_per_second,
             });
         let stop = CancellationToken::new();
         let stop_node = stop.child_token();
@@ -286,6 +291,10 @@ impl ServerBuilder {
             Some(links.clone()),
             self.event_sink.take(),
             stats.clone(),
+            OutboundLimits {
+                server: shared.budget.clone(),
+                per_connection: shared.max_queued_bytes,
+            },
         );
         let tasks = TaskTracker::new();
         tasks.spawn(node_task::run(task, receiver, stop_node.clone()));

@@ -55,6 +55,9 @@ pub(crate) async fn read_frames<R: AsyncRead + Unpin>(
 ) {
     let max = connection.max_payload();
     let mut buf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+    // The read buffer counts against maxBufferedBytes at its current size.
+    let budget = connection.budget().clone();
+    let mut held = budget.charge(buf.capacity());
     loop {
         loop {
             match decode_client_frame(&mut buf, max) {
@@ -72,6 +75,9 @@ pub(crate) async fn read_frames<R: AsyncRead + Unpin>(
             }
         }
         reserve_for_next_frame(&mut buf, max);
+        if buf.capacity() != held.bytes() {
+            held = budget.charge(buf.capacity());
+        }
         let read = tokio::select! {
             () = kill.cancelled() => return,
             read = reader.read_buf(&mut buf) => read,
@@ -107,7 +113,10 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, end: Writ
         last_words,
     } = end;
     let mut batch: VecDeque<Bytes> = VecDeque::new();
+    // The batch's frames count against the budgets until written.
+    let mut charges = Vec::with_capacity(MAX_BATCH);
     loop {
+        charges.clear();
         let first = tokio::select! {
             biased;
             () = kill.cancelled() => break,
@@ -117,9 +126,13 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, end: Writ
             },
         };
         batch.push_back(first.frame);
+        charges.push(first.charge);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(outgoing) => batch.push_back(outgoing.frame),
+                Ok(outgoing) => {
+                    batch.push_back(outgoing.frame);
+                    charges.push(outgoing.charge);
+                }
                 Err(_) => break,
             }
         }

@@ -96,7 +96,14 @@ async fn read_messages(
         };
         let data = match message {
             Some(Ok(Message::Binary(data))) => data,
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Ping(_))) => {
+                // Answered by the WebSocket layer, but it costs like any request.
+                if connection.control_frame().await.is_err() || connection.finished() {
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Text(_))) => {
                 let reason =
                     "text messages are not part of the protocol: send frames in binary messages";
@@ -173,8 +180,11 @@ async fn write_messages(
             biased;
             () = kill.cancelled() => break,
             written = async {
+                // Each frame counts against the budgets until the flush has written it.
+                let mut charges = vec![first.charge];
                 sink.feed(Message::Binary(first.frame)).await?;
                 while let Ok(next) = queue.try_recv() {
+                    charges.push(next.charge);
                     sink.feed(Message::Binary(next.frame)).await?;
                 }
                 sink.flush().await

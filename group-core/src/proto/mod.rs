@@ -122,6 +122,9 @@ pub mod code {
     /// Closing (cmd 7): the client did not read fast enough and its outbound queue filled (best effort:
     /// a client that is not reading at all never sees it).
     pub const CLOSED_SLOW_CONSUMER: u16 = 15;
+    /// Over `limits.maxRequestsPerSecond`: the request was not handled. As a closing notice (cmd 7): the
+    /// connection kept exceeding it (a second's worth of refused requests within one second).
+    pub const RATE_LIMITED: u16 = 16;
 
     /// Create: ttl must be more than 10 seconds.
     pub const CREATE_TTL_TOO_SHORT: u16 = 100;

@@ -96,12 +96,15 @@ pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kc
         if envelope.cookie == 0 || !minter.check(peer, envelope.cookie) {
             continue; // neither an opening nor a proof of address: a stray or a guess
         }
-        let Some(permit) = listeners.admit() else {
-            static REFUSED: Throttle = Throttle::new();
-            if let Some(more) = REFUSED.allow() {
-                tracing::warn!(%peer, "refusing UDP session: maxConnections reached (and {more} more since the last line)");
+        let permit = match listeners.admit() {
+            Ok(permit) => permit,
+            Err(why) => {
+                static REFUSED: Throttle = Throttle::new();
+                if let Some(more) = REFUSED.allow() {
+                    tracing::warn!(%peer, "refusing UDP session: {why} (and {more} more since the last line)");
+                }
+                continue;
             }
-            continue;
         };
         let cookie = envelope.cookie;
         let (tx, rx) = mpsc::channel(SESSION_INBOX);
@@ -137,6 +140,12 @@ async fn serve(
     shared: Arc<crate::conn::Shared>,
     kcp: KcpConfig,
 ) {
+    // KCP's own send queue counts towards maxQueuedBytesPerConnection too: beyond it the session ends.
+    let segments = shared.max_queued_bytes / kcp.mtu.max(1) + 1;
+    let kcp = KcpConfig {
+        max_send_queue: kcp.max_send_queue.min(segments),
+        ..kcp
+    };
     let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
         return;
     };

@@ -34,6 +34,10 @@ pub(crate) fn start_local_server(args: &Args, seed: Option<SocketAddr>) -> Resul
             "maxConnections": args.clients + 16,
             "maxMembersPerGroup": args.clients + 1,
             "connectionTtl": 3600,
+            // The publisher sends flat out, and each member may queue a full outboundQueue.
+            "maxRequestsPerSecond": 10_000_000,
+            "maxQueuedBytesPerConnection": 64 << 20,
+            "maxBufferedBytes": 1u64 << 40,
         },
         "server": { "outboundQueue": 8192 },
         "mesh": { "probeInterval": 200, "suspectTimeout": 1000 },

@@ -1,0 +1,241 @@
+//! Memory budgets in bytes, so that no mix of clients can make the server hold more than configured.
+//!
+//! Every frame queued for a connection's writer carries a [`Charge`] of its length against the
+//! connection's [`ConnBudget`] (`limits.maxQueuedBytesPerConnection`) and the server's [`ServerBudget`]
+//! (`limits.maxBufferedBytes`); the charge is released when the frame is dropped, wherever that happens
+//! (written, dropped with a closed queue, dropped by a cut writer), so the counts cannot drift. Inbound
+//! frames on their way to the node are charged to the server the same way ([`ServerCharge`]). A frame
+//! shared by many members (a broadcast) is charged to each: the bound is on what each connection makes
+//! the server hold for it, counted conservatively.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+/// The server-wide count of buffered bytes and its bound.
+#[derive(Debug)]
+pub(crate) struct ServerBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ServerBudget {
+    pub(crate) fn new(limit: usize) -> Arc<ServerBudget> {
+        Arc::new(ServerBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// True when no more may be held: new connections are refused.
+    pub(crate) fn spent(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    /// Holds `bytes` until the charge is dropped.
+    pub(crate) fn charge(self: &Arc<Self>, bytes: usize) -> ServerCharge {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        ServerCharge {
+            bytes,
+            server: self.clone(),
+        }
+    }
+}
+
+/// Bytes held against the server's budget until dropped.
+#[derive(Debug)]
+pub(crate) struct ServerCharge {
+    bytes: usize,
+    server: Arc<ServerBudget>,
+}
+
+impl ServerCharge {
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for ServerCharge {
+    fn drop(&mut self) {
+        self.server.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Bytes queued for one connection's writer.
+#[derive(Debug)]
+pub(crate) struct ConnBudget {
+    queued: AtomicUsize,
+    server: Arc<ServerBudget>,
+}
+
+impl ConnBudget {
+    pub(crate) fn new(server: Arc<ServerBudget>) -> Arc<ConnBudget> {
+        Arc::new(ConnBudget {
+            queued: AtomicUsize::new(0),
+            server,
+        })
+    }
+
+    /// Bytes queued for this connection now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Holds `bytes` against this connection and the server until the charge is dropped.
+    pub(crate) fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        self.server.used.fetch_add(bytes, Ordering::Relaxed);
+        Charge {
+            bytes,
+            budget: self.clone(),
+        }
+    }
+}
+
+/// Bytes held for one connection (and so the server) until dropped.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    bytes: usize,
+    budget: Arc<ConnBudget>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.queued.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget
+            .server
+            .used
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A client frame on its way to the node: its bytes count against the server's budget, and its
+/// connection's share of in-flight inbound bytes, until the node task has handled it.
+#[derive(Debug)]
+pub(crate) struct InboundCharge {
+    pub _server: ServerCharge,
+    pub _share: OwnedSemaphorePermit,
+}
+
+/// What [`RequestRate::check`] says of one more request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allowed,
+    /// Over the rate: refuse this one (answered Bad, not handled).
+    Refused,
+    /// Over the rate for a whole second's worth of refusals: close the connection.
+    Cut,
+}
+
+/// `limits.maxRequestsPerSecond` for one connection: a token bucket that refills at the rate and holds
+/// one second's worth, so a client may burst a second's requests at once. A connection refused more
+/// than a second's worth of requests within one second (it sent more than twice the rate) is cut.
+#[derive(Debug)]
+pub(crate) struct RequestRate {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    window_start: Instant,
+    refused_in_window: u32,
+    max_refused: u32,
+}
+
+impl RequestRate {
+    pub(crate) fn new(per_second: u32, now: Instant) -> RequestRate {
+        RequestRate {
+            rate: f64::from(per_second),
+            tokens: f64::from(per_second),
+            last: now,
+            window_start: now,
+            refused_in_window: 0,
+            max_refused: per_second,
+        }
+    }
+
+    pub(crate) fn check(&mut self, now: Instant) -> Verdict {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Verdict::Allowed;
+        }
+        if now.saturating_duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.refused_in_window = 0;
+        }
+        self.refused_in_window += 1;
+        if self.refused_in_window > self.max_refused {
+            Verdict::Cut
+        } else {
+            Verdict::Refused
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_count_until_dropped_wherever_they_go() {
+        let server = ServerBudget::new(100);
+        let (a, b) = (
+            ConnBudget::new(server.clone()),
+            ConnBudget::new(server.clone()),
+        );
+        let first = a.charge(40);
+        let queue = vec![a.charge(20), b.charge(30)];
+        let inbound = server.charge(15);
+        assert_eq!((a.queued(), b.queued(), server.used()), (60, 30, 105));
+        assert!(server.spent());
+        drop(queue); // a queue dropped with its frames in it
+        assert_eq!((a.queued(), b.queued(), server.used()), (40, 0, 55));
+        drop((first, inbound));
+        assert_eq!((a.queued(), server.used()), (0, 0));
+        assert!(!server.spent());
+    }
+
+    #[test]
+    fn the_rate_allows_a_seconds_burst_then_refuses_then_cuts() {
+        let start = Instant::now();
+        let mut rate = RequestRate::new(10, start);
+        let verdicts: Vec<Verdict> = (0..21).map(|_| rate.check(start)).collect();
+        assert!(verdicts[..10].iter().all(|v| *v == Verdict::Allowed));
+        assert!(verdicts[10..20].iter().all(|v| *v == Verdict::Refused));
+        assert_eq!(
+            verdicts[20],
+            Verdict::Cut,
+            "a second's worth of refusals in one second"
+        );
+
+        // A client at the rate is never refused.
+        let mut steady = RequestRate::new(10, start);
+        for i in 1..=100u64 {
+            let now = start + Duration::from_millis(100 * i);
+            assert_eq!(steady.check(now), Verdict::Allowed, "request {i}");
+        }
+        // Refusals spread over many seconds do not add up to a cut.
+        let mut bursty = RequestRate::new(10, start);
+        for second in 0..5u64 {
+            let now = start + Duration::from_secs(second * 2);
+            let cut = (0..20)
+                .map(|_| bursty.check(now))
+                .any(|v| v == Verdict::Cut);
+            assert!(!cut, "second {second}");
+        }
+    }
+}
