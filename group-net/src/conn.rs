@@ -24,8 +24,13 @@ pub(crate) struct Shared {
     pub outbound_queue: usize,
     /// `limits.maxBufferedBytes`: what every connection's buffers count against.
     pub budget: Arc<ServerBudget>,
-    /// `limits.maxQueuedBytesPerConnection`; also each connection's share of inbound bytes in flight.
+    /// `limits.maxQueuedBytesPerConnection`.
     pub max_queued_bytes: usize,
+    /// Inbound bytes one connection may have on their way to the node: an eighth of
+    /// `maxQueuedBytesPerConnection` (128 KiB by default), and at least one largest frame. Kept small
+    /// because the node handles inputs in order: a flooding connection's frames queued ahead of a
+    /// well-behaved member's broadcast are latency for that member.
+    pub inbound_share: usize,
     /// `limits.maxRequestsPerSecond`.
     pub max_requests_per_second: u32,
 }
@@ -43,8 +48,8 @@ pub(crate) struct Connection {
     /// True once the connection must read no further (Fin, failed Hello).
     finished: bool,
     rate: RequestRate,
-    /// Inbound bytes this connection may have on their way to the node (`maxQueuedBytesPerConnection`):
-    /// beyond it the reader waits, and so does the client (transport flow control).
+    /// Inbound bytes this connection may have on their way to the node (`Shared::inbound_share`): beyond
+    /// it the reader waits, and so does the client (transport flow control).
     inbound: Arc<Semaphore>,
     /// The charge of the frame being dispatched, handed to the node with the input it becomes.
     charge: Mutex<Option<InboundCharge>>,
@@ -86,7 +91,7 @@ impl Connection {
                         shared.max_requests_per_second,
                         tokio::time::Instant::now(),
                     ),
-                    inbound: Arc::new(Semaphore::new(shared.max_queued_bytes)),
+                    inbound: Arc::new(Semaphore::new(shared.inbound_share)),
                     charge: Mutex::new(None),
                     shared,
                 },
@@ -135,7 +140,7 @@ impl Connection {
     /// in flight, waiting for the share if the node has not caught up with this connection.
     async fn hold_inbound(&self, frame: &ClientFrame) -> Result<(), Stopped> {
         let bytes = CLIENT_HEADER_LEN + frame.payload.len();
-        let share = u32::try_from(bytes.min(self.shared.max_queued_bytes)).unwrap_or(u32::MAX);
+        let share = u32::try_from(bytes.min(self.shared.inbound_share)).unwrap_or(u32::MAX);
         let permit = self
             .inbound
             .clone()

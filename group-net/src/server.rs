@@ -271,6 +271,9 @@ impl ServerBuilder {
                 outbound_queue: self.config.outbound_queue,
                 budget: ServerBudget::new(self.config.limits.max_buffered_bytes),
                 max_queued_bytes: self.config.limits.max_queued_bytes_per_connection,
+                inbound_share: (self.config.limits.max_queued_bytes_per_connection / 8).max(
+                    group_core::proto::CLIENT_HEADER_LEN + self.config.limits.max_payload as usize,
+                ),
                 max_requests_per_second: self.config.limits.max_requests_per_second,
             });
         let stop = CancellationToken::new();

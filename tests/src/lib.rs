@@ -137,6 +137,11 @@ impl Node {
         self.addrs[name]
     }
 
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`-KILL`, `-TERM`) to the process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
