@@ -11,7 +11,9 @@ use group_core::proto::CreateRequest;
 use group_ffi::*;
 use group_net::client::Client;
 
+/// The sender broadcasts flat out, above the default `limits.maxRequestsPerSecond` (1000).
 const CONFIG: &str = r#"{"server": {"tcp": "127.0.0.1:0", "ws": null, "udp": null},
+                         "limits": {"maxRequestsPerSecond": 1000000},
                          "mesh": {"bind": "127.0.0.1:0"}}"#;
 
 /// The test's clients stand for other machines: their own writes must not be what kills the process.

@@ -274,7 +274,10 @@ async fn a_connection_that_never_says_hello_is_closed_after_hello_timeout() {
     let mut lurker = connect(&server, Transport::Tcp).await;
     let closed = async {
         let mut told = None;
+        // Ten KeepAlives a second: well within maxRequestsPerSecond, so only helloTimeout can close it.
+        let mut pace = tokio::time::interval(Duration::from_millis(100));
         loop {
+            pace.tick().await;
             if lurker.send(&Request::KeepAlive).await.is_err() {
                 return told;
             }
