@@ -10,7 +10,9 @@
 //!               "authSecret": null, "outboundQueue": 1024, "hookTimeout": 10,
 //!               "wsReadBuffer": 4096, "helloTimeout": 5000, "authClockSkew": 5 },
 //!   "mesh":   { "bind": "127.0.0.1:8100", "advertise": null, "seeds": ["127.0.0.1:8101"],
-//!               "secret": null, "probeInterval": 1000, "suspectTimeout": 3000 }
+//!               "secret": null, "probeInterval": 1000, "suspectTimeout": 3000 },
+//!   "tls":    { "cert": "/etc/group/cert.pem", "key": "/etc/group/key.pem" },
+//!   "ws":     { "allowedOrigins": ["https://game.example"] }
 //! }
 //! ```
 //! Every section and key is optional; unknown keys and bad values are errors naming the key.
@@ -70,6 +72,14 @@ pub struct ServerConfig {
     pub hook_timeout: std::time::Duration,
     /// Initial read buffer per WebSocket connection, in bytes (it grows for larger messages).
     pub ws_read_buffer: usize,
+    /// `tls.cert` and `tls.key`: PEM files. With both, the TCP and WebSocket listeners speak TLS (the
+    /// WebSocket one is then `wss://`); UDP is unchanged.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// See `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
+    /// `ws.allowedOrigins`: the `Origin` header values a WebSocket handshake may carry (exactly, such as
+    /// `https://game.example`); others are refused with 403. `None`: any origin, or none.
+    pub ws_allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +104,9 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             hook_timeout: std::time::Duration::from_secs(10),
             ws_read_buffer: 4096,
+            tls_cert: None,
+            tls_key: None,
+            ws_allowed_origins: None,
         }
     }
 }
@@ -114,14 +127,23 @@ impl ServerConfig {
                 "limits" => config.limits = Limits::from_value("limits", value)?,
                 "server" => config.apply_server(value)?,
                 "mesh" => config.apply_mesh(value)?,
+                "tls" => config.apply_tls(value)?,
+                "ws" => config.apply_ws(value)?,
                 _ => {
                     return Err(error(
                         key,
-                        "unknown section (known: group, limits, server, mesh)",
+                        "unknown section (known: group, limits, server, mesh, tls, ws)",
                         value,
                     ));
                 }
             }
+        }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return Err(error(
+                "tls",
+                "needs both cert and key (PEM files), or neither",
+                object.get("tls").unwrap_or(&Value::Null),
+            ));
         }
         Ok(config)
     }
@@ -229,6 +251,62 @@ impl ServerConfig {
                 "is required when mesh.bind is a wildcard address: other nodes need a real one",
                 &Value::Null,
             ));
+        }
+        Ok(())
+    }
+
+    fn apply_tls(&mut self, value: &Value) -> Result<(), ConfigError> {
+        for (key, value) in object("tls", value)? {
+            let path = format!("tls.{key}");
+            let file = match value {
+                Value::Null => None,
+                Value::String(file) if !file.is_empty() => Some(std::path::PathBuf::from(file)),
+                _ => {
+                    return Err(error(
+                        &path,
+                        "must be the path of a PEM file, or null",
+                        value,
+                    ));
+                }
+            };
+            match key.as_str() {
+                "cert" => self.tls_cert = file,
+                "key" => self.tls_key = file,
+                _ => return Err(error(&path, "unknown key (known keys: cert, key)", value)),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_ws(&mut self, value: &Value) -> Result<(), ConfigError> {
+        for (key, value) in object("ws", value)? {
+            let path = format!("ws.{key}");
+            if key != "allowedOrigins" {
+                return Err(error(
+                    &path,
+                    "unknown key (known keys: allowedOrigins)",
+                    value,
+                ));
+            }
+            self.ws_allowed_origins = match value {
+                Value::Null => None,
+                Value::Array(items) if items.len() <= 256 => Some(
+                    items
+                        .iter()
+                        .map(|item| match item {
+                            Value::String(origin) => Ok(origin.clone()),
+                            _ => Err(error(&path, "must list origins as strings", value)),
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                _ => {
+                    return Err(error(
+                        &path,
+                        "must be an array of at most 256 origins, or null",
+                        value,
+                    ));
+                }
+            };
         }
         Ok(())
     }

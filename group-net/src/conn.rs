@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub inbound_share: usize,
     /// `limits.maxRequestsPerSecond`.
     pub max_requests_per_second: u32,
+    /// `tls.cert`/`tls.key`: the TCP and WebSocket listeners' TLS.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// The node task is gone (the server stopped): the connection ends.

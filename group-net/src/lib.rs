@@ -37,6 +37,7 @@ mod node_task;
 mod server;
 mod tcp;
 mod throttle;
+pub mod tls;
 mod udp;
 mod ws;
 

@@ -60,6 +60,9 @@ pub enum StartError {
         /// The command.
         cmd: u16,
     },
+    /// `tls.cert` or `tls.key` could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Builds a server: configuration, hooks, handlers, listeners. Consumed by [`ServerBuilder::start`], so
@@ -195,6 +198,10 @@ impl ServerBuilder {
                 value: "(hidden)".into(),
             }));
         };
+        let tls = match (&self.config.tls_cert, &self.config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(crate::tls::ServerTls::load(cert, key)?)),
+            _ => None,
+        };
         if self.config.mesh_secret.is_none() && !self.config.mesh.ip().is_loopback() {
             // Anyone who reaches the mesh port could otherwise join the cluster, read every group and
             // make the node dial anywhere.
@@ -275,6 +282,7 @@ impl ServerBuilder {
                     group_core::proto::CLIENT_HEADER_LEN + self.config.limits.max_payload as usize,
                 ),
                 max_requests_per_second: self.config.limits.max_requests_per_second,
+                tls: tls.clone(),
             });
         let stop = CancellationToken::new();
         let stop_node = stop.child_token();
@@ -338,7 +346,10 @@ impl ServerBuilder {
             tasks.spawn(crate::ws::accept_loop(
                 listener,
                 listeners.clone(),
-                self.config.ws_read_buffer,
+                crate::ws::WsSettings {
+                    read_buffer: self.config.ws_read_buffer,
+                    allowed_origins: self.config.ws_allowed_origins.clone().map(Arc::new),
+                },
             ));
         }
         Ok(Server {
@@ -356,6 +367,7 @@ impl ServerBuilder {
             stop_mesh,
             membership: Some(membership_task),
             tasks,
+            tls,
         })
     }
 }
@@ -426,6 +438,8 @@ pub struct Server {
     membership: Option<tokio::task::JoinHandle<()>>,
     /// Every long-lived task the server started.
     tasks: TaskTracker,
+    /// The listeners' TLS, for [`Server::reload_tls`].
+    tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl Drop for Server {
@@ -455,6 +469,21 @@ impl Server {
     /// The UDP socket's address.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+
+    /// Reads `tls.cert` and `tls.key` again (`group-server` does on SIGHUP): connections accepted from
+    /// now on get the new certificate; open ones keep theirs. On error the old certificate stays in use.
+    /// `Ok(false)` if the server has no TLS.
+    pub fn reload_tls(&self) -> Result<bool, crate::tls::TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the TCP and WebSocket listeners speak TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Connections disconnected because their outbound queue was full.

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conn::{Connection, Shared};
 use crate::inbox::{LAST_WORDS_TIMEOUT, WriterEnd};
 use crate::listener::Listeners;
+use crate::tls::Stream;
 
 /// Initial read buffer: small, so idle connections stay cheap; it grows to fit a frame being read.
 const INITIAL_READ_BUFFER: usize = 1024;
@@ -32,11 +33,35 @@ async fn serve(
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
+    let stream = match &shared.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tls.accept(stream).await {
+            Some(stream) => stream,
+            None => return,
+        },
+    };
+    let Ok((connection, end)) = Connection::open(conn, shared).await else {
         return;
     };
+    match stream {
+        Stream::Plain(tcp) => {
+            let (reader, writer) = tcp.into_split();
+            run(reader, writer, connection, end).await;
+        }
+        tls => {
+            let (reader, writer) = tokio::io::split(tls);
+            run(reader, writer, connection, end).await;
+        }
+    }
+}
+
+/// Runs an open connection: a writer task, and reading here until the connection ends.
+async fn run<R, W>(reader: R, writer: W, mut connection: Connection, end: WriterEnd)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let kill = end.kill.clone();
-    let (reader, writer) = stream.into_split();
     let writer_task = tokio::spawn(write_frames(writer, end));
     read_frames(reader, &mut connection, &kill).await;
     if !connection.finished() {
@@ -177,5 +202,6 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             batch.pop_front();
         }
     }
-    Ok(())
+    // TLS holds the last record until flushed; for plain TCP this does nothing.
+    writer.flush().await
 }

@@ -11,15 +11,18 @@ use group_core::proto::{CLIENT_HEADER_LEN, FrameError, code, decode_client_frame
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::{WebSocketStream, accept_async_with_config};
+use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Connection, Shared};
 use crate::inbox::{LAST_WORDS_TIMEOUT, WriterEnd};
 use crate::listener::Listeners;
+use crate::tls::Stream;
 
 /// A client gets this long to complete the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,24 +32,67 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The close code and reason the writer sends once it has flushed the queue.
 type CloseReason = Arc<Mutex<Option<(CloseCode, String)>>>;
 
+/// What the WebSocket listener is configured with.
+#[derive(Clone)]
+pub(crate) struct WsSettings {
+    /// `server.wsReadBuffer`.
+    pub read_buffer: usize,
+    /// `ws.allowedOrigins`; `None`: any.
+    pub allowed_origins: Option<Arc<Vec<String>>>,
+}
+
 /// Accepts WebSocket connections until `stop` fires.
 pub(crate) async fn accept_loop(
     listener: tokio::net::TcpListener,
     listeners: Arc<Listeners>,
-    read_buffer: usize,
+    settings: WsSettings,
 ) {
     let serve =
-        move |stream, conn, shared, permit| serve(stream, conn, shared, permit, read_buffer);
+        move |stream, conn, shared, permit| serve(stream, conn, shared, permit, settings.clone());
     crate::listener::accept_streams(listener, listeners, "WebSocket", serve).await;
 }
 
+/// Refuses a handshake whose `Origin` is not in the allow-list with 403, naming the origin.
+#[allow(clippy::result_large_err)] // the shape tungstenite's handshake callback requires
+fn check_origin(
+    allowed: Option<&[String]>,
+    request: &Request,
+    response: Response,
+) -> Result<Response, ErrorResponse> {
+    let Some(allowed) = allowed else {
+        return Ok(response);
+    };
+    let origin = request
+        .headers()
+        .get("origin")
+        .and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|origin| allowed.iter().any(|a| a == origin)) {
+        return Ok(response);
+    }
+    let mut refusal = ErrorResponse::new(Some(format!(
+        "origin {} is not in ws.allowedOrigins",
+        origin.unwrap_or("(none)")
+    )));
+    *refusal.status_mut() = StatusCode::FORBIDDEN;
+    Err(refusal)
+}
+
+#[allow(clippy::result_large_err)] // the handshake callback's shape, as above
 async fn serve(
     stream: TcpStream,
     conn: ConnId,
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
-    read_buffer: usize,
+    settings: WsSettings,
 ) {
+    let read_buffer = settings.read_buffer;
+    let stream = match &shared.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tls.accept(stream).await {
+            Some(stream) => stream,
+            None => return,
+        },
+    };
     // A message may hold several frames; allow two maximal frames so that an oversized frame header is
     // seen (and refused with a Bad frame) rather than the message being cut by the library.
     let limit = 2 * (shared.max_payload as usize + CLIENT_HEADER_LEN);
@@ -60,7 +106,17 @@ async fn serve(
         .max_frame_size(Some(limit));
     let ws = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        accept_async_with_config(stream, Some(config)),
+        accept_hdr_async_with_config(
+            stream,
+            |request: &Request, response: Response| {
+                check_origin(
+                    settings.allowed_origins.as_deref().map(|v| v.as_slice()),
+                    request,
+                    response,
+                )
+            },
+            Some(config),
+        ),
     )
     .await
     {
@@ -83,7 +139,7 @@ async fn serve(
 }
 
 async fn read_messages(
-    mut messages: futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,
+    mut messages: futures_util::stream::SplitStream<WebSocketStream<Stream>>,
     connection: &mut Connection,
     kill: &CancellationToken,
     close: &CloseReason,
@@ -158,7 +214,7 @@ fn set_close(close: &CloseReason, code: CloseCode, reason: &str) {
 /// the node (a slow consumer), it first tries, for at most [`LAST_WORDS_TIMEOUT`], to send the closing
 /// notice.
 async fn write_messages(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<Stream>, Message>,
     end: WriterEnd,
     close: CloseReason,
 ) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules of `src/`, lowest layer first. A module may import any module of a lower layer.
 const LAYERS: &[&[&str]] = &[
     &["throttle", "budget"],
-    &["auth", "config", "hooks", "inbox"],
+    &["auth", "config", "hooks", "inbox", "tls"],
     &["mesh", "conn", "handle"],
     &["listener", "node_task"],
     &["tcp", "udp", "ws"],

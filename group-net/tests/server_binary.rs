@@ -175,3 +175,80 @@ fn the_example_configuration_starts_a_server() {
     assert_eq!(names, ["tcp", "udp", "ws", "mesh"]);
     assert_ne!(lines[3].1.port(), 0, "the mesh line carries the real port");
 }
+
+/// `--tls-cert`/`--tls-key` put TLS on the TCP listener, and SIGHUP reads the files again: a client that
+/// trusts only the new certificate gets in after it.
+#[test]
+fn serves_tls_and_reloads_the_certificate_on_sighup() {
+    use group_net::client::{ClientOptions, ClientTls};
+    let dir = std::env::temp_dir().join(format!("group-server-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str| {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    };
+    let (old_cert, old_key) = write("old");
+    let (new_cert, new_key) = write("new");
+    let (live_cert, live_key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&old_cert, &live_cert).unwrap();
+    std::fs::copy(&old_key, &live_key).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_group-server"))
+        .args(["--tcp", "127.0.0.1:0", "--ws", "off", "--udp", "off"])
+        .args(["--mesh", "127.0.0.1:0"])
+        .args(["--tls-cert", live_cert.to_str().unwrap()])
+        .args(["--tls-key", live_key.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = listening_lines(&mut child, 2);
+    let running = Running(child);
+    let tcp = lines.iter().find(|(t, _)| t == "tcp").unwrap().1;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = ClientOptions::default();
+    let trusts_new = ClientTls::with_ca_file("localhost", &new_cert).unwrap();
+    let trusts_old = ClientTls::with_ca_file("localhost", &old_cert).unwrap();
+    rt.block_on(async {
+        assert!(
+            bound(Client::connect_tls(tcp, &trusts_old, options))
+                .await
+                .is_ok()
+        );
+        assert!(
+            bound(Client::connect_tls(tcp, &trusts_new, options))
+                .await
+                .is_err()
+        );
+    });
+    std::fs::copy(&new_cert, &live_cert).unwrap();
+    std::fs::copy(&new_key, &live_key).unwrap();
+    let pid = running.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    rt.block_on(async {
+        bound(async {
+            loop {
+                if let Ok(mut client) = Client::connect_tls(tcp, &trusts_new, options).await {
+                    client.hello("after-reload", "").await.unwrap();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    });
+}

@@ -1,8 +1,8 @@
 //! `group-server`: runs one node. With no arguments it listens on the defaults (README.md, docs/ARCHITECTURE.md).
 //!
 //! Prints `listening <tcp|udp|ws> <addr>` once per listener when it accepts connections (port 0 prints the real
-//! port), logs with `tracing` (set `RUST_LOG`, default `info`), and shuts down gracefully on SIGINT or
-//! SIGTERM.
+//! port), logs with `tracing` (set `RUST_LOG`, default `info`), shuts down gracefully on SIGINT or
+//! SIGTERM, and reads its TLS certificate and key again on SIGHUP.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -36,6 +36,12 @@ struct Args {
     /// another node names it as a seed.
     #[arg(long = "seed", value_name = "ADDR")]
     seeds: Vec<std::net::SocketAddrV4>,
+    /// TLS certificate chain (PEM) for the TCP and WebSocket listeners; needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn listen_flag(
@@ -73,6 +79,10 @@ fn load(args: Args) -> Result<ServerConfig, String> {
     }
     if !args.seeds.is_empty() {
         config.mesh_seeds = args.seeds;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls_cert = Some(cert);
+        config.tls_key = Some(key);
     }
     Ok(config)
 }
@@ -112,7 +122,7 @@ async fn main() -> ExitCode {
     let _ = writeln!(stdout, "listening mesh {}", server.mesh_addr());
     let _ = stdout.flush();
     drop(stdout);
-    match wait_for_signal().await {
+    match wait_for_signal(&server).await {
         Signal::Interrupt => {
             tracing::info!("interrupted: shutting down");
             server.shutdown(Duration::from_secs(5)).await;
@@ -133,18 +143,27 @@ enum Signal {
     Terminate,
 }
 
-async fn wait_for_signal() -> Signal {
+/// Waits for SIGINT or SIGTERM; on SIGHUP reloads the TLS certificate meanwhile.
+async fn wait_for_signal(server: &group_net::Server) -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => Signal::Interrupt,
-                    _ = term.recv() => Signal::Terminate,
+                    _ = tokio::signal::ctrl_c() => return Signal::Interrupt,
+                    _ = term.recv() => return Signal::Terminate,
+                    _ = hup.recv() => match server.reload_tls() {
+                        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded; new connections use it"),
+                        Ok(false) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+                        Err(e) => tracing::error!("SIGHUP: TLS reload failed, the old certificate stays: {e}"),
+                    },
                 }
-            }
-            Err(_) => {
+            },
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
                 Signal::Interrupt
             }
@@ -152,6 +171,7 @@ async fn wait_for_signal() -> Signal {
     }
     #[cfg(not(unix))]
     {
+        let _ = server;
         let _ = tokio::signal::ctrl_c().await;
         Signal::Interrupt
     }

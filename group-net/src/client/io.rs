@@ -11,22 +11,22 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use group_core::proto::{Request, ServerFrame, decode_server_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{CloseReason, CloseSlot};
+use crate::tls::Stream;
 
 /// Largest server frame payload the client accepts.
 pub(super) const MAX_SERVER_PAYLOAD: u32 = 16 << 20;
 
 /// Where the writer task puts bytes.
 pub(super) enum Writer {
-    Tcp(OwnedWriteHalf),
-    Ws(SplitSink<WebSocketStream<TcpStream>, Message>),
+    /// A TCP connection's writing half, with or without TLS.
+    Tcp(Box<dyn AsyncWrite + Send + Unpin>),
+    Ws(SplitSink<WebSocketStream<Stream>, Message>),
     /// Each item is one reliable KCP message of whole frames, for the UDP task to send.
     Udp(mpsc::Sender<Bytes>),
 }
@@ -34,7 +34,11 @@ pub(super) enum Writer {
 impl Writer {
     async fn write(&mut self, bytes: Bytes) -> Result<(), ()> {
         match self {
-            Writer::Tcp(w) => w.write_all(&bytes).await.map_err(drop),
+            Writer::Tcp(w) => {
+                // TLS holds the last record until flushed; for plain TCP flushing does nothing.
+                w.write_all(&bytes).await.map_err(drop)?;
+                w.flush().await.map_err(drop)
+            }
             Writer::Ws(sink) => sink.send(Message::Binary(bytes)).await.map_err(drop),
             Writer::Udp(queue) => queue.send(bytes).await.map_err(drop),
         }
@@ -92,8 +96,8 @@ pub(super) async fn write_loop(
 }
 
 /// Reads TCP bytes into frames until EOF or an error, and records which it was in `closed`.
-pub(super) async fn read_tcp(
-    mut reader: OwnedReadHalf,
+pub(super) async fn read_tcp<R: AsyncRead + Unpin>(
+    mut reader: R,
     frames: mpsc::Sender<ServerFrame>,
     closed: CloseSlot,
 ) {
@@ -125,7 +129,7 @@ pub(super) async fn read_tcp(
 /// Reads WebSocket messages (each one or more whole frames) until the stream ends, and records why it
 /// ended in `closed`.
 pub(super) async fn read_ws(
-    mut messages: SplitStream<WebSocketStream<TcpStream>>,
+    mut messages: SplitStream<WebSocketStream<Stream>>,
     frames: mpsc::Sender<ServerFrame>,
     closed: CloseSlot,
 ) {

@@ -24,6 +24,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::client_async;
 
+pub use crate::tls::ClientTls;
+use crate::tls::Stream;
+
 use io::Writer;
 
 /// Frames buffered between the socket and the caller; when full, the client stops reading (backpressure).
@@ -327,16 +330,34 @@ impl Client {
         let stream = within(options.connect_timeout, TcpStream::connect(addr)).await??;
         stream.set_nodelay(true)?;
         let (reader, writer) = stream.into_split();
+        Ok(Client::over_stream(reader, Box::new(writer), options))
+    }
+
+    /// Connects over TCP with TLS, checking the server's certificate as `tls` says.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        tls: &ClientTls,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let handshake = async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            tls.connect(tcp).await
+        };
+        let stream = within(options.connect_timeout, handshake).await??;
+        let (reader, writer) = tokio::io::split(stream);
+        Ok(Client::over_stream(reader, Box::new(writer), options))
+    }
+
+    fn over_stream<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+        reader: R,
+        writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        options: ClientOptions,
+    ) -> Client {
         let (frames, inbox) = mpsc::channel(INBOX);
         let closed = CloseSlot::default();
         let reader = tokio::spawn(io::read_tcp(reader, frames, closed.clone()));
-        Ok(Client::new(
-            Writer::Tcp(writer),
-            inbox,
-            reader,
-            closed,
-            options,
-        ))
+        Client::new(Writer::Tcp(writer), inbox, reader, closed, options)
     }
 
     /// Connects over WebSocket (`ws://addr/`) with the default [`ClientOptions`].
@@ -349,10 +370,39 @@ impl Client {
         addr: SocketAddr,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
+        Client::connect_websocket(addr, None, options).await
+    }
+
+    /// Connects over WebSocket with TLS (`wss://name/`, the name from `tls`), checking the server's
+    /// certificate as `tls` says.
+    pub async fn connect_wss(
+        addr: SocketAddr,
+        tls: &ClientTls,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        Client::connect_websocket(addr, Some(tls), options).await
+    }
+
+    async fn connect_websocket(
+        addr: SocketAddr,
+        tls: Option<&ClientTls>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let handshake = async {
-            let stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let url = format!("ws://{addr}/");
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let (url, stream) = match tls {
+                None => (format!("ws://{addr}/"), Stream::Plain(tcp)),
+                Some(tls) => {
+                    let name = tls.server_name();
+                    let host = match name.parse::<std::net::Ipv6Addr>() {
+                        Ok(_) => format!("[{name}]"),
+                        Err(_) => name,
+                    };
+                    let url = format!("wss://{host}:{}/", addr.port());
+                    (url, tls.connect(tcp).await?)
+                }
+            };
             client_async(url, stream)
                 .await
                 .map_err(|e| ClientError::WebSocket(e.to_string()))

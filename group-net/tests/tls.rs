@@ -1,0 +1,203 @@
+//! TLS on the TCP and WebSocket listeners, with certificates made at test time (rcgen): a TLS client
+//! and a wss client share a group; a client that does not trust the certificate, or speaks plain TCP to
+//! a TLS port, gets nowhere; `reload_tls` swaps the certificate for new connections; and
+//! `ws.allowedOrigins` refuses other origins with 403.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{bounded, config, next_push, start};
+use group_core::proto::CreateRequest;
+use group_net::client::{Client, ClientOptions, ClientTls, Push};
+use group_net::{ServerBuilder, ServerConfig};
+
+/// A self-signed certificate for localhost and 127.0.0.1, written as PEM files under a fresh directory.
+struct Certificate {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn certificate(dir: &Path, name: &str) -> Certificate {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = dir.join(format!("{name}-cert.pem"));
+    let key = dir.join(format!("{name}-key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    Certificate { cert, key }
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("group-tls-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn with_tls(cert: &Certificate) -> ServerConfig {
+    ServerConfig {
+        tls_cert: Some(cert.cert.clone()),
+        tls_key: Some(cert.key.clone()),
+        ..config()
+    }
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        connect_timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_tls_client_and_a_wss_client_share_a_group() {
+    let dir = scratch("share");
+    let cert = certificate(&dir, "server");
+    let server = start(ServerBuilder::new(with_tls(&cert))).await;
+    assert!(server.tls());
+    let trust = ClientTls::with_ca_file("localhost", &cert.cert).unwrap();
+
+    let mut tcp = bounded(
+        "tls",
+        Client::connect_tls(server.tcp_addr().unwrap(), &trust, options()),
+    )
+    .await
+    .unwrap();
+    bounded("hello", tcp.hello("over-tls", "")).await.unwrap();
+    let by_ip = ClientTls::with_ca_file("127.0.0.1", &cert.cert).unwrap();
+    let mut ws = bounded(
+        "wss",
+        Client::connect_wss(server.ws_addr().unwrap(), &by_ip, options()),
+    )
+    .await
+    .unwrap();
+    bounded("hello", ws.hello("over-wss", "")).await.unwrap();
+
+    let params = CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    };
+    let group = bounded("create", tcp.create(params)).await.unwrap();
+    bounded("join", ws.join(group, b"here")).await.unwrap();
+    let Push::Joined { uid, .. } = next_push(&mut tcp).await else {
+        panic!("the join push")
+    };
+    assert_eq!(uid, "over-wss");
+    bounded(
+        "broadcast",
+        tcp.broadcast(group, Bytes::from_static(b"sealed"), true),
+    )
+    .await
+    .unwrap();
+    let Push::Broadcast { entries, .. } = next_push(&mut ws).await else {
+        panic!("the broadcast")
+    };
+    assert_eq!(entries[0].message, &b"sealed"[..]);
+}
+
+#[tokio::test]
+async fn untrusted_certificates_and_plain_clients_get_nowhere() {
+    let dir = scratch("untrusted");
+    let cert = certificate(&dir, "server");
+    let stranger = certificate(&dir, "stranger");
+    let server = start(ServerBuilder::new(with_tls(&cert))).await;
+    let wrong_ca = ClientTls::with_ca_file("localhost", &stranger.cert).unwrap();
+    let refused = Client::connect_tls(server.tcp_addr().unwrap(), &wrong_ca, options()).await;
+    assert!(refused.is_err(), "a certificate from an untrusted CA");
+    let wrong_name = ClientTls::with_ca_file("elsewhere.example", &cert.cert).unwrap();
+    let refused = Client::connect_wss(server.ws_addr().unwrap(), &wrong_name, options()).await;
+    assert!(refused.is_err(), "a certificate for another name");
+    // A plain client's Hello is not TLS: the server drops the connection without an answer.
+    let mut plain = bounded("plain", Client::connect_tcp(server.tcp_addr().unwrap()))
+        .await
+        .unwrap();
+    assert!(bounded("hello", plain.hello("plain", "")).await.is_err());
+}
+
+#[tokio::test]
+async fn reloading_swaps_the_certificate_for_new_connections() {
+    let dir = scratch("reload");
+    let first = certificate(&dir, "first");
+    let second = certificate(&dir, "second");
+    // The server reads its files from fixed paths; the test rewrites them, as an operator would.
+    let live = Certificate {
+        cert: dir.join("live-cert.pem"),
+        key: dir.join("live-key.pem"),
+    };
+    std::fs::copy(&first.cert, &live.cert).unwrap();
+    std::fs::copy(&first.key, &live.key).unwrap();
+    let server = start(ServerBuilder::new(with_tls(&live))).await;
+    let trusts_first = ClientTls::with_ca_file("localhost", &first.cert).unwrap();
+    let trusts_second = ClientTls::with_ca_file("localhost", &second.cert).unwrap();
+    let addr = server.tcp_addr().unwrap();
+    let mut open = Client::connect_tls(addr, &trusts_first, options())
+        .await
+        .unwrap();
+    bounded("hello", open.hello("before", "")).await.unwrap();
+
+    // A broken file is refused and the old certificate stays.
+    std::fs::write(&live.cert, "not a certificate").unwrap();
+    let error = server.reload_tls().unwrap_err().to_string();
+    assert!(error.contains("live-cert.pem"), "{error}");
+    assert!(
+        Client::connect_tls(addr, &trusts_first, options())
+            .await
+            .is_ok()
+    );
+
+    std::fs::copy(&second.cert, &live.cert).unwrap();
+    std::fs::copy(&second.key, &live.key).unwrap();
+    assert!(server.reload_tls().unwrap());
+    assert!(
+        Client::connect_tls(addr, &trusts_first, options())
+            .await
+            .is_err()
+    );
+    let mut fresh = Client::connect_tls(addr, &trusts_second, options())
+        .await
+        .unwrap();
+    bounded("hello", fresh.hello("after", "")).await.unwrap();
+    // The connection made before the reload is still served.
+    bounded("ping", open.ping(b"still here")).await.unwrap();
+}
+
+#[tokio::test]
+async fn websocket_origins_outside_the_allow_list_are_refused_with_403() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = start(ServerBuilder::new(ServerConfig {
+        ws_allowed_origins: Some(vec!["https://game.example".into()]),
+        ..config()
+    }))
+    .await;
+    let addr = server.ws_addr().unwrap();
+    let handshake = |origin: Option<&'static str>| async move {
+        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio_tungstenite::client_async(request, stream).await
+    };
+    assert!(handshake(Some("https://game.example")).await.is_ok());
+    for origin in [Some("https://evil.example"), None] {
+        match handshake(origin).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403, "{origin:?}");
+            }
+            other => panic!("{origin:?}: {other:?}"),
+        }
+    }
+}
