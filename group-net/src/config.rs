@@ -10,7 +10,9 @@
 //!               "authSecret": null, "outboundQueue": 1024, "hookTimeout": 10,
 //!               "wsReadBuffer": 4096, "helloTimeout": 5000, "authClockSkew": 5 },
 //!   "mesh":   { "bind": "127.0.0.1:8100", "advertise": null, "seeds": ["127.0.0.1:8101"],
-//!               "secret": null, "probeInterval": 1000, "suspectTimeout": 3000 },
+//!               "secret": null, "probeInterval": 1000, "suspectTimeout": 3000,
+//!               "tls": { "cert": "node.pem", "key": "node-key.pem", "ca": "cluster-ca.pem",
+//!                        "serverName": "group-mesh" } },
 //!   "tls":    { "cert": "/etc/group/cert.pem", "key": "/etc/group/key.pem" },
 //!   "ws":     { "allowedOrigins": ["https://game.example"] }
 //! }
@@ -77,6 +79,9 @@ pub struct ServerConfig {
     pub tls_cert: Option<std::path::PathBuf>,
     /// See `tls_cert`.
     pub tls_key: Option<std::path::PathBuf>,
+    /// `mesh.tls`: mutual TLS on mesh links (see [`MeshTlsConfig`]); `None`: links are authenticated by
+    /// `mesh.secret` but not encrypted.
+    pub mesh_tls: Option<MeshTlsConfig>,
     /// `ws.allowedOrigins`: the `Origin` header values a WebSocket handshake may carry (exactly, such as
     /// `https://game.example`); others are refused with 403. `None`: any origin, or none.
     pub ws_allowed_origins: Option<Vec<String>>,
@@ -107,6 +112,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             ws_allowed_origins: None,
+            mesh_tls: None,
         }
     }
 }
@@ -233,10 +239,12 @@ impl ServerConfig {
                         }
                     }
                 }
+                "tls" => self.mesh_tls = mesh_tls(&path, value)?,
                 "probeInterval" => self.mesh_probe_interval = millis(&path, value, 50, 60_000)?,
                 "suspectTimeout" => self.mesh_suspect_timeout = millis(&path, value, 100, 600_000)?,
                 _ => {
-                    let known = "bind, advertise, seeds, secret, probeInterval, suspectTimeout";
+                    let known =
+                        "bind, advertise, seeds, secret, tls, probeInterval, suspectTimeout";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),
@@ -323,6 +331,59 @@ impl ServerConfig {
             }
         }
     }
+}
+
+/// `mesh.tls`: this node's certificate and key, the cluster's CA, and the name every node's certificate
+/// carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshTlsConfig {
+    /// `cert`: this node's certificate chain (PEM), signed by `ca`.
+    pub cert: std::path::PathBuf,
+    /// `key`: its private key (PEM).
+    pub key: std::path::PathBuf,
+    /// `ca`: the certificate authority every node's certificate must chain to (PEM).
+    pub ca: std::path::PathBuf,
+    /// `serverName`: the name (a DNS name in the certificates' subjectAltName) a node checks in a peer's
+    /// certificate; nodes dial each other by IP, so one shared name (default `group-mesh`).
+    pub server_name: String,
+}
+
+fn mesh_tls(path: &str, value: &Value) -> Result<Option<MeshTlsConfig>, ConfigError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let fields = object(path, value)?;
+    let file = |key: &str| match fields.get(key) {
+        Some(Value::String(file)) if !file.is_empty() => Ok(std::path::PathBuf::from(file)),
+        other => Err(error(
+            &format!("{path}.{key}"),
+            "must be the path of a PEM file",
+            other.unwrap_or(&Value::Null),
+        )),
+    };
+    for (key, value) in fields {
+        if !["cert", "key", "ca", "serverName"].contains(&key.as_str()) {
+            let problem = "unknown key (known keys: cert, key, ca, serverName)";
+            return Err(error(&format!("{path}.{key}"), problem, value));
+        }
+    }
+    let server_name = match fields.get("serverName") {
+        None => "group-mesh".to_string(),
+        Some(Value::String(name)) if !name.is_empty() => name.clone(),
+        Some(other) => {
+            return Err(error(
+                &format!("{path}.serverName"),
+                "must be a name",
+                other,
+            ));
+        }
+    };
+    Ok(Some(MeshTlsConfig {
+        cert: file("cert")?,
+        key: file("key")?,
+        ca: file("ca")?,
+        server_name,
+    }))
 }
 
 fn error(key: &str, problem: &str, value: &Value) -> ConfigError {

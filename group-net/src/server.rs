@@ -198,6 +198,15 @@ impl ServerBuilder {
                 value: "(hidden)".into(),
             }));
         };
+        let mesh_tls = match &self.config.mesh_tls {
+            Some(files) => Some(crate::tls::MeshTls::load(
+                &files.cert,
+                &files.key,
+                &files.ca,
+                &files.server_name,
+            )?),
+            None => None,
+        };
         let tls = match (&self.config.tls_cert, &self.config.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(crate::tls::ServerTls::load(cert, key)?)),
             _ => None,
@@ -292,6 +301,7 @@ impl ServerBuilder {
         let links = Links::new(
             mesh,
             self.config.mesh_secret.as_deref(),
+            mesh_tls,
             shared.inputs.clone(),
             refused,
             stats.clone(),

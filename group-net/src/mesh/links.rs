@@ -33,9 +33,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use group_core::NodeAddr;
 use group_core::cluster::mesh::{self, MESH_VERSION, MeshMessage};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::tls::{MeshTls, Stream};
 use tokio::sync::mpsc;
 
 use group_core::Input;
@@ -64,6 +66,8 @@ pub(crate) struct Links {
     own: NodeAddr,
     /// The key of the handshake's proofs (`mesh.secret`; empty without one).
     secret: Vec<u8>,
+    /// `mesh.tls`: links run inside mutual TLS.
+    tls: Option<MeshTls>,
     peers: Mutex<HashMap<NodeAddr, Peer>>,
     inputs: mpsc::Sender<NodeInput>,
     /// Peers whose mesh port refused a connection after their link broke, for membership.
@@ -75,13 +79,14 @@ pub(crate) struct Links {
 #[derive(Clone)]
 struct Peer {
     frames: mpsc::Sender<Bytes>,
-    streams: mpsc::Sender<TcpStream>,
+    streams: mpsc::Sender<Stream>,
 }
 
 impl Links {
     pub fn new(
         own: NodeAddr,
         secret: Option<&str>,
+        tls: Option<MeshTls>,
         inputs: mpsc::Sender<NodeInput>,
         refused: mpsc::Sender<NodeAddr>,
         stats: Arc<Stats>,
@@ -90,6 +95,7 @@ impl Links {
         Arc::new(Links {
             own,
             secret: secret.map(|s| s.as_bytes().to_vec()).unwrap_or_default(),
+            tls,
             peers: Mutex::new(HashMap::new()),
             inputs,
             refused,
@@ -162,9 +168,19 @@ impl Links {
         }
     }
 
-    async fn greet_incoming(self: Arc<Self>, stream: TcpStream, from: std::net::SocketAddr) {
-        let greeted =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, self.clone().answer(stream, from)).await;
+    async fn greet_incoming(self: Arc<Self>, tcp: TcpStream, from: std::net::SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let greeting = async {
+            let stream = match &self.tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => tls
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| HelloError::Tls(e.to_string()))?,
+            };
+            self.clone().answer(stream, from).await
+        };
+        let greeted = tokio::time::timeout(HANDSHAKE_TIMEOUT, greeting).await;
         let refusal = match greeted {
             Ok(Ok((peer, stream))) => {
                 if let Some(link) = self.peer(peer) {
@@ -188,9 +204,9 @@ impl Links {
     /// The accepting side of the handshake: the peer's hello, ours, its proof, ours.
     async fn answer(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        mut stream: Stream,
         from: std::net::SocketAddr,
-    ) -> Result<(NodeAddr, TcpStream), HelloError> {
+    ) -> Result<(NodeAddr, Stream), HelloError> {
         let mut buf = [0u8; HELLO_LEN];
         stream
             .read_exact(&mut buf)
@@ -249,6 +265,8 @@ enum HelloError {
     Timeout,
     #[error("the OS random source failed")]
     Random,
+    #[error("its TLS handshake failed (check mesh.tls on both nodes): {0}")]
+    Tls(String),
 }
 
 fn fresh_nonce() -> Result<[u8; NONCE_LEN], HelloError> {
@@ -320,7 +338,7 @@ fn verify(
 }
 
 /// The dialling side of the handshake: our hello, the peer's, our proof, the peer's.
-async fn dial(links: &Links, peer: NodeAddr) -> io::Result<TcpStream> {
+async fn dial(links: &Links, peer: NodeAddr) -> io::Result<Stream> {
     let timeout = |e| io::Error::new(io::ErrorKind::TimedOut, e);
     let refused = |e: HelloError| {
         static REFUSED: Throttle = Throttle::new();
@@ -329,10 +347,18 @@ async fn dial(links: &Links, peer: NodeAddr) -> io::Result<TcpStream> {
         }
         io::Error::other(e.to_string())
     };
-    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(peer.0))
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(peer.0))
         .await
         .map_err(|_| timeout("connect timed out"))??;
+    let _ = tcp.set_nodelay(true);
     let handshake = async {
+        let mut stream = match &links.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => tls
+                .connect(tcp)
+                .await
+                .map_err(|e| refused(HelloError::Tls(e.to_string())))?,
+        };
         let nonce = fresh_nonce().map_err(refused)?;
         stream.write_all(&hello(links.own, &nonce)).await?;
         let mut buf = [0u8; HELLO_LEN];
@@ -349,19 +375,18 @@ async fn dial(links: &Links, peer: NodeAddr) -> io::Result<TcpStream> {
         if !verify(&links.secret, &nonce, peer, &proof) {
             return Err(refused(HelloError::Proof));
         }
-        Ok(())
+        Ok(stream)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
-        .map_err(|_| timeout("no handshake from the peer"))??;
-    Ok(stream)
+        .map_err(|_| timeout("no handshake from the peer"))?
 }
 
 async fn run_peer(
     links: Arc<Links>,
     peer: NodeAddr,
     mut frames: mpsc::Receiver<Bytes>,
-    mut streams: mpsc::Receiver<TcpStream>,
+    mut streams: mpsc::Receiver<Stream>,
 ) {
     // The higher node gives the lower one a head start every time a link must be (re)made, so that the
     // two do not dial each other at once and keep replacing each other's connection.
@@ -372,7 +397,7 @@ async fn run_peer(
     };
     let mut delay = head_start;
     let mut backoff = MIN_BACKOFF;
-    let mut next: Option<TcpStream> = None;
+    let mut next: Option<Stream> = None;
     loop {
         let stream = match next.take() {
             Some(stream) => stream,
@@ -470,12 +495,34 @@ fn refused(links: &Links, peer: NodeAddr, error: &io::Error) -> bool {
 async fn serve(
     links: &Arc<Links>,
     peer: NodeAddr,
-    stream: TcpStream,
+    stream: Stream,
     frames: &mut mpsc::Receiver<Bytes>,
-    streams: &mut mpsc::Receiver<TcpStream>,
-) -> Option<TcpStream> {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+    streams: &mut mpsc::Receiver<Stream>,
+) -> Option<Stream> {
+    match stream {
+        Stream::Plain(tcp) => {
+            let (reader, writer) = tcp.into_split();
+            carry(links, peer, reader, writer, frames, streams).await
+        }
+        tls => {
+            let (reader, writer) = tokio::io::split(tls);
+            carry(links, peer, reader, writer, frames, streams).await
+        }
+    }
+}
+
+async fn carry<R, W>(
+    links: &Arc<Links>,
+    peer: NodeAddr,
+    reader: R,
+    writer: W,
+    frames: &mut mpsc::Receiver<Bytes>,
+    streams: &mut mpsc::Receiver<Stream>,
+) -> Option<Stream>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     let mut reading = tokio::spawn(read_frames(links.clone(), peer, reader));
     let mut writer = BufWriter::new(writer);
     let outcome = loop {
@@ -497,8 +544,8 @@ async fn serve(
 }
 
 /// Writes one frame and whatever else is queued (up to a bound), then flushes.
-async fn write_batch(
-    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
     first: Bytes,
     frames: &mut mpsc::Receiver<Bytes>,
 ) -> io::Result<()> {
@@ -515,7 +562,7 @@ async fn write_batch(
     writer.flush().await
 }
 
-async fn read_frames(links: Arc<Links>, peer: NodeAddr, reader: OwnedReadHalf) {
+async fn read_frames<R: AsyncRead + Unpin>(links: Arc<Links>, peer: NodeAddr, reader: R) {
     let mut reader = BufReader::new(reader);
     loop {
         let Ok(len) = reader.read_u32().await else {
