@@ -635,6 +635,28 @@ group_result_t group_reply(const group_server_t *server,
                            const uint8_t *payload,
                            size_t payload_len);
 
+// Starts connecting with TLS and returns at once, as [`group_client_connect_async`] does: over TCP
+// (`transport` 1) or WebSocket (3, then `wss://`); UDP (2) has no TLS and is refused with
+// `GROUP_RESULT_INVALID_ARGUMENT`. The server's certificate must name `server_name` (a DNS name or an
+// IP address, UTF-8) and chain to a CA in `ca_pem` (PEM text, one or more certificates), or, with
+// `ca_pem` NULL and `ca_pem_len` 0, to one of the public web's CAs (Mozilla's list, built in). A
+// `server_name` or `ca_pem` that cannot be used is `GROUP_RESULT_INVALID_ARGUMENT` at the call; a
+// certificate the server presents that does not check out ends the connection with
+// `GROUP_DISCONNECT_CONNECT_FAILED`.
+//
+// # Safety
+// `addr`, `server_name` and `ca_pem` must point to their lengths' readable bytes (`ca_pem` may be NULL
+// with length 0); `options` NULL or readable; `out` writable.
+group_result_t group_client_connect_tls(uint32_t transport,
+                                        const uint8_t *addr,
+                                        size_t addr_len,
+                                        const uint8_t *server_name,
+                                        size_t server_name_len,
+                                        const uint8_t *ca_pem,
+                                        size_t ca_pem_len,
+                                        const group_client_options_t *options,
+                                        group_client_t **out);
+
 // Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
 // `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed), at most 5 s.
 // On success `*out` owns the client until `group_client_free`; its first event is

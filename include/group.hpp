@@ -403,6 +403,22 @@ public:
         return Client(raw);
     }
 
+    // As connect_async, with TLS (TCP, or WebSocket as wss): the server's certificate must name
+    // `server_name` and chain to a CA in `ca_pem` (PEM text), or with an empty `ca_pem` to one of the public
+    // web's CAs. UDP, or an unusable name or CA text, is GROUP_RESULT_INVALID_ARGUMENT.
+    static Result<Client> connect_tls(std::uint32_t transport, std::string_view addr, std::string_view server_name,
+                                      std::string_view ca_pem = {},
+                                      const group_client_options_t *options = nullptr) {
+        group_client_t *raw = nullptr;
+        group_result_t code = group_client_connect_tls(transport, detail::as_bytes(addr), addr.size(),
+                                                       detail::as_bytes(server_name), server_name.size(),
+                                                       detail::as_bytes(ca_pem), ca_pem.size(), options, &raw);
+        if (code != GROUP_RESULT_OK) {
+            return Error{code, 0, "group_client_connect_tls"};
+        }
+        return Client(raw);
+    }
+
     // The submit_* calls queue an operation and return its ID; its completion comes as an event.
     // `timeout_ms` 0: the client's request timeout.
     Result<std::uint64_t> submit_hello(std::string_view uid, std::string_view token = {},

@@ -37,9 +37,9 @@ pub use callbacks::{
 };
 pub use client::{
     group_client, group_client_broadcast, group_client_connect, group_client_connect_async,
-    group_client_create, group_client_event, group_client_event_kind, group_client_free,
-    group_client_hello, group_client_join, group_client_last_reply, group_client_leave,
-    group_client_options, group_client_poll_event, group_client_poll_push,
+    group_client_connect_tls, group_client_create, group_client_event, group_client_event_kind,
+    group_client_free, group_client_hello, group_client_join, group_client_last_reply,
+    group_client_leave, group_client_options, group_client_poll_event, group_client_poll_push,
     group_client_random_join, group_client_refusal_message, group_client_request,
     group_client_set_keep_alive, group_client_submit_create, group_client_submit_hello,
     group_client_submit_join, group_client_submit_leave, group_client_submit_random_join,

@@ -161,6 +161,19 @@ impl ClientTls {
                 .add(cert)
                 .map_err(|e| TlsError::Rustls(e.to_string()))?;
         }
+        if roots.is_empty() {
+            return Err(TlsError::Rustls(
+                "no CERTIFICATE block in the CA text".into(),
+            ));
+        }
+        ClientTls::with_roots(server_name, roots)
+    }
+
+    /// Trusts the public web's certificate authorities (Mozilla's list, built in), as a browser does.
+    pub fn with_public_roots(server_name: &str) -> Result<ClientTls, TlsError> {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
         ClientTls::with_roots(server_name, roots)
     }
 

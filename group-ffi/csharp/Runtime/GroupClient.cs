@@ -139,6 +139,33 @@ namespace Group
             return new Client((IntPtr)raw);
         }
 
+        /// <summary>As ConnectAsync, with TLS (Tcp, or Ws as wss://): the server's certificate must name
+        /// serverName and chain to a CA in caPem (PEM text), or with caPem null to one of the public web's
+        /// CAs. Udp, or an unusable name or CA text, throws.</summary>
+        public static Client ConnectTlsAsync(Transport transport, string address, string serverName, string caPem = null,
+            ClientOptions options = default(ClientOptions))
+        {
+            var addr = Interop.Utf8(address);
+            var name = Interop.Utf8(serverName);
+            var ca = caPem == null ? new byte[0] : Interop.Utf8(caPem);
+            var native = new group_client_options
+            {
+                connect_timeout_ms = options.ConnectTimeoutMs,
+                request_timeout_ms = options.RequestTimeoutMs,
+                keep_alive_ms = options.KeepAliveMs,
+            };
+            group_client* raw;
+            fixed (byte* a = Interop.NonEmpty(addr))
+            fixed (byte* n = Interop.NonEmpty(name))
+            fixed (byte* c = Interop.NonEmpty(ca))
+            {
+                Interop.Check(NativeMethods.group_client_connect_tls((uint)transport, a, (UIntPtr)addr.Length, n,
+                        (UIntPtr)name.Length, ca.Length == 0 ? null : c, (UIntPtr)ca.Length, &native, &raw),
+                    "group_client_connect_tls " + address);
+            }
+            return new Client((IntPtr)raw);
+        }
+
         /// <summary>Connects, blocking until connected (at most 5 s).</summary>
         public Client(Transport transport, string address)
         {

@@ -397,6 +397,23 @@ namespace Group.Native
         public static extern group_result group_set_log_callback(group_set_log_callback_callback_delegate callback, uint max_level, void* userdata);
 
         /// <summary>
+        ///  Starts connecting with TLS and returns at once, as [`group_client_connect_async`] does: over TCP
+        ///  (`transport` 1) or WebSocket (3, then `wss://`); UDP (2) has no TLS and is refused with
+        ///  `GROUP_RESULT_INVALID_ARGUMENT`. The server's certificate must name `server_name` (a DNS name or an
+        ///  IP address, UTF-8) and chain to a CA in `ca_pem` (PEM text, one or more certificates), or, with
+        ///  `ca_pem` NULL and `ca_pem_len` 0, to one of the public web's CAs (Mozilla's list, built in). A
+        ///  `server_name` or `ca_pem` that cannot be used is `GROUP_RESULT_INVALID_ARGUMENT` at the call; a
+        ///  certificate the server presents that does not check out ends the connection with
+        ///  `GROUP_DISCONNECT_CONNECT_FAILED`.
+        ///
+        ///  # Safety
+        ///  `addr`, `server_name` and `ca_pem` must point to their lengths' readable bytes (`ca_pem` may be NULL
+        ///  with length 0); `options` NULL or readable; `out` writable.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_client_connect_tls", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_client_connect_tls(uint transport, byte* addr, System.UIntPtr addr_len, byte* server_name, System.UIntPtr server_name_len, byte* ca_pem, System.UIntPtr ca_pem_len, group_client_options* options, group_client** @out);
+
+        /// <summary>
         ///  Connects to a server over `transport` (`GROUP_TRANSPORT_TCP`, `_UDP` or `_WS`) at `addr` (text such as
         ///  `127.0.0.1:7100`). **Blocking** until connected (UDP: until the KCP handshake completed), at most 5 s.
         ///  On success `*out` owns the client until `group_client_free`; its first event is

@@ -238,6 +238,9 @@ int main() {
                std::string::npos,
            "config_error names the key");
     expect(group::config_error("{}").empty(), "a valid configuration has no error");
+    auto no_tls_over_udp = group::Client::connect_tls(GROUP_TRANSPORT_UDP, "127.0.0.1:1", "game.example");
+    expect(!no_tls_over_udp && no_tls_over_udp.error().result == GROUP_RESULT_INVALID_ARGUMENT,
+           "connect_tls refuses UDP with INVALID_ARGUMENT");
 
     vanishing_members(server);
 

@@ -61,6 +61,16 @@ static class ServerHost
             Expect(e.Message.Contains("group.relayLimit"), "the error names the key: " + e.Message);
         }
 
+        try
+        {
+            Client.ConnectTlsAsync(Transport.Udp, "127.0.0.1:1", "game.example").Dispose();
+            Expect(false, "TLS over UDP is refused");
+        }
+        catch (GroupException e)
+        {
+            Expect(e.Result == group_result.GROUP_RESULT_INVALID_ARGUMENT, "ConnectTlsAsync refuses UDP");
+        }
+
         // The allocation measurement below sends 2200 broadcasts at once: above the default
         // limits.maxRequestsPerSecond (1000), which would refuse the rest with code 16.
         const string config = "{\"server\": {\"tcp\": \"127.0.0.1:0\", \"ws\": \"127.0.0.1:0\", \"udp\": \"127.0.0.1:0\"}," +

@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use group_net::client::{Client, ClientOptions};
+use group_net::client::{Client, ClientOptions, ClientTls};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
@@ -209,6 +209,70 @@ async fn connect(
         2 => Client::connect_udp_with(addr, options).await,
         _ => Client::connect_ws_with(addr, options).await,
     }
+}
+
+/// Starts connecting with TLS and returns at once, as [`group_client_connect_async`] does: over TCP
+/// (`transport` 1) or WebSocket (3, then `wss://`); UDP (2) has no TLS and is refused with
+/// `GROUP_RESULT_INVALID_ARGUMENT`. The server's certificate must name `server_name` (a DNS name or an
+/// IP address, UTF-8) and chain to a CA in `ca_pem` (PEM text, one or more certificates), or, with
+/// `ca_pem` NULL and `ca_pem_len` 0, to one of the public web's CAs (Mozilla's list, built in). A
+/// `server_name` or `ca_pem` that cannot be used is `GROUP_RESULT_INVALID_ARGUMENT` at the call; a
+/// certificate the server presents that does not check out ends the connection with
+/// `GROUP_DISCONNECT_CONNECT_FAILED`.
+///
+/// # Safety
+/// `addr`, `server_name` and `ca_pem` must point to their lengths' readable bytes (`ca_pem` may be NULL
+/// with length 0); `options` NULL or readable; `out` writable.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn group_client_connect_tls(
+    transport: u32,
+    addr: *const u8,
+    addr_len: usize,
+    server_name: *const u8,
+    server_name_len: usize,
+    ca_pem: *const u8,
+    ca_pem_len: usize,
+    options: *const group_client_options,
+    out: *mut *mut group_client,
+) -> group_result {
+    guard(|| {
+        if out.is_null() {
+            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
+        }
+        // SAFETY: forwarded from this function's contract.
+        let (transport, addr) = target(transport, unsafe { text(addr, addr_len) }?)?;
+        if transport == 2 {
+            return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
+        }
+        // SAFETY: forwarded from this function's contract.
+        let name = unsafe { text(server_name, server_name_len) }?;
+        // SAFETY: forwarded from this function's contract.
+        let ca = unsafe { crate::slice::bytes(ca_pem, ca_pem_len) }?;
+        let tls = if ca.is_empty() {
+            ClientTls::with_public_roots(name)
+        } else {
+            ClientTls::with_ca_pem(name, ca)
+        }
+        .map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)?;
+        // SAFETY: NULL or readable, per the contract.
+        let options = unsafe { options.as_ref() }
+            .copied()
+            .unwrap_or_default()
+            .to_rust();
+        let runtime = crate::threads::runtime("group-client", 1)?;
+        let connecting = async move {
+            match transport {
+                1 => Client::connect_tls(addr, &tls, options).await,
+                _ => Client::connect_wss(addr, &tls, options).await,
+            }
+        };
+        open(runtime, connecting, options, out);
+        Ok(())
+    })
 }
 
 /// Starts the client's runtime and task, and hands the host its handle.
