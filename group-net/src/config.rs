@@ -79,6 +79,9 @@ pub struct ServerConfig {
     pub tls_cert: Option<std::path::PathBuf>,
     /// See `tls_cert`.
     pub tls_key: Option<std::path::PathBuf>,
+    /// `metrics.bind`: where `/metrics`, `/healthz` and `/readyz` are served over HTTP; `None` (the
+    /// default): nowhere.
+    pub metrics: Option<SocketAddr>,
     /// `mesh.tls`: mutual TLS on mesh links (see [`MeshTlsConfig`]); `None`: links are authenticated by
     /// `mesh.secret` but not encrypted.
     pub mesh_tls: Option<MeshTlsConfig>,
@@ -113,6 +116,7 @@ impl Default for ServerConfig {
             tls_key: None,
             ws_allowed_origins: None,
             mesh_tls: None,
+            metrics: None,
         }
     }
 }
@@ -135,10 +139,11 @@ impl ServerConfig {
                 "mesh" => config.apply_mesh(value)?,
                 "tls" => config.apply_tls(value)?,
                 "ws" => config.apply_ws(value)?,
+                "metrics" => config.apply_metrics(value)?,
                 _ => {
                     return Err(error(
                         key,
-                        "unknown section (known: group, limits, server, mesh, tls, ws)",
+                        "unknown section (known: group, limits, server, mesh, tls, ws, metrics)",
                         value,
                     ));
                 }
@@ -282,6 +287,17 @@ impl ServerConfig {
                 "key" => self.tls_key = file,
                 _ => return Err(error(&path, "unknown key (known keys: cert, key)", value)),
             }
+        }
+        Ok(())
+    }
+
+    fn apply_metrics(&mut self, value: &Value) -> Result<(), ConfigError> {
+        for (key, value) in object("metrics", value)? {
+            let path = format!("metrics.{key}");
+            if key != "bind" {
+                return Err(error(&path, "unknown key (known keys: bind)", value));
+            }
+            self.metrics = optional_addr(&path, value)?;
         }
         Ok(())
     }

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub max_requests_per_second: u32,
     /// `tls.cert`/`tls.key`: the TCP and WebSocket listeners' TLS.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// The server's counters.
+    pub stats: Arc<crate::inbox::Stats>,
 }
 
 /// The node task is gone (the server stopped): the connection ends.
@@ -279,7 +281,13 @@ impl Connection {
         }
         self.hold_inbound(&frame).await?;
         let request = match Request::parse(&frame) {
-            Ok(request) => request,
+            Ok(request) => {
+                if matches!(request, Request::Broadcast { .. }) {
+                    let broadcasts = &self.shared.stats.broadcasts;
+                    broadcasts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                request
+            }
             // The node answers Bad with the parse error's code.
             Err(_) => {
                 let conn = self.conn;

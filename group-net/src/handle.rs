@@ -25,6 +25,19 @@ pub type TickFn = Arc<dyn Fn(GroupId, ServerHandle) -> HookFuture<()> + Send + S
 /// Inputs waiting for the node task, at most. Readers wait when it is full: backpressure to clients.
 pub(crate) const INPUT_QUEUE: usize = 8192;
 
+/// The node's own numbers, for the metrics listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeGauges {
+    pub connections: usize,
+    pub sessions: usize,
+    /// Groups this node holds: owned and copies.
+    pub groups: usize,
+    pub live_nodes: usize,
+    /// Draining or drained: handing its groups over.
+    pub offline: bool,
+    pub stale_relays_dropped: u64,
+}
+
 /// Why a server API call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -306,6 +319,19 @@ impl ServerHandle {
     /// The other nodes of the cluster that the membership layer (or their own mesh link) reports alive.
     pub async fn live_nodes(&self) -> Result<Vec<NodeAddr>, ApiError> {
         self.read(|node| node.live_nodes().collect()).await
+    }
+
+    /// What the metrics listener reports of the node, read in one visit.
+    pub(crate) async fn gauges(&self) -> Result<NodeGauges, ApiError> {
+        self.read(|node| NodeGauges {
+            connections: node.connection_count(),
+            sessions: node.sessions().count(),
+            groups: node.group_ids().count(),
+            live_nodes: node.live_nodes().count(),
+            offline: node.is_offline(),
+            stale_relays_dropped: node.stale_relays_dropped(),
+        })
+        .await
     }
 
     /// Client connections the node tracks.

@@ -130,4 +130,46 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Mesh messages dropped because a peer's queue was full (it is unreachable or too slow).
     pub mesh_dropped: AtomicU64,
+    /// Connections open now, by transport: TCP, WebSocket, UDP.
+    pub open: [AtomicU64; 3],
+    /// Frames handed to connections' writers (responses and pushes).
+    pub frames_sent: AtomicU64,
+    /// Broadcast requests received from clients.
+    pub broadcasts: AtomicU64,
+}
+
+/// Which `Stats::open` slot a transport counts in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TransportKind {
+    Tcp = 0,
+    Ws = 1,
+    Udp = 2,
+}
+
+impl Stats {
+    /// Counts a connection open until the returned guard is dropped.
+    pub(crate) fn opened(self: &Arc<Self>, transport: TransportKind) -> OpenConnection {
+        let slot = transport as usize;
+        if let Some(open) = self.open.get(slot) {
+            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        OpenConnection {
+            stats: self.clone(),
+            slot,
+        }
+    }
+}
+
+/// One open connection in `Stats::open`, until dropped.
+pub(crate) struct OpenConnection {
+    stats: Arc<Stats>,
+    slot: usize,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(open) = self.stats.open.get(self.slot) {
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }

@@ -33,6 +33,7 @@ pub mod hooks;
 mod inbox;
 mod listener;
 mod mesh;
+mod metrics;
 mod node_task;
 mod server;
 mod tcp;

@@ -251,7 +251,10 @@ impl Sink for Io {
             charge: writer.budget.charge(bytes),
         };
         match writer.queue.try_send(outgoing) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.cut(conn, "outbound queue full (outboundQueue frames)");
                 false

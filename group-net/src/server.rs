@@ -224,6 +224,7 @@ impl ServerBuilder {
         }
         let tcp = bind(self.tcp.take(), self.config.tcp, "tcp").await?;
         let ws = bind(self.ws.take(), self.config.ws, "ws").await?;
+        let metrics = bind(None, self.config.metrics, "metrics").await?;
         let udp = match (self.udp.take(), self.config.udp) {
             (Some(socket), _) => Some(socket),
             (None, None) => None,
@@ -292,6 +293,7 @@ impl ServerBuilder {
                 ),
                 max_requests_per_second: self.config.limits.max_requests_per_second,
                 tls: tls.clone(),
+                stats: stats.clone(),
             });
         let stop = CancellationToken::new();
         let stop_node = stop.child_token();
@@ -345,6 +347,22 @@ impl ServerBuilder {
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let ws_addr = ws.as_ref().and_then(|l| l.local_addr().ok());
         let udp_addr = udp.as_ref().and_then(|s| s.local_addr().ok());
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(listener) = metrics {
+            let own = mesh.0;
+            let source = crate::metrics::MetricsSource {
+                handle: handle.clone(),
+                stats: stats.clone(),
+                budget: listeners.shared.budget.clone(),
+                clustered: self.config.mesh_seeds.iter().any(|seed| *seed != own),
+            };
+            let stop_metrics = stop.child_token();
+            tasks.spawn(crate::metrics::serve(
+                listener,
+                Arc::new(source),
+                stop_metrics,
+            ));
+        }
         if let Some(socket) = udp {
             let kcp = group_core::kcp::KcpConfig::default();
             tasks.spawn(crate::udp::accept_loop(socket, listeners.clone(), kcp));
@@ -369,6 +387,7 @@ impl ServerBuilder {
             udp_addr,
             mesh_addr: mesh,
             mesh_listen,
+            metrics_addr,
             drain_timeout: self.config.drain_timeout,
             stats,
             listeners,
@@ -435,6 +454,7 @@ pub struct Server {
     udp_addr: Option<SocketAddr>,
     mesh_addr: NodeAddr,
     mesh_listen: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     drain_timeout: Duration,
     stats: Arc<Stats>,
     listeners: Arc<Listeners>,
@@ -514,6 +534,11 @@ impl Server {
     /// The node's mesh address: its identity in the cluster and inside the IDs of groups it creates.
     pub fn mesh_addr(&self) -> NodeAddr {
         self.mesh_addr
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`metrics.bind`), as bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Where the mesh listens (TCP and UDP): `mesh_addr` unless `mesh.advertise` names another address.

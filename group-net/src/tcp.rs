@@ -13,7 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Connection, Shared};
-use crate::inbox::{LAST_WORDS_TIMEOUT, WriterEnd};
+use crate::inbox::{LAST_WORDS_TIMEOUT, TransportKind, WriterEnd};
 use crate::listener::Listeners;
 use crate::tls::Stream;
 
@@ -40,6 +40,7 @@ async fn serve(
             None => return,
         },
     };
+    let _open = shared.stats.opened(TransportKind::Tcp);
     let Ok((connection, end)) = Connection::open(conn, shared).await else {
         return;
     };

@@ -20,7 +20,7 @@ use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Connection, Shared};
-use crate::inbox::{LAST_WORDS_TIMEOUT, WriterEnd};
+use crate::inbox::{LAST_WORDS_TIMEOUT, TransportKind, WriterEnd};
 use crate::listener::Listeners;
 use crate::tls::Stream;
 
@@ -124,6 +124,7 @@ async fn serve(
         Ok(Err(e)) => return tracing::debug!(conn = conn.0, "WebSocket handshake failed: {e}"),
         Err(_) => return tracing::debug!(conn = conn.0, "WebSocket handshake timed out"),
     };
+    let _open = shared.stats.opened(TransportKind::Ws);
     let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
         return;
     };

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["auth", "config", "hooks", "inbox", "tls"],
     &["mesh", "conn", "handle"],
     &["listener", "node_task"],
-    &["tcp", "udp", "ws"],
+    &["tcp", "udp", "ws", "metrics"],
     &["server"],
 ];
 

@@ -1,6 +1,6 @@
 //! `group-server`: runs one node. With no arguments it listens on the defaults (README.md, docs/ARCHITECTURE.md).
 //!
-//! Prints `listening <tcp|udp|ws> <addr>` once per listener when it accepts connections (port 0 prints the real
+//! Prints `listening <tcp|udp|ws|metrics|mesh> <addr>` once per listener when it accepts connections (port 0 prints the real
 //! port), logs with `tracing` (set `RUST_LOG`, default `info`), shuts down gracefully on SIGINT or
 //! SIGTERM, and reads its TLS certificate and key again on SIGHUP.
 
@@ -36,6 +36,9 @@ struct Args {
     /// another node names it as a seed.
     #[arg(long = "seed", value_name = "ADDR")]
     seeds: Vec<std::net::SocketAddrV4>,
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz over HTTP, or "off".
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// TLS certificate chain (PEM) for the TCP and WebSocket listeners; needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -71,6 +74,7 @@ fn load(args: Args) -> Result<ServerConfig, String> {
     config.tcp = listen_flag("tcp", args.tcp, config.tcp)?;
     config.ws = listen_flag("ws", args.ws, config.ws)?;
     config.udp = listen_flag("udp", args.udp, config.udp)?;
+    config.metrics = listen_flag("metrics", args.metrics, config.metrics)?;
     if let Some(mesh) = args.mesh {
         if !mesh.is_ipv4() {
             return Err(format!("--mesh: {mesh} must be IPv4 (group IDs carry it)"));
@@ -120,6 +124,9 @@ async fn main() -> ExitCode {
         }
     }
     let _ = writeln!(stdout, "listening mesh {}", server.mesh_addr());
+    if let Some(addr) = server.metrics_addr() {
+        let _ = writeln!(stdout, "listening metrics {addr}");
+    }
     let _ = stdout.flush();
     drop(stdout);
     match wait_for_signal(&server).await {

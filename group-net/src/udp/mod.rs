@@ -26,7 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::conn::Connection;
-use crate::inbox::WriterEnd;
+use crate::inbox::{TransportKind, WriterEnd};
 use crate::listener::Listeners;
 use crate::throttle::Throttle;
 
@@ -146,6 +146,7 @@ async fn serve(
         max_send_queue: kcp.max_send_queue.min(segments),
         ..kcp
     };
+    let _open = shared.stats.opened(TransportKind::Udp);
     let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
         return;
     };
