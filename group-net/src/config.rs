@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub mesh_advertise: Option<std::net::SocketAddrV4>,
     /// Mesh addresses of nodes to join at start. None: a cluster of one, until another node joins it.
     pub mesh_seeds: Vec<std::net::SocketAddrV4>,
+    /// Seeds given as `host:port` names (a Kubernetes headless Service, say): resolved at start and
+    /// every 10 s, each IPv4 address they resolve to joining `mesh_seeds`.
+    pub mesh_seed_names: Vec<String>,
     /// How often membership probes a random node.
     pub mesh_probe_interval: std::time::Duration,
     /// How long a node that failed its probes stays suspected before it is declared dead.
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8100))),
             mesh_advertise: None,
             mesh_seeds: Vec::new(),
+            mesh_seed_names: Vec::new(),
             mesh_probe_interval: std::time::Duration::from_secs(1),
             mesh_suspect_timeout: std::time::Duration::from_secs(3),
             drain_timeout: std::time::Duration::from_secs(10),
@@ -225,11 +229,14 @@ impl ServerConfig {
                     if items.len() > MAX_SEEDS {
                         return Err(error(&path, "at most 64 seeds", value));
                     }
-                    self.mesh_seeds = items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, item)| v4(&format!("{path}[{i}]"), item))
-                        .collect::<Result<_, _>>()?;
+                    self.mesh_seeds.clear();
+                    self.mesh_seed_names.clear();
+                    for (i, item) in items.iter().enumerate() {
+                        match seed(&format!("{path}[{i}]"), item)? {
+                            Seed::Addr(addr) => self.mesh_seeds.push(addr),
+                            Seed::Name(name) => self.mesh_seed_names.push(name),
+                        }
+                    }
                 }
                 "secret" => {
                     self.mesh_secret = match value {
@@ -453,6 +460,49 @@ fn ipv4_addr(path: &str, value: &Value) -> Result<SocketAddr, ConfigError> {
 /// Most mesh seeds a configuration may list.
 const MAX_SEEDS: usize = 64;
 
+/// One `mesh.seeds` entry: an IPv4 address with port, or a `host:port` name to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seed {
+    /// An address.
+    Addr(std::net::SocketAddrV4),
+    /// A name and port, resolved while the node runs.
+    Name(String),
+}
+
+impl std::str::FromStr for Seed {
+    type Err = String;
+
+    /// `10.0.0.5:8100`, or `group-mesh.default.svc.cluster.local:8100`.
+    fn from_str(text: &str) -> Result<Seed, String> {
+        if let Ok(addr) = text.parse::<std::net::SocketAddrV4>() {
+            return Ok(Seed::Addr(addr));
+        }
+        let problem =
+            || format!("{text:?} is neither an IPv4 address with port nor a host name with port");
+        let (host, port) = text.rsplit_once(':').ok_or_else(problem)?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !host_ok || port.parse::<u16>().is_err() {
+            return Err(problem());
+        }
+        Ok(Seed::Name(text.to_string()))
+    }
+}
+
+fn seed(path: &str, value: &Value) -> Result<Seed, ConfigError> {
+    let Value::String(text) = value else {
+        return Err(error(
+            path,
+            "must be an address or a host name with port",
+            value,
+        ));
+    };
+    text.parse().map_err(|e: String| error(path, &e, value))
+}
+
 fn v4(path: &str, value: &Value) -> Result<std::net::SocketAddrV4, ConfigError> {
     match ipv4_addr(path, value)? {
         SocketAddr::V4(v4) => Ok(v4),
@@ -537,7 +587,7 @@ mod tests {
             "mesh.advertise"
         );
         assert_eq!(
-            key(r#"{"mesh": {"seeds": ["127.0.0.1:1", "x"]}}"#),
+            key(r#"{"mesh": {"seeds": ["127.0.0.1:1", "no port"]}}"#),
             "mesh.seeds[1]"
         );
         assert_eq!(

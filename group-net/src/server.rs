@@ -322,10 +322,19 @@ impl ServerBuilder {
         let tasks = TaskTracker::new();
         tasks.spawn(node_task::run(task, receiver, stop_node.clone()));
         tasks.spawn(links.accept_loop(mesh_tcp));
+        let (seeds_tx, seeds_rx) = tokio::sync::watch::channel(self.config.mesh_seeds.clone());
+        if !self.config.mesh_seed_names.is_empty() {
+            tasks.spawn(crate::mesh::seeds::resolve_loop(
+                self.config.mesh_seeds.clone(),
+                self.config.mesh_seed_names.clone(),
+                seeds_tx,
+                stop_mesh.clone(),
+            ));
+        }
         let membership = MembershipConfig {
             own: mesh.0,
             incarnation: wall_ns,
-            seeds: self.config.mesh_seeds.clone(),
+            seeds: seeds_rx,
             probe_interval: self.config.mesh_probe_interval,
             suspect_timeout: self.config.mesh_suspect_timeout,
             seed: seed.rotate_left(29),
@@ -354,7 +363,8 @@ impl ServerBuilder {
                 handle: handle.clone(),
                 stats: stats.clone(),
                 budget: listeners.shared.budget.clone(),
-                clustered: self.config.mesh_seeds.iter().any(|seed| *seed != own),
+                clustered: !self.config.mesh_seed_names.is_empty()
+                    || self.config.mesh_seeds.iter().any(|seed| *seed != own),
             };
             let stop_metrics = stop.child_token();
             tasks.spawn(crate::metrics::serve(

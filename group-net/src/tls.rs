@@ -3,7 +3,7 @@
 //! without TLS, so the transports are written once.
 //!
 //! Certificates and keys are PEM files (`tls.cert`: the chain, leaf first; `tls.key`: PKCS#8, PKCS#1 or
-//! SEC1). [`ServerTls::reload`] reads them again (`group-server` does on SIGHUP): connections accepted
+//! SEC1). [`crate::Server::reload_tls`] reads them again (`group-server` does on SIGHUP): connections accepted
 //! after it use the new certificate, open ones keep theirs, and a bad file leaves the old one in use.
 
 use std::io;

@@ -252,3 +252,17 @@ fn serves_tls_and_reloads_the_certificate_on_sighup() {
         .await;
     });
 }
+
+/// The container's configuration (deploy/container.json, which the Dockerfile copies) is one the server
+/// accepts: all interfaces, metrics on, and a mesh that a secret and an advertised address complete.
+#[test]
+fn the_container_configuration_is_valid() {
+    let text = include_str!("../../deploy/container.json");
+    let config = group_net::ServerConfig::from_json(text).unwrap();
+    assert_eq!(config.metrics, Some("0.0.0.0:9100".parse().unwrap()));
+    assert!(config.mesh.ip().is_unspecified() && config.mesh_advertise.is_some());
+    assert!(
+        config.drain_timeout < Duration::from_secs(30),
+        "below the pods' grace period"
+    );
+}

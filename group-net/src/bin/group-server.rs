@@ -34,8 +34,21 @@ struct Args {
     mesh: Option<SocketAddr>,
     /// Mesh address of a node to join (repeatable). Without seeds the node is a cluster of one until
     /// another node names it as a seed.
+    /// A seed may also be a name with port (`group-mesh.default.svc:8100`), resolved every 10 s.
     #[arg(long = "seed", value_name = "ADDR")]
-    seeds: Vec<std::net::SocketAddrV4>,
+    seeds: Vec<group_net::config::Seed>,
+    /// The mesh address other nodes reach this one at, when --mesh is a wildcard (0.0.0.0): in
+    /// Kubernetes, the pod's IP with the mesh port.
+    #[arg(long, value_name = "ADDR", env = "GROUP_MESH_ADVERTISE")]
+    advertise: Option<std::net::SocketAddrV4>,
+    /// The cluster's shared secret (mesh.secret), from the environment rather than a file.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "GROUP_MESH_SECRET",
+        hide_env_values = true
+    )]
+    mesh_secret: Option<String>,
     /// Where to serve /metrics (Prometheus), /healthz and /readyz over HTTP, or "off".
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
@@ -75,6 +88,21 @@ fn load(args: Args) -> Result<ServerConfig, String> {
     config.ws = listen_flag("ws", args.ws, config.ws)?;
     config.udp = listen_flag("udp", args.udp, config.udp)?;
     config.metrics = listen_flag("metrics", args.metrics, config.metrics)?;
+    if let Some(advertise) = args.advertise {
+        config.mesh_advertise = Some(advertise);
+    }
+    if let Some(secret) = args.mesh_secret {
+        if secret.len() < 16 {
+            return Err("--mesh-secret (GROUP_MESH_SECRET) must be at least 16 characters".into());
+        }
+        config.mesh_secret = Some(secret);
+    }
+    if config.mesh.ip().is_unspecified() && config.mesh_advertise.is_none() {
+        return Err(format!(
+            "--mesh {} is a wildcard: give --advertise (or GROUP_MESH_ADVERTISE) the address other nodes reach this one at",
+            config.mesh
+        ));
+    }
     if let Some(mesh) = args.mesh {
         if !mesh.is_ipv4() {
             return Err(format!("--mesh: {mesh} must be IPv4 (group IDs carry it)"));
@@ -82,7 +110,14 @@ fn load(args: Args) -> Result<ServerConfig, String> {
         config.mesh = mesh;
     }
     if !args.seeds.is_empty() {
-        config.mesh_seeds = args.seeds;
+        config.mesh_seeds.clear();
+        config.mesh_seed_names.clear();
+        for seed in args.seeds {
+            match seed {
+                group_net::config::Seed::Addr(addr) => config.mesh_seeds.push(addr),
+                group_net::config::Seed::Name(name) => config.mesh_seed_names.push(name),
+            }
+        }
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls_cert = Some(cert);

@@ -58,7 +58,8 @@ impl foca::Identity for MemberId {
 pub(crate) struct MembershipConfig {
     pub own: SocketAddrV4,
     pub incarnation: u64,
-    pub seeds: Vec<SocketAddrV4>,
+    /// The seeds to announce to, kept current by `seeds::resolve_loop` when some are names.
+    pub seeds: tokio::sync::watch::Receiver<Vec<SocketAddrV4>>,
     pub probe_interval: Duration,
     pub suspect_timeout: Duration,
     pub seed: u64,
@@ -171,7 +172,8 @@ pub(crate) async fn run(
             }
             _ = announce.tick() => {
                 if foca.num_members() == 0 {
-                    for seed in config.seeds.iter().filter(|s| **s != config.own) {
+                    let seeds = config.seeds.borrow().clone();
+                    for seed in seeds.iter().filter(|s| **s != config.own) {
                         let probe = MemberId { addr: *seed, boot: 0, renewal: 0 };
                         if let Err(e) = foca.announce(probe, &mut runtime) {
                             tracing::debug!("announce to {seed}: {e}");

@@ -7,9 +7,11 @@
 //! - [`membership`]: failure detection with SWIM (foca) over UDP on the same address, turned into
 //!   [`group_core::Input::NodeUp`] / [`group_core::Input::NodeDown`] inputs.
 //! - [`seal`]: the MAC of the cluster secret on every membership datagram.
+//! - [`seeds`]: seeds given as names, resolved again every few seconds.
 
 pub(crate) mod links;
 pub(crate) mod membership;
 pub(crate) mod seal;
+pub(crate) mod seeds;
 
 pub(crate) use links::Links;
