@@ -216,6 +216,11 @@ pub struct Limits {
     /// holds one second's worth); beyond it requests are refused, and a connection that keeps going is
     /// cut (default 1000). Enforced by the driver.
     pub max_requests_per_second: u32,
+    /// `maxInboundBytesPerSecond`: bytes of frames one connection may send per second, sustained (a
+    /// bucket holding one second's worth, and at least one largest frame). Beyond it the server reads
+    /// that connection more slowly, so the client waits: nothing is refused (default 1 MiB). Bounds the
+    /// work one connection can make the server do, which a frame count alone does not.
+    pub max_inbound_bytes_per_second: usize,
     /// `connectionTtl` (seconds): a connection with no traffic for this long is discarded (default 10).
     pub connection_ttl: Duration,
     /// How long a connection may stay without saying Hello, whatever else it sends (default 5 s). Set by
@@ -242,6 +247,7 @@ impl Default for Limits {
             max_queued_bytes_per_connection: 1 << 20,
             max_buffered_bytes: 256 << 20,
             max_requests_per_second: 1000,
+            max_inbound_bytes_per_second: 1 << 20,
             connection_ttl: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(5),
             mesh_request_timeout: Duration::from_secs(2),
@@ -261,6 +267,7 @@ const LIMIT_KEYS: &[&str] = &[
     "maxQueuedBytesPerConnection",
     "maxBufferedBytes",
     "maxRequestsPerSecond",
+    "maxInboundBytesPerSecond",
     "connectionTtl",
     "meshRequestTimeout",
     "meshSyncInterval",
@@ -300,6 +307,9 @@ impl Limits {
                 }
                 "maxBufferedBytes" => {
                     limits.max_buffered_bytes = int_in(&key_path, value, 4096, 1 << 40)?
+                }
+                "maxInboundBytesPerSecond" => {
+                    limits.max_inbound_bytes_per_second = int_in(&key_path, value, 1024, 1 << 40)?
                 }
                 "maxRequestsPerSecond" => {
                     limits.max_requests_per_second = int_in(&key_path, value, 1, 10_000_000)?

@@ -11,9 +11,10 @@ use group_core::proto::CreateRequest;
 use group_ffi::*;
 use group_net::client::Client;
 
-/// The sender broadcasts flat out, above the default `limits.maxRequestsPerSecond` (1000).
+/// The sender broadcasts flat out, above the default `limits.maxRequestsPerSecond` (1000) and
+/// `maxInboundBytesPerSecond` (1 MiB).
 const CONFIG: &str = r#"{"server": {"tcp": "127.0.0.1:0", "ws": null, "udp": null},
-                         "limits": {"maxRequestsPerSecond": 1000000},
+                         "limits": {"maxRequestsPerSecond": 1000000, "maxInboundBytesPerSecond": 1073741824},
                          "mesh": {"bind": "127.0.0.1:0"}}"#;
 
 /// The test's clients stand for other machines: their own writes must not be what kills the process.

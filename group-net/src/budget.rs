@@ -186,6 +186,43 @@ impl RequestRate {
     }
 }
 
+/// `limits.maxInboundBytesPerSecond` for one connection: a bucket of bytes that refills at the rate
+/// and holds one second's worth (at least `burst_floor`, one largest frame). A frame beyond it is not
+/// refused: the reader waits until the bucket covers it, so the client's sends slow down (TCP flow
+/// control; WebSocket and KCP likewise through their windows).
+#[derive(Debug)]
+pub(crate) struct ByteRate {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl ByteRate {
+    pub(crate) fn new(per_second: usize, burst_floor: usize, now: Instant) -> ByteRate {
+        let rate = per_second as f64;
+        let capacity = rate.max(burst_floor as f64);
+        ByteRate {
+            rate,
+            capacity,
+            tokens: capacity,
+            last: now,
+        }
+    }
+
+    /// Takes `bytes` and says how long to wait before reading on (zero within the rate).
+    pub(crate) fn take(&mut self, bytes: usize, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.last = now;
+        self.tokens -= bytes as f64;
+        if self.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(-self.tokens / self.rate)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +244,20 @@ mod tests {
         drop((first, inbound));
         assert_eq!((a.queued(), server.used()), (0, 0));
         assert!(!server.spent());
+    }
+
+    #[test]
+    fn bytes_beyond_the_rate_wait_in_proportion() {
+        let start = Instant::now();
+        let mut rate = ByteRate::new(1000, 100, start);
+        assert_eq!(rate.take(1000, start), Duration::ZERO, "a second's burst");
+        assert_eq!(rate.take(500, start), Duration::from_millis(500));
+        // Half a second later the debt is paid; the next 250 bytes wait a quarter second.
+        let later = start + Duration::from_millis(500);
+        assert_eq!(rate.take(250, later), Duration::from_millis(250));
+        // A burst floor above the rate lets one large frame through at once.
+        let mut small = ByteRate::new(10, 4096, start);
+        assert_eq!(small.take(4096, start), Duration::ZERO);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenVerifier;
-use crate::budget::{ConnBudget, InboundCharge, RequestRate, ServerBudget, Verdict};
+use crate::budget::{ByteRate, ConnBudget, InboundCharge, RequestRate, ServerBudget, Verdict};
 use crate::hooks::{Command, HookContext, Hooks, Stop, guarded};
 use crate::inbox::{Answer, ConnWriter, LastWords, NodeInput, WriterEnd, answer_to};
 use crate::throttle::Throttle;
@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub inbound_share: usize,
     /// `limits.maxRequestsPerSecond`.
     pub max_requests_per_second: u32,
+    /// `limits.maxInboundBytesPerSecond`.
+    pub max_inbound_bytes_per_second: usize,
     /// `tls.cert`/`tls.key`: the TCP and WebSocket listeners' TLS.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// The server's counters.
@@ -52,6 +54,7 @@ pub(crate) struct Connection {
     /// True once the connection must read no further (Fin, failed Hello).
     finished: bool,
     rate: RequestRate,
+    bytes: ByteRate,
     /// Inbound bytes this connection may have on their way to the node (`Shared::inbound_share`): beyond
     /// it the reader waits, and so does the client (transport flow control).
     inbound: Arc<Semaphore>,
@@ -93,6 +96,11 @@ impl Connection {
                     finished: false,
                     rate: RequestRate::new(
                         shared.max_requests_per_second,
+                        tokio::time::Instant::now(),
+                    ),
+                    bytes: ByteRate::new(
+                        shared.max_inbound_bytes_per_second,
+                        CLIENT_HEADER_LEN + shared.max_payload as usize,
                         tokio::time::Instant::now(),
                     ),
                     inbound: Arc::new(Semaphore::new(shared.inbound_share)),
@@ -278,6 +286,12 @@ impl Connection {
     pub async fn dispatch(&mut self, frame: ClientFrame) -> Result<(), Stopped> {
         if !self.within_rate(frame.ver, frame.cmd).await? {
             return Ok(());
+        }
+        let size = CLIENT_HEADER_LEN + frame.payload.len();
+        let wait = self.bytes.take(size, tokio::time::Instant::now());
+        if !wait.is_zero() {
+            // Reading this connection slower is all it takes: its sender waits on flow control.
+            tokio::time::sleep(wait).await;
         }
         self.hold_inbound(&frame).await?;
         let request = match Request::parse(&frame) {

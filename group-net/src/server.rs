@@ -292,6 +292,7 @@ impl ServerBuilder {
                     group_core::proto::CLIENT_HEADER_LEN + self.config.limits.max_payload as usize,
                 ),
                 max_requests_per_second: self.config.limits.max_requests_per_second,
+                max_inbound_bytes_per_second: self.config.limits.max_inbound_bytes_per_second,
                 tls: tls.clone(),
                 stats: stats.clone(),
             });

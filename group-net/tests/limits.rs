@@ -203,3 +203,28 @@ async fn requests_over_the_rate_are_refused_and_a_flood_is_closed() {
     };
     bounded("create", calm.create(params)).await.unwrap();
 }
+
+/// Bytes beyond `maxInboundBytesPerSecond` are not refused: the server reads the connection more slowly,
+/// so a client sending 2.5 seconds' worth gets its last answer no sooner than the rate allows (a lower
+/// bound only: a slow machine takes longer, never shorter).
+#[tokio::test]
+async fn bytes_beyond_the_inbound_rate_are_read_more_slowly_not_refused() {
+    let mut cfg = config();
+    cfg.limits.max_payload = 4096;
+    cfg.limits.max_inbound_bytes_per_second = 64 * 1024;
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut client = greeted(&server, "streamer").await;
+    let started = std::time::Instant::now();
+    // 40 Pings of 4 KiB: 160 KiB, of which the first second's 64 KiB go at once.
+    client.write_all(&pings(40, 4000)).await.unwrap();
+    let frames = read_frames(&mut client, 40).await;
+    assert!(
+        frames.iter().all(|f| f.status == Status::Ok),
+        "none refused"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "160 KiB at 64 KiB/s after a 64 KiB burst took only {took:?}"
+    );
+}

@@ -36,6 +36,7 @@ pub(crate) fn start_local_server(args: &Args, seed: Option<SocketAddr>) -> Resul
             "connectionTtl": 3600,
             // The publisher sends flat out, and each member may queue a full outboundQueue.
             "maxRequestsPerSecond": 10_000_000,
+            "maxInboundBytesPerSecond": 1u64 << 40,
             "maxQueuedBytesPerConnection": 64 << 20,
             "maxBufferedBytes": 1u64 << 40,
         },
