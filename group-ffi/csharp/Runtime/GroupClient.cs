@@ -124,12 +124,7 @@ namespace Group
         public static Client ConnectAsync(Transport transport, string address, ClientOptions options = default(ClientOptions))
         {
             var addr = Interop.Utf8(address);
-            var native = new group_client_options
-            {
-                connect_timeout_ms = options.ConnectTimeoutMs,
-                request_timeout_ms = options.RequestTimeoutMs,
-                keep_alive_ms = options.KeepAliveMs,
-            };
+            var native = Native(options);
             group_client* raw;
             fixed (byte* a = Interop.NonEmpty(addr))
             {
@@ -137,6 +132,16 @@ namespace Group
                     "group_client_connect_async " + address);
             }
             return new Client((IntPtr)raw);
+        }
+
+        static group_client_options Native(ClientOptions options)
+        {
+            return new group_client_options
+            {
+                connect_timeout_ms = options.ConnectTimeoutMs,
+                request_timeout_ms = options.RequestTimeoutMs,
+                keep_alive_ms = options.KeepAliveMs,
+            };
         }
 
         /// <summary>As ConnectAsync, with TLS (Tcp, or Ws as wss://): the server's certificate must name
@@ -148,12 +153,7 @@ namespace Group
             var addr = Interop.Utf8(address);
             var name = Interop.Utf8(serverName);
             var ca = caPem == null ? new byte[0] : Interop.Utf8(caPem);
-            var native = new group_client_options
-            {
-                connect_timeout_ms = options.ConnectTimeoutMs,
-                request_timeout_ms = options.RequestTimeoutMs,
-                keep_alive_ms = options.KeepAliveMs,
-            };
+            var native = Native(options);
             group_client* raw;
             fixed (byte* a = Interop.NonEmpty(addr))
             fixed (byte* n = Interop.NonEmpty(name))

@@ -237,12 +237,7 @@ pub unsafe extern "C" fn group_client_connect_tls(
     out: *mut *mut group_client,
 ) -> group_result {
     guard(|| {
-        if out.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
-        }
+        may_connect(out)?;
         // SAFETY: forwarded from this function's contract.
         let (transport, addr) = target(transport, unsafe { text(addr, addr_len) }?)?;
         if transport == 2 {
@@ -259,10 +254,7 @@ pub unsafe extern "C" fn group_client_connect_tls(
         }
         .map_err(|_| group_result::GROUP_RESULT_INVALID_ARGUMENT)?;
         // SAFETY: NULL or readable, per the contract.
-        let options = unsafe { options.as_ref() }
-            .copied()
-            .unwrap_or_default()
-            .to_rust();
+        let options = unsafe { options_or_default(options) };
         let runtime = crate::threads::runtime("group-client", 1)?;
         let connecting = async move {
             match transport {
@@ -273,6 +265,30 @@ pub unsafe extern "C" fn group_client_connect_tls(
         open(runtime, connecting, options, out);
         Ok(())
     })
+}
+
+/// What every connect call checks first: somewhere to put the client, and a caller that is not one of
+/// the library's own threads (blocking there would stall the runtime the connection needs).
+fn may_connect(out: *mut *mut group_client) -> Result<(), group_result> {
+    if out.is_null() {
+        return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
+    }
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(group_result::GROUP_RESULT_WRONG_THREAD);
+    }
+    Ok(())
+}
+
+/// The host's options, or the defaults for NULL.
+///
+/// # Safety
+/// `options` must be NULL or point to a readable `group_client_options`.
+unsafe fn options_or_default(options: *const group_client_options) -> ClientOptions {
+    // SAFETY: per this function's contract.
+    unsafe { options.as_ref() }
+        .copied()
+        .unwrap_or_default()
+        .to_rust()
 }
 
 /// Starts the client's runtime and task, and hands the host its handle.
@@ -316,12 +332,7 @@ pub unsafe extern "C" fn group_client_connect(
     out: *mut *mut group_client,
 ) -> group_result {
     guard(|| {
-        if out.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
-        }
+        may_connect(out)?;
         // SAFETY: forwarded from this function's contract.
         let (transport, addr) = target(transport, unsafe { text(addr, addr_len) }?)?;
         let options = ClientOptions::default();
@@ -354,19 +365,11 @@ pub unsafe extern "C" fn group_client_connect_async(
     out: *mut *mut group_client,
 ) -> group_result {
     guard(|| {
-        if out.is_null() {
-            return Err(group_result::GROUP_RESULT_NULL_ARGUMENT);
-        }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(group_result::GROUP_RESULT_WRONG_THREAD);
-        }
+        may_connect(out)?;
         // SAFETY: forwarded from this function's contract.
         let (transport, addr) = target(transport, unsafe { text(addr, addr_len) }?)?;
         // SAFETY: NULL or readable, per the contract.
-        let options = unsafe { options.as_ref() }
-            .copied()
-            .unwrap_or_default()
-            .to_rust();
+        let options = unsafe { options_or_default(options) };
         let runtime = crate::threads::runtime("group-client", 1)?;
         open(runtime, connect(transport, addr, options), options, out);
         Ok(())
