@@ -85,6 +85,7 @@ async fn a_connection_that_lets_too_many_bytes_pile_up_is_cut() {
     cfg.limits.max_payload = 8192;
     cfg.limits.max_queued_bytes_per_connection = 64 * 1024;
     cfg.outbound_queue = 1 << 20; // so the frame bound never comes first
+    cfg.limits.max_inbound_bytes_per_second = 1 << 30; // nor the read rate slows the flood down
     let server = start(ServerBuilder::new(cfg)).await;
     // Pings of 8 KiB, pipelined, answers never read: the socket buffers fill, then 64 KiB of answers.
     let mut flooder = greeted(&server, "flooder").await;
