@@ -80,8 +80,8 @@ pub use config::{ConfigError, GroupConfig, Limits, NodeConfig, StaticGroup};
 pub use id::{GroupId, GroupIdError, IdLayout, NodeAddr};
 pub use node::{
     BroadcastError, Call, CloseReason, ConnId, ConnectError, CreateError, DiscardMessageFn,
-    DiscardReason, Event, GroupError, GroupSnapshot, Handled, Input, JoinError, JoinStatus,
-    LeaveError, MeshTransmit, Node, Outcome, Output, RandJoinError, RejoinMessageFn, Sid, Sink,
-    TickError, Transmit, Uid,
+    DiscardReason, Event, GroupCensus, GroupError, GroupSnapshot, Handled, Input, JoinError,
+    JoinStatus, LeaveError, MeshTransmit, Node, NodeCounters, Outcome, Output, RandJoinError,
+    RejoinMessageFn, Sid, Sink, TickError, Transmit, Uid,
 };
 pub use time::Instant;

@@ -317,21 +317,22 @@ impl Connection {
                 if let (Some(handler), Some(ctx)) =
                     (self.shared.hooks.custom(*ver, *cmd), self.context(&request))
                 {
-                    let input =
-                        match guarded("a command handler", self.shared.hooks.timeout, handler(ctx))
-                            .await
-                        {
-                            Ok(Ok(payload)) => Input::Call(Call::Respond {
-                                conn: self.conn,
-                                ver: *ver,
-                                cmd: *cmd,
-                                payload,
-                            }),
-                            Ok(Err(rejection)) => {
-                                self.stopped(*ver, *cmd, None, Stop::Rejected(rejection))
-                            }
-                            Err(stop) => self.stopped(*ver, *cmd, None, stop),
-                        };
+                    let started = tokio::time::Instant::now();
+                    let handled =
+                        guarded("a command handler", self.shared.hooks.timeout, handler(ctx)).await;
+                    self.shared.hooks.timings.custom_ran(started.elapsed());
+                    let input = match handled {
+                        Ok(Ok(payload)) => Input::Call(Call::Respond {
+                            conn: self.conn,
+                            ver: *ver,
+                            cmd: *cmd,
+                            payload,
+                        }),
+                        Ok(Err(rejection)) => {
+                            self.stopped(*ver, *cmd, None, Stop::Rejected(rejection))
+                        }
+                        Err(stop) => self.stopped(*ver, *cmd, None, stop),
+                    };
                     return self.send(input).await;
                 }
             }

@@ -35,7 +35,8 @@ pub(crate) struct NodeGauges {
     pub live_nodes: usize,
     /// Draining or drained: handing its groups over.
     pub offline: bool,
-    pub stale_relays_dropped: u64,
+    pub census: group_core::GroupCensus,
+    pub counters: group_core::NodeCounters,
 }
 
 /// Why a server API call failed.
@@ -329,7 +330,8 @@ impl ServerHandle {
             groups: node.group_ids().count(),
             live_nodes: node.live_nodes().count(),
             offline: node.is_offline(),
-            stale_relays_dropped: node.stale_relays_dropped(),
+            census: node.group_census(),
+            counters: node.counters(),
         })
         .await
     }

@@ -19,6 +19,8 @@ use futures_util::FutureExt;
 use group_core::proto::Request;
 use group_core::{ConnId, GroupId, Sid, Uid};
 
+use crate::histogram::Histogram;
+
 /// The commands that have Before and After hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Command {
@@ -33,6 +35,23 @@ pub enum Command {
 }
 
 impl Command {
+    const ALL: [Command; 4] = [
+        Command::Create,
+        Command::Join,
+        Command::Leave,
+        Command::Broadcast,
+    ];
+
+    /// Its name in metrics labels.
+    fn name(self) -> &'static str {
+        match self {
+            Command::Create => "create",
+            Command::Join => "join",
+            Command::Leave => "leave",
+            Command::Broadcast => "broadcast",
+        }
+    }
+
     /// The hooked command a request belongs to. RandJoin counts as a join.
     pub fn of(request: &Request) -> Option<Command> {
         match request {
@@ -128,11 +147,49 @@ type BeforeFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<(), Rejection>> + S
 type AfterFn = Arc<dyn Fn(HookContext) -> HookFuture<()> + Send + Sync>;
 type CustomFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<Bytes, Rejection>> + Send + Sync>;
 
+/// How long server code took, for the metrics listener: each Before or After chain (every hook of one
+/// command, in order) and each custom command handler.
+#[derive(Debug, Default)]
+pub(crate) struct HookTimings {
+    before: [Histogram; 4],
+    after: [Histogram; 4],
+    custom: Histogram,
+}
+
+impl HookTimings {
+    fn chain(&self, after: bool, command: Command) -> &Histogram {
+        let index = command as usize;
+        let slots = if after { &self.after } else { &self.before };
+        slots.get(index).unwrap_or(&self.custom)
+    }
+
+    /// A custom command handler ran for `took`.
+    pub fn custom_ran(&self, took: Duration) {
+        self.custom.observe(took);
+    }
+
+    /// Every histogram with its `hook` label value (`before_join`, `after_create`, `custom`, ...).
+    pub fn each(&self) -> impl Iterator<Item = (String, &Histogram)> {
+        let chains = [false, true].into_iter().flat_map(move |after| {
+            Command::ALL.into_iter().map(move |command| {
+                let phase = if after { "after" } else { "before" };
+                (
+                    format!("{phase}_{}", command.name()),
+                    self.chain(after, command),
+                )
+            })
+        });
+        chains.chain(std::iter::once(("custom".to_string(), &self.custom)))
+    }
+}
+
 /// The registered hooks and handlers. Built by [`crate::ServerBuilder`]; read-only once the server runs.
 #[derive(Clone)]
 pub struct Hooks {
     /// How long one hook or handler may run (`server.hookTimeout`).
     pub(crate) timeout: Duration,
+    /// How long they took.
+    pub(crate) timings: Arc<HookTimings>,
     before: BTreeMap<Command, Vec<BeforeFn>>,
     after: BTreeMap<Command, Vec<AfterFn>>,
     custom: BTreeMap<(u8, u16), CustomFn>,
@@ -142,6 +199,7 @@ impl Default for Hooks {
     fn default() -> Self {
         Hooks {
             timeout: Duration::from_secs(10),
+            timings: Arc::default(),
             before: BTreeMap::new(),
             after: BTreeMap::new(),
             custom: BTreeMap::new(),
@@ -201,20 +259,30 @@ impl Hooks {
 
     /// Runs the Before chain in registration order; the first rejection stops it.
     pub(crate) async fn run_before(&self, command: Command, ctx: &HookContext) -> Result<(), Stop> {
+        let started = tokio::time::Instant::now();
+        let mut result = Ok(());
         for hook in self.before.get(&command).into_iter().flatten() {
-            guarded("a Before hook", self.timeout, hook(ctx.clone()))
-                .await?
-                .map_err(Stop::Rejected)?;
+            result = match guarded("a Before hook", self.timeout, hook(ctx.clone())).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(rejection)) => Err(Stop::Rejected(rejection)),
+                Err(stop) => Err(stop),
+            };
+            break;
         }
-        Ok(())
+        self.timings
+            .chain(false, command)
+            .observe(started.elapsed());
+        result
     }
 
     /// Runs the After chain in registration order.
     pub(crate) async fn run_after(&self, command: Command, ctx: &HookContext) {
+        let started = tokio::time::Instant::now();
         for hook in self.after.get(&command).into_iter().flatten() {
             // The command already succeeded; a panicking After hook is logged and the chain goes on.
             let _ = guarded("an After hook", self.timeout, hook(ctx.clone())).await;
         }
+        self.timings.chain(true, command).observe(started.elapsed());
     }
 
     pub(crate) fn custom(&self, ver: u8, cmd: u16) -> Option<CustomFn> {

@@ -2,17 +2,20 @@
 //! may import. It imports nothing of the driver's own, so the modules form layers, not a circle:
 //! `inbox` <- `mesh`, `conn` <- transports <- `node_task` <- `server`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use group_core::{
-    ConnId, ConnectError, Event, GroupId, Handled, Input, JoinError, Node, Outcome, Sid, Uid,
+    ConnId, ConnectError, Event, GroupId, Handled, Input, JoinError, Node, NodeAddr, Outcome, Sid,
+    Uid,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Charge, ConnBudget, InboundCharge};
+use crate::histogram::Histogram;
 
 /// A frame on its way to a connection's writer.
 #[derive(Debug)]
@@ -136,6 +139,21 @@ pub struct Stats {
     pub frames_sent: AtomicU64,
     /// Broadcast requests received from clients.
     pub broadcasts: AtomicU64,
+    /// How long remote joins took, from their start on this node to the owner's answer.
+    pub(crate) remote_join_seconds: Histogram,
+    /// Mesh messages by peer, for the peers the mesh has links to (bounded by its peer table).
+    pub(crate) mesh_peers: Mutex<BTreeMap<NodeAddr, Arc<PeerCounters>>>,
+}
+
+/// One mesh peer's message counts.
+#[derive(Debug, Default)]
+pub(crate) struct PeerCounters {
+    /// Messages queued for the peer's link.
+    pub sent: AtomicU64,
+    /// Messages read from the peer and handed to the node.
+    pub received: AtomicU64,
+    /// Messages dropped because the peer's queue was full.
+    pub dropped: AtomicU64,
 }
 
 /// Which `Stats::open` slot a transport counts in.
@@ -147,6 +165,12 @@ pub(crate) enum TransportKind {
 }
 
 impl Stats {
+    /// The counters of mesh peer `addr`, made on first use.
+    pub(crate) fn mesh_peer(&self, addr: NodeAddr) -> Arc<PeerCounters> {
+        let mut peers = self.mesh_peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.entry(addr).or_default().clone()
+    }
+
     /// Counts a connection open until the returned guard is dropped.
     pub(crate) fn opened(self: &Arc<Self>, transport: TransportKind) -> OpenConnection {
         let slot = transport as usize;

@@ -29,6 +29,7 @@ pub mod client;
 pub mod config;
 mod conn;
 mod handle;
+mod histogram;
 pub mod hooks;
 mod inbox;
 mod listener;

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::ServerBudget;
 use crate::handle::ServerHandle;
-use crate::inbox::Stats;
+use crate::hooks::HookTimings;
+use crate::inbox::{PeerCounters, Stats};
 
 /// Scrapes served at once; more wait for a turn in the kernel's backlog.
 const MAX_CONCURRENT: usize = 16;
@@ -31,6 +32,7 @@ pub(crate) struct MetricsSource {
     pub handle: ServerHandle,
     pub stats: Arc<Stats>,
     pub budget: Arc<ServerBudget>,
+    pub hooks: Arc<HookTimings>,
     /// Whether the node was given seeds other than itself: then ready means "knows another node".
     pub clustered: bool,
 }
@@ -190,7 +192,8 @@ async fn render(source: &MetricsSource) -> String {
         &[("", source.budget.limit() as f64)],
     );
     if let Ok(gauges) = source.handle.gauges().await {
-        let node: [(&str, &str, &str, f64); 6] = [
+        let (census, counters) = (gauges.census, gauges.counters);
+        let node: [(&str, &str, &str, f64); 12] = [
             (
                 "group_sessions",
                 "gauge",
@@ -225,12 +228,103 @@ async fn render(source: &MetricsSource) -> String {
                 "group_stale_relays_dropped_total",
                 "counter",
                 "Relayed broadcasts dropped as already seen.",
-                gauges.stale_relays_dropped as f64,
+                counters.stale_relays_dropped as f64,
+            ),
+            (
+                "group_groups_owned",
+                "gauge",
+                "Groups this node owns, static groups included.",
+                census.owned as f64,
+            ),
+            (
+                "group_group_copies",
+                "gauge",
+                "Copies of groups other nodes own.",
+                census.copies as f64,
+            ),
+            (
+                "group_members",
+                "gauge",
+                "Members of the groups this node owns (sum over nodes: every membership once).",
+                census.members_of_owned as f64,
+            ),
+            (
+                "group_deliveries_total",
+                "counter",
+                "Broadcast pushes handed to members here (a merged push counts once).",
+                counters.deliveries as f64,
+            ),
+            (
+                "group_merge_flushes_total",
+                "counter",
+                "Merged broadcast pushes sent by merging groups.",
+                counters.merge_flushes as f64,
+            ),
+            (
+                "group_failovers_total",
+                "counter",
+                "Groups this node took over because their owner died or drained.",
+                counters.ownership_taken as f64,
             ),
         ];
         for (name, kind, help, value) in node {
             metric(name, kind, help, &[("", value)]);
         }
     }
+    render_mesh_peers(stats, &mut out);
+    render_histograms(source, &mut out);
     out
+}
+
+/// Per-peer mesh counters, labelled with the peer's mesh address.
+fn render_mesh_peers(stats: &Stats, out: &mut String) {
+    let peers: Vec<_> = stats
+        .mesh_peers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(addr, counters)| (addr.to_string(), counters.clone()))
+        .collect();
+    type Field = fn(&PeerCounters) -> &AtomicU64;
+    let series: [(&str, &str, Field); 3] = [
+        (
+            "group_mesh_messages_sent_total",
+            "Mesh messages queued for a peer's link.",
+            |c| &c.sent,
+        ),
+        (
+            "group_mesh_messages_received_total",
+            "Mesh messages read from a peer.",
+            |c| &c.received,
+        ),
+        (
+            "group_mesh_peer_dropped_total",
+            "Mesh messages for a peer dropped because its queue was full.",
+            |c| &c.dropped,
+        ),
+    ];
+    for (name, help, field) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (peer, counters) in &peers {
+            let value = field(counters).load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {value}");
+        }
+    }
+}
+
+fn render_histograms(source: &MetricsSource, out: &mut String) {
+    let name = "group_remote_join_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Joins that asked another node: from the request to the owner's answer.\n# TYPE {name} histogram"
+    );
+    source.stats.remote_join_seconds.render(name, "", out);
+    let name = "group_hook_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Server code: each Before or After chain of one command, and each custom command handler.\n# TYPE {name} histogram"
+    );
+    for (hook, histogram) in source.hooks.each() {
+        histogram.render(name, &format!("hook=\"{hook}\""), out);
+    }
 }

@@ -286,10 +286,12 @@ impl Sink for Io {
             }
             Event::JoinCompleted {
                 op,
+                waited,
                 result,
                 outcome,
                 ..
             } => {
+                self.stats.remote_join_seconds.observe(waited);
                 tracing::debug!(op, ?result, "remote join completed");
                 if let Some(reply) = self.waiters.remove(&op) {
                     reply(match outcome {

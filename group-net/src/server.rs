@@ -364,6 +364,7 @@ impl ServerBuilder {
                 handle: handle.clone(),
                 stats: stats.clone(),
                 budget: listeners.shared.budget.clone(),
+                hooks: listeners.shared.hooks.timings.clone(),
                 clustered: !self.config.mesh_seed_names.is_empty()
                     || self.config.mesh_seeds.iter().any(|seed| *seed != own),
             };

@@ -17,9 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Transport, bounded, config, start, user};
+use common::{Transport, bounded, config, next_push, start, user};
 use group_core::proto::CreateRequest;
-use group_net::{ServerBuilder, ServerConfig};
+use group_net::client::Push;
+use group_net::{Command as Hooked, ServerBuilder, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET `path` from `addr`: (status code, body).
@@ -93,7 +94,10 @@ fn start_prometheus(target: SocketAddr) -> (Prometheus, SocketAddr) {
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_series() {
-    let server = start(ServerBuilder::new(with_metrics())).await;
+    let builder = ServerBuilder::new(with_metrics())
+        .before(Hooked::Join, |_| async { Ok(()) })
+        .after(Hooked::Create, |_| async {});
+    let server = start(builder).await;
     let metrics = server.metrics_addr().unwrap();
     let mut tcp = user(&server, Transport::Tcp, "on-tcp").await;
     let mut ws = user(&server, Transport::Ws, "on-ws").await;
@@ -113,15 +117,54 @@ async fn a_real_prometheus_scrapes_the_series() {
         .await
         .unwrap();
     }
+    // A merging group: two broadcasts reach the other member as one merged push.
+    let merging = bounded(
+        "create",
+        tcp.create(CreateRequest {
+            interval_ms: 100,
+            ..params
+        }),
+    )
+    .await
+    .unwrap();
+    bounded("join", ws.join(merging, b"")).await.unwrap();
+    for _ in 0..2 {
+        let message = Bytes::from_static(b"m");
+        bounded("broadcast", tcp.broadcast(merging, message, true))
+            .await
+            .unwrap();
+    }
+    bounded("the merged push", async {
+        loop {
+            if let Push::Broadcast { group, entries } = next_push(&mut ws).await
+                && group == merging
+            {
+                assert_eq!(entries.len(), 2, "one push holding both entries");
+                break;
+            }
+        }
+    })
+    .await;
 
     let (status, body) = get(metrics, "/metrics").await;
     assert_eq!(status, 200);
     for line in [
         "group_connections_open{transport=\"tcp\"} 1",
         "group_connections_open{transport=\"ws\"} 1",
-        "group_broadcasts_received_total 3",
+        "group_broadcasts_received_total 5",
         "group_sessions 2",
-        "group_groups 1",
+        "group_groups 2",
+        "group_groups_owned 2",
+        "group_group_copies 0",
+        "group_members 4",
+        "group_deliveries_total 4",
+        "group_merge_flushes_total 1",
+        "group_failovers_total 0",
+        "group_remote_join_seconds_count 0",
+        "group_hook_seconds_count{hook=\"before_join\"} 2",
+        "group_hook_seconds_count{hook=\"after_create\"} 2",
+        "group_hook_seconds_count{hook=\"after_join\"} 0",
+        "group_hook_seconds_bucket{hook=\"before_join\",le=\"+Inf\"} 2",
     ] {
         assert!(body.contains(line), "{line} in:\n{body}");
     }
@@ -149,6 +192,65 @@ async fn a_real_prometheus_scrapes_the_series() {
         sessions.contains("\"2\""),
         "Prometheus's value of group_sessions: {sessions}"
     );
+    // Histograms as Prometheus reads them: a quantile over the buckets is a number.
+    let quantile = "/api/v1/query?query=histogram_quantile(0.99,group_hook_seconds_bucket%7Bhook%3D%22before_join%22%7D)";
+    let (status, body) = get(web, quantile).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"resultType\":\"vector\"") && body.contains("\"hook\":\"before_join\""),
+        "{body}"
+    );
+}
+
+/// Two nodes: a join through the node that does not own the group is a remote join, timed; the mesh
+/// counts messages per peer.
+#[tokio::test]
+async fn remote_joins_and_mesh_peers_are_counted() {
+    let owner = start(ServerBuilder::new(with_metrics())).await;
+    let other = start(ServerBuilder::new(ServerConfig {
+        mesh_seeds: vec![owner.mesh_addr().0],
+        ..with_metrics()
+    }))
+    .await;
+    let mut alice = user(&owner, Transport::Tcp, "alice").await;
+    let mut bob = user(&other, Transport::Tcp, "bob").await;
+    let params = CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    };
+    bounded("the nodes link", async {
+        loop {
+            let group = alice.create(params).await.unwrap();
+            if bob.join(group, b"").await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let (_, body) = get(other.metrics_addr().unwrap(), "/metrics").await;
+    let count = body
+        .lines()
+        .find_map(|line| line.strip_prefix("group_remote_join_seconds_count "))
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(
+        count.is_some_and(|n| n >= 1),
+        "a remote join counted:\n{body}"
+    );
+    let peer = owner.mesh_addr();
+    for series in [
+        "group_mesh_messages_sent_total",
+        "group_mesh_messages_received_total",
+    ] {
+        let prefix = format!("{series}{{peer=\"{peer}\"}} ");
+        let value = body
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.parse::<u64>().ok());
+        assert!(value.is_some_and(|n| n >= 1), "{prefix} in:\n{body}");
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 //! (`cluster`), and joins waiting for another node (`remote_joins`).
 
 mod cluster;
+mod counters;
 mod error;
 mod groups;
 mod input;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use counters::{GroupCensus, NodeCounters};
 pub use error::{
     BroadcastError, ConnectError, CreateError, GroupError, JoinError, LeaveError, RandJoinError,
     TickError,
@@ -140,8 +142,8 @@ pub struct Node {
     resumed_at: Instant,
     /// Relays this node started (see `MeshMessage::Relay::seq`).
     relay_seq: u64,
-    /// Relayed entries dropped because a later one from the same origin was delivered first.
-    stale_relays: u64,
+    /// What operators read through metrics ([`Node::counters`]).
+    counters: NodeCounters,
     discard_message: DiscardMessageFn,
     rejoin_message: RejoinMessageFn,
 }
@@ -188,7 +190,7 @@ impl Node {
             now,
             resumed_at: Instant::ZERO,
             relay_seq: 0,
-            stale_relays: 0,
+            counters: NodeCounters::default(),
             discard_message: Box::new(|_, _, _| Bytes::new()),
             rejoin_message: Box::new(|_, _, _| Bytes::new()),
             config,
@@ -316,7 +318,7 @@ impl Node {
     /// (the relay tree was re-planned around a failed node): per-sender order holds, and this counts the
     /// price.
     pub fn stale_relays_dropped(&self) -> u64 {
-        self.stale_relays
+        self.counters.stale_relays_dropped
     }
 
     /// The backups a group created now gets: the next (up to) two live nodes after this one in address

@@ -127,6 +127,8 @@ pub enum Event {
     JoinCompleted {
         /// The `op` from [`JoinStatus::Pending`] or [`Outcome::Pending`].
         op: u64,
+        /// From the join's start to its end: what a remote join costs the joiner.
+        waited: std::time::Duration,
         /// The user.
         uid: Uid,
         /// The group.

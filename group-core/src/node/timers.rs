@@ -78,7 +78,12 @@ impl Node {
                 TimerKind::Flush(id) => {
                     if let Some(group) = self.groups.get_mut(&id) {
                         group.flush_armed = false;
-                        group.flush(&mut self.out.transmits);
+                        if !group.pending.is_empty() {
+                            let before = self.out.transmits.len();
+                            group.flush(&mut self.out.transmits);
+                            self.counters.merge_flushes += 1;
+                            self.counters.deliveries += (self.out.transmits.len() - before) as u64;
+                        }
                     }
                 }
                 TimerKind::JoinTimeout(op, attempt) => self.join_timed_out(op, attempt),

@@ -94,6 +94,8 @@ struct Drained {
     frames: Vec<Transmit>,
     mesh: Vec<MeshTransmit>,
     remote_joins: usize,
+    /// How long each successful remote join took, as its completion reported.
+    join_waits: Vec<Duration>,
 }
 
 impl Sink for Drained {
@@ -102,8 +104,14 @@ impl Sink for Drained {
         true
     }
     fn event(&mut self, event: Event) {
-        if let Event::JoinCompleted { result: Ok(()), .. } = event {
+        if let Event::JoinCompleted {
+            result: Ok(()),
+            waited,
+            ..
+        } = event
+        {
             self.remote_joins += 1;
+            self.join_waits.push(waited);
         }
     }
     fn mesh(&mut self, transmit: MeshTransmit) {
@@ -145,6 +153,8 @@ struct Coverage {
     partitions: usize,
     remote_joins: usize,
     rejoin_pushes: usize,
+    /// The longest a successful remote join waited.
+    longest_join_wait: Duration,
 }
 
 /// Creates a group on node 0 with two members on every node; returns it.
@@ -176,6 +186,23 @@ fn broadcasts_reach_members_on_every_node() {
         let snapshot = owner.group_snapshot(&group).unwrap();
         assert_eq!(snapshot.member_nodes.len(), size);
         assert_eq!(snapshot.backups, vec![addr(1), addr(2)]);
+        // What the metrics read: the owner counts the group and its members once, the others a copy;
+        // every node owns the static group.
+        let census = owner.group_census();
+        assert_eq!(
+            (census.owned, census.copies, census.members_of_owned),
+            (2, 0, size * 2)
+        );
+        for other in cluster.nodes[1..].iter().flatten() {
+            let census = other.group_census();
+            assert_eq!((census.owned, census.copies), (1, 1));
+        }
+        // Remote joins took at least one mesh round trip (1 to 40 ms each way here) and report it.
+        let longest = cluster.coverage.longest_join_wait;
+        assert!(
+            longest >= ms(2) && longest < ms(1000),
+            "longest remote join {longest:?}"
+        );
     }
 }
 
@@ -237,6 +264,18 @@ fn a_draining_owner_hands_its_group_over() {
     cluster.drain(0);
     cluster.run_for(ms(500));
     assert_eq!(cluster.owner_of(&group), Some(1));
+    let taken = |cluster: &Cluster, i: usize| {
+        cluster.nodes[i]
+            .as_ref()
+            .unwrap()
+            .counters()
+            .ownership_taken
+    };
+    assert_eq!(
+        (taken(&cluster, 1), taken(&cluster, 2)),
+        (1, 0),
+        "one takeover, counted by the new owner"
+    );
     assert_eq!(cluster.members_of(&group).len(), 8);
     for conn in cluster.members_of(&group) {
         assert_eq!(
@@ -273,11 +312,26 @@ fn copies_merge_with_send_interval_and_the_owner_with_the_group_interval() {
     // The owner's group has interval 0: its own member got five pushes at once; the copy holds them.
     assert_eq!(cluster.clients[&near].received.len(), 5);
     assert_eq!(cluster.clients[&far].received.len(), 0);
+    let counters = |cluster: &Cluster, i: usize| cluster.nodes[i].as_ref().unwrap().counters();
+    assert_eq!(
+        (
+            counters(&cluster, 0).deliveries,
+            counters(&cluster, 0).merge_flushes
+        ),
+        (5, 0)
+    );
     cluster.run_for(ms(400));
     assert_eq!(
         cluster.clients[&far].received.len(),
         5,
         "one merged push after sendInterval"
+    );
+    assert_eq!(
+        (
+            counters(&cluster, 1).deliveries,
+            counters(&cluster, 1).merge_flushes
+        ),
+        (1, 1)
     );
     assert_eq!(cluster.pushes_checked - before, 5 + 1);
 }

@@ -13,6 +13,9 @@ impl Cluster {
         let mut out = Drained::default();
         let _deadline = node.drain(self.now, &mut out);
         self.coverage.remote_joins += out.remote_joins;
+        for waited in out.join_waits {
+            self.coverage.longest_join_wait = self.coverage.longest_join_wait.max(waited);
+        }
         for t in out.frames {
             (self.now, i, t.conn, &t.frame[..]).hash(&mut self.hasher);
             self.on_frame(t.conn, &t.frame);

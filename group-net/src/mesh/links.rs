@@ -43,7 +43,7 @@ use tokio::sync::mpsc;
 use group_core::Input;
 use tokio_util::sync::CancellationToken;
 
-use crate::inbox::{NodeInput, Stats};
+use crate::inbox::{NodeInput, PeerCounters, Stats};
 
 /// Largest mesh frame accepted (a whole group's state can be large).
 pub const MAX_MESH_FRAME: usize = 32 << 20;
@@ -80,6 +80,7 @@ pub(crate) struct Links {
 struct Peer {
     frames: mpsc::Sender<Bytes>,
     streams: mpsc::Sender<Stream>,
+    counters: Arc<PeerCounters>,
 }
 
 impl Links {
@@ -111,11 +112,20 @@ impl Links {
             tracing::error!(%to, len = frame.len(), "mesh message too large to send; dropped");
             return;
         }
-        let sent = self
-            .peer(to)
+        let peer = self.peer(to);
+        let sent = peer
+            .as_ref()
             .is_some_and(|p| p.frames.try_send(frame).is_ok());
-        if !sent {
+        let counters = peer.as_ref().map(|p| &p.counters);
+        if sent {
+            if let Some(counters) = counters {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
             self.stats.mesh_dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(counters) = counters {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -144,7 +154,12 @@ impl Links {
         let (frames, frames_rx) = mpsc::channel(PEER_QUEUE);
         let (streams, streams_rx) = mpsc::channel(4);
         tokio::spawn(run_peer(self.clone(), addr, frames_rx, streams_rx));
-        let peer = Peer { frames, streams };
+        let counters = self.stats.mesh_peer(addr);
+        let peer = Peer {
+            frames,
+            streams,
+            counters,
+        };
         peers.insert(addr, peer.clone());
         Some(peer)
     }
@@ -564,6 +579,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
 
 async fn read_frames<R: AsyncRead + Unpin>(links: Arc<Links>, peer: NodeAddr, reader: R) {
     let mut reader = BufReader::new(reader);
+    let counters = links.stats.mesh_peer(peer);
     loop {
         let Ok(len) = reader.read_u32().await else {
             return;
@@ -579,6 +595,7 @@ async fn read_frames<R: AsyncRead + Unpin>(links: Arc<Links>, peer: NodeAddr, re
         }
         match mesh::decode(&frame) {
             Ok(message) => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
                 let input = NodeInput::core(Input::Mesh {
                     from: peer,
                     message,

@@ -156,6 +156,7 @@ impl Node {
             return;
         }
         group.owner = Some(own);
+        self.counters.ownership_taken += 1;
         let epoch = self.cluster.claim_epoch(group.version.epoch);
         group.version = Version { epoch, seq: 0 };
         group.backups = id

@@ -184,7 +184,7 @@ impl Node {
             if seq <= *seen {
                 // A later entry from the same origin came first (over a re-planned tree): drop this one
                 // rather than deliver out of order.
-                self.stale_relays += 1;
+                self.counters.stale_relays_dropped += 1;
                 return;
             }
             *seen = seq;

@@ -426,12 +426,16 @@ impl Node {
         let Some(group) = self.groups.get_mut(id) else {
             return;
         };
+        let before = self.out.transmits.len();
         if group.merge_every.is_zero() {
             group.deliver_now(&entry, &mut self.out.transmits);
+            self.counters.deliveries += (self.out.transmits.len() - before) as u64;
             return;
         }
         if group.needs_flush_before(&entry, self.config.limits.max_merge_bytes) {
             group.flush(&mut self.out.transmits);
+            self.counters.merge_flushes += 1;
+            self.counters.deliveries += (self.out.transmits.len() - before) as u64;
         }
         group.buffer(entry);
         if !group.flush_armed {

@@ -68,7 +68,8 @@ impl Node {
             reply_to.map(|conn| (conn, ver, cmd)),
             self.now.saturating_add(patience),
             holds_copy,
-        );
+        )
+        .started_at(self.now);
         let op = self.joins.start(pending);
         debug_assert!(
             self.joins.len() <= limits.max_connections * limits.max_groups_per_user,
@@ -361,6 +362,7 @@ impl Node {
         });
         self.out.events.push_back(Event::JoinCompleted {
             op,
+            waited: self.now.saturating_duration_since(pending.started),
             uid: pending.uid,
             group: pending.group,
             result,

@@ -24,6 +24,8 @@ pub(crate) struct PendingJoin {
     pub notice: Option<Notice>,
     /// The client to answer, if a client asked (server-side joins answer through the event only).
     pub reply_to: Option<(ConnId, u8, u16)>,
+    /// When the join started, for the latency its completion reports.
+    pub started: Instant,
     /// When the join gives up (`meshRequestTimeout` x `remoteJoinTries` after it started).
     pub give_up_at: Instant,
     /// Some node showed the group exists (this node holds a copy; a node answered that the owner is in
@@ -56,6 +58,7 @@ impl PendingJoin {
             group,
             notice,
             reply_to,
+            started: Instant::ZERO,
             give_up_at,
             maybe_held,
             target: None,
@@ -64,6 +67,12 @@ impl PendingJoin {
             attempt: 0,
             backoff: FIRST_BACKOFF,
         }
+    }
+
+    /// The same join, started at `now`.
+    pub fn started_at(mut self, now: Instant) -> Self {
+        self.started = now;
+        self
     }
 
     /// The node the current attempt asks; `None` while waiting.
