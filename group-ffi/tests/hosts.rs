@@ -65,11 +65,22 @@ fn build_host(compiler: &str, flags: &[&str], source: &str) -> PathBuf {
 
 /// Runs a host and checks it says `ok`.
 fn run_host(host: &Path, ok: &str) {
-    run_checked(Command::new(host), host, ok);
+    run_checked(Command::new(host), host, &[ok]);
 }
 
-/// Runs `command` (a host) and checks it succeeds and says `ok`.
-fn run_checked(mut command: Command, host: &Path, ok: &str) {
+/// A directory holding `cert.pem` and `key.pem`, self-signed for `game.example`, made by rcgen for this
+/// test run: the C++ and C# hosts start a TLS server with them and connect clients that trust them.
+fn tls_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("group-hosts-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["game.example".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+    dir
+}
+
+/// Runs `command` (a host) and checks it succeeds and says every line of `oks`.
+fn run_checked(mut command: Command, host: &Path, oks: &[&str]) {
     let output = command.output().unwrap();
     // The hosts print their measurements (poll(0) times, allocations): visible with --nocapture.
     print!("{}", String::from_utf8_lossy(&output.stdout));
@@ -80,14 +91,23 @@ fn run_checked(mut command: Command, host: &Path, ok: &str) {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains(ok));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for ok in oks {
+        assert!(
+            stdout.contains(ok),
+            "{} said {ok:?}:\n{stdout}",
+            host.display()
+        );
+    }
 }
 
 #[test]
 fn the_cpp_host_runs_through_the_raii_header() {
     let flags = ["-std=c++17", "-fno-exceptions", "-fno-rtti", "-Wshadow"];
     let host = build_host("g++", &flags, "hosts/cpp/server_host.cpp");
-    run_host(&host, "cpp_host: ok");
+    let mut command = Command::new(&host);
+    command.env("GROUP_TEST_TLS_DIR", tls_dir());
+    run_checked(command, &host, &["cpp_host: tls ok", "cpp_host: ok"]);
     let _ = std::fs::remove_file(&host);
 }
 
@@ -157,7 +177,9 @@ fn the_csharp_host_runs_on_mono_with_a_csharp_hook() {
         String::from_utf8_lossy(&output.stdout)
     );
     let mut mono = Command::new("mono");
-    mono.arg(&exe).env("LD_LIBRARY_PATH", &lib);
-    run_checked(mono, &exe, "csharp_host: ok");
+    mono.arg(&exe)
+        .env("LD_LIBRARY_PATH", &lib)
+        .env("GROUP_TEST_TLS_DIR", tls_dir());
+    run_checked(mono, &exe, &["csharp_host: tls ok", "csharp_host: ok"]);
     let _ = std::fs::remove_file(&exe);
 }

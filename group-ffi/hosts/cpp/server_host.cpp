@@ -148,6 +148,48 @@ void vanishing_members(const group::Server &server) {
     std::printf("cpp_host: survived %zu members vanishing under 1000 announces of 8 KB\n", members.size());
 }
 
+// The whole of a small text file, or "" if it cannot be read (no exceptions here).
+std::string read_file(const std::string &path) {
+    std::string text;
+    std::FILE *file = std::fopen(path.c_str(), "rb");
+    if (file == nullptr) {
+        return text;
+    }
+    char buffer[4096];
+    std::size_t got = 0;
+    while ((got = std::fread(buffer, 1, sizeof buffer, file)) > 0) {
+        text.append(buffer, got);
+    }
+    std::fclose(file);
+    return text;
+}
+
+// TLS for real: a second server with the certificate the test made (GROUP_TEST_TLS_DIR: cert.pem, key.pem,
+// self-signed for game.example), and clients that trust it say Hello over TCP and wss.
+void tls_clients() {
+    const char *dir = std::getenv("GROUP_TEST_TLS_DIR");
+    if (dir == nullptr) {
+        std::printf("cpp_host: GROUP_TEST_TLS_DIR not set: TLS not tried\n");
+        return;
+    }
+    std::string cert = std::string(dir) + "/cert.pem";
+    std::string key = std::string(dir) + "/key.pem";
+    group::Server server = must(group::Server::create(
+        R"({"server": {"tcp": "127.0.0.1:0", "ws": "127.0.0.1:0", "udp": null}, "mesh": {"bind": "127.0.0.1:0"},
+            "tls": {"cert": ")" + cert + R"(", "key": ")" + key + R"("}})"), "create the TLS server");
+    must(server.start(), "start the TLS server");
+    std::string ca = read_file(cert);
+    expect(!ca.empty(), "the certificate reads");
+    for (std::uint32_t transport : {GROUP_TRANSPORT_TCP, GROUP_TRANSPORT_WS}) {
+        group::Client client =
+            must(group::Client::connect_tls(transport, addr(server, transport), "game.example", ca), "connect_tls");
+        must(client.hello(transport == GROUP_TRANSPORT_TCP ? "tls-tcp" : "tls-wss"), "hello over TLS");
+    }
+    auto untrusted = group::Client::connect_tls(GROUP_TRANSPORT_TCP, addr(server, GROUP_TRANSPORT_TCP), "game.example");
+    expect(!untrusted || !untrusted.value().hello("stranger").ok(), "a client that does not trust the certificate gets no session");
+    std::printf("cpp_host: tls ok\n");
+}
+
 group::Client connected(const group::Server &server, std::uint32_t transport, const char *uid) {
     group::Client client = must(group::Client::connect(transport, addr(server, transport)), "connect");
     must(client.hello(uid), "hello");
@@ -243,6 +285,7 @@ int main() {
            "connect_tls refuses UDP with INVALID_ARGUMENT");
 
     vanishing_members(server);
+    tls_clients();
 
     must(carol.leave(group), "leave");
     group::Status unknown = server.next(424242);

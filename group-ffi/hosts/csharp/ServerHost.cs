@@ -273,11 +273,54 @@ static class ServerHost
         }
     }
 
+    // TLS for real: a server with the certificate the test made (GROUP_TEST_TLS_DIR: cert.pem, key.pem,
+    // self-signed for game.example), and clients that trust it say Hello over TCP and wss.
+    static void TlsClients()
+    {
+        var dir = Environment.GetEnvironmentVariable("GROUP_TEST_TLS_DIR");
+        if (dir == null)
+        {
+            Console.WriteLine("csharp_host: GROUP_TEST_TLS_DIR not set: TLS not tried");
+            return;
+        }
+        var cert = System.IO.Path.Combine(dir, "cert.pem");
+        var key = System.IO.Path.Combine(dir, "key.pem");
+        var config = "{\"server\": {\"tcp\": \"127.0.0.1:0\", \"ws\": \"127.0.0.1:0\", \"udp\": null}," +
+                     " \"mesh\": {\"bind\": \"127.0.0.1:0\"}," +
+                     " \"tls\": {\"cert\": \"" + cert + "\", \"key\": \"" + key + "\"}}";
+        using (var server = new Server(config))
+        {
+            server.Start();
+            var ca = System.IO.File.ReadAllText(cert);
+            foreach (var transport in new[] { Transport.Tcp, Transport.WebSocket })
+            {
+                using (var client = Client.ConnectTlsAsync(transport, "127.0.0.1:" + server.Port(transport), "game.example", ca))
+                {
+                    var sid = client.Hello(transport == Transport.Tcp ? "tls-tcp" : "tls-wss");
+                    Expect(sid.Length == 16, "a session over TLS (" + transport + ")");
+                }
+            }
+            using (var stranger = Client.ConnectTlsAsync(Transport.Tcp, "127.0.0.1:" + server.Port(Transport.Tcp), "game.example"))
+            {
+                try
+                {
+                    stranger.Hello("stranger");
+                    Expect(false, "a client that does not trust the certificate gets no session");
+                }
+                catch (GroupException)
+                {
+                }
+            }
+        }
+        Console.WriteLine("csharp_host: tls ok");
+    }
+
     static int Main()
     {
         try
         {
             Run();
+            TlsClients();
         }
         catch (Exception e)
         {
