@@ -563,8 +563,8 @@ group_result_t group_server_announce(const group_server_t *server,
                                      uint8_t reliable,
                                      uint16_t *refusal);
 
-// Writes the group `uid` joined most recently (Diarkis's GetGroupID) to `group_out` (52 bytes).
-// `GROUP_RESULT_NOT_FOUND` when the user has no session here or is in no group. **Blocking.**
+// Writes the group `uid` joined or created most recently (Diarkis's GetLatestGroupID) to `group_out`
+// (52 bytes). `GROUP_RESULT_NOT_FOUND` when the user has no session here or no such group exists. **Blocking.**
 //
 // # Safety
 // `server` live and started; `uid` `uid_len` readable bytes; `group_out` 52 writable bytes. Any thread but
@@ -974,7 +974,9 @@ group_result_t group_server_add_hook(const group_server_t *server,
                                      void *userdata);
 
 // Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
-// client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at
+// client gets a Bad response carrying `code` and `message` (UTF-8). For an After hook a code from 1000
+// stops the remaining After hooks of that command (Diarkis's `next(err)`); the command already happened and
+// its client has its answer. Any other code is `GROUP_RESULT_INVALID_ARGUMENT`. Any thread, at
 // once (even inside the callback) or later. A token answered already, given up after
 // `server.hookTimeout`, or never issued gives `GROUP_RESULT_NOT_FOUND`.
 //

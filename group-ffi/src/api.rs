@@ -295,8 +295,8 @@ pub unsafe extern "C" fn group_server_announce(
     })
 }
 
-/// Writes the group `uid` joined most recently (Diarkis's GetGroupID) to `group_out` (52 bytes).
-/// `GROUP_RESULT_NOT_FOUND` when the user has no session here or is in no group. **Blocking.**
+/// Writes the group `uid` joined or created most recently (Diarkis's GetLatestGroupID) to `group_out`
+/// (52 bytes). `GROUP_RESULT_NOT_FOUND` when the user has no session here or no such group exists. **Blocking.**
 ///
 /// # Safety
 /// `server` live and started; `uid` `uid_len` readable bytes; `group_out` 52 writable bytes. Any thread but

@@ -58,7 +58,10 @@ pub unsafe extern "C" fn group_server_add_hook(
             _ => builder.after(which, move |ctx| {
                 let run = hook.clone().run(continuations.clone(), ctx);
                 async move {
-                    let _ = run.await;
+                    match run.await {
+                        Answer::Reject(rejection) => Err(rejection),
+                        Answer::Continue | Answer::Reply(_) => Ok(()),
+                    }
                 }
             }),
         })
@@ -66,7 +69,9 @@ pub unsafe extern "C" fn group_server_add_hook(
 }
 
 /// Answers a hook's `token`: `code` 0 lets the command go on; a code from 1000 to 65535 refuses it, and the
-/// client gets a Bad response carrying `code` and `message` (UTF-8). After hooks take 0. Any thread, at
+/// client gets a Bad response carrying `code` and `message` (UTF-8). For an After hook a code from 1000
+/// stops the remaining After hooks of that command (Diarkis's `next(err)`); the command already happened and
+/// its client has its answer. Any other code is `GROUP_RESULT_INVALID_ARGUMENT`. Any thread, at
 /// once (even inside the callback) or later. A token answered already, given up after
 /// `server.hookTimeout`, or never issued gives `GROUP_RESULT_NOT_FOUND`.
 ///

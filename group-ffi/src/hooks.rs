@@ -12,7 +12,6 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use group_core::proto::code;
 use group_net::{HookContext, Rejection};
 
 use crate::host::Host;
@@ -219,8 +218,6 @@ impl HostHook {
         }
         let answer = answer.await;
         drop(guard);
-        answer.unwrap_or_else(|_| {
-            Answer::Reject(Rejection::new(code::HOOK_FAILED, "the hook was abandoned"))
-        })
+        answer.unwrap_or_else(|_| Answer::Reject(Rejection::failed("the hook was abandoned")))
     }
 }

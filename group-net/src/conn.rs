@@ -329,7 +329,8 @@ impl Connection {
                             payload,
                         }),
                         Ok(Err(rejection)) => {
-                            self.stopped(*ver, *cmd, None, Stop::Rejected(rejection))
+                            let stop = rejection.into_stop("a command handler");
+                            self.stopped(*ver, *cmd, None, stop)
                         }
                         Err(stop) => self.stopped(*ver, *cmd, None, stop),
                     };

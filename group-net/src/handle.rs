@@ -298,7 +298,8 @@ impl ServerHandle {
             .await
     }
 
-    /// The group `uid` joined last (GetGroupID).
+    /// The group `uid` joined or created last, if it still exists (Diarkis's GetLatestGroupID).
+    #[doc(alias = "GetLatestGroupID")]
     pub async fn latest_group_id(&self, uid: String) -> Result<Option<GroupId>, ApiError> {
         self.read(move |node| node.latest_group_id(&uid)).await
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use group_core::proto::Request;
+use group_core::proto::code::{self, APP_MIN};
 use group_core::{ConnId, GroupId, Sid, Uid};
 
 use crate::histogram::Histogram;
@@ -85,24 +86,92 @@ pub struct HookContext {
 }
 
 /// A refusal from a Before hook or a custom command handler: the client gets a Bad response with this code
-/// and message. Use codes from 1000 up ([`group_core::proto::code::APP_MIN`]) so clients can tell them from
-/// the server's own.
+/// and message. From an After hook it stops the remaining After hooks of the command (Diarkis's
+/// `next(err)`); the command itself already happened and its client already has its answer.
+///
+/// Codes are in the application range, 1000 up ([`group_core::proto::code::APP_MIN`]), so a client can
+/// always tell server code's refusals from the server's own codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("refused ({code}): {message}")]
 pub struct Rejection {
-    /// Error code for the Bad response.
-    pub code: u16,
-    /// Reason for the Bad response.
-    pub message: String,
+    pub(crate) code: u16,
+    pub(crate) message: String,
 }
 
+/// A refusal code below the application range (1000 up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("refusal code {0} is below 1000: codes under 1000 are the server's own (docs/PROTOCOL.md)")]
+pub struct InvalidRefusalCode(pub u16);
+
 impl Rejection {
-    /// A refusal with a code and a message.
+    /// A refusal with `code` (1000 up) and a message for the client.
+    ///
+    /// # Panics
+    /// If `code` is below 1000. Inside a hook the panic fails the request with Err 10 (HOOK_FAILED) and
+    /// is logged naming the code; use [`Rejection::try_new`] for a code that is not a constant.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
-        Rejection {
+        match Rejection::try_new(code, message) {
+            Ok(rejection) => rejection,
+            Err(e) => panic!("Rejection::new: {e}"),
+        }
+    }
+
+    /// A refusal with `code` and a message, or an error if `code` is below 1000.
+    pub fn try_new(code: u16, message: impl Into<String>) -> Result<Self, InvalidRefusalCode> {
+        if code < APP_MIN {
+            return Err(InvalidRefusalCode(code));
+        }
+        Ok(Rejection {
             code,
             message: message.into(),
+        })
+    }
+
+    /// Not a refusal but a failure of the server code itself (a database down, say): the client gets Err 10
+    /// (HOOK_FAILED), as when a hook panics or times out, and the message is logged, not sent.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Rejection {
+            code: code::HOOK_FAILED,
+            message: message.into(),
         }
+    }
+
+    /// The code the client gets.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// The message the client gets.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// What this means for the request: a refusal, or (from [`Rejection::failed`]) a failure.
+    pub(crate) fn into_stop(self, what: &str) -> Stop {
+        if self.code >= APP_MIN {
+            return Stop::Rejected(self);
+        }
+        tracing::error!("{what} failed: {}", self.message);
+        Stop::Failed(format!("{what} failed"))
+    }
+}
+
+/// What an After hook returns: `()` to let the next After hook run, or `Result<(), Rejection>`, where an
+/// error stops the remaining After hooks of the command (Diarkis's `next(err)`).
+pub trait AfterOutcome: Send + 'static {
+    /// `Err` stops the After chain.
+    fn into_result(self) -> Result<(), Rejection>;
+}
+
+impl AfterOutcome for () {
+    fn into_result(self) -> Result<(), Rejection> {
+        Ok(())
+    }
+}
+
+impl AfterOutcome for Result<(), Rejection> {
+    fn into_result(self) -> Result<(), Rejection> {
+        self
     }
 }
 
@@ -144,7 +213,7 @@ pub(crate) async fn guarded<T>(
 /// A boxed future, as hooks return them.
 pub type HookFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type BeforeFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<(), Rejection>> + Send + Sync>;
-type AfterFn = Arc<dyn Fn(HookContext) -> HookFuture<()> + Send + Sync>;
+type AfterFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<(), Rejection>> + Send + Sync>;
 type CustomFn = Arc<dyn Fn(HookContext) -> HookFuture<Result<Bytes, Rejection>> + Send + Sync>;
 
 /// How long server code took, for the metrics listener: each Before or After chain (every hook of one
@@ -233,9 +302,13 @@ impl Hooks {
     pub(crate) fn add_after<F, Fut>(&mut self, command: Command, hook: F)
     where
         F: Fn(HookContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: AfterOutcome,
     {
-        let hook: AfterFn = Arc::new(move |ctx| Box::pin(hook(ctx)));
+        let hook: AfterFn = Arc::new(move |ctx| {
+            let run = hook(ctx);
+            Box::pin(async move { run.await.into_result() })
+        });
         self.after.entry(command).or_default().push(hook);
     }
 
@@ -264,7 +337,7 @@ impl Hooks {
         for hook in self.before.get(&command).into_iter().flatten() {
             result = match guarded("a Before hook", self.timeout, hook(ctx.clone())).await {
                 Ok(Ok(())) => continue,
-                Ok(Err(rejection)) => Err(Stop::Rejected(rejection)),
+                Ok(Err(rejection)) => Err(rejection.into_stop("a Before hook")),
                 Err(stop) => Err(stop),
             };
             break;
@@ -275,12 +348,22 @@ impl Hooks {
         result
     }
 
-    /// Runs the After chain in registration order.
+    /// Runs the After chain in registration order. A hook that answers an error stops the rest of the
+    /// chain; a panicking or late one is logged and the chain goes on (the command already succeeded, and
+    /// a crash is not a decision).
     pub(crate) async fn run_after(&self, command: Command, ctx: &HookContext) {
         let started = tokio::time::Instant::now();
         for hook in self.after.get(&command).into_iter().flatten() {
-            // The command already succeeded; a panicking After hook is logged and the chain goes on.
-            let _ = guarded("an After hook", self.timeout, hook(ctx.clone())).await;
+            if let Ok(Err(rejection)) =
+                guarded("an After hook", self.timeout, hook(ctx.clone())).await
+            {
+                tracing::debug!(
+                    uid = %ctx.uid,
+                    "an After {} hook stopped the chain: {rejection}",
+                    command.name()
+                );
+                break;
+            }
         }
         self.timings.chain(true, command).observe(started.elapsed());
     }

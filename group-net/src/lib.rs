@@ -45,6 +45,6 @@ mod ws;
 
 pub use config::ServerConfig;
 pub use handle::{ApiError, ServerHandle, TickFn};
-pub use hooks::{Command, HookContext, HookFuture, Rejection};
+pub use hooks::{AfterOutcome, Command, HookContext, HookFuture, InvalidRefusalCode, Rejection};
 pub use inbox::{EventFn, Stats};
 pub use server::{CustomMessageFn, Server, ServerBuilder, StartError};

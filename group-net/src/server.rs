@@ -23,7 +23,7 @@ use crate::budget::ServerBudget;
 use crate::config::ServerConfig;
 use crate::conn::Shared;
 use crate::handle::{INPUT_QUEUE, ServerHandle};
-use crate::hooks::{Command, HookContext, Hooks, Rejection};
+use crate::hooks::{AfterOutcome, Command, HookContext, Hooks, Rejection};
 use crate::inbox::{EventFn, Stats};
 use crate::listener::Listeners;
 use crate::mesh::Links;
@@ -100,6 +100,10 @@ impl ServerBuilder {
     /// Adds a hook that runs before `command`; several run in registration order, and the first
     /// [`Rejection`] stops the chain and the command: the client gets Bad with the rejection's code and
     /// message. Hooks may await.
+    #[doc(alias = "BeforeCreateGroupCmd")]
+    #[doc(alias = "BeforeJoinGroupCmd")]
+    #[doc(alias = "BeforeLeaveGroupCmd")]
+    #[doc(alias = "BeforeBroadcastGroupCmd")]
     pub fn before<F, Fut>(mut self, command: Command, hook: F) -> Self
     where
         F: Fn(HookContext) -> Fut + Send + Sync + 'static,
@@ -110,10 +114,18 @@ impl ServerBuilder {
     }
 
     /// Adds a hook that runs after `command` succeeded (never after a refusal), in registration order.
+    /// It returns `()`, or `Result<(), Rejection>` where an error stops the remaining After hooks of the
+    /// command (Diarkis's `next(err)`). It cannot undo the command: that already happened, and the client
+    /// already has its answer.
+    #[doc(alias = "AfterCreateGroupCmd")]
+    #[doc(alias = "AfterJoinGroupCmd")]
+    #[doc(alias = "AfterLeaveGroupCmd")]
+    #[doc(alias = "AfterBroadcastGroupCmd")]
     pub fn after<F, Fut>(mut self, command: Command, hook: F) -> Self
     where
         F: Fn(HookContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: AfterOutcome,
     {
         self.hooks.add_after(command, hook);
         self

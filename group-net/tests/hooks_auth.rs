@@ -234,6 +234,11 @@ async fn without_a_secret_any_uid_is_accepted() {
         .unwrap();
 }
 
+/// A panicking After hook that returns `()` as far as the type system knows.
+fn after_hook_bug() {
+    panic!("a bug in an After hook")
+}
+
 #[tokio::test]
 async fn panicking_server_code_answers_err_and_the_connection_lives_on() {
     let builder = ServerBuilder::new(config())
@@ -241,9 +246,7 @@ async fn panicking_server_code_answers_err_and_the_connection_lives_on() {
             assert!(&*ctx.uid != "boom", "a bug in a Before hook");
             Ok(())
         })
-        .after(Command::Create, |_| async {
-            panic!("a bug in an After hook")
-        })
+        .after(Command::Create, |_| async { after_hook_bug() })
         .on_command(3, 1, |_| async { panic!("a bug in a handler") });
     let server = start(builder).await;
     let mut boom = user(&server, Transport::Tcp, "boom").await;
@@ -287,4 +290,87 @@ async fn a_hook_that_never_finishes_fails_the_request_after_hook_timeout() {
         &bounded("ping", alice.ping(b"ok")).await.unwrap()[..],
         b"ok"
     );
+}
+
+#[tokio::test]
+async fn an_after_hook_error_stops_the_rest_of_the_chain_but_not_the_command() {
+    let log: Log = Arc::default();
+    let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+    let builder = ServerBuilder::new(config())
+        .after(Command::Join, move |ctx| {
+            let log = l1.clone();
+            async move {
+                record(&log, format!("after-1 {}", ctx.uid));
+                if &*ctx.uid == "yuki" {
+                    return Err(Rejection::new(1005, "after failed"));
+                }
+                Ok(())
+            }
+        })
+        .after(Command::Join, move |ctx| {
+            let log = l2.clone();
+            async move { record(&log, format!("after-2 {}", ctx.uid)) }
+        })
+        .after(Command::Leave, move |ctx| {
+            let log = l3.clone();
+            async move { record(&log, format!("after-leave {}", ctx.uid)) }
+        });
+    let server = start(builder).await;
+    let mut alice = user(&server, Transport::Tcp, "alice").await;
+    let mut yuki = user(&server, Transport::Tcp, "yuki").await;
+    let mut bob = user(&server, Transport::Ws, "bob").await;
+    let group = bounded("create", alice.create(create())).await.unwrap();
+    bounded("join", yuki.join(group, b""))
+        .await
+        .expect("the join happened before its After hooks ran");
+    bounded("join", bob.join(group, b"")).await.unwrap();
+    // yuki is a member all the same: it can leave, and the Leave chain is a chain of its own.
+    bounded("leave", yuki.leave(group, b"")).await.unwrap();
+    bounded("ping", yuki.ping(b"")).await.unwrap();
+    bounded("ping", bob.ping(b"")).await.unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        vec![
+            "after-1 yuki",
+            "after-1 bob",
+            "after-2 bob",
+            "after-leave yuki"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn refusal_codes_must_be_in_the_application_range() {
+    assert!(Rejection::try_new(0, "zero").is_err());
+    assert!(Rejection::try_new(200, "a server code").is_err());
+    let ok = Rejection::try_new(1000, "first application code").unwrap();
+    assert_eq!((ok.code(), ok.message()), (1000, "first application code"));
+    let panicked = std::panic::catch_unwind(|| Rejection::new(999, "x")).unwrap_err();
+    let text = panicked
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(text.contains("999") && text.contains("1000"), "{text}");
+
+    // In a hook, a bad code fails the request (Err 10) instead of reaching the client as a server code,
+    // and `Rejection::failed` says "the server code failed" on purpose.
+    let builder = ServerBuilder::new(config())
+        .before(Command::Create, |_| async { Err(Rejection::new(200, "x")) })
+        .before(Command::Join, |_| async {
+            Err(Rejection::failed("the database is down"))
+        });
+    let server = start(builder).await;
+    let mut alice = user(&server, Transport::Tcp, "alice").await;
+    let failed = bounded("create", alice.create(create())).await.unwrap_err();
+    assert_eq!(failed.code(), Some(code::HOOK_FAILED));
+    let static_group = group_core::GroupId::from_bytes(&[b'a'; 52]).unwrap();
+    let failed = bounded("join", alice.join(static_group, b""))
+        .await
+        .unwrap_err();
+    let ClientError::Refused(error) = failed else {
+        panic!("{failed:?}")
+    };
+    assert_eq!(error.code, code::HOOK_FAILED);
+    assert!(!error.message.contains("database"), "{}", error.message);
 }

@@ -257,9 +257,15 @@ impl Node {
         self.sessions.get(uid).map(|s| s.groups.as_slice())
     }
 
-    /// The group `uid` joined most recently (Diarkis's GetGroupID).
+    /// The group `uid` joined or created most recently and that still exists here (Diarkis's
+    /// GetLatestGroupID). A group it left stops counting; then the newest group it is still in does.
+    #[doc(alias = "GetLatestGroupID")]
     pub fn latest_group_id(&self, uid: &str) -> Option<GroupId> {
-        self.user_group_ids(uid)?.last().copied()
+        let session = self.sessions.get(uid)?;
+        session
+            .latest
+            .filter(|id| self.groups.contains_key(id))
+            .or_else(|| session.groups.last().copied())
     }
 
     /// A snapshot of a group, or `None` if the node has no such group.

@@ -129,7 +129,8 @@ namespace Group
             return port;
         }
 
-        /// <summary>Answers a hook's token: code 0 goes on; 1000-65535 refuses with that code and message.
+        /// <summary>Answers a hook's token: code 0 goes on; 1000-65535 refuses with that code and message (for an
+        /// After hook: stops the remaining After hooks of the command, which already happened). Other codes throw.
         /// False when the token was answered already or timed out.</summary>
         public bool Next(ulong token, ushort code = 0, string message = "")
         {

@@ -1,5 +1,5 @@
 /* A C99 host of the group server: creates a server from JSON, registers a Before-join hook that refuses
- * "mallory", starts it, drives clients through the C client API over TCP, WebSocket and UDP (create, join,
+ * "mallory" and two After-join hooks (the first stops the chain for "carol"), starts it, drives clients through the C client API over TCP, WebSocket and UDP (create, join,
  * a join refused with the hook's code, broadcast, leave) and one over raw TCP (the refusal's bytes), uses the
  * server API, misuses handles (a free from inside a callback, double frees, calls on freed handles) and
  * times poll(0), then stops and frees everything, checking every result. Exits non-zero on the first
@@ -124,6 +124,37 @@ static void before_join(void *userdata, const group_hook_call_t *call, uint64_t 
     } else {
         group_next(server, token, 0, NULL, 0);
     }
+}
+
+/* What the After-join hooks saw; read once the server has stopped (its threads are joined by then). */
+static int after_first_saw_carol = 0;
+static int after_second_saw_bob = 0;
+static int after_second_saw_carol = 0;
+
+static int is_uid(const group_hook_call_t *call, const char *uid) {
+    size_t len = strlen(uid);
+    return call->uid_len == len && memcmp(call->uid, uid, len) == 0;
+}
+
+/* The first After-join hook: answers carol's join with an error, which stops the rest of the After chain
+ * (Diarkis's next(err)); carol is a member all the same. */
+static void after_join_first(void *userdata, const group_hook_call_t *call, uint64_t token) {
+    const group_server_t *server = (const group_server_t *)userdata;
+    static const char failure[] = "after failed";
+    if (is_uid(call, "carol")) {
+        after_first_saw_carol = 1;
+        group_next(server, token, 1005, (const uint8_t *)failure, sizeof failure - 1);
+    } else {
+        group_next(server, token, 0, NULL, 0);
+    }
+}
+
+/* The second After-join hook: must not run for carol. */
+static void after_join_second(void *userdata, const group_hook_call_t *call, uint64_t token) {
+    const group_server_t *server = (const group_server_t *)userdata;
+    after_second_saw_bob |= is_uid(call, "bob");
+    after_second_saw_carol |= is_uid(call, "carol");
+    group_next(server, token, 0, NULL, 0);
 }
 
 /* A client of `server` over `transport` that has said Hello as `uid`. */
@@ -498,7 +529,11 @@ int main(int argc, char **argv) {
     }
     CHECK(server != NULL, "a server");
     if (expect(group_server_add_hook(server, GROUP_COMMAND_JOIN, GROUP_HOOK_BEFORE, before_join, server),
-               GROUP_RESULT_OK, "group_server_add_hook")) {
+               GROUP_RESULT_OK, "group_server_add_hook") ||
+        expect(group_server_add_hook(server, GROUP_COMMAND_JOIN, GROUP_HOOK_AFTER, after_join_first, server),
+               GROUP_RESULT_OK, "the first After-join hook") ||
+        expect(group_server_add_hook(server, GROUP_COMMAND_JOIN, GROUP_HOOK_AFTER, after_join_second, server),
+               GROUP_RESULT_OK, "the second After-join hook")) {
         return 1;
     }
     if (expect(group_server_start(server), GROUP_RESULT_OK, "group_server_start")) {
@@ -544,6 +579,8 @@ int main(int argc, char **argv) {
     if (expect(group_server_stop(server, 1000), GROUP_RESULT_OK, "group_server_stop")) {
         return 1;
     }
+    CHECK(after_first_saw_carol && after_second_saw_bob, "the After-join hooks ran");
+    CHECK(!after_second_saw_carol, "an After hook's error stops the rest of the chain");
     group_server_free(server);
     group_server_free(NULL);
     printf("server_host: ok\n");

@@ -1,5 +1,5 @@
 // A C# (Mono, C# 7) host of the group server through the wrapper in group-ffi/csharp: a Before-join hook
-// written in C# refuses "mallory"; clients over TCP, WebSocket and UDP create, join (mallory is refused with
+// written in C# refuses "mallory", and an After-join hook stops the rest of its chain for "carol"; clients over TCP, WebSocket and UDP create, join (mallory is refused with
 // the hook's code and message), broadcast and leave; the server API creates a group, refuses a join, lists a
 // user's groups, snapshots a group, and ticks a group that announces to its members; a custom command
 // written in C# answers a client; events arrive both by polling and by the EventRaised event. Exits non-zero on the first thing that is not as expected.
@@ -87,6 +87,21 @@ static class ServerHost
                 if (call.Uid == "mallory") server.Next(call.Token, 1001, "no mallory");
                 else server.Next(call.Token);
             });
+            // Two After-join hooks: the first answers carol's join with an error, which stops the rest of the
+            // chain (Diarkis's next(err)); carol is a member all the same.
+            int afterFirstCarol = 0, afterSecondBob = 0, afterSecondCarol = 0;
+            server.AddHook(HookCommand.Join, HookPhase.After, call =>
+            {
+                if (call.Uid != "carol") { server.Next(call.Token); return; }
+                Interlocked.Exchange(ref afterFirstCarol, 1);
+                server.Next(call.Token, 1005, "after failed");
+            });
+            server.AddHook(HookCommand.Join, HookPhase.After, call =>
+            {
+                if (call.Uid == "bob") Interlocked.Exchange(ref afterSecondBob, 1);
+                if (call.Uid == "carol") Interlocked.Exchange(ref afterSecondCarol, 1);
+                server.Next(call.Token);
+            });
             server.SetMessage(MessageKind.Discard, (group, uid, sid) => Bytes("gone:" + uid));
             // The server's own command 2/7, written in C#: answers with the payload reversed.
             server.AddCommand(2, 7, call => server.Reply(call.Token, call.Payload.Reverse().ToArray()));
@@ -139,6 +154,11 @@ static class ServerHost
                 carol.Leave(group, Bytes("bye"));
                 var left = NextOf(alice, PushKind.Left);
                 Expect(left.Uid == "carol" && Text(left.Message) == "bye", "alice sees carol leave");
+                // carol's leave was handled after her join's After chain, on her connection.
+                Expect(Volatile.Read(ref afterFirstCarol) == 1, "the first After hook ran for carol");
+                Expect(Volatile.Read(ref afterSecondCarol) == 0, "an After hook's error stops the chain");
+                Expect(SpinWait.SpinUntil(() => Volatile.Read(ref afterSecondBob) == 1, 5000),
+                    "the second After hook ran for bob");
 
                 // The server API.
                 var ids = server.GroupIds("alice");

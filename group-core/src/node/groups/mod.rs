@@ -79,6 +79,7 @@ impl Node {
         let id = self.next_group_id(now);
         if let Some(uid) = creator {
             self.record_creation(uid, id);
+            self.sessions.created(uid, id);
         }
         let ttl = Duration::from_secs(u64::from(params.ttl_s));
         let mut group = Group::new(

@@ -22,8 +22,11 @@ struct Conn {
 pub(crate) struct Session {
     pub sid: Sid,
     pub conn: ConnId,
-    /// Groups in join order: GetGroupIDList and the latest group.
+    /// Groups in join order: GetGroupIDList.
     pub groups: Vec<GroupId>,
+    /// The group this user joined or created most recently (Diarkis's GetLatestGroupID counts both; a
+    /// group created without joining is not in `groups`). May name a group that is gone: the query checks.
+    pub latest: Option<GroupId>,
 }
 
 /// Connections and sessions.
@@ -100,6 +103,7 @@ impl Sessions {
             sid,
             conn,
             groups: Vec::new(),
+            latest: None,
         };
         let older = self.by_uid.insert(uid, session);
         assert!(older.is_none(), "the older session was ended first");
@@ -144,6 +148,14 @@ impl Sessions {
         if let Some(session) = self.by_uid.get_mut(uid) {
             debug_assert!(!session.groups.contains(&group), "no duplicates");
             session.groups.push(group);
+            session.latest = Some(group);
+        }
+    }
+
+    /// Records that `uid` created `group` (whether or not it joined it).
+    pub fn created(&mut self, uid: &str, group: GroupId) {
+        if let Some(session) = self.by_uid.get_mut(uid) {
+            session.latest = Some(group);
         }
     }
 
@@ -151,6 +163,9 @@ impl Sessions {
     pub fn left(&mut self, uid: &str, group: &GroupId) {
         if let Some(session) = self.by_uid.get_mut(uid) {
             session.groups.retain(|g| g != group);
+            if session.latest.as_ref() == Some(group) {
+                session.latest = session.groups.last().copied();
+            }
         }
     }
 

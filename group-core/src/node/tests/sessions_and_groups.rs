@@ -466,6 +466,22 @@ fn queries_report_join_order_snapshots_and_member_nodes() {
 }
 
 #[test]
+fn the_latest_group_is_the_newest_joined_or_created() {
+    let mut h = Harness::with(|c| c.limits.connection_ttl = Duration::from_secs(86_400));
+    let a = h.user(1, "a");
+    let joined = h.create(a, false, true, 60, 0);
+    assert_eq!(h.node.latest_group_id("a"), Some(joined));
+    // Created without joining: newest all the same (Diarkis's GetLatestGroupID).
+    let created = h.create(a, true, false, 11, 0);
+    assert_eq!(h.node.user_group_ids("a"), Some(&[joined][..]));
+    assert_eq!(h.node.latest_group_id("a"), Some(created));
+    // Once the created group is gone, the newest group `a` is still in counts.
+    h.advance(Duration::from_secs(30));
+    assert!(h.node.group_snapshot(&created).is_none());
+    assert_eq!(h.node.latest_group_id("a"), Some(joined));
+}
+
+#[test]
 fn a_node_that_stalled_gives_its_sessions_a_grace_before_it_calls_them_idle() {
     let mut h = Harness::new();
     let a = h.user(1, "a");
