@@ -21,6 +21,7 @@
 
 use std::net::SocketAddr;
 
+use group_core::proto::Request;
 use group_core::{ConfigError, GroupConfig, Limits};
 use serde_json::{Map, Value};
 
@@ -91,6 +92,64 @@ pub struct ServerConfig {
     /// `ws.allowedOrigins`: the `Origin` header values a WebSocket handshake may carry (exactly, such as
     /// `https://game.example`); others are refused with 403. `None`: any origin, or none.
     pub ws_allowed_origins: Option<Vec<String>>,
+    /// `server.exposeCommands`: the client group commands clients may send (Diarkis's ExposeCommands);
+    /// the others are refused with code 17 (NOT_EXPOSED), so a game whose groups are driven by server
+    /// code only exposes none. Default: all.
+    pub expose_commands: ExposedCommands,
+}
+
+/// The client group commands a server exposes (`server.exposeCommands`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExposedCommands(u8);
+
+impl ExposedCommands {
+    /// Each command's name in the configuration, with its request.
+    const NAMES: [&'static str; 5] = ["create", "join", "randomJoin", "leave", "broadcast"];
+
+    /// Every group command.
+    pub const ALL: ExposedCommands = ExposedCommands(0b1_1111);
+    /// None: groups are driven by server code only.
+    pub const NONE: ExposedCommands = ExposedCommands(0);
+
+    fn bit(request: &Request) -> Option<u8> {
+        let index = match request {
+            Request::Create(_) => 0,
+            Request::Join { .. } => 1,
+            Request::RandJoin(_) => 2,
+            Request::Leave { .. } => 3,
+            Request::Broadcast { .. } => 4,
+            _ => return None,
+        };
+        Some(1 << index)
+    }
+
+    /// Whether a client may send `request`. Commands other than the group commands are always allowed.
+    pub fn allows(self, request: &Request) -> bool {
+        Self::bit(request).is_none_or(|bit| self.0 & bit != 0)
+    }
+
+    /// The names, as in the configuration (`create`, `join`, `randomJoin`, `leave`, `broadcast`).
+    pub fn from_names<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<ExposedCommands, String> {
+        let mut bits = 0;
+        for name in names {
+            let index = Self::NAMES.iter().position(|n| *n == name).ok_or_else(|| {
+                format!(
+                    "{name:?} is not a group command (known: {})",
+                    Self::NAMES.join(", ")
+                )
+            })?;
+            bits |= 1 << index;
+        }
+        Ok(ExposedCommands(bits))
+    }
+}
+
+impl Default for ExposedCommands {
+    fn default() -> Self {
+        ExposedCommands::ALL
+    }
 }
 
 impl Default for ServerConfig {
@@ -121,6 +180,7 @@ impl Default for ServerConfig {
             ws_allowed_origins: None,
             mesh_tls: None,
             metrics: None,
+            expose_commands: ExposedCommands::ALL,
         }
     }
 }
@@ -163,6 +223,20 @@ impl ServerConfig {
         Ok(config)
     }
 
+    /// Reads a Diarkis Group configuration file as it is (top-level `remoteJoinTries`, `relayLimit`,
+    /// `sendInterval`, `staticGroups`, what Diarkis's `group.Setup(confpath)` reads) into the `group`
+    /// section, replacing what the full configuration said there. Errors name the key as `group.<key>`.
+    #[doc(alias = "Setup")]
+    pub fn apply_group_file(&mut self, text: &str) -> Result<(), ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
+            key: "<group file>".into(),
+            problem: format!("invalid JSON ({e})"),
+            value: "<invalid JSON>".into(),
+        })?;
+        self.group = GroupConfig::from_value("group", &value)?;
+        Ok(())
+    }
+
     fn apply_server(&mut self, value: &Value) -> Result<(), ConfigError> {
         for (key, value) in object("server", value)? {
             let path = format!("server.{key}");
@@ -197,9 +271,20 @@ impl ServerConfig {
                     self.auth_clock_skew =
                         std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(3600));
                 }
+                "exposeCommands" => {
+                    let names = match value {
+                        Value::Array(items) => items.iter().map(Value::as_str).collect(),
+                        _ => None,
+                    };
+                    let names: Vec<&str> = names
+                        .ok_or_else(|| error(&path, "must be an array of command names", value))?;
+                    self.expose_commands = ExposedCommands::from_names(names)
+                        .map_err(|problem| error(&path, &problem, value))?;
+                }
                 _ => {
                     let known = "tcp, ws, udp, authSecret, outboundQueue, hookTimeout, \
-                                 wsReadBuffer, drainTimeout, helloTimeout, authClockSkew";
+                                 wsReadBuffer, drainTimeout, helloTimeout, authClockSkew, \
+                                 exposeCommands";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),
@@ -543,6 +628,50 @@ mod tests {
         assert_eq!(config.ws.unwrap().to_string(), DEFAULT_WS);
         assert_eq!(config.mesh.to_string(), DEFAULT_MESH);
         assert!(config.auth_secret.is_none());
+    }
+
+    #[test]
+    fn a_diarkis_group_file_is_read_as_it_is() {
+        let text = include_str!("../../config/diarkis-group.json");
+        let mut config = ServerConfig::from_json(r#"{"group": {"relayLimit": 3}}"#).unwrap();
+        config.apply_group_file(text).unwrap();
+        assert_eq!(config.group.relay_limit, 10);
+        assert_eq!(config.group.remote_join_tries, 4);
+        assert_eq!(config.group.static_groups.len(), 2);
+        let error = config.apply_group_file(r#"{"relayLimit": 0}"#).unwrap_err();
+        assert_eq!(error.key, "group.relayLimit");
+        let error = config.apply_group_file("{").unwrap_err();
+        assert_eq!(error.key, "<group file>");
+    }
+
+    #[test]
+    fn expose_commands_names_the_client_group_commands() {
+        let config =
+            ServerConfig::from_json(r#"{"server": {"exposeCommands": ["join", "leave"]}}"#)
+                .unwrap();
+        let group = group_core::GroupId::from_bytes(&[b'a'; 52]).unwrap();
+        let join = Request::Join {
+            group,
+            message: bytes::Bytes::new(),
+        };
+        let create = Request::Create(group_core::proto::CreateRequest {
+            allow_empty: true,
+            join: false,
+            ttl_s: 60,
+            interval_ms: 0,
+        });
+        assert!(config.expose_commands.allows(&join));
+        assert!(!config.expose_commands.allows(&create));
+        assert!(config.expose_commands.allows(&Request::KeepAlive));
+        assert!(ServerConfig::default().expose_commands.allows(&create));
+        assert!(!ExposedCommands::NONE.allows(&join));
+        let error =
+            ServerConfig::from_json(r#"{"server": {"exposeCommands": ["jion"]}}"#).unwrap_err();
+        assert_eq!(error.key, "server.exposeCommands");
+        assert!(error.problem.contains("jion"), "{}", error.problem);
+        let error =
+            ServerConfig::from_json(r#"{"server": {"exposeCommands": "all"}}"#).unwrap_err();
+        assert_eq!(error.key, "server.exposeCommands");
     }
 
     #[test]

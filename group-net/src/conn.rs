@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// The server's counters.
     pub stats: Arc<crate::inbox::Stats>,
+    /// `server.exposeCommands`.
+    pub exposed: crate::config::ExposedCommands,
 }
 
 /// The node task is gone (the server stopped): the connection ends.
@@ -308,6 +310,19 @@ impl Connection {
                 return self.send(Input::Frame { conn, frame }).await;
             }
         };
+        // Before Hello the node answers NOT_GREETED, whatever the command.
+        if self.session.is_some() && !self.shared.exposed.allows(&request) {
+            let (ver, cmd) = request.ver_cmd();
+            let input = Input::Call(Call::Refuse {
+                conn: self.conn,
+                ver,
+                cmd,
+                code: code::NOT_EXPOSED,
+                group: request.group().copied(),
+                message: "this server does not take this command from clients".into(),
+            });
+            return self.send(input).await;
+        }
         match &request {
             Request::Hello { uid, token } => {
                 return self.hello(uid.clone(), token.clone(), request).await;

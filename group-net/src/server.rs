@@ -307,6 +307,7 @@ impl ServerBuilder {
                 max_inbound_bytes_per_second: self.config.limits.max_inbound_bytes_per_second,
                 tls: tls.clone(),
                 stats: stats.clone(),
+                exposed: self.config.expose_commands,
             });
         let stop = CancellationToken::new();
         let stop_node = stop.child_token();

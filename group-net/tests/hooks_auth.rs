@@ -374,3 +374,47 @@ async fn refusal_codes_must_be_in_the_application_range() {
     assert_eq!(error.code, code::HOOK_FAILED);
     assert!(!error.message.contains("database"), "{}", error.message);
 }
+
+#[tokio::test]
+async fn unexposed_group_commands_are_refused_and_server_code_drives_the_groups() {
+    let mut cfg = config();
+    cfg.expose_commands = group_net::config::ExposedCommands::from_names(["broadcast"]).unwrap();
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut alice = user(&server, Transport::Tcp, "alice").await;
+    let mut bob = user(&server, Transport::Ws, "bob").await;
+    let refused = bounded("create", alice.create(create())).await.unwrap_err();
+    assert_eq!(refused.code(), Some(code::NOT_EXPOSED));
+    // Server code makes the group and puts both in it; the clients may only broadcast.
+    let api = server.handle();
+    let group = api.new_group(create(), None).await;
+    assert!(
+        group.is_err(),
+        "join without a creator: refused by the core"
+    );
+    let params = CreateRequest {
+        allow_empty: true,
+        join: false,
+        ..create()
+    };
+    let group = api.new_group(params, None).await.unwrap();
+    for uid in ["alice", "bob"] {
+        api.join(group, uid.into(), Bytes::new(), 1, 111)
+            .await
+            .unwrap();
+    }
+    let refused = bounded("leave", bob.leave(group, b"")).await.unwrap_err();
+    let ClientError::Refused(error) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!((error.code, error.group), (code::NOT_EXPOSED, Some(group)));
+    bounded(
+        "send",
+        alice.broadcast(group, Bytes::from_static(b"hi"), true),
+    )
+    .await
+    .unwrap();
+    let Push::Broadcast { entries, .. } = next_push(&mut bob).await else {
+        panic!("a broadcast")
+    };
+    assert_eq!(&entries[0].message[..], b"hi");
+}

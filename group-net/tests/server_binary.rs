@@ -139,6 +139,14 @@ fn bad_flags_and_files_are_clear_errors() {
     let (status, stderr) = run(&["--config", file.to_str().unwrap()]);
     assert_eq!(status, Some(2));
     assert!(stderr.contains("group.relayLimit"), "{stderr}");
+    let diarkis = dir.join("group.json");
+    std::fs::write(&diarkis, r#"{"relayLimit": 2, "sendIntervall": 300}"#).unwrap();
+    let (status, stderr) = run(&["--group-config", diarkis.to_str().unwrap()]);
+    assert_eq!(status, Some(2));
+    assert!(
+        stderr.contains("group.json") && stderr.contains("group.sendIntervall"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -174,6 +182,40 @@ fn the_example_configuration_starts_a_server() {
     let names: Vec<&str> = lines.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["tcp", "udp", "ws", "mesh"]);
     assert_ne!(lines[3].1.port(), 0, "the mesh line carries the real port");
+}
+
+/// `--group-config` reads a Diarkis Group configuration file as it is: its static groups exist.
+#[test]
+fn a_diarkis_group_file_configures_the_groups() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/diarkis-group.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_group-server"))
+        .args([
+            "--group-config",
+            file,
+            "--tcp",
+            "127.0.0.1:0",
+            "--ws",
+            "off",
+        ])
+        .args(["--udp", "off", "--mesh", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    let lines = listening_lines(&mut server.0, 2);
+    let tcp = lines[0].1;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut client = bound(Client::connect_tcp(tcp)).await.unwrap();
+            bound(client.hello("yuki", "")).await.unwrap();
+            let id = b"StaticGroupB-000000000000000000000000000000000000000";
+            let group = group_core::GroupId::from_bytes(id).unwrap();
+            bound(client.join(group, b"")).await.unwrap();
+        });
 }
 
 /// `--tls-cert`/`--tls-key` put TLS on the TCP listener, and SIGHUP reads the files again: a client that

@@ -125,6 +125,9 @@ pub mod code {
     /// Over `limits.maxRequestsPerSecond`: the request was not handled. As a closing notice (cmd 7): the
     /// connection kept exceeding it (a second's worth of refused requests within one second).
     pub const RATE_LIMITED: u16 = 16;
+    /// A group command this server does not expose to clients (`server.exposeCommands`): its groups are
+    /// driven by server code.
+    pub const NOT_EXPOSED: u16 = 17;
 
     /// Create: ttl must be more than 10 seconds.
     pub const CREATE_TTL_TOO_SHORT: u16 = 100;

@@ -20,6 +20,10 @@ struct Args {
     /// JSON configuration file (sections: group, limits, server, mesh). Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// A Diarkis Group configuration file as it is (remoteJoinTries, relayLimit, sendInterval,
+    /// staticGroups at the top level): replaces the `group` section of --config.
+    #[arg(long, value_name = "FILE")]
+    group_config: Option<PathBuf>,
     /// TCP listen address, or "off".
     #[arg(long, value_name = "ADDR")]
     tcp: Option<String>,
@@ -84,6 +88,13 @@ fn load(args: Args) -> Result<ServerConfig, String> {
         }
         None => ServerConfig::default(),
     };
+    if let Some(path) = &args.group_config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        config
+            .apply_group_file(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     config.tcp = listen_flag("tcp", args.tcp, config.tcp)?;
     config.ws = listen_flag("ws", args.ws, config.ws)?;
     config.udp = listen_flag("udp", args.udp, config.udp)?;
