@@ -582,11 +582,14 @@ group_result_t group_server_latest_group(const group_server_t *server,
 group_result_t group_server_set_offline(const group_server_t *server);
 
 // Sets the callback producing the discard (`GROUP_MESSAGE_DISCARD`) or rejoin (`GROUP_MESSAGE_REJOIN`)
-// custom message; without one the message is empty. Only before `group_server_start`.
+// custom message; without one the message is empty. The callback runs on a thread of its own (one per
+// kind) and the server waits for it at most 20 ms: a message not written by then is sent empty, and so
+// is every message asked for while the callback is still running, so a slow callback cannot freeze the
+// server. Only before `group_server_start`.
 //
 // # Safety
-// `server` live; `callback` and `userdata` usable from the server's node thread until the server is
-// freed. Any thread.
+// `server` live; `callback` and `userdata` usable from that thread until the server is freed. Any
+// thread.
 group_result_t group_server_set_message(const group_server_t *server,
                                         uint32_t kind,
                                         group_message_fn_t callback,

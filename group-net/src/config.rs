@@ -635,7 +635,7 @@ mod tests {
         let text = include_str!("../../config/diarkis-group.json");
         let mut config = ServerConfig::from_json(r#"{"group": {"relayLimit": 3}}"#).unwrap();
         config.apply_group_file(text).unwrap();
-        assert_eq!(config.group.relay_limit, 10);
+        assert_eq!(config.group.relay_limit, 2);
         assert_eq!(config.group.remote_join_tries, 4);
         assert_eq!(config.group.static_groups.len(), 2);
         let error = config.apply_group_file(r#"{"relayLimit": 0}"#).unwrap_err();

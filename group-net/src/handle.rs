@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +19,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::hooks::HookFuture;
 use crate::inbox::{Answer, NodeInput, TickRunner, answer_to};
+
+/// Marks a group's tick callback finished when dropped.
+struct TickDone(Arc<AtomicBool>);
+
+impl Drop for TickDone {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 /// A tick callback: runs on its own task each time the group's timer fires.
 pub type TickFn = Arc<dyn Fn(GroupId, ServerHandle) -> HookFuture<()> + Send + Sync>;
@@ -342,7 +352,10 @@ impl ServerHandle {
         self.read(Node::connection_count).await
     }
 
-    /// Calls `callback` every `interval` while the group exists (`None` stops it).
+    /// Calls `callback` every `interval` while the group exists (`None` stops it), each call on a task of
+    /// its own. Calls never overlap: a tick that comes while the previous call is still running is
+    /// skipped, counted (`Server::ticks_skipped`, `group_ticks_skipped_total`) and logged.
+    #[doc(alias = "SetOnTick")]
     pub async fn set_tick<F, Fut>(
         &self,
         group: GroupId,
@@ -355,8 +368,18 @@ impl ServerHandle {
     {
         let callback: TickFn = Arc::new(move |g, h| Box::pin(callback(g, h)));
         let handle = self.clone();
+        let running = Arc::new(AtomicBool::new(false));
         let runner: TickRunner = Arc::new(move |group| {
-            tokio::spawn(callback(group, handle.clone()));
+            if running.swap(true, Ordering::AcqRel) {
+                return false;
+            }
+            let done = TickDone(running.clone());
+            let run = callback(group, handle.clone());
+            tokio::spawn(async move {
+                let _done = done; // also when the callback panics
+                run.await;
+            });
+            true
         });
         let answer = self
             .ask(|reply| NodeInput::SetTick {

@@ -79,8 +79,9 @@ pub(crate) fn answer_to(reply: oneshot::Sender<Answer>) -> Answerer {
     })
 }
 
-/// Runs a group's tick callback (spawning what it needs); called on the node task.
-pub(crate) type TickRunner = Arc<dyn Fn(GroupId) + Send + Sync>;
+/// Starts a group's tick callback on a task of its own; called on the node task. False when the
+/// previous tick's callback is still running: ticks of one group never overlap, a late one is skipped.
+pub(crate) type TickRunner = Arc<dyn Fn(GroupId) -> bool + Send + Sync>;
 
 /// Server code's view of the core's events (see `ServerBuilder::on_event`).
 pub type EventFn = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -139,6 +140,10 @@ pub struct Stats {
     pub frames_sent: AtomicU64,
     /// Broadcast requests received from clients.
     pub broadcasts: AtomicU64,
+    /// Ticks skipped because the group's previous tick callback was still running.
+    pub ticks_skipped: AtomicU64,
+    /// Discard or rejoin messages sent empty because their callback missed its deadline.
+    pub messages_late: AtomicU64,
     /// How long remote joins took, from their start on this node to the owner's answer.
     pub(crate) remote_join_seconds: Histogram,
     /// Mesh messages by peer, for the peers the mesh has links to (bounded by its peer table).

@@ -34,6 +34,7 @@ pub mod hooks;
 mod inbox;
 mod listener;
 mod mesh;
+pub mod message_worker;
 mod metrics;
 mod node_task;
 mod server;

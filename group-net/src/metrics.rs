@@ -144,7 +144,7 @@ async fn render(source: &MetricsSource) -> String {
             ("{transport=\"udp\"}", load(udp)),
         ],
     );
-    let counters: [(&str, &str, f64); 6] = [
+    let counters: [(&str, &str, f64); 8] = [
         (
             "group_connections_accepted_total",
             "Connections and UDP sessions accepted.",
@@ -159,6 +159,16 @@ async fn render(source: &MetricsSource) -> String {
             "group_slow_consumers_total",
             "Connections cut for holding too much (frames or bytes) unsent.",
             load(&stats.slow_consumers),
+        ),
+        (
+            "group_ticks_skipped_total",
+            "Ticks skipped because the group's previous tick callback was still running.",
+            load(&stats.ticks_skipped),
+        ),
+        (
+            "group_messages_late_total",
+            "Discard and rejoin messages sent empty because their callback missed its deadline.",
+            load(&stats.messages_late),
         ),
         (
             "group_frames_sent_total",

@@ -29,6 +29,7 @@ use crate::listener::Listeners;
 use crate::mesh::Links;
 use crate::mesh::membership::MembershipConfig;
 use crate::mesh::seal::Seal;
+use crate::message_worker::under_deadline;
 use crate::node_task::OutboundLimits;
 use crate::node_task::{self, NodeTask};
 
@@ -147,7 +148,9 @@ impl ServerBuilder {
     }
 
     /// Sets the discard custom message: pushed (as a 112 leave) to a group's remaining members when a
-    /// member's session ends. Default: empty.
+    /// member's session ends. Default: empty. `f` runs on a thread of its own and the node waits for it at
+    /// most 20 ms ([`crate::message_worker::MESSAGE_DEADLINE`]): a message not built by then is sent
+    /// empty (counted in [`Server::messages_late`]), so a slow callback cannot freeze the node.
     pub fn discard_message(
         mut self,
         f: impl FnMut(&GroupId, &str, &Sid) -> Bytes + Send + 'static,
@@ -164,7 +167,8 @@ impl ServerBuilder {
     }
 
     /// Sets the rejoin custom message: pushed (as a 111 join carrying the member's own uid) to every member
-    /// of a group whose owner changed (a failover, or a drained owner's handover).
+    /// of a group whose owner changed (a failover, or a drained owner's handover). Runs under the same
+    /// deadline as [`ServerBuilder::discard_message`].
     pub fn rejoin_message(
         mut self,
         f: impl FnMut(&GroupId, &str, &Sid) -> Bytes + Send + 'static,
@@ -266,12 +270,13 @@ impl ServerBuilder {
             group: self.config.group.clone(),
             limits: self.config.limits.clone(),
         };
+        let stats = Arc::new(Stats::default());
         let mut node = Node::new(node_config, group_core::Instant::ZERO)?;
         if let Some(f) = self.discard_message.take() {
-            node.set_discard_message(f);
+            node.set_discard_message(under_deadline("discard", f, stats.clone()));
         }
         if let Some(f) = self.rejoin_message.take() {
-            node.set_rejoin_message(f);
+            node.set_rejoin_message(under_deadline("rejoin", f, stats.clone()));
         }
         if self.config.auth_secret.is_none() {
             tracing::warn!(
@@ -287,7 +292,6 @@ impl ServerBuilder {
         }
         self.hooks.timeout = self.config.hook_timeout;
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
-        let stats = Arc::new(Stats::default());
         let handle = ServerHandle::new(inputs.clone());
         let shared =
             Arc::new(Shared {
@@ -544,6 +548,17 @@ impl Server {
     /// Connections disconnected because their outbound queue was full.
     pub fn slow_consumers(&self) -> u64 {
         self.stats.slow_consumers.load(Ordering::Relaxed)
+    }
+
+    /// Ticks skipped because the group's previous tick callback was still running.
+    pub fn ticks_skipped(&self) -> u64 {
+        self.stats.ticks_skipped.load(Ordering::Relaxed)
+    }
+
+    /// Discard and rejoin messages sent empty because their callback missed its deadline
+    /// ([`ServerBuilder::discard_message`]).
+    pub fn messages_late(&self) -> u64 {
+        self.stats.messages_late.load(Ordering::Relaxed)
     }
 
     /// Connections and UDP sessions accepted since start.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["throttle", "budget", "histogram"],
     &["auth", "config", "hooks", "inbox", "tls"],
-    &["mesh", "conn", "handle"],
+    &["mesh", "conn", "handle", "message_worker"],
     &["listener", "node_task"],
     &["tcp", "udp", "ws", "metrics"],
     &["server"],

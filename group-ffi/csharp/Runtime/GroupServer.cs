@@ -92,7 +92,8 @@ namespace Group
         }
 
         /// <summary>Produces the discard or rejoin message from (group, uid, sid); at most 4096 bytes. It runs on
-        /// the server's node thread and must return at once. Before Start only.</summary>
+        /// a thread of its own; the server waits for it at most 20 ms, then sends the message empty. Before Start
+        /// only.</summary>
         public void SetMessage(MessageKind kind, Func<GroupId, string, byte[], byte[]> produce)
         {
             var state = Keep(new Registration { Server = this, Message = produce });

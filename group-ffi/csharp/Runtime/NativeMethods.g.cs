@@ -310,11 +310,14 @@ namespace Group.Native
 
         /// <summary>
         ///  Sets the callback producing the discard (`GROUP_MESSAGE_DISCARD`) or rejoin (`GROUP_MESSAGE_REJOIN`)
-        ///  custom message; without one the message is empty. Only before `group_server_start`.
+        ///  custom message; without one the message is empty. The callback runs on a thread of its own (one per
+        ///  kind) and the server waits for it at most 20 ms: a message not written by then is sent empty, and so
+        ///  is every message asked for while the callback is still running, so a slow callback cannot freeze the
+        ///  server. Only before `group_server_start`.
         ///
         ///  # Safety
-        ///  `server` live; `callback` and `userdata` usable from the server's node thread until the server is
-        ///  freed. Any thread.
+        ///  `server` live; `callback` and `userdata` usable from that thread until the server is freed. Any
+        ///  thread.
         /// </summary>
         [DllImport(__DllName, EntryPoint = "group_server_set_message", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         public static extern group_result group_server_set_message(group_server* server, uint kind, group_server_set_message_callback_delegate callback, void* userdata);
