@@ -168,6 +168,9 @@ enum group_push_kind_t
   GROUP_PUSH_OFFLINE = 4,
   // A refused broadcast (its Bad response): `code` holds the protocol code, the message its text.
   GROUP_PUSH_REFUSED = 5,
+  // A push with the server code's own `ver` (2 and up) and `cmd` (a server's `group_server_push_to_user`,
+  // or a join or leave the server API sent with its own ver/cmd): the message is its payload.
+  GROUP_PUSH_CUSTOM = 9,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -223,7 +226,7 @@ typedef uint32_t group_message_kind_t;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-// What a client event is (`group_client_event_t.kind`). Kinds 1 to 5 are the pushes of
+// What a client event is (`group_client_event_t.kind`). Kinds 1 to 5 and 9 are the pushes of
 // `group_push_kind_t`, with the same numbers.
 enum group_client_event_kind_t
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -250,6 +253,8 @@ enum group_client_event_kind_t
   // The connection ended or could not be made: `reason` is a `group_disconnect_reason_t`, the message
   // says more. Operations still queued complete with `GROUP_RESULT_DISCONNECTED` after it.
   GROUP_CLIENT_EVENT_DISCONNECTED = 8,
+  // A push of the server code's own (see `GROUP_PUSH_CUSTOM`): `ver` and `cmd` say which.
+  GROUP_CLIENT_EVENT_CUSTOM = 9,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -372,6 +377,10 @@ typedef struct {
   size_t uid_len;
   // Length of the message after the uid.
   size_t message_len;
+  // For `GROUP_CLIENT_EVENT_CUSTOM`: the push's version byte; otherwise 0.
+  uint8_t ver;
+  // For `GROUP_CLIENT_EVENT_CUSTOM`: the push's command; otherwise 0.
+  uint16_t cmd;
 } group_client_event_t;
 
 // One push, as `group_client_poll_push` hands it out. `uid` and `message` are offsets into the caller's
@@ -387,6 +396,10 @@ typedef struct {
   size_t message_len;
   // For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
   uint16_t code;
+  // For `GROUP_PUSH_CUSTOM`: the push's version byte; otherwise 0.
+  uint8_t ver;
+  // For `GROUP_PUSH_CUSTOM`: the push's command; otherwise 0.
+  uint16_t cmd;
 } group_push_t;
 
 // One event. The uid is handed out separately (a buffer for polling, a pointer for the callback).
@@ -455,6 +468,8 @@ typedef struct {
   size_t uid_len;
   // The member's 16-byte session ID.
   uint8_t sid[16];
+  // The node the member is connected to (its mesh address).
+  group_node_addr_t node;
 } group_member_t;
 
 #ifdef __cplusplus
@@ -562,6 +577,22 @@ group_result_t group_server_announce(const group_server_t *server,
                                      size_t message_len,
                                      uint8_t reliable,
                                      uint16_t *refusal);
+
+// Sends a push (status 0xFF) with the server code's own `ver` (2 and up) and `cmd` carrying `payload` to
+// user `uid`, connected to this node (Diarkis's user-level push). `GROUP_RESULT_NOT_FOUND` when the user
+// has no session here; `GROUP_RESULT_INVALID_ARGUMENT` for ver 0 or 1 (the protocol's own pushes, which a
+// client would misread). A client receives it as `GROUP_PUSH_CUSTOM`. **Blocking** until the node queued it.
+//
+// # Safety
+// `server` live and started; `uid` `uid_len` readable bytes; `payload` `payload_len` readable bytes (NULL
+// allowed when 0). Any thread but the server's own.
+group_result_t group_server_push_to_user(const group_server_t *server,
+                                         const uint8_t *uid,
+                                         size_t uid_len,
+                                         uint8_t ver,
+                                         uint16_t cmd,
+                                         const uint8_t *payload,
+                                         size_t payload_len);
 
 // Writes the group `uid` joined or created most recently (Diarkis's GetLatestGroupID) to `group_out`
 // (52 bytes). `GROUP_RESULT_NOT_FOUND` when the user has no session here or no such group exists. **Blocking.**

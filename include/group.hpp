@@ -270,6 +270,14 @@ public:
         return detail::status_of(code, "group_server_broadcast", refusal);
     }
 
+    // Pushes `payload` with the server's own `ver` (2 and up) and `cmd` to user `uid`, connected to this node;
+    // the client gets a GROUP_PUSH_CUSTOM. NOT_FOUND when the user has no session here.
+    Status push_to_user(std::string_view uid, std::uint8_t ver, std::uint16_t cmd, std::string_view payload) const {
+        return detail::status_of(group_server_push_to_user(server_.get(), detail::as_bytes(uid), uid.size(), ver, cmd,
+                                                           detail::as_bytes(payload), payload.size()),
+                                 "group_server_push_to_user");
+    }
+
     // The newest group `uid` joined or created on this node.
     Result<GroupId> latest_group(std::string_view uid) const {
         GroupId group{};

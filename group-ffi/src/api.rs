@@ -295,6 +295,49 @@ pub unsafe extern "C" fn group_server_announce(
     })
 }
 
+/// Sends a push (status 0xFF) with the server code's own `ver` (2 and up) and `cmd` carrying `payload` to
+/// user `uid`, connected to this node (Diarkis's user-level push). `GROUP_RESULT_NOT_FOUND` when the user
+/// has no session here; `GROUP_RESULT_INVALID_ARGUMENT` for ver 0 or 1 (the protocol's own pushes, which a
+/// client would misread). A client receives it as `GROUP_PUSH_CUSTOM`. **Blocking** until the node queued it.
+///
+/// # Safety
+/// `server` live and started; `uid` `uid_len` readable bytes; `payload` `payload_len` readable bytes (NULL
+/// allowed when 0). Any thread but the server's own.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn group_server_push_to_user(
+    server: *const group_server,
+    uid: *const u8,
+    uid_len: usize,
+    ver: u8,
+    cmd: u16,
+    payload: *const u8,
+    payload_len: usize,
+) -> group_result {
+    guard(|| {
+        if ver < group_core::proto::VER_CUSTOM_MIN {
+            return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
+        }
+        // SAFETY: forwarded from this function's contract.
+        let (uid, payload) = unsafe {
+            (
+                text(uid, uid_len)?.to_string(),
+                Bytes::copy_from_slice(bytes(payload, payload_len)?),
+            )
+        };
+        let (handle, runtime) = running(server)?;
+        let pushed = finish(
+            runtime,
+            handle.push_to_user(uid, ver, cmd, payload),
+            std::ptr::null_mut(),
+        )?;
+        if pushed {
+            Ok(())
+        } else {
+            Err(group_result::GROUP_RESULT_NOT_FOUND)
+        }
+    })
+}
+
 /// Writes the group `uid` joined or created most recently (Diarkis's GetLatestGroupID) to `group_out`
 /// (52 bytes). `GROUP_RESULT_NOT_FOUND` when the user has no session here or no such group exists. **Blocking.**
 ///

@@ -29,7 +29,7 @@ mod threads;
 pub use api::{
     GROUP_ID_LEN, group_server_announce, group_server_broadcast, group_server_broadcast_nowait,
     group_server_join, group_server_latest_group, group_server_leave, group_server_new_group,
-    group_server_set_offline,
+    group_server_push_to_user, group_server_set_offline,
 };
 pub use callbacks::{
     GROUP_MAX_CUSTOM_MESSAGE, group_message_fn, group_message_kind, group_reply,

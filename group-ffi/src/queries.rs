@@ -51,6 +51,8 @@ pub struct group_member {
     pub uid_len: usize,
     /// The member's 16-byte session ID.
     pub sid: [u8; 16],
+    /// The node the member is connected to (its mesh address).
+    pub node: group_node_addr,
 }
 
 /// What a group looks like on this node (its copy, for a group owned elsewhere).
@@ -206,10 +208,18 @@ pub unsafe extern "C" fn group_server_snapshot(
                     *to = *from;
                     len += 1;
                 }
+                let node = snapshot.member_node.get(uid).copied().map_or(
+                    group_node_addr {
+                        ip: [0; 4],
+                        port: 0,
+                    },
+                    group_node_addr::from,
+                );
                 group_member {
                     uid: raw,
                     uid_len: len,
                     sid: sid.0,
+                    node,
                 }
             })
             .collect();

@@ -1,4 +1,5 @@
-//! Server code that builds discard and rejoin messages runs on a thread of its own, under a deadline.
+//! Server code that builds discard and rejoin messages runs on a thread of its own (one of the runtime's
+//! blocking threads, for as long as the node lives), under a deadline.
 //!
 //! The core asks for these messages while it handles a session's end or a failover, on the node task,
 //! and needs the bytes at once. A callback that blocks (a database, a lock in a game engine) would freeze
@@ -42,18 +43,23 @@ pub(crate) fn under_deadline(
     let busy = Arc::new(AtomicBool::new(false));
     let worker_busy = busy.clone();
     let mut produce = produce;
-    let spawned = std::thread::Builder::new()
+    let work = move || {
+        for job in inbox {
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                produce(&job.group, &job.uid, &job.sid)
+            }));
+            worker_busy.store(false, Ordering::Release);
+            let _ = job.reply.send(built.unwrap_or_default());
+        }
+    };
+    // On the runtime's blocking pool when there is one: its threads are the ones the embedder set up
+    // (the C ABI blocks SIGPIPE there and knows them as the server's own).
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        drop(runtime.spawn_blocking(work));
+    } else if let Err(e) = std::thread::Builder::new()
         .name(format!("group-{kind}-msg"))
-        .spawn(move || {
-            for job in inbox {
-                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    produce(&job.group, &job.uid, &job.sid)
-                }));
-                worker_busy.store(false, Ordering::Release);
-                let _ = job.reply.send(built.unwrap_or_default());
-            }
-        });
-    if let Err(e) = spawned {
+        .spawn(work)
+    {
         tracing::error!("cannot start the {kind} message thread ({e}): {kind} messages are empty");
         return Box::new(|_, _, _| Bytes::new());
     }

@@ -176,13 +176,18 @@ async fn server_api_mirrors_the_group_package() {
     )
     .await
     .unwrap();
-    let Push::Other(frame) = next_push(&mut alice).await else {
+    let Push::Custom { ver, cmd, payload } = next_push(&mut alice).await else {
         panic!()
     };
     assert_eq!(
-        (frame.ver, frame.cmd),
+        (ver, cmd),
         (5, 50),
         "the notification uses the ver/cmd given"
+    );
+    let member = group_core::proto::parse_member_push(&payload).unwrap();
+    assert_eq!(
+        (member.uid.as_str(), &member.message[..]),
+        ("bob", &b"server says bob is here"[..])
     );
     let err = api
         .join(group, "bob".into(), Bytes::new(), 1, 111)
@@ -257,12 +262,14 @@ async fn server_api_mirrors_the_group_package() {
             .await
             .unwrap()
     );
-    let Push::Other(frame) = next_push(&mut bob).await else {
-        panic!()
-    };
+    let push = next_push(&mut bob).await;
     assert_eq!(
-        (frame.ver, frame.cmd, &frame.payload[..]),
-        (3, 7, &b"direct"[..])
+        push,
+        Push::Custom {
+            ver: 3,
+            cmd: 7,
+            payload: Bytes::from_static(b"direct")
+        }
     );
 
     drop(bob); // disconnect: alice hears the discard custom message

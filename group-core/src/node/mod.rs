@@ -92,6 +92,8 @@ pub struct GroupSnapshot {
     pub members: BTreeMap<String, Sid>,
     /// Nodes that hold members.
     pub member_nodes: BTreeSet<NodeAddr>,
+    /// The node each member is connected to (its mesh address), by uid.
+    pub member_node: BTreeMap<String, NodeAddr>,
     /// The membership version this node's copy is at (see [`crate::cluster::mesh::Version`]).
     pub version: crate::cluster::mesh::Version,
 }
@@ -285,11 +287,17 @@ impl Node {
                 .map(|(uid, m)| (uid.to_string(), m.sid))
                 .collect(),
             member_nodes: g.members.nodes().collect(),
+            member_node: g
+                .members
+                .iter()
+                .map(|(uid, m)| (uid.to_string(), m.node))
+                .collect(),
             version: g.version,
         })
     }
 
     /// The nodes that hold members of a group (Diarkis's GetMemberMeshNodes).
+    #[doc(alias = "GetMemberMeshNodes")]
     pub fn member_nodes(&self, id: &GroupId) -> Option<BTreeSet<NodeAddr>> {
         Some(self.groups.get(id)?.members.nodes().collect())
     }

@@ -185,6 +185,15 @@ fn broadcasts_reach_members_on_every_node() {
         let owner = cluster.nodes[0].as_ref().unwrap();
         let snapshot = owner.group_snapshot(&group).unwrap();
         assert_eq!(snapshot.member_nodes.len(), size);
+        // Each member's own node: two members on every node.
+        for i in 0..size {
+            let here = snapshot
+                .member_node
+                .values()
+                .filter(|n| **n == addr(i))
+                .count();
+            assert_eq!(here, 2, "members on node {i}");
+        }
         assert_eq!(snapshot.backups, vec![addr(1), addr(2)]);
         // What the metrics read: the owner counts the group and its members once, the others a copy;
         // every node owns the static group.

@@ -210,6 +210,8 @@ namespace Group
     {
         public string Uid;
         public byte[] Sid;
+        /// <summary>"ip:port": the mesh address of the node the member is connected to.</summary>
+        public string Node;
     }
 
     /// <summary>A group as this node sees it.</summary>

@@ -12,10 +12,11 @@ using Group.Native;
 
 namespace Group
 {
-    public enum PushKind : uint { Joined = 1, Left = 2, Broadcast = 3, Offline = 4, Refused = 5 }
+    public enum PushKind : uint { Joined = 1, Left = 2, Broadcast = 3, Offline = 4, Refused = 5, Custom = 9 }
 
     /// <summary>Something the server sent without being asked: a join, a leave, one broadcast entry (an empty
-    /// Uid is the server's announce), Offline, or a refused broadcast (Code).</summary>
+    /// Uid is the server's announce), Offline, a refused broadcast (Code), or a push of the server code's own
+    /// (Custom: Ver and Cmd, the payload in Message).</summary>
     public struct Push
     {
         public PushKind Kind;
@@ -23,6 +24,8 @@ namespace Group
         public string Uid;
         public byte[] Message;
         public ushort Code;
+        public byte Ver;
+        public ushort Cmd;
     }
 
     public enum ClientEventKind : uint
@@ -34,6 +37,8 @@ namespace Group
         Connected = 7,
         /// <summary>The connection ended or could not be made: Reason, and the Message says more.</summary>
         Disconnected = 8,
+        /// <summary>A push of the server code's own: Ver and Cmd, the payload in Message.</summary>
+        Custom = 9,
     }
 
     public enum DisconnectReason : uint { None = 0, ServerClosed = 1, Network = 2, Protocol = 3, ConnectFailed = 4, ConnectTimedOut = 5 }
@@ -51,6 +56,9 @@ namespace Group
         public DisconnectReason Reason;
         /// <summary>A refusal's protocol code (a refused completion or broadcast).</summary>
         public ushort Code;
+        /// <summary>For Custom: the push's version byte and command.</summary>
+        public byte Ver;
+        public ushort Cmd;
         /// <summary>The 52 bytes of the group (zeros when there is none).</summary>
         public ArraySegment<byte> GroupBytes;
         public ArraySegment<byte> UidBytes;
@@ -340,6 +348,8 @@ namespace Group
                             Uid = Interop.Utf8(b, uidLen),
                             Message = Interop.Copy(b + uidLen, (int)raw.message_len),
                             Code = raw.code,
+                            Ver = raw.ver,
+                            Cmd = raw.cmd,
                         };
                         return true;
                     }
@@ -477,6 +487,8 @@ namespace Group
                 Result = (group_result)raw->result,
                 Reason = (DisconnectReason)raw->reason,
                 Code = raw->code,
+                Ver = raw->ver,
+                Cmd = raw->cmd,
                 GroupBytes = new ArraySegment<byte>(groupBuffer),
                 UidBytes = new ArraySegment<byte>(buffer, 0, uidLen),
                 Message = new ArraySegment<byte>(buffer, uidLen, (int)raw->message_len),

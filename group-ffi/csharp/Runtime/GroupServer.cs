@@ -249,7 +249,52 @@ namespace Group
             }
         }
 
-        /// <summary>The group uid joined last, or null.</summary>
+        static string NodeText(group_node_addr node)
+        {
+            return node.ip[0] + "." + node.ip[1] + "." + node.ip[2] + "." + node.ip[3] + ":" + node.port;
+        }
+
+        /// <summary>The mesh addresses ("ip:port") of the nodes holding members of group (Diarkis's
+        /// GetMemberMeshNodes); null when this node knows no such group.</summary>
+        public string[] MemberNodes(GroupId group)
+        {
+            var capacity = 8;
+            for (;;)
+            {
+                var nodes = new group_node_addr[capacity];
+                UIntPtr count;
+                group_result r;
+                fixed (byte* g = group.Bytes)
+                fixed (group_node_addr* n = nodes)
+                {
+                    r = NativeMethods.group_server_member_nodes(Raw, g, n, (UIntPtr)capacity, &count);
+                }
+                if (r == group_result.GROUP_RESULT_NOT_FOUND) return null;
+                if (r == group_result.GROUP_RESULT_BUFFER_TOO_SMALL) { capacity = (int)count; continue; }
+                Interop.Check(r, "group_server_member_nodes");
+                var result = new string[(int)count];
+                for (var i = 0; i < result.Length; i++) result[i] = NodeText(nodes[i]);
+                return result;
+            }
+        }
+
+        /// <summary>Pushes payload with the server's own ver (2 and up) and cmd to user uid, connected to this
+        /// node; its client gets a Custom push. False when uid has no session here.</summary>
+        public bool PushToUser(string uid, byte ver, ushort cmd, byte[] payload)
+        {
+            var u = Interop.Utf8(uid);
+            payload = payload ?? new byte[0];
+            fixed (byte* up = Interop.NonEmpty(u))
+            fixed (byte* p = Interop.NonEmpty(payload))
+            {
+                var r = NativeMethods.group_server_push_to_user(Raw, up, (UIntPtr)u.Length, ver, cmd, p, (UIntPtr)payload.Length);
+                if (r == group_result.GROUP_RESULT_NOT_FOUND) return false;
+                Interop.Check(r, "group_server_push_to_user");
+                return true;
+            }
+        }
+
+        /// <summary>The group uid joined or created last (Diarkis's GetLatestGroupID), or null.</summary>
         public GroupId? LatestGroup(string uid)
         {
             var u = Interop.Utf8(uid);
@@ -316,17 +361,19 @@ namespace Group
                 {
                     fixed (group_member* one = &members[i])
                     {
-                        list[i] = new Member { Uid = Interop.Utf8(one->uid, (int)one->uid_len), Sid = Interop.Copy(one->sid, 16) };
+                        list[i] = new Member
+                        {
+                            Uid = Interop.Utf8(one->uid, (int)one->uid_len),
+                            Sid = Interop.Copy(one->sid, 16),
+                            Node = NodeText(one->node),
+                        };
                     }
                 }
-                var owner = view.owner;
                 return new GroupSnapshot
                 {
                     AllowEmpty = view.allow_empty != 0,
                     IsStatic = view.is_static != 0,
-                    Owner = view.has_owner != 0
-                        ? owner.ip[0] + "." + owner.ip[1] + "." + owner.ip[2] + "." + owner.ip[3] + ":" + owner.port
-                        : null,
+                    Owner = view.has_owner != 0 ? NodeText(view.owner) : null,
                     TtlMs = view.ttl_ms,
                     IntervalMs = view.interval_ms,
                     MemberNodeCount = (int)view.member_node_count,

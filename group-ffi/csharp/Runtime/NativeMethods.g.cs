@@ -250,6 +250,19 @@ namespace Group.Native
         public static extern group_result group_server_announce(group_server* server, byte* group, byte ver, ushort cmd, byte* message, System.UIntPtr message_len, byte reliable, ushort* refusal);
 
         /// <summary>
+        ///  Sends a push (status 0xFF) with the server code's own `ver` (2 and up) and `cmd` carrying `payload` to
+        ///  user `uid`, connected to this node (Diarkis's user-level push). `GROUP_RESULT_NOT_FOUND` when the user
+        ///  has no session here; `GROUP_RESULT_INVALID_ARGUMENT` for ver 0 or 1 (the protocol's own pushes, which a
+        ///  client would misread). A client receives it as `GROUP_PUSH_CUSTOM`. **Blocking** until the node queued it.
+        ///
+        ///  # Safety
+        ///  `server` live and started; `uid` `uid_len` readable bytes; `payload` `payload_len` readable bytes (NULL
+        ///  allowed when 0). Any thread but the server's own.
+        /// </summary>
+        [DllImport(__DllName, EntryPoint = "group_server_push_to_user", CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        public static extern group_result group_server_push_to_user(group_server* server, byte* uid, System.UIntPtr uid_len, byte ver, ushort cmd, byte* payload, System.UIntPtr payload_len);
+
+        /// <summary>
         ///  Writes the group `uid` joined or created most recently (Diarkis's GetLatestGroupID) to `group_out`
         ///  (52 bytes). `GROUP_RESULT_NOT_FOUND` when the user has no session here or no such group exists. **Blocking.**
         ///
@@ -705,6 +718,10 @@ namespace Group.Native
         ///  The member's 16-byte session ID.
         /// </summary>
         public fixed byte sid[16];
+        /// <summary>
+        ///  The node the member is connected to (its mesh address).
+        /// </summary>
+        public group_node_addr node;
     }
 
     /// <summary>
@@ -891,6 +908,14 @@ namespace Group.Native
         ///  For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
         /// </summary>
         public ushort code;
+        /// <summary>
+        ///  For `GROUP_PUSH_CUSTOM`: the push's version byte; otherwise 0.
+        /// </summary>
+        public byte ver;
+        /// <summary>
+        ///  For `GROUP_PUSH_CUSTOM`: the push's command; otherwise 0.
+        /// </summary>
+        public ushort cmd;
     }
 
     /// <summary>
@@ -933,6 +958,14 @@ namespace Group.Native
         ///  Length of the message after the uid.
         /// </summary>
         public System.UIntPtr message_len;
+        /// <summary>
+        ///  For `GROUP_CLIENT_EVENT_CUSTOM`: the push's version byte; otherwise 0.
+        /// </summary>
+        public byte ver;
+        /// <summary>
+        ///  For `GROUP_CLIENT_EVENT_CUSTOM`: the push's command; otherwise 0.
+        /// </summary>
+        public ushort cmd;
     }
 
 
@@ -1156,10 +1189,15 @@ namespace Group.Native
         ///  A refused broadcast (its Bad response): `code` holds the protocol code, the message its text.
         /// </summary>
         GROUP_PUSH_REFUSED = 5,
+        /// <summary>
+        ///  A push with the server code's own `ver` (2 and up) and `cmd` (a server's `group_server_push_to_user`,
+        ///  or a join or leave the server API sent with its own ver/cmd): the message is its payload.
+        /// </summary>
+        GROUP_PUSH_CUSTOM = 9,
     }
 
     /// <summary>
-    ///  What a client event is (`group_client_event_t.kind`). Kinds 1 to 5 are the pushes of
+    ///  What a client event is (`group_client_event_t.kind`). Kinds 1 to 5 and 9 are the pushes of
     ///  `group_push_kind_t`, with the same numbers.
     /// </summary>
     public enum group_client_event_kind : uint
@@ -1200,6 +1238,10 @@ namespace Group.Native
         ///  says more. Operations still queued complete with `GROUP_RESULT_DISCONNECTED` after it.
         /// </summary>
         GROUP_CLIENT_EVENT_DISCONNECTED = 8,
+        /// <summary>
+        ///  A push of the server code's own (see `GROUP_PUSH_CUSTOM`): `ver` and `cmd` say which.
+        /// </summary>
+        GROUP_CLIENT_EVENT_CUSTOM = 9,
     }
 
     /// <summary>

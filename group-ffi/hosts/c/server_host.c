@@ -202,6 +202,35 @@ static int expect_push(group_client_t *client, uint32_t kind, const char *uid, c
     return 1;
 }
 
+/* The server pushes to one user with its own ver/cmd; the client gets a GROUP_PUSH_CUSTOM carrying them. */
+static int push_to_user(const group_server_t *server, group_client_t *bob) {
+    if (expect(group_server_push_to_user(server, (const uint8_t *)"bob", 3, 2, 9, (const uint8_t *)"direct", 6),
+               GROUP_RESULT_OK, "group_server_push_to_user") ||
+        expect(group_server_push_to_user(server, (const uint8_t *)"nobody", 6, 2, 9, NULL, 0),
+               GROUP_RESULT_NOT_FOUND, "a push to a user with no session") ||
+        expect(group_server_push_to_user(server, (const uint8_t *)"bob", 3, 1, 113, NULL, 0),
+               GROUP_RESULT_INVALID_ARGUMENT, "a push with the protocol's own ver")) {
+        return 1;
+    }
+    uint8_t buf[64];
+    group_push_t push;
+    size_t needed = 0;
+    for (int tries = 0; tries < 20; tries++) {
+        if (expect(group_client_poll_push(bob, 5000, &push, buf, sizeof buf, &needed), GROUP_RESULT_OK,
+                   "group_client_poll_push")) {
+            return 1;
+        }
+        if (push.kind == GROUP_PUSH_CUSTOM) {
+            CHECK(push.ver == 2 && push.cmd == 9, "the custom push's ver and cmd");
+            CHECK(push.uid_len == 0 && push.message_len == 6 && memcmp(buf, "direct", 6) == 0,
+                  "the custom push's payload");
+            return 0;
+        }
+    }
+    fprintf(stderr, "server_host: no custom push came\n");
+    return 1;
+}
+
 /* An event callback that frees its own server (refused: WRONG_THREAD) and replaces itself (no deadlock). */
 static group_result_t freed_from_callback = GROUP_RESULT_OK;
 static int misuse_events = 0;
@@ -306,7 +335,8 @@ static int client_api(const group_server_t *server) {
                "alice broadcasts") ||
         expect_push(bob, GROUP_PUSH_BROADCAST, "alice", "hello all") ||
         expect_push(carol, GROUP_PUSH_BROADCAST, "alice", "hello all") ||
-        expect(group_client_leave(carol, group, NULL, 0, &refusal), GROUP_RESULT_OK, "carol leaves")) {
+        expect(group_client_leave(carol, group, NULL, 0, &refusal), GROUP_RESULT_OK, "carol leaves") ||
+        push_to_user(server, bob)) {
         return 1;
     }
     group_client_free(alice);

@@ -168,6 +168,14 @@ static class ServerHost
                 Expect(snapshot != null && snapshot.Members.Select(m => m.Uid).SequenceEqual(new[] { "alice", "bob" }),
                     "the snapshot lists alice and bob");
                 Expect(snapshot.Owner == "127.0.0.1:" + server.Port(Transport.Mesh), "owned by this node");
+                Expect(snapshot.Members.All(m => m.Node == snapshot.Owner), "each member's node");
+                var nodes = server.MemberNodes(group);
+                Expect(nodes != null && nodes.SequenceEqual(new[] { snapshot.Owner }), "the member nodes");
+                Expect(server.MemberNodes(new GroupId(Encoding.ASCII.GetBytes(new string('z', 52)))) == null, "no such group");
+                Expect(server.PushToUser("bob", 2, 9, Bytes("direct")), "pushed to bob");
+                Expect(!server.PushToUser("nobody", 2, 9, null), "no session, no push");
+                var custom = NextOf(bob, PushKind.Custom);
+                Expect(custom.Ver == 2 && custom.Cmd == 9 && Text(custom.Message) == "direct", "bob's custom push");
                 var other = server.NewGroup(null, true, false, 60);
                 try
                 {

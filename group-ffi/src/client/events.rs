@@ -29,9 +29,12 @@ pub enum group_push_kind {
     GROUP_PUSH_OFFLINE = 4,
     /// A refused broadcast (its Bad response): `code` holds the protocol code, the message its text.
     GROUP_PUSH_REFUSED = 5,
+    /// A push with the server code's own `ver` (2 and up) and `cmd` (a server's `group_server_push_to_user`,
+    /// or a join or leave the server API sent with its own ver/cmd): the message is its payload.
+    GROUP_PUSH_CUSTOM = 9,
 }
 
-/// What a client event is (`group_client_event_t.kind`). Kinds 1 to 5 are the pushes of
+/// What a client event is (`group_client_event_t.kind`). Kinds 1 to 5 and 9 are the pushes of
 /// `group_push_kind_t`, with the same numbers.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub enum group_client_event_kind {
     /// The connection ended or could not be made: `reason` is a `group_disconnect_reason_t`, the message
     /// says more. Operations still queued complete with `GROUP_RESULT_DISCONNECTED` after it.
     GROUP_CLIENT_EVENT_DISCONNECTED = 8,
+    /// A push of the server code's own (see `GROUP_PUSH_CUSTOM`): `ver` and `cmd` say which.
+    GROUP_CLIENT_EVENT_CUSTOM = 9,
 }
 
 /// Why a client's connection ended (`group_client_event_t.reason`).
@@ -89,6 +94,10 @@ pub struct group_push {
     pub message_len: usize,
     /// For `GROUP_PUSH_REFUSED`: the protocol error code; otherwise 0.
     pub code: u16,
+    /// For `GROUP_PUSH_CUSTOM`: the push's version byte; otherwise 0.
+    pub ver: u8,
+    /// For `GROUP_PUSH_CUSTOM`: the push's command; otherwise 0.
+    pub cmd: u16,
 }
 
 /// One client event, as `group_client_poll_event` hands it out. Like `group_push_t`, the uid and the
@@ -112,6 +121,10 @@ pub struct group_client_event {
     pub uid_len: usize,
     /// Length of the message after the uid.
     pub message_len: usize,
+    /// For `GROUP_CLIENT_EVENT_CUSTOM`: the push's version byte; otherwise 0.
+    pub ver: u8,
+    /// For `GROUP_CLIENT_EVENT_CUSTOM`: the push's command; otherwise 0.
+    pub cmd: u16,
 }
 
 /// An event copied out of the client task's queue, waiting to be handed over.
@@ -124,6 +137,8 @@ pub(crate) struct Owned {
     group: [u8; GROUP_ID_LEN],
     uid: String,
     message: Bytes,
+    ver: u8,
+    cmd: u16,
 }
 
 impl Owned {
@@ -137,6 +152,8 @@ impl Owned {
             group: group.map_or([0; GROUP_ID_LEN], |g| *g.as_bytes()),
             uid: String::new(),
             message: Bytes::new(),
+            ver: 0,
+            cmd: 0,
         }
     }
 
@@ -148,6 +165,7 @@ impl Owned {
 
     fn is_push(&self) -> bool {
         (self.kind as u32) <= group_client_event_kind::GROUP_CLIENT_EVENT_REFUSED as u32
+            || self.kind == group_client_event_kind::GROUP_CLIENT_EVENT_CUSTOM
     }
 }
 
@@ -255,6 +273,8 @@ pub unsafe extern "C" fn group_client_poll_event(
             group: next.group,
             uid_len: next.uid.len(),
             message_len: next.message.len(),
+            ver: next.ver,
+            cmd: next.cmd,
         };
         // SAFETY: `out` is non-null and, per the contract, writable.
         unsafe { out.write(event) };
@@ -307,6 +327,8 @@ pub unsafe extern "C" fn group_client_poll_push(
             uid_len: next.uid.len(),
             message_len: next.message.len(),
             code: next.code,
+            ver: next.ver,
+            cmd: next.cmd,
         };
         // SAFETY: `out` is non-null and, per the contract, writable.
         unsafe { out.write(push) };
@@ -362,6 +384,13 @@ fn queue(queued: &mut VecDeque<Owned>, event: ClientEvent) {
                 .with_text(String::new(), Bytes::from(error.message.into_bytes()));
             refused.code = error.code;
             queued.push_back(refused);
+        }
+        Push::Custom { ver, cmd, payload } => {
+            let mut custom =
+                Owned::new(GROUP_CLIENT_EVENT_CUSTOM, None).with_text(String::new(), payload);
+            custom.ver = ver;
+            custom.cmd = cmd;
+            queued.push_back(custom);
         }
         _ => {}
     }

@@ -380,6 +380,10 @@ fn queries_and_discard_messages() {
             uid: [0; 64],
             uid_len: 0,
             sid: [0; 16],
+            node: group_node_addr {
+                ip: [0; 4],
+                port: 0,
+            },
         }; 4];
         let r = group_server_snapshot(
             server,
@@ -411,6 +415,7 @@ fn queries_and_discard_messages() {
             (uid(&members[0]), uid(&members[1])),
             (b"alice".to_vec(), b"bob".to_vec())
         );
+        assert_eq!(members[0].node, snapshot.owner, "each member's node");
         let unknown = [b'0'; GROUP_ID_LEN];
         let r = group_server_snapshot(
             server,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use group_core::proto::VER_CUSTOM_MIN;
 use group_core::proto::{
     BroadcastEntry, CreateRequest, ErrorPayload, RandJoinRequest, Request, ServerFrame, Status,
     VER_CONTROL, VER_GROUP, cmd, parse_broadcast_push, parse_error_payload, parse_member_push,
@@ -172,7 +173,18 @@ pub enum Push {
         /// Why.
         error: ErrorPayload,
     },
-    /// Any other push (the server code's own ver/cmd).
+    /// A push with the server code's own ver (2 and up) and cmd: `ServerHandle::push_to_user`, or a
+    /// join, leave or announce the server API sent with its own ver/cmd (then `payload` is a member
+    /// push: parse it with [`group_core::proto::parse_member_push`]).
+    Custom {
+        /// Version byte (2 and up).
+        ver: u8,
+        /// Command.
+        cmd: u16,
+        /// The payload as the server code sent it.
+        payload: Bytes,
+    },
+    /// Any other push (a control push this client does not know).
     Other(ServerFrame),
 }
 
@@ -688,6 +700,11 @@ fn to_push(frame: ServerFrame) -> Result<Push, ClientError> {
             Push::Broadcast { group, entries }
         }
         (VER_CONTROL, cmd::OFFLINE) => Push::Offline,
+        (ver, cmd) if ver >= VER_CUSTOM_MIN => Push::Custom {
+            ver,
+            cmd,
+            payload: frame.payload,
+        },
         _ => Push::Other(frame),
     })
 }

@@ -461,6 +461,7 @@ fn queries_report_join_order_snapshots_and_member_nodes() {
         snapshot.member_nodes.iter().copied().collect::<Vec<_>>(),
         vec![h.node.config().addr]
     );
+    assert_eq!(snapshot.member_node["a"], h.node.config().addr);
     assert_eq!(h.node.member_nodes(&g1), Some(snapshot.member_nodes));
     assert_eq!(h.node.latest_group_id("nobody"), None);
 }
