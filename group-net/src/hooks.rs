@@ -104,16 +104,15 @@ pub struct Rejection {
 pub struct InvalidRefusalCode(pub u16);
 
 impl Rejection {
-    /// A refusal with `code` (1000 up) and a message for the client.
-    ///
-    /// # Panics
-    /// If `code` is below 1000. Inside a hook the panic fails the request with Err 10 (HOOK_FAILED) and
-    /// is logged naming the code; use [`Rejection::try_new`] for a code that is not a constant.
+    /// A refusal with `code` (1000 up) and a message for the client. A code below 1000 is a bug in the
+    /// server code: it is logged naming the code, and the request fails as if the hook had failed (Err 10,
+    /// HOOK_FAILED) rather than reach the client as one of the server's own codes. Use
+    /// [`Rejection::try_new`] to handle a code that is not a constant.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
-        match Rejection::try_new(code, message) {
-            Ok(rejection) => rejection,
-            Err(e) => panic!("Rejection::new: {e}"),
-        }
+        Rejection::try_new(code, message).unwrap_or_else(|e| {
+            tracing::error!("Rejection::new: {e}");
+            Rejection::failed(e.to_string())
+        })
     }
 
     /// A refusal with `code` and a message, or an error if `code` is below 1000.

@@ -277,13 +277,13 @@ impl Sink for Io {
                 self.writers.remove(&conn);
             }
             Event::Tick { group } => {
-                if let Some(callback) = self.ticks.get(&group) {
-                    if !callback(group) {
-                        self.stats.ticks_skipped.fetch_add(1, Ordering::Relaxed);
-                        static SKIPPED: Throttle = Throttle::new();
-                        if let Some(more) = SKIPPED.allow() {
-                            tracing::warn!(%group, "a tick was skipped: the previous tick's callback is still running (and {more} more since the last line)");
-                        }
+                if let Some(callback) = self.ticks.get(&group)
+                    && !callback(group)
+                {
+                    self.stats.ticks_skipped.fetch_add(1, Ordering::Relaxed);
+                    static SKIPPED: Throttle = Throttle::new();
+                    if let Some(more) = SKIPPED.allow() {
+                        tracing::warn!(%group, "a tick was skipped: the previous tick's callback is still running (and {more} more since the last line)");
                     }
                 }
             }

@@ -257,6 +257,17 @@ pub enum MeshMessage {
         /// What to deliver.
         entry: RelayEntry,
     },
+    /// The sender opened a session for `uid` (one session per uid in the cluster): a node holding an older
+    /// one discards it. Sent to every live node.
+    SessionOpened {
+        /// The user.
+        uid: String,
+        /// The new session's ID.
+        sid: [u8; 16],
+        /// When it opened, in nanoseconds of the sender's wall clock: the newest session wins (ties go to
+        /// the higher node address).
+        opened_ns: u64,
+    },
 }
 
 impl MeshMessage {
@@ -273,7 +284,7 @@ impl MeshMessage {
             | MeshMessage::Deleted { group, .. }
             | MeshMessage::Relay { group, .. } => Some(group),
             MeshMessage::State(state) | MeshMessage::Handover(state) => Some(&state.id),
-            MeshMessage::Digest { .. } => None,
+            MeshMessage::Digest { .. } | MeshMessage::SessionOpened { .. } => None,
         }
     }
 }

@@ -117,6 +117,8 @@ pub struct Node {
     config: NodeConfig,
     /// Connections and the sessions on them.
     sessions: Sessions,
+    /// Where each uid's newest session is in the cluster (one session per uid).
+    claims: sessions::Claims,
     groups: BTreeMap<GroupId, Group>,
     /// Groups random join may pick.
     random_pool: BTreeSet<GroupId>,
@@ -178,6 +180,7 @@ impl Node {
         let mut node = Node {
             rng: SplitMix64::new(config.seed),
             sessions: Sessions::default(),
+            claims: sessions::Claims::default(),
             groups: BTreeMap::new(),
             random_pool: BTreeSet::new(),
             created: BTreeMap::new(),

@@ -135,9 +135,15 @@ impl Cluster {
     // ----- clients -----
 
     pub(crate) fn connect(&mut self, node: usize) -> ConnId {
+        let uid = format!("u{}", self.next_conn + 1);
+        self.connect_as(node, &uid)
+    }
+
+    /// A client on `node` that says Hello as `uid`.
+    pub(crate) fn connect_as(&mut self, node: usize, uid: &str) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        let uid = format!("u{}", self.next_conn);
+        let uid = uid.to_string();
         let now = self.now;
         let n = self.nodes[node].as_mut().unwrap();
         let connected = n.handle(Input::Connect(conn), now);

@@ -175,6 +175,47 @@ fn group_across(cluster: &mut Cluster) -> GroupId {
     group
 }
 
+/// One session per uid in the cluster: a Hello on another node discards the older session, and a join
+/// right after it (before the old node's leave reached the owner) is admitted, wherever the owner is.
+#[test]
+fn a_hello_on_another_node_replaces_the_older_session_and_its_memberships() {
+    // (node of the old session, node of the new one); node 0 owns the group.
+    for (old, new) in [(1, 2), (1, 0), (0, 1)] {
+        let mut cluster = Cluster::new(11, 3);
+        let creator = cluster.connect(0);
+        cluster.create(creator);
+        let group = *cluster.clients[&creator].groups.iter().next().unwrap();
+        let first = cluster.connect_as(old, "yuki");
+        cluster.join(first, group);
+        cluster.run_for(Duration::from_secs(1));
+        assert!(cluster.clients[&first].groups.contains(&group));
+
+        let second = cluster.connect_as(new, "yuki");
+        cluster.join(second, group); // at once: the old node has not heard of the new session yet
+        cluster.run_for(Duration::from_secs(1));
+
+        let replaced = cluster.clients.remove(&first).unwrap();
+        assert!(
+            replaced.refusals.contains(&code::CLOSED_REPLACED),
+            "({old}, {new}): the old connection hears why it closes: {:?}",
+            replaced.refusals
+        );
+        assert_eq!(cluster.clients[&second].refusals, Vec::<u16>::new());
+        assert!(
+            cluster.clients[&second].groups.contains(&group),
+            "({old}, {new})"
+        );
+        let node_of = |i: usize| cluster.nodes[i].as_ref().unwrap();
+        if old != new {
+            assert_eq!(node_of(old).user_group_ids("yuki"), None, "({old}, {new})");
+        }
+        let snapshot = node_of(0).group_snapshot(&group).unwrap();
+        assert_eq!(snapshot.member_node["yuki"], addr(new), "({old}, {new})");
+        assert_eq!(snapshot.members.len(), 2);
+        cluster.assert_copies_agree();
+    }
+}
+
 #[test]
 fn broadcasts_reach_members_on_every_node() {
     for size in [3, 5, 7] {

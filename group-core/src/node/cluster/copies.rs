@@ -366,9 +366,12 @@ impl Node {
             }
             Some(_) => return,
         };
+        let claims = &self.claims;
         let listed: Vec<MemberState> = members
             .into_iter()
             .filter(|m| m.node == from && valid_uid(&m.uid))
+            // A member whose session a newer one elsewhere replaced is on its way out.
+            .filter(|m| claims.node_of(&m.uid).is_none_or(|newest| newest == from))
             .collect();
         let gone: Vec<Arc<str>> = group
             .members

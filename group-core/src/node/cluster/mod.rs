@@ -94,6 +94,9 @@ impl Node {
                 branch,
                 entry,
             } => self.on_relay(&group, (origin, seq), branch, entry),
+            MeshMessage::SessionOpened { uid, opened_ns, .. } => {
+                self.on_session_opened(from, &uid, opened_ns)
+            }
         }
     }
 

@@ -211,6 +211,16 @@ impl Node {
         (ver, cmd): (u8, u16),
     ) -> Result<(), JoinError> {
         let own = self.config.addr;
+        let superseded = self
+            .groups
+            .get(id)
+            .and_then(|g| g.members.get(uid))
+            .filter(|m| m.node != own && self.is_superseded(uid, m.node))
+            .map(|m| m.sid);
+        if let Some(sid) = superseded {
+            // A session of this uid on another node, replaced by this one (see `sessions::claims`).
+            self.remove_superseded(id, uid, sid);
+        }
         let limits = &self.config.limits;
         let session = self
             .sessions

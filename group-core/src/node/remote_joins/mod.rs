@@ -38,8 +38,13 @@ impl Node {
         let Some((uid, session)) = self.sessions.get_key_value(uid) else {
             return Err(JoinError::UnknownUser { uid: uid.into() });
         };
+        let own = self.config.addr;
         let copy = self.groups.get(id);
-        if copy.is_some_and(|g| g.members.contains_key(&**uid)) {
+        // A member on another node whose session this one replaced is stale: the owner will say so.
+        let here_already = copy
+            .and_then(|g| g.members.get(&**uid))
+            .is_some_and(|m| m.node == own || !self.is_superseded(uid, m.node));
+        if here_already {
             return Err(JoinError::AlreadyMember);
         }
         if self.joins.in_progress(uid, id) {
@@ -408,10 +413,22 @@ impl Node {
             // it yet: the group exists, so the asker must not hear "not found".
             _ => return Err(JoinRefusal::OwnerInTransition),
         }
-        let group = self.groups.get_mut(id).ok_or(JoinRefusal::NotFound)?;
         if !valid_uid(&member.uid) {
             return Err(JoinRefusal::NotFound);
         }
+        // The member on another node belongs to a session the joiner's replaced (its claim came first on
+        // this link): take the old membership out, as that session's end will.
+        let superseded = self
+            .groups
+            .get(id)
+            .and_then(|g| g.members.get(member.uid.as_str()));
+        if let Some(old) =
+            superseded.filter(|m| m.node != from && self.is_superseded(&member.uid, m.node))
+        {
+            let sid = old.sid;
+            self.remove_superseded(id, &member.uid, sid);
+        }
+        let group = self.groups.get_mut(id).ok_or(JoinRefusal::NotFound)?;
         if let Some(existing) = group.members.get(member.uid.as_str()) {
             // A retry of a join whose answer was lost is not an error.
             if existing.node == from && existing.sid.0 == member.sid {

@@ -1,8 +1,10 @@
 //! Connections and sessions: the client-facing inputs, Hello and the other control commands, the dispatch
 //! of group commands, and discard (a session's user leaving every group when the session ends).
 
+mod claims;
 mod table;
 
+pub(crate) use claims::Claims;
 pub(crate) use table::Sessions;
 
 use bytes::Bytes;
@@ -300,6 +302,7 @@ impl Node {
         let uid: Uid = uid.into();
         let sid = self.next_sid();
         self.sessions.open(conn, uid.clone(), sid);
+        self.claim_session(&uid, sid);
         self.respond(conn, VER_CONTROL, cmd::HELLO, &sid.0);
         self.out
             .events
