@@ -99,6 +99,7 @@ pub struct ServerConfig {
 }
 
 /// The client group commands a server exposes (`server.exposeCommands`).
+#[doc(alias = "ExposeCommands")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExposedCommands(u8);
 

@@ -83,14 +83,17 @@ pub enum ApiError {
 
 impl ApiError {
     /// Diarkis's IsNewGroupError.
+    #[doc(alias = "IsNewGroupError")]
     pub fn is_create_error(&self) -> bool {
         matches!(self, ApiError::Create(_))
     }
     /// Diarkis's IsJoinError.
+    #[doc(alias = "IsJoinError")]
     pub fn is_join_error(&self) -> bool {
         matches!(self, ApiError::Join(_))
     }
     /// Diarkis's IsLeaveError.
+    #[doc(alias = "IsLeaveError")]
     pub fn is_leave_error(&self) -> bool {
         matches!(self, ApiError::Leave(_))
     }
@@ -158,6 +161,7 @@ impl ServerHandle {
     }
 
     /// Creates a group (Diarkis's NewGroup); `creator` joins it when `params.join` is set.
+    #[doc(alias = "NewGroup")]
     pub async fn new_group(
         &self,
         params: CreateRequest,
@@ -171,6 +175,7 @@ impl ServerHandle {
 
     /// Joins `uid` to a group; the other members get a `ver`/`cmd` push when `message` is non-empty. A
     /// group owned by another node is joined by asking it: the call returns when it answered.
+    #[doc(alias = "Join")]
     pub async fn join(
         &self,
         group: GroupId,
@@ -195,6 +200,7 @@ impl ServerHandle {
     }
 
     /// Removes `uid` from a group; the remaining members get a `ver`/`cmd` push when `message` is non-empty.
+    #[doc(alias = "Leave")]
     pub async fn leave(
         &self,
         group: GroupId,
@@ -217,6 +223,7 @@ impl ServerHandle {
     }
 
     /// Broadcasts `message` from member `uid` to the other members.
+    #[doc(alias = "Broadcast")]
     pub async fn broadcast(
         &self,
         group: GroupId,
@@ -281,6 +288,7 @@ impl ServerHandle {
     }
 
     /// Sends `message` to every member from the server itself (an entry with an empty uid).
+    #[doc(alias = "Announce")]
     pub async fn announce(
         &self,
         group: GroupId,
@@ -303,6 +311,7 @@ impl ServerHandle {
     }
 
     /// The groups `uid` is in, in join order (GetGroupIDList); `None` if no such session here.
+    #[doc(alias = "GetGroupIDList")]
     pub async fn group_ids(&self, uid: String) -> Result<Option<Vec<GroupId>>, ApiError> {
         self.read(move |node| node.user_group_ids(&uid).map(<[GroupId]>::to_vec))
             .await
@@ -315,6 +324,7 @@ impl ServerHandle {
     }
 
     /// The mesh addresses of the nodes holding members of a group (GetMemberMeshNodes).
+    #[doc(alias = "GetMemberMeshNodes")]
     pub async fn member_mesh_nodes(
         &self,
         group: GroupId,

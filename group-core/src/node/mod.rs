@@ -258,6 +258,7 @@ impl Node {
     // ----- queries -----
 
     /// The groups `uid` is in, in join order (Diarkis's GetGroupIDList). `None` if no such session.
+    #[doc(alias = "GetGroupIDList")]
     pub fn user_group_ids(&self, uid: &str) -> Option<&[GroupId]> {
         self.sessions.get(uid).map(|s| s.groups.as_slice())
     }
