@@ -93,7 +93,9 @@ static class ServerHost
             server.AddHook(HookCommand.Join, HookPhase.After, call =>
             {
                 if (call.Uid != "carol") { server.Next(call.Token); return; }
-                Interlocked.Exchange(ref afterFirstCarol, 1);
+                // A code below 1000 is the server's own: refused at the call.
+                try { server.Next(call.Token, 999, "not mine"); }
+                catch (GroupException) { Interlocked.Exchange(ref afterFirstCarol, 1); }
                 server.Next(call.Token, 1005, "after failed");
             });
             server.AddHook(HookCommand.Join, HookPhase.After, call =>
@@ -155,7 +157,7 @@ static class ServerHost
                 var left = NextOf(alice, PushKind.Left);
                 Expect(left.Uid == "carol" && Text(left.Message) == "bye", "alice sees carol leave");
                 // carol's leave was handled after her join's After chain, on her connection.
-                Expect(Volatile.Read(ref afterFirstCarol) == 1, "the first After hook ran for carol");
+                Expect(Volatile.Read(ref afterFirstCarol) == 1, "the first After hook ran for carol; Next refused code 999");
                 Expect(Volatile.Read(ref afterSecondCarol) == 0, "an After hook's error stops the chain");
                 Expect(SpinWait.SpinUntil(() => Volatile.Read(ref afterSecondBob) == 1, 5000),
                     "the second After hook ran for bob");
