@@ -49,6 +49,105 @@ fn rate_mode_over_both_transports_delivers_everything() {
     }
 }
 
+/// A redis-server or nats-server started for one test on a free loopback port; killed on drop.
+struct Peer {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Peer {
+    fn start(program: &str, args: impl Fn(u16) -> Vec<String>) -> Peer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(program)
+            .args(args(port))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{program}: {e} (.ci/run installs it from Debian's packages)")
+            });
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{program} did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Peer { child, addr }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `--target redis|nats` drives the same load shape against the peers and accounts for every delivery,
+/// with the server's CPU use read from /proc.
+#[test]
+fn the_peers_get_the_same_load_and_every_message_is_accounted_for() {
+    let redis = Peer::start("redis-server", |port| {
+        [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let nats = Peer::start("nats-server", |port| {
+        ["-a", "127.0.0.1", "-p", &port.to_string()]
+            .map(String::from)
+            .to_vec()
+    });
+    for (target, peer) in [("redis", &redis), ("nats", &nats)] {
+        let (addr, pid) = (peer.addr.to_string(), peer.child.id().to_string());
+        for rate in ["50", "0"] {
+            let summary = run(&[
+                "--target",
+                target,
+                "--server",
+                &addr,
+                "--server-pid",
+                &pid,
+                "--clients",
+                "20",
+                "--groups",
+                "2",
+                "--duration",
+                "1",
+                "--rate",
+                rate,
+            ]);
+            assert_eq!(summary["target"], target, "{summary}");
+            assert!(
+                summary["broadcasts_sent"].as_u64().unwrap() > 0,
+                "{summary}"
+            );
+            assert_eq!(
+                summary["deliveries"], summary["expected_deliveries"],
+                "{summary}"
+            );
+            assert_eq!(summary["disconnected"], 0, "{summary}");
+            assert!(summary["server_cpu_percent"].is_f64(), "{summary}");
+            assert!(summary["client_cpu_percent"].is_f64(), "{summary}");
+        }
+    }
+}
+
 #[test]
 fn idle_mode_reports_server_memory_per_connection() {
     let summary = run(&["--idle", "--clients", "50"]);

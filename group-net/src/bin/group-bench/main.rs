@@ -11,6 +11,8 @@
 //! Everything stays on loopback.
 
 mod local;
+mod peer_run;
+mod peers;
 mod stats;
 
 use local::{LocalServer, start_local_cluster};
@@ -29,6 +31,17 @@ use group_net::client::{Client, ClientReceiver, ClientSender, Push};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+/// The server under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// A group server (started here unless --server is given).
+    Group,
+    /// A redis-server you started: channels with SUBSCRIBE / PUBLISH.
+    Redis,
+    /// A nats-server you started: subjects with SUB / PUB.
+    Nats,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Transport {
     Tcp,
@@ -40,10 +53,15 @@ enum Transport {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// An existing server's address for the chosen transport. Default: start a local group-server.
+    /// The server to load: a group server, or a redis-server or nats-server for comparison (the same
+    /// load shape: a group is a channel, its senders publish, its other members subscribe).
+    #[arg(long, value_enum, default_value = "group")]
+    target: Target,
+    /// An existing server's address for the chosen transport (redis and nats: TCP). Default for the group
+    /// target: start a local group-server.
     #[arg(long)]
     server: Option<SocketAddr>,
-    /// The existing server's process ID, to read its memory from /proc.
+    /// The existing server's process ID, to read its memory and CPU use from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
     /// Transport of the client connections.
@@ -218,6 +236,25 @@ struct GroupPlan {
     ack: Arc<Ack>,
 }
 
+/// Counts one delivered bench message: its latency sample, the delivery, the window's progress.
+fn record(watch: &Watch, samples: &mut Vec<u32>, message: &[u8], now: u64, killed: u64) {
+    let Some((sent, seq)) = stamp(message) else {
+        return;
+    };
+    let counters = &watch.counters;
+    samples.push(u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX));
+    counters.deliveries.fetch_add(1, Ordering::Relaxed);
+    if killed != 0 && sent > killed {
+        counters
+            .first_delivery_after_kill_ns
+            .fetch_min(now, Ordering::Relaxed);
+    }
+    if let Some(ack) = &watch.ack {
+        ack.seen.fetch_max(seq, Ordering::Relaxed);
+        ack.notify.notify_waiters();
+    }
+}
+
 async fn receive(
     mut receiver: ClientReceiver,
     start: Instant,
@@ -248,23 +285,45 @@ async fn receive(
         };
         let killed = counters.killed_at_ns.load(Ordering::Relaxed);
         for entry in entries {
-            let Some((sent, seq)) = stamp(&entry.message) else {
-                continue;
-            };
-            samples.push(u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX));
-            counters.deliveries.fetch_add(1, Ordering::Relaxed);
-            if killed != 0 && sent > killed {
-                counters
-                    .first_delivery_after_kill_ns
-                    .fetch_min(now, Ordering::Relaxed);
-            }
-            if let Some(ack) = &watch.ack {
-                ack.seen.fetch_max(seq, Ordering::Relaxed);
-                ack.notify.notify_waiters();
-            }
+            record(&watch, &mut samples, &entry.message, now, killed);
         }
     }
     samples
+}
+
+/// A sender's clock at a fixed rate; `None` flat out.
+fn pacing(args: &Args) -> Option<tokio::time::Interval> {
+    (args.rate > 0.0).then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate)))
+}
+
+/// Waits until a sender may send `seq`: its next tick at a fixed rate, or, flat out, room in its group's
+/// window. False once the run is over.
+async fn wait_turn(
+    ticker: &mut Option<tokio::time::Interval>,
+    run: &Run,
+    ack: &Ack,
+    seq: u64,
+) -> bool {
+    let step = run.senders as u64;
+    match ticker {
+        Some(ticker) => {
+            ticker.tick().await;
+        }
+        None => loop {
+            let notified = ack.notify.notified();
+            if seq < ack.seen.load(Ordering::Relaxed) + run.args.window * step {
+                break;
+            }
+            if tokio::time::timeout(Duration::from_millis(100), notified)
+                .await
+                .is_err()
+                && Instant::now() >= run.until
+            {
+                return false;
+            }
+        },
+    }
+    Instant::now() < run.until
 }
 
 async fn send(
@@ -273,32 +332,13 @@ async fn send(
     plan: Arc<GroupPlan>,
     sender_index: u64,
 ) -> Option<ClientSender> {
-    let (args, start, until, counters) = (&run.args, run.start, run.until, &run.counters);
+    let (args, start, counters) = (&run.args, run.start, &run.counters);
     let (group, ack) = (plan.id, &plan.ack);
-    let mut ticker =
-        (args.rate > 0.0).then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate)));
+    let mut ticker = pacing(args);
     // Sequence numbers are per sender, interleaved so each group's receiver can track the window.
     let mut seq = sender_index;
     let step = run.senders as u64;
-    while Instant::now() < until {
-        match &mut ticker {
-            Some(ticker) => {
-                ticker.tick().await;
-            }
-            None => loop {
-                let notified = ack.notify.notified();
-                if seq < ack.seen.load(Ordering::Relaxed) + args.window * step {
-                    break;
-                }
-                if tokio::time::timeout(Duration::from_millis(100), notified)
-                    .await
-                    .is_err()
-                    && Instant::now() >= until
-                {
-                    return Some(sender);
-                }
-            },
-        }
+    while wait_turn(&mut ticker, &run, ack, seq).await {
         if sender
             .broadcast(group, message(start, seq, args.size), true)
             .await
@@ -313,10 +353,138 @@ async fn send(
     Some(sender) // kept open until the receivers have drained
 }
 
+/// What a run measured, for the summary.
+struct Outcome {
+    groups: usize,
+    senders: usize,
+    /// Receivers of each message (a group's members but its sender; a channel's subscribers).
+    receivers_per_message: usize,
+    samples: Vec<u32>,
+    counters: Arc<Counters>,
+    cpu: CpuUse,
+}
+
+/// CPU use over the sending window, in percent of one core.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuUse {
+    server: Option<f64>,
+    client: Option<f64>,
+}
+
+/// CPU readings at the start of the sending window.
+struct CpuWindow {
+    pid: Option<u32>,
+    started: Instant,
+    server: Option<f64>,
+    client: Option<f64>,
+}
+
+impl CpuWindow {
+    fn start(pid: Option<u32>) -> CpuWindow {
+        CpuWindow {
+            pid,
+            started: Instant::now(),
+            server: pid.and_then(|p| stats::cpu_seconds(Some(p))),
+            client: stats::cpu_seconds(None),
+        }
+    }
+
+    fn stop(self) -> CpuUse {
+        let elapsed = self.started.elapsed();
+        CpuUse {
+            server: stats::cpu_percent(
+                self.server,
+                self.pid.and_then(|p| stats::cpu_seconds(Some(p))),
+                elapsed,
+            ),
+            client: stats::cpu_percent(self.client, stats::cpu_seconds(None), elapsed),
+        }
+    }
+}
+
+/// Prints one progress line; returns the deliveries so far.
+fn progress_line(counters: &Counters, start: Instant, previous: u64) -> u64 {
+    let now = counters.deliveries.load(Ordering::Relaxed);
+    eprintln!(
+        "{:>4.0}s  sent {:>9}  delivered {:>11}  {:>10.0} deliveries/s",
+        start.elapsed().as_secs_f64(),
+        counters.sent.load(Ordering::Relaxed),
+        now,
+        now.saturating_sub(previous) as f64
+    );
+    now
+}
+
+/// A progress line every second until `until`.
+async fn progress(counters: &Counters, start: Instant, until: Instant) {
+    let mut previous = 0;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        previous = progress_line(counters, start, previous);
+    }
+}
+
+/// Prints the summary: one JSON line on stdout (`extra` merged in) and a readable one on stderr.
+fn report(args: &Args, target: &str, mut outcome: Outcome, extra: serde_json::Value) {
+    let p = stats::percentiles(&mut outcome.samples);
+    let counters = &outcome.counters;
+    let deliveries = counters.deliveries.load(Ordering::Relaxed);
+    let sent = counters.sent.load(Ordering::Relaxed);
+    let elapsed = Duration::from_secs(args.duration);
+    let per_second = stats::per_second(deliveries, elapsed);
+    let per_core = outcome
+        .cpu
+        .server
+        .filter(|cpu| *cpu > 0.0)
+        .map(|cpu| per_second * 100.0 / cpu);
+    let mut summary = serde_json::json!({
+        "target": target,
+        "mode": if args.rate > 0.0 { "rate" } else { "flat-out" },
+        "transport": format!("{:?}", args.transport).to_lowercase(),
+        "clients": args.clients, "groups": outcome.groups, "senders_per_group": outcome.senders,
+        "message_bytes": args.size.max(16), "interval_ms": args.interval_ms,
+        "rate_per_sender": args.rate, "duration_s": args.duration,
+        "broadcasts_sent": sent, "deliveries": deliveries,
+        "expected_deliveries": sent * outcome.receivers_per_message as u64,
+        "deliveries_per_second": per_second,
+        "latency_us": { "p50": p.p50_us, "p99": p.p99_us, "p999": p.p999_us, "max": p.max_us },
+        "disconnected": counters.disconnected.load(Ordering::Relaxed),
+        "server_cpu_percent": outcome.cpu.server,
+        "client_cpu_percent": outcome.cpu.client,
+        "deliveries_per_server_core_second": per_core,
+    });
+    if let (Some(summary), serde_json::Value::Object(extra)) = (summary.as_object_mut(), extra) {
+        summary.extend(extra);
+    }
+    let cpu = |c: Option<f64>| c.map_or_else(|| "?".to_string(), |c| format!("{c:.0}%"));
+    eprintln!(
+        "{target}: {per_second:.0} deliveries/s ({deliveries} of {} expected); latency p50 {} us, \
+         p99 {} us, p999 {} us; server CPU {}, client CPU {}; {} deliveries per server core-second",
+        sent * outcome.receivers_per_message as u64,
+        p.p50_us,
+        p.p99_us,
+        p.p999_us,
+        cpu(outcome.cpu.server),
+        cpu(outcome.cpu.client),
+        per_core.map_or_else(|| "?".to_string(), |d| format!("{d:.0}")),
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{summary}");
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Arc::new(Args::parse());
-    match run(args).await {
+    let outcome = match args.target {
+        Target::Group => run(args).await,
+        Target::Redis => peer_run::run(args.clone(), peers::Peer::Redis)
+            .await
+            .map(|outcome| report(&args, "redis", outcome, serde_json::json!({}))),
+        Target::Nats => peer_run::run(args.clone(), peers::Peer::Nats)
+            .await
+            .map(|outcome| report(&args, "nats", outcome, serde_json::json!({}))),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("group-bench: {e}");
@@ -509,6 +677,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     }
     let mut previous = 0;
     let mut killed = false;
+    let cpu = CpuWindow::start(pid);
     let mut join_probes = tokio::task::JoinSet::new();
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -527,16 +696,9 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
             }
             killed = true;
         }
-        let now = counters.deliveries.load(Ordering::Relaxed);
-        eprintln!(
-            "{:>4.0}s  sent {:>9}  delivered {:>11}  {:>10.0} deliveries/s",
-            start.elapsed().as_secs_f64(),
-            counters.sent.load(Ordering::Relaxed),
-            now,
-            (now - previous) as f64
-        );
-        previous = now;
+        previous = progress_line(&counters, start, previous);
     }
+    let cpu = cpu.stop();
     while let Some(joined) = senders_set.join_next().await {
         quiet_halves.extend(joined.ok().flatten());
     }
@@ -554,20 +716,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     while let Some(joined) = receivers.join_next().await {
         samples.extend(joined.unwrap_or_default());
     }
-    let p = stats::percentiles(&mut samples);
-    let deliveries = counters.deliveries.load(Ordering::Relaxed);
-    let sent = counters.sent.load(Ordering::Relaxed);
-    let summary = serde_json::json!({
-        "mode": if args.rate > 0.0 { "rate" } else { "flat-out" },
-        "transport": format!("{:?}", args.transport).to_lowercase(),
-        "clients": args.clients, "groups": groups, "senders_per_group": senders,
-        "message_bytes": args.size.max(16), "interval_ms": args.interval_ms,
-        "rate_per_sender": args.rate, "duration_s": args.duration,
-        "broadcasts_sent": sent, "deliveries": deliveries,
-        "expected_deliveries": sent * (per_group as u64 - 1),
-        "deliveries_per_second": stats::per_second(deliveries, Duration::from_secs(args.duration)),
-        "latency_us": { "p50": p.p50_us, "p99": p.p99_us, "p999": p.p999_us, "max": p.max_us },
-        "disconnected": counters.disconnected.load(Ordering::Relaxed),
+    let extra = serde_json::json!({
         "server_bytes_per_connection": per_conn,
         "nodes": node_count,
         "owner_killed_at_s": kill_after,
@@ -576,9 +725,16 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         "first_join_after_kill_ms_per_survivor": first_join_ms,
         "join_not_found_answers_after_kill": not_found,
     });
+    let outcome = Outcome {
+        groups,
+        senders,
+        receivers_per_message: per_group - 1,
+        samples,
+        counters,
+        cpu,
+    };
+    report(&args, "group", outcome, extra);
     drop(quiet_halves);
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{summary}");
     drop(locals);
     Ok(())
 }

@@ -1,0 +1,185 @@
+//! A run against redis-server or nats-server (`--target redis|nats --server ADDR`), with the load shape of
+//! a group run: `--clients` connections in `--groups` channels, the first `--senders` of each publishing
+//! at `--rate` (or flat out within `--window`), the others subscribed. The same messages (send time and
+//! sequence number up front), the same latency samples and the same summary as a group run, so the figures
+//! compare one to one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::peers::{Peer, Publisher, Subscriber};
+use crate::{Ack, Args, Counters, Run, Watch, message, pacing, record, wait_turn};
+
+fn channel(group: usize) -> String {
+    format!("bench-g{group}")
+}
+
+/// One connection of the run, as its place in the load shape decides.
+enum Role {
+    Publisher(Publisher),
+    Subscriber(Subscriber),
+}
+
+pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> {
+    let addr = args
+        .server
+        .ok_or("--target redis|nats needs --server ADDR (a server you started)")?;
+    let groups = args.groups.clamp(1, args.clients / 2);
+    let per_group = args.clients / groups;
+    let senders = args.senders.clamp(1, per_group.saturating_sub(1).max(1));
+
+    // Connect, with progress: member k of group g is client k * groups + g, as in a group run.
+    let connect_started = Instant::now();
+    let limit = Arc::new(Semaphore::new(args.connect_parallel.max(1)));
+    let mut connecting = JoinSet::new();
+    for i in 0..args.clients {
+        let limit = limit.clone();
+        let (g, k) = (i % groups, i / groups);
+        connecting.spawn(async move {
+            let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
+            let role = if k < senders {
+                Role::Publisher(Publisher::connect(peer, addr).await?)
+            } else {
+                Role::Subscriber(Subscriber::connect(peer, addr, &channel(g)).await?)
+            };
+            Ok::<_, String>((i, role))
+        });
+    }
+    let mut roles: Vec<Option<Role>> = (0..args.clients).map(|_| None).collect();
+    let (mut done, mut last_report) = (0, Instant::now());
+    while let Some(joined) = connecting.join_next().await {
+        let (i, role) = joined.map_err(|e| e.to_string())??;
+        if let Some(slot) = roles.get_mut(i) {
+            *slot = Some(role);
+        }
+        done += 1;
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!("connected {done}/{}", args.clients);
+            last_report = Instant::now();
+        }
+    }
+    eprintln!(
+        "{} connections in {:.1}s",
+        args.clients,
+        connect_started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "{:?}: {groups} channel(s), {senders} publisher(s) and ~{} subscribers each; sending for {}s",
+        peer,
+        per_group - senders,
+        args.duration
+    );
+
+    let start = Instant::now();
+    let until = start + Duration::from_secs(args.duration);
+    let drain_until = until + Duration::from_secs(2);
+    let counters = Arc::new(Counters::default());
+    let acks: Vec<Arc<Ack>> = (0..groups)
+        .map(|_| {
+            Arc::new(Ack {
+                seen: AtomicU64::new(0),
+                notify: Notify::new(),
+            })
+        })
+        .collect();
+    let run = Arc::new(Run {
+        args: args.clone(),
+        senders,
+        start,
+        until,
+        counters: counters.clone(),
+    });
+    let cpu = crate::CpuWindow::start(args.server_pid);
+    let mut receivers = JoinSet::new();
+    let mut publishers = JoinSet::new();
+    let mut acking = vec![false; groups];
+    for (i, role) in roles.into_iter().enumerate() {
+        let (g, k) = (i % groups, i / groups);
+        let ack = acks.get(g).ok_or("no group")?.clone();
+        match role {
+            Some(Role::Publisher(publisher)) => {
+                publishers.spawn(publish(publisher, run.clone(), ack, g, k as u64));
+            }
+            Some(Role::Subscriber(subscriber)) => {
+                let first = acking
+                    .get_mut(g)
+                    .is_some_and(|a| !std::mem::replace(a, true));
+                let watch = Watch {
+                    uid: String::new(),
+                    counters: counters.clone(),
+                    ack: first.then_some(ack),
+                };
+                receivers.spawn(subscribe(subscriber, start, drain_until, watch));
+            }
+            None => {}
+        }
+    }
+    crate::progress(&counters, start, until).await;
+    let cpu = cpu.stop();
+    while publishers.join_next().await.is_some() {}
+    let mut samples = Vec::new();
+    while let Some(joined) = receivers.join_next().await {
+        samples.extend(joined.unwrap_or_default());
+    }
+    Ok(crate::Outcome {
+        groups,
+        senders,
+        receivers_per_message: per_group - senders,
+        samples,
+        counters,
+        cpu,
+    })
+}
+
+async fn publish(mut publisher: Publisher, run: Arc<Run>, ack: Arc<Ack>, group: usize, index: u64) {
+    let channel = channel(group);
+    let mut ticker = pacing(&run.args);
+    let mut seq = index;
+    let step = run.senders as u64;
+    while wait_turn(&mut ticker, &run, &ack, seq).await {
+        let payload = message(run.start, seq, run.args.size);
+        if publisher.publish(&channel, &payload).await.is_err() {
+            run.counters.disconnected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        run.counters.sent.fetch_add(1, Ordering::Relaxed);
+        seq += step;
+    }
+}
+
+async fn subscribe(
+    mut subscriber: Subscriber,
+    start: Instant,
+    until: Instant,
+    watch: Watch,
+) -> Vec<u32> {
+    let mut samples = Vec::new();
+    loop {
+        let next = tokio::select! {
+            next = subscriber.next_message() => next,
+            () = tokio::time::sleep_until(until.into()) => break,
+        };
+        let Ok(Some(payload)) = next else {
+            if let Err(e) = next {
+                eprintln!("subscriber: {e}");
+            }
+            watch.counters.disconnected.fetch_add(1, Ordering::Relaxed);
+            break;
+        };
+        let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        record(&watch, &mut samples, &payload, now, 0);
+    }
+    samples
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn channels_are_named_by_group() {
+        assert_eq!(super::channel(3), "bench-g3");
+    }
+}
