@@ -72,7 +72,9 @@ pub struct ServerConfig {
     /// `authClockSkew` (seconds): how far the backend's clock may be from this node's when tokens'
     /// `exp` and `nbf` are checked (default 5).
     pub auth_clock_skew: std::time::Duration,
-    /// Frames queued per connection before it counts as a slow consumer and is disconnected.
+    /// Entries queued per connection before it counts as a slow consumer and is disconnected; an entry
+    /// is one turn of the node task's frames for the connection (one frame when the server is not busy).
+    /// `limits.maxQueuedBytesPerConnection` bounds the bytes.
     pub outbound_queue: usize,
     /// How long one hook or custom handler may run before the request fails with Err HOOK_FAILED.
     pub hook_timeout: std::time::Duration,

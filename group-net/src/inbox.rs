@@ -17,14 +17,17 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Charge, ConnBudget, InboundCharge};
 use crate::histogram::Histogram;
 
-/// A frame on its way to a connection's writer.
+/// Frames on their way to a connection's writer: what one turn of the node task produced for it (a
+/// turn handles every input that is ready), so that each member gets one hand-over, one wake-up and one
+/// vectored write per turn however many broadcasts the turn carried.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    pub frame: Bytes,
-    /// UDP members: send on the reliable channel.
+    /// In order; never empty.
+    pub frames: Vec<Bytes>,
+    /// UDP members: send on the reliable channel (a turn's frames of each kind go in separate batches).
     #[allow(dead_code)]
     pub reliable: bool,
-    /// The frame's bytes against the connection's and the server's budgets, until it is dropped.
+    /// The frames' bytes against the connection's and the server's budgets, until it is dropped.
     pub charge: Charge,
 }
 

@@ -151,12 +151,12 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, end: Writ
                 None => break,
             },
         };
-        batch.push_back(first.frame);
+        batch.extend(first.frames);
         charges.push(first.charge);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(outgoing) => {
-                    batch.push_back(outgoing.frame);
+                    batch.extend(outgoing.frames);
                     charges.push(outgoing.charge);
                 }
                 Err(_) => break,

@@ -239,10 +239,14 @@ async fn write_messages(
             written = async {
                 // Each frame counts against the budgets until the flush has written it.
                 let mut charges = vec![first.charge];
-                sink.feed(Message::Binary(first.frame)).await?;
+                for frame in first.frames {
+                    sink.feed(Message::Binary(frame)).await?;
+                }
                 while let Ok(next) = queue.try_recv() {
                     charges.push(next.charge);
-                    sink.feed(Message::Binary(next.frame)).await?;
+                    for frame in next.frames {
+                        sink.feed(Message::Binary(frame)).await?;
+                    }
                 }
                 sink.flush().await
             } => written,

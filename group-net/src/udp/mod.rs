@@ -267,21 +267,23 @@ async fn engine(
             }
             outgoing = queue.recv(), if !closing => match outgoing {
                 Some(outgoing) => {
-                    let unreliable_fits = ENVELOPE_LEN + 1 + outgoing.frame.len() <= mtu;
-                    if !outgoing.reliable && unreliable_fits {
-                        let mut body = Vec::with_capacity(1 + outgoing.frame.len());
-                        body.push(KIND_UNRELIABLE_DATA);
-                        body.extend_from_slice(&outgoing.frame);
-                        send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
-                    } else {
-                        let mut message = BytesMut::with_capacity(1 + outgoing.frame.len());
-                        message.extend_from_slice(&[KIND_DATA]);
-                        message.extend_from_slice(&outgoing.frame);
-                        if kcp.send(&message).is_err() {
-                            return; // the client is not keeping up: drop the session
+                    for frame in &outgoing.frames {
+                        let unreliable_fits = ENVELOPE_LEN + 1 + frame.len() <= mtu;
+                        if !outgoing.reliable && unreliable_fits {
+                            let mut body = Vec::with_capacity(1 + frame.len());
+                            body.push(KIND_UNRELIABLE_DATA);
+                            body.extend_from_slice(frame);
+                            send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
+                        } else {
+                            let mut message = BytesMut::with_capacity(1 + frame.len());
+                            message.extend_from_slice(&[KIND_DATA]);
+                            message.extend_from_slice(frame);
+                            if kcp.send(&message).is_err() {
+                                return; // the client is not keeping up: drop the session
+                            }
                         }
-                        kcp.flush();
                     }
+                    kcp.flush();
                 }
                 None => {
                     // The node closed the session: deliver what is queued, then say goodbye.

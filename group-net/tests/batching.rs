@@ -1,0 +1,74 @@
+//! The node task hands each connection one turn's frames at once (a turn takes every ready input). What
+//! must not change: every member gets every broadcast, in each sender's order, over every transport.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use common::{Transport, bounded, config, next_push, start, user};
+use group_core::proto::CreateRequest;
+use group_net::ServerBuilder;
+use group_net::client::Push;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_broadcasts_from_several_senders_arrive_whole_and_in_order() {
+    const SENT: u32 = 300;
+    let mut cfg = config();
+    cfg.limits.max_requests_per_second = 1_000_000;
+    cfg.limits.max_inbound_bytes_per_second = 1 << 30;
+    let server = start(ServerBuilder::new(cfg)).await;
+    let transports = [Transport::Tcp, Transport::Ws, Transport::Udp];
+    let mut members = Vec::new();
+    for i in 0..12 {
+        members.push(user(&server, transports[i % 3], &format!("m{i}")).await);
+    }
+    let params = CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    };
+    let group = bounded("create", members[0].create(params)).await.unwrap();
+    for member in &mut members[1..] {
+        bounded("join", member.join(group, b"")).await.unwrap();
+    }
+    // Three senders queue all their broadcasts at once, so the node's turns carry many inputs.
+    let mut senders = Vec::new();
+    for s in 0..3 {
+        let mut sender = user(&server, Transport::Tcp, &format!("s{s}")).await;
+        bounded("join", sender.join(group, b"")).await.unwrap();
+        senders.push(sender);
+    }
+    let mut sending = Vec::new();
+    for mut sender in senders {
+        sending.push(tokio::spawn(async move {
+            for n in 0..SENT {
+                let message = Bytes::from(n.to_be_bytes().to_vec());
+                sender.broadcast(group, message, true).await.unwrap();
+            }
+            sender
+        }));
+    }
+    for (i, mut member) in members.into_iter().enumerate() {
+        let mut next: BTreeMap<String, u32> = BTreeMap::new();
+        let mut received = 0;
+        while received < 3 * SENT {
+            let Push::Broadcast { entries, .. } = next_push(&mut member).await else {
+                continue;
+            };
+            for entry in entries {
+                let n = u32::from_be_bytes(entry.message[..4].try_into().unwrap());
+                let expected = next.entry(entry.uid.clone()).or_insert(0);
+                assert_eq!(n, *expected, "member {i}: {} out of order", entry.uid);
+                *expected += 1;
+                received += 1;
+            }
+        }
+    }
+    for sending in sending {
+        drop(bounded("sender", sending).await.unwrap());
+    }
+}
