@@ -112,15 +112,6 @@ pub(crate) struct Charge {
     budget: Arc<ConnBudget>,
 }
 
-impl Charge {
-    /// Holds `bytes` more under this charge.
-    pub(crate) fn add(&mut self, bytes: usize) {
-        self.budget.queued.fetch_add(bytes, Ordering::Relaxed);
-        self.budget.server.used.fetch_add(bytes, Ordering::Relaxed);
-        self.bytes += bytes;
-    }
-}
-
 impl Drop for Charge {
     fn drop(&mut self) {
         self.budget.queued.fetch_sub(self.bytes, Ordering::Relaxed);

@@ -35,7 +35,9 @@ pub(crate) struct NodeTask {
 struct Io {
     writers: HashMap<ConnId, ConnWriter, BuildHasherDefault<ConnIdHasher>>,
     /// This turn's frames per connection, handed to the writers when the turn ends (`Io::flush`).
-    pending: HashMap<ConnId, Outgoing, BuildHasherDefault<ConnIdHasher>>,
+    pending: HashMap<ConnId, Pending, BuildHasherDefault<ConnIdHasher>>,
+    /// Their bytes: they count against the budgets before they are charged at the hand-over.
+    pending_bytes: usize,
     ticks: HashMap<GroupId, TickRunner>,
     /// Callers waiting for a join that asked another node, by the core's op. Bounded by the core's
     /// bound on pending remote joins: every entry ends with the op's `JoinCompleted`.
@@ -55,6 +57,15 @@ pub(crate) struct OutboundLimits {
     pub server: Arc<ServerBudget>,
     /// `limits.maxQueuedBytesPerConnection`.
     pub per_connection: usize,
+}
+
+/// A connection's frames of this turn, not yet handed to its writer. Charged against the budgets once,
+/// at the hand-over: the budgets' counters are shared with every writer thread, and one update per turn
+/// instead of per frame keeps them off the fan-out's path.
+struct Pending {
+    frames: Vec<bytes::Bytes>,
+    reliable: bool,
+    bytes: usize,
 }
 
 /// Inputs one turn of the node task handles at most before it hands the turn's frames to the writers.
@@ -98,6 +109,7 @@ impl NodeTask {
             io: Io {
                 writers: HashMap::default(),
                 pending: HashMap::default(),
+                pending_bytes: 0,
                 ticks: HashMap::new(),
                 waiters: HashMap::new(),
                 links,
@@ -181,7 +193,7 @@ impl NodeTask {
         let conn = match &input {
             Input::Disconnect(conn) => {
                 self.io.writers.remove(conn);
-                self.io.pending.remove(conn);
+                self.io.drop_pending(*conn);
                 None
             }
             Input::Request { conn, .. } | Input::Frame { conn, .. } => Some(*conn),
@@ -211,7 +223,7 @@ impl Io {
     /// Cuts a connection that holds too much (a slow consumer): its writer tries to say why, then closes;
     /// its reader stops, and the core discards the session.
     fn cut(&mut self, conn: ConnId, why: &'static str) {
-        self.pending.remove(&conn);
+        self.drop_pending(conn);
         let Some(writer) = self.writers.remove(&conn) else {
             return;
         };
@@ -235,12 +247,13 @@ impl Io {
     /// about to free.
     fn over_server_budget(&mut self, bytes: usize) -> bool {
         let server = &self.limits.server;
-        if server.used() + bytes <= server.limit() {
+        let used = server.used() + self.pending_bytes;
+        if used + bytes <= server.limit() {
             return false;
         }
         self.dying.retain(|budget| budget.queued() > 0);
         let freeing: usize = self.dying.iter().map(|budget| budget.queued()).sum();
-        server.used().saturating_sub(freeing) + bytes > server.limit()
+        used.saturating_sub(freeing) + bytes > server.limit()
     }
 
     /// Sends a frame that does not fit a budget as things stand: cuts this connection (its own bound),
@@ -263,21 +276,21 @@ impl Io {
                 return false;
             }
         }
-        let Some(budget) = self.writers.get(&conn).map(|w| w.budget.clone()) else {
+        if !self.writers.contains_key(&conn) {
             return false;
-        };
-        self.queue(transmit, &budget)
+        }
+        self.queue(transmit)
     }
 
-    /// Adds a frame to this turn's batch for its connection; its bytes count against the budgets from now.
-    fn queue(&mut self, transmit: Transmit, budget: &Arc<ConnBudget>) -> bool {
+    /// Adds a frame to this turn's batch for its connection.
+    fn queue(&mut self, transmit: Transmit) -> bool {
         let conn = transmit.conn;
         let bytes = transmit.frame.len();
+        self.pending_bytes += bytes;
         if let Some(batch) = self.pending.get_mut(&conn) {
             if batch.reliable == transmit.reliable {
                 batch.frames.push(transmit.frame);
-                batch.charge.add(bytes);
-                self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                batch.bytes += bytes;
                 return true;
             }
             // A UDP member's frames change channel: what came before goes first.
@@ -285,13 +298,12 @@ impl Io {
                 self.hand_over(conn, batch);
             }
         }
-        let batch = Outgoing {
+        let batch = Pending {
             frames: vec![transmit.frame],
             reliable: transmit.reliable,
-            charge: budget.charge(bytes),
+            bytes,
         };
         self.pending.insert(conn, batch);
-        self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -303,12 +315,29 @@ impl Io {
         }
     }
 
-    fn hand_over(&mut self, conn: ConnId, batch: Outgoing) {
+    /// Forgets a connection's frames of this turn (it was cut, or it is gone).
+    fn drop_pending(&mut self, conn: ConnId) {
+        if let Some(batch) = self.pending.remove(&conn) {
+            self.pending_bytes -= batch.bytes;
+        }
+    }
+
+    /// Charges a batch taken out of `pending` and queues it for the connection's writer.
+    fn hand_over(&mut self, conn: ConnId, batch: Pending) {
+        self.pending_bytes -= batch.bytes;
         let Some(writer) = self.writers.get(&conn) else {
             return;
         };
-        match writer.queue.try_send(batch) {
-            Ok(()) => {}
+        let frames = batch.frames.len() as u64;
+        let outgoing = Outgoing {
+            frames: batch.frames,
+            reliable: batch.reliable,
+            charge: writer.budget.charge(batch.bytes),
+        };
+        match writer.queue.try_send(outgoing) {
+            Ok(()) => {
+                self.stats.frames_sent.fetch_add(frames, Ordering::Relaxed);
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.cut(conn, "outbound queue full (outboundQueue turns of frames)");
             }
@@ -320,7 +349,10 @@ impl Io {
 
     /// The connection with the most bytes queued.
     fn largest_holder(&self) -> Option<ConnId> {
-        let most = self.writers.iter().max_by_key(|(_, w)| w.budget.queued());
+        let holds = |conn: &ConnId, w: &ConnWriter| {
+            w.budget.queued() + self.pending.get(conn).map_or(0, |p| p.bytes)
+        };
+        let most = self.writers.iter().max_by_key(|(conn, w)| holds(conn, w));
         most.map(|(conn, _)| *conn)
     }
 }
@@ -332,13 +364,13 @@ impl Sink for Io {
         let Some(writer) = self.writers.get(&conn) else {
             return false;
         };
-        let over_connection = writer.budget.queued() + bytes > self.limits.per_connection;
+        let pending = self.pending.get(&conn).map_or(0, |p| p.bytes);
+        let over_connection = writer.budget.queued() + pending + bytes > self.limits.per_connection;
         let server = &self.limits.server;
-        if over_connection || server.used() + bytes > server.limit() {
+        if over_connection || server.used() + self.pending_bytes + bytes > server.limit() {
             return self.transmit_over_budget(transmit, over_connection);
         }
-        let budget = writer.budget.clone();
-        self.queue(transmit, &budget)
+        self.queue(transmit)
     }
 
     fn event(&mut self, event: Event) {

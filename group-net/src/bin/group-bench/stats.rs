@@ -38,7 +38,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// CPU time (user + system) a process used so far, in seconds, from /proc/<pid>/stat (`None` for
+/// CPU time (user + system) a process used so far, in seconds, from `/proc/<pid>/stat` (`None` for
 /// "self" elsewhere than Linux). Clock ticks are taken as 100 per second, Linux's USER_HZ on every
 /// mainstream architecture.
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
