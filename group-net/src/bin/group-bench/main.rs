@@ -121,6 +121,40 @@ async fn connect(transport: Transport, addr: SocketAddr, uid: String) -> Result<
     Ok(client)
 }
 
+/// Opens `count` connections with `open(i)`, `parallel` at a time, printing progress every second;
+/// returns them in index order.
+async fn connect_all<T, F, Fut>(count: usize, parallel: usize, open: F) -> Result<Vec<T>, String>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut connecting = JoinSet::new();
+    for i in 0..count {
+        let limit = limit.clone();
+        let opening = open(i);
+        connecting.spawn(async move {
+            let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
+            opening.await.map(|c| (i, c))
+        });
+    }
+    let mut opened: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    let (mut done, mut last_report) = (0, Instant::now());
+    while let Some(joined) = connecting.join_next().await {
+        let (i, connection) = joined.map_err(|e| e.to_string())??;
+        if let Some(slot) = opened.get_mut(i) {
+            *slot = Some(connection);
+        }
+        done += 1;
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!("connected {done}/{count}");
+            last_report = Instant::now();
+        }
+    }
+    Ok(opened.into_iter().flatten().collect())
+}
+
 /// Shared counters of a run.
 struct Counters {
     deliveries: AtomicU64,
@@ -199,6 +233,15 @@ struct Watch {
 struct Ack {
     seen: AtomicU64,
     notify: Notify,
+}
+
+impl Ack {
+    fn new() -> Arc<Ack> {
+        Arc::new(Ack {
+            seen: AtomicU64::new(0),
+            notify: Notify::new(),
+        })
+    }
 }
 
 fn message(start: Instant, seq: u64, size: usize) -> Bytes {
@@ -518,34 +561,16 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
 
     // Connect, with progress.
     let started = Instant::now();
-    let limit = Arc::new(Semaphore::new(args.connect_parallel.max(1)));
-    let mut connecting = JoinSet::new();
-    for i in 0..args.clients {
-        let limit = limit.clone();
-        let transport = args.transport;
-        let addr = *addrs.get(i % node_count).ok_or("no node")?;
-        connecting.spawn(async move {
-            let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
-            connect(transport, addr, format!("bench-{i}"))
-                .await
-                .map(|c| (i, c))
-        });
-    }
-    let mut clients: Vec<Option<Client>> = (0..args.clients).map(|_| None).collect();
-    let mut done = 0;
-    let mut last_report = Instant::now();
-    while let Some(joined) = connecting.join_next().await {
-        let (i, client) = joined.map_err(|e| e.to_string())??;
-        if let Some(slot) = clients.get_mut(i) {
-            *slot = Some(client);
+    let transport = args.transport;
+    let nodes = addrs.clone();
+    let mut clients = connect_all(args.clients, args.connect_parallel, move |i| {
+        let addr = nodes.get(i % node_count).copied();
+        async move {
+            let addr = addr.ok_or("no node")?;
+            connect(transport, addr, format!("bench-{i}")).await
         }
-        done += 1;
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            eprintln!("connected {done}/{}", args.clients);
-            last_report = Instant::now();
-        }
-    }
-    let mut clients: Vec<Client> = clients.into_iter().flatten().collect();
+    })
+    .await?;
     let connect_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_connected = pid.and_then(stats::rss_bytes);
@@ -626,11 +651,10 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     let plans: Vec<Arc<GroupPlan>> = ids
         .iter()
         .map(|&id| {
-            let ack = Arc::new(Ack {
-                seen: AtomicU64::new(0),
-                notify: Notify::new(),
-            });
-            Arc::new(GroupPlan { id, ack })
+            Arc::new(GroupPlan {
+                id,
+                ack: Ack::new(),
+            })
         })
         .collect();
     let run = Arc::new(Run {

@@ -5,10 +5,9 @@
 //! compare one to one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::peers::{Peer, Publisher, Subscriber};
@@ -34,34 +33,17 @@ pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> 
 
     // Connect, with progress: member k of group g is client k * groups + g, as in a group run.
     let connect_started = Instant::now();
-    let limit = Arc::new(Semaphore::new(args.connect_parallel.max(1)));
-    let mut connecting = JoinSet::new();
-    for i in 0..args.clients {
-        let limit = limit.clone();
+    let roles = crate::connect_all(args.clients, args.connect_parallel, move |i| {
         let (g, k) = (i % groups, i / groups);
-        connecting.spawn(async move {
-            let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
-            let role = if k < senders {
+        async move {
+            Ok(if k < senders {
                 Role::Publisher(Publisher::connect(peer, addr).await?)
             } else {
                 Role::Subscriber(Subscriber::connect(peer, addr, &channel(g)).await?)
-            };
-            Ok::<_, String>((i, role))
-        });
-    }
-    let mut roles: Vec<Option<Role>> = (0..args.clients).map(|_| None).collect();
-    let (mut done, mut last_report) = (0, Instant::now());
-    while let Some(joined) = connecting.join_next().await {
-        let (i, role) = joined.map_err(|e| e.to_string())??;
-        if let Some(slot) = roles.get_mut(i) {
-            *slot = Some(role);
+            })
         }
-        done += 1;
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            eprintln!("connected {done}/{}", args.clients);
-            last_report = Instant::now();
-        }
-    }
+    })
+    .await?;
     eprintln!(
         "{} connections in {:.1}s",
         args.clients,
@@ -78,14 +60,7 @@ pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> 
     let until = start + Duration::from_secs(args.duration);
     let drain_until = until + Duration::from_secs(2);
     let counters = Arc::new(Counters::default());
-    let acks: Vec<Arc<Ack>> = (0..groups)
-        .map(|_| {
-            Arc::new(Ack {
-                seen: AtomicU64::new(0),
-                notify: Notify::new(),
-            })
-        })
-        .collect();
+    let acks: Vec<Arc<Ack>> = (0..groups).map(|_| Ack::new()).collect();
     let run = Arc::new(Run {
         args: args.clone(),
         senders,
@@ -101,10 +76,10 @@ pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> 
         let (g, k) = (i % groups, i / groups);
         let ack = acks.get(g).ok_or("no group")?.clone();
         match role {
-            Some(Role::Publisher(publisher)) => {
+            Role::Publisher(publisher) => {
                 publishers.spawn(publish(publisher, run.clone(), ack, g, k as u64));
             }
-            Some(Role::Subscriber(subscriber)) => {
+            Role::Subscriber(subscriber) => {
                 let first = acking
                     .get_mut(g)
                     .is_some_and(|a| !std::mem::replace(a, true));
@@ -115,7 +90,6 @@ pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> 
                 };
                 receivers.spawn(subscribe(subscriber, start, drain_until, watch));
             }
-            None => {}
         }
     }
     crate::progress(&counters, start, until).await;
