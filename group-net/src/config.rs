@@ -645,6 +645,11 @@ mod tests {
         assert_eq!(error.key, "group.relayLimit");
         let error = config.apply_group_file("{").unwrap_err();
         assert_eq!(error.key, "<group file>");
+        // The godoc's example as printed: its placeholder ID is not 52 characters, and the error says where.
+        let godoc = r#"{ "remoteJoinTries": 4, "relayLimit": 2, "sendInterval": 300,
+            "staticGroups": [ { "groupID": "52 character long unique group ID", "interval": 200 } ] }"#;
+        let error = config.apply_group_file(godoc).unwrap_err();
+        assert_eq!(error.key, "group.staticGroups[0].groupID");
     }
 
     #[test]
