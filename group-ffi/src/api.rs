@@ -314,9 +314,6 @@ pub unsafe extern "C" fn group_server_push_to_user(
     payload_len: usize,
 ) -> group_result {
     guard(|| {
-        if ver < group_core::proto::VER_CUSTOM_MIN {
-            return Err(group_result::GROUP_RESULT_INVALID_ARGUMENT);
-        }
         // SAFETY: forwarded from this function's contract.
         let (uid, payload) = unsafe {
             (
@@ -325,11 +322,12 @@ pub unsafe extern "C" fn group_server_push_to_user(
             )
         };
         let (handle, runtime) = running(server)?;
-        let pushed = finish(
-            runtime,
-            handle.push_to_user(uid, ver, cmd, payload),
-            std::ptr::null_mut(),
-        )?;
+        let pushed = runtime
+            .block_on(handle.push_to_user(uid, ver, cmd, payload))
+            .map_err(|e| match e {
+                ApiError::ReservedVersion { .. } => group_result::GROUP_RESULT_INVALID_ARGUMENT,
+                other => refused(other, std::ptr::null_mut()),
+            })?;
         if pushed {
             Ok(())
         } else {

@@ -75,6 +75,13 @@ pub enum ApiError {
     /// See [`TickError`].
     #[error(transparent)]
     Tick(#[from] TickError),
+    /// A push with ver 0 or 1: those are the protocol's own pushes, whose payloads clients parse (a
+    /// member push, a broadcast): server code pushes with ver 2 and up.
+    #[error("ver {ver} is the protocol's own: pushes from server code use ver 2 and up")]
+    ReservedVersion {
+        /// The version byte given.
+        ver: u8,
+    },
     /// The node answered a call with the answer to another kind of call: a bug in this server. Please
     /// report it with the text.
     #[error("internal error: unexpected answer {0}")]
@@ -405,7 +412,8 @@ impl ServerHandle {
         }
     }
 
-    /// Pushes (status 0xFF) a frame to a connected user; false if the user has no session here.
+    /// Pushes (status 0xFF) a frame with the server code's own `ver` (2 and up) and `cmd` to a connected
+    /// user; false if the user has no session here; [`ApiError::ReservedVersion`] for ver 0 or 1.
     pub async fn push_to_user(
         &self,
         uid: String,
@@ -413,6 +421,9 @@ impl ServerHandle {
         cmd: u16,
         payload: Bytes,
     ) -> Result<bool, ApiError> {
+        if ver < group_core::proto::VER_CUSTOM_MIN {
+            return Err(ApiError::ReservedVersion { ver });
+        }
         let call = Call::PushToUser {
             uid,
             ver,

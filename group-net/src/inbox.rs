@@ -23,12 +23,55 @@ use crate::histogram::Histogram;
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     /// In order; never empty.
-    pub frames: Vec<Bytes>,
+    pub frames: Frames,
     /// UDP members: send on the reliable channel (a turn's frames of each kind go in separate batches).
     #[allow(dead_code)]
     pub reliable: bool,
     /// The frames' bytes against the connection's and the server's budgets, until it is dropped.
     pub charge: Charge,
+}
+
+/// A turn's frames for one connection: one frame (the usual case when the server is not busy) is held
+/// inline, so handing a member its frames allocates nothing more than the frame itself.
+#[derive(Debug)]
+pub(crate) enum Frames {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Frames {
+    pub fn push(&mut self, frame: Bytes) {
+        match self {
+            Frames::One(first) => {
+                let first = std::mem::take(first);
+                *self = Frames::Many(vec![first, frame]);
+            }
+            Frames::Many(frames) => frames.push(frame),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn as_slice(&self) -> &[Bytes] {
+        match self {
+            Frames::One(frame) => std::slice::from_ref(frame),
+            Frames::Many(frames) => frames,
+        }
+    }
+}
+
+impl IntoIterator for Frames {
+    type Item = Bytes;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Bytes>, std::vec::IntoIter<Bytes>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Frames::One(frame) => Some(frame).into_iter().chain(Vec::new()),
+            Frames::Many(frames) => None.into_iter().chain(frames),
+        }
+    }
 }
 
 /// The frame a connection's writer sends last when the node cuts the connection (a slow consumer's
@@ -203,5 +246,23 @@ impl Drop for OpenConnection {
         if let Some(open) = self.stats.open.get(self.slot) {
             open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_keep_their_order_one_or_many() {
+        let mut frames = Frames::One(Bytes::from_static(b"a"));
+        assert_eq!(frames.len(), 1);
+        frames.push(Bytes::from_static(b"b"));
+        frames.push(Bytes::from_static(b"c"));
+        assert_eq!(frames.as_slice().len(), 3);
+        let all: Vec<Bytes> = frames.into_iter().collect();
+        assert_eq!(all, [&b"a"[..], b"b", b"c"]);
+        let one: Vec<Bytes> = Frames::One(Bytes::from_static(b"x")).into_iter().collect();
+        assert_eq!(one, [&b"x"[..]]);
     }
 }

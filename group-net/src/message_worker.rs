@@ -36,13 +36,12 @@ struct Job {
 /// thread of its own and the caller waits at most [`MESSAGE_DEADLINE`].
 pub(crate) fn under_deadline(
     kind: &'static str,
-    produce: MessageFn,
+    mut produce: MessageFn,
     stats: Arc<Stats>,
 ) -> MessageFn {
     let (jobs, inbox) = sync_channel::<Job>(1);
     let busy = Arc::new(AtomicBool::new(false));
     let worker_busy = busy.clone();
-    let mut produce = produce;
     let work = move || {
         for job in inbox {
             let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -85,8 +84,10 @@ pub(crate) fn under_deadline(
         if jobs.send(job).is_err() {
             return Bytes::new(); // the thread is gone: nothing can build the message
         }
-        answer
-            .recv_timeout(MESSAGE_DEADLINE)
-            .unwrap_or_else(|_| late("its callback took longer than 20 ms"))
+        answer.recv_timeout(MESSAGE_DEADLINE).unwrap_or_else(|_| {
+            late(&format!(
+                "its callback took longer than {MESSAGE_DEADLINE:?}"
+            ))
+        })
     })
 }

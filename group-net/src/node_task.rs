@@ -20,7 +20,9 @@ use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{ConnBudget, ServerBudget};
-use crate::inbox::{Answer, Answerer, ConnWriter, EventFn, NodeInput, Outgoing, Stats, TickRunner};
+use crate::inbox::{
+    Answer, Answerer, ConnWriter, EventFn, Frames, NodeInput, Outgoing, Stats, TickRunner,
+};
 use crate::mesh::Links;
 use crate::throttle::Throttle;
 
@@ -63,7 +65,7 @@ pub(crate) struct OutboundLimits {
 /// at the hand-over: the budgets' counters are shared with every writer thread, and one update per turn
 /// instead of per frame keeps them off the fan-out's path.
 struct Pending {
-    frames: Vec<bytes::Bytes>,
+    frames: Frames,
     reliable: bool,
     bytes: usize,
 }
@@ -299,7 +301,7 @@ impl Io {
             }
         }
         let batch = Pending {
-            frames: vec![transmit.frame],
+            frames: Frames::One(transmit.frame),
             reliable: transmit.reliable,
             bytes,
         };
@@ -309,10 +311,13 @@ impl Io {
 
     /// Hands every connection its frames of this turn: one queue entry (and one wake-up) each.
     fn flush(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        for (conn, batch) in pending {
+        // Drained through a spare map (nothing refills `pending` meanwhile), so its capacity stays for the
+        // next turn.
+        let mut pending = std::mem::take(&mut self.pending);
+        for (conn, batch) in pending.drain() {
             self.hand_over(conn, batch);
         }
+        self.pending = pending;
     }
 
     /// Forgets a connection's frames of this turn (it was cut, or it is gone).

@@ -19,6 +19,19 @@ fn run(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// Something was sent, every receiver got every message, and no connection dropped.
+fn assert_every_broadcast_delivered(summary: &serde_json::Value) {
+    assert!(
+        summary["broadcasts_sent"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["deliveries"], summary["expected_deliveries"],
+        "{summary}"
+    );
+    assert_eq!(summary["disconnected"], 0, "{summary}");
+}
+
 #[test]
 fn rate_mode_over_both_transports_delivers_everything() {
     // Ensure the server binary next to group-bench is built (cargo builds every bin of the package for
@@ -35,13 +48,7 @@ fn rate_mode_over_both_transports_delivers_everything() {
             "--rate",
             "50",
         ]);
-        let sent = summary["broadcasts_sent"].as_u64().unwrap();
-        assert!(sent > 0, "{summary}");
-        assert_eq!(
-            summary["deliveries"], summary["expected_deliveries"],
-            "{summary}"
-        );
-        assert_eq!(summary["disconnected"], 0, "{summary}");
+        assert_every_broadcast_delivered(&summary);
         assert!(
             summary["latency_us"]["p99"].as_u64().unwrap() > 0,
             "{summary}"
@@ -133,15 +140,7 @@ fn the_peers_get_the_same_load_and_every_message_is_accounted_for() {
                 rate,
             ]);
             assert_eq!(summary["target"], target, "{summary}");
-            assert!(
-                summary["broadcasts_sent"].as_u64().unwrap() > 0,
-                "{summary}"
-            );
-            assert_eq!(
-                summary["deliveries"], summary["expected_deliveries"],
-                "{summary}"
-            );
-            assert_eq!(summary["disconnected"], 0, "{summary}");
+            assert_every_broadcast_delivered(&summary);
             assert!(summary["server_cpu_percent"].is_f64(), "{summary}");
             assert!(summary["client_cpu_percent"].is_f64(), "{summary}");
         }

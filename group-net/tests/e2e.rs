@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{Transport, bounded, config, next_push, start, user};
 use group_core::proto::{CreateRequest, RandJoinRequest, code};
-use group_net::ServerBuilder;
 use group_net::client::Push;
+use group_net::{ApiError, ServerBuilder};
 
 fn create(allow_empty: bool, interval_ms: u16) -> CreateRequest {
     CreateRequest {
@@ -261,6 +261,12 @@ async fn server_api_mirrors_the_group_package() {
         api.push_to_user("bob".into(), 3, 7, Bytes::from_static(b"direct"))
             .await
             .unwrap()
+    );
+    let reserved = api.push_to_user("bob".into(), 1, 113, Bytes::from_static(b"not a broadcast"));
+    assert_eq!(
+        reserved.await,
+        Err(ApiError::ReservedVersion { ver: 1 }),
+        "a client would misread it as the protocol's own push"
     );
     let push = next_push(&mut bob).await;
     assert_eq!(

@@ -38,10 +38,16 @@ pub fn params() -> CreateRequest {
 
 /// Creates a group on `client`'s node once that node sees the two others (its ID then names two backups).
 pub async fn group_with_two_backups(client: &mut Client) -> GroupId {
+    group_with_backups(client, 2).await
+}
+
+/// Creates a group on `client`'s node once that node sees `backups` other nodes (its ID then names that
+/// many backups, at most two): the cluster has formed.
+pub async fn group_with_backups(client: &mut Client, backups: usize) -> GroupId {
     bounded("the cluster forms", async {
         loop {
             let group = client.create(params()).await.unwrap();
-            if group.layout().unwrap().backups.iter().flatten().count() == 2 {
+            if group.layout().unwrap().backups.iter().flatten().count() == backups {
                 return group;
             }
             client.leave(group, b"").await.unwrap();

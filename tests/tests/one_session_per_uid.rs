@@ -11,12 +11,10 @@
     clippy::indexing_slicing
 )]
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use group_core::proto::{VER_CONTROL, cmd, code};
 use group_net::client::{Client, Push};
-use group_tests::clients::{bounded, params, user};
+use group_tests::clients::{bounded, group_with_backups, user};
 use group_tests::{Node, config_file};
 
 async fn next_push(client: &mut Client) -> Option<Push> {
@@ -31,17 +29,7 @@ async fn a_hello_on_another_node_replaces_the_session_cluster_wide() {
 
     let mut alice = user(&a, "alice").await;
     // Owned by A, with B as its backup once A sees B: the cluster has formed.
-    let group = bounded("the cluster forms", async {
-        loop {
-            let group = alice.create(params()).await.unwrap();
-            if group.layout().unwrap().backups.iter().flatten().count() == 1 {
-                return group;
-            }
-            alice.leave(group, b"").await.unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let group = group_with_backups(&mut alice, 1).await;
     let mut bob = user(&b, "bob").await;
     bounded("bob joins", bob.join(group, b"")).await.unwrap();
     let mut yuki_on_a = user(&a, "yuki").await;

@@ -267,7 +267,7 @@ async fn engine(
             }
             outgoing = queue.recv(), if !closing => match outgoing {
                 Some(outgoing) => {
-                    for frame in &outgoing.frames {
+                    for frame in outgoing.frames.as_slice() {
                         let unreliable_fits = ENVELOPE_LEN + 1 + frame.len() <= mtu;
                         if !outgoing.reliable && unreliable_fits {
                             let mut body = Vec::with_capacity(1 + frame.len());

@@ -28,6 +28,11 @@ use crate::time::Instant;
 /// How long a claim is remembered. Mesh messages arrive within seconds or not at all.
 pub const CLAIM_MEMORY: Duration = Duration::from_secs(60);
 
+/// Most claims remembered (about 30 MiB with the longest uids): beyond it the oldest are forgotten
+/// first. A forgotten claim only loses the owner's early view of a replaced member; the old node's
+/// leave still arrives.
+pub const MAX_CLAIMS: usize = 1 << 18;
+
 /// Where and when each uid's newest session opened, as far as this node heard.
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
@@ -62,7 +67,8 @@ impl Claims {
 
     fn forget_older_than(&mut self, now: Instant) {
         while let Some((at, uid)) = self.recorded.front() {
-            if now.saturating_duration_since(*at) < CLAIM_MEMORY {
+            let full = self.recorded.len() >= MAX_CLAIMS;
+            if now.saturating_duration_since(*at) < CLAIM_MEMORY && !full {
                 break;
             }
             // A uid whose claim was renewed since keeps it: only its latest record forgets it.
@@ -183,5 +189,18 @@ mod tests {
         claims.forget_older_than(at(90));
         assert_eq!(claims.node_of("yuki"), None);
         assert!(claims.recorded.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_claims_is_bounded() {
+        let mut claims = Claims::default();
+        for i in 0..MAX_CLAIMS + 10 {
+            let uid: Uid = format!("u{i}").into();
+            assert!(claims.record(&uid, claim(1, 1), at(0)));
+        }
+        assert!(claims.recorded.len() <= MAX_CLAIMS);
+        assert!(claims.newest.len() <= MAX_CLAIMS);
+        assert_eq!(claims.node_of("u0"), None, "the oldest went first");
+        assert!(claims.node_of(&format!("u{}", MAX_CLAIMS + 9)).is_some());
     }
 }
