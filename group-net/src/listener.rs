@@ -15,6 +15,25 @@ use tokio_util::sync::CancellationToken;
 use crate::conn::Shared;
 use crate::inbox::Stats;
 
+/// The accept queue asked of the kernel (which caps it at `net.core.somaxconn`). The standard library's
+/// 128 overflowed under a burst of 2000 connects from one loopback client: every overflow drops a SYN,
+/// and that client's connect waited for the kernel's 1 s retransmission, 13 times over 2000 connects
+/// (`nstat` TcpExtListenOverflows). A reconnect storm after a node restart is that burst.
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening TCP socket with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind`
+/// sets it, so a restarted node can bind again while old connections linger in TIME_WAIT).
+pub(crate) fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 pub(crate) struct Listeners {
     pub shared: Arc<Shared>,
     /// One permit per open connection: `maxConnections`.
@@ -120,5 +139,29 @@ pub(crate) async fn accept_streams<F, Fut>(
         }
         let conn = listeners.next_conn();
         tokio::spawn(serve(stream, conn, listeners.shared.clone(), permit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1000 connects while nobody accepts: each must complete from the accept queue. With the standard
+    /// library's backlog of 128 the 130th connect's SYN is dropped and it waits out retransmissions.
+    #[tokio::test]
+    async fn a_burst_of_connects_waits_in_the_accept_queue() -> std::io::Result<()> {
+        let listener = listen("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
+        let addr = listener.local_addr()?;
+        let mut connected = Vec::new();
+        for i in 0..1000 {
+            let connect =
+                tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(addr));
+            match connect.await {
+                Ok(stream) => connected.push(stream?),
+                Err(_) => panic!("connect {i} found the accept queue full"),
+            }
+        }
+        drop(listener);
+        Ok(())
     }
 }

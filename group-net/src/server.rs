@@ -439,8 +439,7 @@ async fn bind(
         (Some(listener), _) => Ok(Some(listener)),
         (None, None) => Ok(None),
         (None, Some(addr)) => {
-            TcpListener::bind(addr)
-                .await
+            crate::listener::listen(addr)
                 .map(Some)
                 .map_err(|source| StartError::Bind {
                     transport,
@@ -461,9 +460,7 @@ async fn bind_mesh(
         addr,
         source,
     };
-    let tcp = TcpListener::bind(config.mesh)
-        .await
-        .map_err(|e| bind_error(config.mesh, e))?;
+    let tcp = crate::listener::listen(config.mesh).map_err(|e| bind_error(config.mesh, e))?;
     let bound = tcp.local_addr().map_err(|e| bind_error(config.mesh, e))?;
     let udp = tokio::net::UdpSocket::bind(bound)
         .await

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use group_core::proto::Request;
-use group_net::client::Push;
+use group_net::client::{Client, Push};
 use group_tests::clients::{bounded, params, user};
 use group_tests::{Node, config_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,10 +138,11 @@ async fn ping_flood(tcp: std::net::SocketAddr) {
 }
 
 /// A member of the pair's group... of its own group with a busy sender: it never reads.
-async fn never_reading_member(node: &Node) {
-    let mut busy = user(node, "busy").await;
+async fn never_reading_member(tcp: std::net::SocketAddr) {
+    let mut busy = bounded("connect", Client::connect_tcp(tcp)).await.unwrap();
+    bounded("hello", busy.hello("busy", "")).await.unwrap();
     let group = bounded("create", busy.create(params())).await.unwrap();
-    let mut stream = TcpStream::connect(node.addr("tcp")).await.unwrap();
+    let mut stream = TcpStream::connect(tcp).await.unwrap();
     let mut frames = BytesMut::new();
     Request::Hello {
         uid: "sleeper".into(),
@@ -219,7 +220,7 @@ async fn the_hostile_suite_keeps_memory_bounded_and_members_served() {
     let epoch = Instant::now();
 
     let pair = Pair::start(&node, epoch, 0).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(PHASE).await;
     let idle_rss = status_kib(pid, "VmRSS:");
     let (idle_p99, idle_count) = pair.p99().await;
     eprintln!(
@@ -234,16 +235,26 @@ async fn the_hostile_suite_keeps_memory_bounded_and_members_served() {
         "WebSocket ping flood",
         "idle connections",
     ];
+    // The attackers get threads of their own: an attacker is not in its victims' process, and sharing
+    // the measuring members' two workers would measure this test's scheduler, not the server.
+    let attackers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("attacker")
+        .enable_all()
+        .build()
+        .unwrap();
     for (index, phase) in phases.into_iter().enumerate() {
         reset_peak(pid);
         let pair = Pair::start(&node, epoch, index + 1).await;
         let started = Instant::now();
-        match phase {
-            "ping flood" => ping_flood(node.addr("tcp")).await,
-            "never-reading member" => never_reading_member(&node).await,
-            "WebSocket ping flood" => websocket_ping_flood(node.addr("ws")).await,
-            _ => drop(idle_connection_flood(node.addr("tcp")).await),
-        }
+        let (tcp, ws) = (node.addr("tcp"), node.addr("ws"));
+        let attack = match phase {
+            "ping flood" => attackers.spawn(ping_flood(tcp)),
+            "never-reading member" => attackers.spawn(never_reading_member(tcp)),
+            "WebSocket ping flood" => attackers.spawn(websocket_ping_flood(ws)),
+            _ => attackers.spawn(async move { drop(idle_connection_flood(tcp).await) }),
+        };
+        attack.await.unwrap();
         let attack = started.elapsed();
         // Each phase's window is PHASE long, however soon the attack was cut, so counts compare.
         tokio::time::sleep_until((started + PHASE).into()).await;
@@ -268,6 +279,7 @@ async fn the_hostile_suite_keeps_memory_bounded_and_members_served() {
         ping_flood_peak / 1024,
         PING_FLOOD_RSS_BOUND_KIB / 1024
     );
+    attackers.shutdown_background();
     // The server still serves.
     let mut after = user(&node, "after").await;
     bounded("ping after the suite", after.ping(b"still here"))
