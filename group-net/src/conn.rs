@@ -66,9 +66,11 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Registers a new connection with the node. Returns the connection and what its writer needs.
+    /// `direct`: a plain TCP connection's socket, which the node writes through when the writer is idle.
     pub async fn open(
         conn: ConnId,
         shared: Arc<Shared>,
+        direct: Option<crate::direct::Direct>,
     ) -> Result<(Connection, WriterEnd), Stopped> {
         let (queue, receiver) = mpsc::channel(shared.outbound_queue);
         let kill = CancellationToken::new();
@@ -80,6 +82,7 @@ impl Connection {
             stop: kill.clone(),
             last_words: last_words.clone(),
             budget,
+            direct: direct.clone(),
         };
         shared
             .inputs
@@ -113,6 +116,7 @@ impl Connection {
                     queue: receiver,
                     kill,
                     last_words,
+                    direct,
                 },
             )),
             Ok(Err(e)) => {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use group_core::{
     ConnId, ConnectError, Event, GroupId, Handled, Input, JoinError, Node, NodeAddr, Outcome, Sid,
     Uid,
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Charge, ConnBudget, InboundCharge};
+use crate::direct::Direct;
 use crate::histogram::Histogram;
 
 /// Frames on their way to a connection's writer: what one turn of the node task produced for it (a
@@ -54,6 +55,30 @@ impl Frames {
         self.as_slice().len()
     }
 
+    /// Drops the first `bytes` bytes (written already): frames written whole go, a frame written in part
+    /// keeps its rest. True when something is left.
+    pub fn consume(&mut self, mut bytes: usize) -> bool {
+        match self {
+            Frames::One(frame) => {
+                frame.advance(bytes.min(frame.len()));
+                !frame.is_empty()
+            }
+            Frames::Many(frames) => {
+                let mut whole = 0;
+                for frame in frames.iter_mut() {
+                    if bytes < frame.len() {
+                        frame.advance(bytes);
+                        break;
+                    }
+                    bytes -= frame.len();
+                    whole += 1;
+                }
+                frames.drain(..whole);
+                !frames.is_empty()
+            }
+        }
+    }
+
     pub fn as_slice(&self) -> &[Bytes] {
         match self {
             Frames::One(frame) => std::slice::from_ref(frame),
@@ -90,6 +115,8 @@ pub(crate) struct ConnWriter {
     pub last_words: LastWords,
     /// Bytes queued for the writer (`limits.maxQueuedBytesPerConnection`).
     pub budget: Arc<ConnBudget>,
+    /// Plain TCP: the socket, for the node to write through when the writer is idle.
+    pub direct: Option<Direct>,
 }
 
 /// A connection as its writer sees it: the frames to send, the kill switch, and what to say last if
@@ -98,6 +125,9 @@ pub(crate) struct WriterEnd {
     pub queue: mpsc::Receiver<Outgoing>,
     pub kill: CancellationToken,
     pub last_words: LastWords,
+    /// Plain TCP: where the writer counts the entries it wrote whole, so the node knows when it may
+    /// write through.
+    pub direct: Option<Direct>,
 }
 
 /// What the node task answers.
@@ -264,5 +294,23 @@ mod tests {
         assert_eq!(all, [&b"a"[..], b"b", b"c"]);
         let one: Vec<Bytes> = Frames::One(Bytes::from_static(b"x")).into_iter().collect();
         assert_eq!(one, [&b"x"[..]]);
+    }
+
+    #[test]
+    fn consuming_written_bytes_keeps_the_rest_of_a_frame_in_part() {
+        let mut frames = Frames::Many(vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"de"),
+            Bytes::from_static(b"fgh"),
+        ]);
+        assert!(frames.consume(4));
+        assert_eq!(frames.as_slice(), [&b"e"[..], b"fgh"]);
+        assert!(frames.consume(1));
+        assert_eq!(frames.as_slice(), [&b"fgh"[..]]);
+        assert!(!frames.consume(3));
+        let mut one = Frames::One(Bytes::from_static(b"xyz"));
+        assert!(one.consume(2));
+        assert_eq!(one.as_slice(), [&b"z"[..]]);
+        assert!(!one.consume(1));
     }
 }

@@ -28,6 +28,7 @@ mod budget;
 pub mod client;
 pub mod config;
 mod conn;
+mod direct;
 mod handle;
 mod histogram;
 pub mod hooks;

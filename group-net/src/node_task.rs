@@ -20,6 +20,7 @@ use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{ConnBudget, ServerBudget};
+use crate::direct::Direct;
 use crate::inbox::{
     Answer, Answerer, ConnWriter, EventFn, Frames, NodeInput, Outgoing, Stats, TickRunner,
 };
@@ -51,6 +52,8 @@ struct Io {
     /// Budgets of connections cut for holding too much whose writers have not yet let go of their
     /// frames: what is about to be freed, so that one excess does not cut several connections.
     dying: Vec<Arc<ConnBudget>>,
+    /// Set for the end of a quiet turn: `hand_over` may write through (see [`WRITE_THROUGH_INPUTS`]).
+    write_through: bool,
 }
 
 /// The byte bounds on what the node queues for connections.
@@ -72,6 +75,13 @@ struct Pending {
 
 /// Inputs one turn of the node task handles at most before it hands the turn's frames to the writers.
 const TURN_INPUTS: usize = 256;
+
+/// A turn that took at most this many inputs writes through to idle plain-TCP connections (see
+/// `direct`); a busier turn hands its frames to the writers, which then gather several turns into one
+/// write. Measured flat out (1,000 members, one sender with 32 in flight): writing through on every turn
+/// cost 17% of the deliveries a second, because each turn's small write replaced the writers' larger
+/// ones. At a fixed rate a turn takes one broadcast, and writing through saved a third of the CPU.
+const WRITE_THROUGH_INPUTS: usize = 1;
 
 /// Cut connections remembered in `Io::dying` at most (beyond it, more may be cut than needed).
 const MAX_DYING: usize = 1024;
@@ -119,6 +129,7 @@ impl NodeTask {
                 stats,
                 limits,
                 dying: Vec::new(),
+                write_through: false,
             },
         }
     }
@@ -327,21 +338,45 @@ impl Io {
         }
     }
 
-    /// Charges a batch taken out of `pending` and queues it for the connection's writer.
+    /// Hands a batch taken out of `pending` to its connection. A plain TCP connection whose writer has
+    /// nothing in flight gets it written through at once (see `direct`); otherwise, or for what the
+    /// socket did not take, it is charged and queued for the writer.
     fn hand_over(&mut self, conn: ConnId, batch: Pending) {
         self.pending_bytes -= batch.bytes;
         let Some(writer) = self.writers.get(&conn) else {
             return;
         };
-        let frames = batch.frames.len() as u64;
+        let count = batch.frames.len() as u64;
+        let mut frames = batch.frames;
+        let mut bytes = batch.bytes;
+        let mut turn = writer.direct.as_ref().map(Direct::turn);
+        let write_through = self.write_through;
+        if let Some(turn) = turn.as_mut().filter(|turn| write_through && turn.idle()) {
+            let written = turn.write(frames.as_slice());
+            bytes -= written;
+            if !frames.consume(written) {
+                self.stats.frames_sent.fetch_add(count, Ordering::Relaxed);
+                return;
+            }
+        }
         let outgoing = Outgoing {
-            frames: batch.frames,
+            frames,
             reliable: batch.reliable,
-            charge: writer.budget.charge(batch.bytes),
+            charge: writer.budget.charge(bytes),
         };
-        match writer.queue.try_send(outgoing) {
+        if let Some(turn) = turn.as_mut() {
+            turn.handed();
+        }
+        let sent = writer.queue.try_send(outgoing);
+        if sent.is_err()
+            && let Some(turn) = turn.as_mut()
+        {
+            turn.unhanded();
+        }
+        drop(turn);
+        match sent {
             Ok(()) => {
-                self.stats.frames_sent.fetch_add(frames, Ordering::Relaxed);
+                self.stats.frames_sent.fetch_add(count, Ordering::Relaxed);
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.cut(conn, "outbound queue full (outboundQueue turns of frames)");
@@ -464,6 +499,7 @@ pub(crate) async fn run(
                 sleep.as_mut().reset(at);
             }
         }
+        let mut taken = 1;
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
@@ -472,11 +508,12 @@ pub(crate) async fn run(
                     task.apply(message);
                     // One turn takes every input that is ready (up to a bound, so timers still run):
                     // their frames reach each connection as one batch.
-                    for _ in 1..TURN_INPUTS {
+                    while taken < TURN_INPUTS {
                         match inbox.try_recv() {
                             Ok(message) => task.apply(message),
                             Err(_) => break,
                         }
+                        taken += 1;
                     }
                 }
                 None => break,
@@ -486,7 +523,9 @@ pub(crate) async fn run(
                 armed = None; // re-arm from the core's next deadline
             }
         }
+        task.io.write_through = taken <= WRITE_THROUGH_INPUTS;
         task.io.flush();
+        task.io.write_through = false;
     }
     task.io.flush();
     for (_, writer) in task.io.writers.drain() {

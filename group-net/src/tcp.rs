@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Connection, Shared};
+use crate::direct::Direct;
 use crate::inbox::{LAST_WORDS_TIMEOUT, TransportKind, WriterEnd};
 use crate::listener::Listeners;
 use crate::tls::Stream;
@@ -41,15 +42,20 @@ async fn serve(
         },
     };
     let _open = shared.stats.opened(TransportKind::Tcp);
-    let Ok((connection, end)) = Connection::open(conn, shared).await else {
-        return;
-    };
     match stream {
         Stream::Plain(tcp) => {
             let (reader, writer) = tcp.into_split();
+            let direct = Direct::new(writer);
+            let writer = direct.writer();
+            let Ok((connection, end)) = Connection::open(conn, shared, Some(direct)).await else {
+                return;
+            };
             run(reader, writer, connection, end).await;
         }
         tls => {
+            let Ok((connection, end)) = Connection::open(conn, shared, None).await else {
+                return;
+            };
             let (reader, writer) = tokio::io::split(tls);
             run(reader, writer, connection, end).await;
         }
@@ -137,6 +143,7 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, end: Writ
         mut queue,
         kill,
         last_words,
+        direct,
     } = end;
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     // The batch's frames count against the budgets until written.
@@ -169,6 +176,9 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, end: Writ
         };
         if written.is_err() {
             break;
+        }
+        if let Some(direct) = &direct {
+            direct.written(charges.len());
         }
     }
     if let Some(notice) = last_words.get() {

@@ -125,7 +125,7 @@ async fn serve(
         Err(_) => return tracing::debug!(conn = conn.0, "WebSocket handshake timed out"),
     };
     let _open = shared.stats.opened(TransportKind::Ws);
-    let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
+    let Ok((mut connection, end)) = Connection::open(conn, shared, None).await else {
         return;
     };
     let kill = end.kill.clone();
@@ -223,6 +223,7 @@ async fn write_messages(
         mut queue,
         kill,
         last_words,
+        direct: _,
     } = end;
     loop {
         let first = tokio::select! {

@@ -147,7 +147,7 @@ async fn serve(
         ..kcp
     };
     let _open = shared.stats.opened(TransportKind::Udp);
-    let Ok((mut connection, end)) = Connection::open(conn, shared).await else {
+    let Ok((mut connection, end)) = Connection::open(conn, shared, None).await else {
         return;
     };
     let kill = end.kill.clone();
@@ -209,6 +209,7 @@ async fn engine(
         mut queue,
         kill,
         last_words,
+        direct: _,
     } = end;
     let start = tokio::time::Instant::now();
     let now_ms = || u32::try_from(start.elapsed().as_millis() % (1 << 32)).unwrap_or(0);

@@ -1,0 +1,240 @@
+//! Write-through for plain TCP: when a connection's writer has nothing in flight, the node task writes
+//! the turn's frames to the socket itself, without a queue entry, a wake-up and a task switch per member.
+//!
+//! Why: at a fixed rate (a broadcast now and then, not a flood) every member's writer was woken once per
+//! broadcast to make one small write; the wake-ups, not the writes, were what the server spent more CPU
+//! on than redis, which writes from its event loop. Under load the writer still does the writing: once
+//! anything is in flight the node queues behind it, and the socket's readiness is the writer's to wait
+//! for.
+//!
+//! Ordering: `in_flight` counts entries handed to the writer and not yet written whole. The node writes
+//! only when it is 0, and holds the lock through its write; the writer takes its entries off the count
+//! only after their bytes are in the kernel. So frames never overtake each other.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// Slices given to one write at most (Linux refuses more than 1024 in one `writev`).
+const MAX_SLICES: usize = 64;
+
+/// A plain TCP connection's sending side, shared by the node task and the connection's writer.
+#[derive(Clone)]
+pub(crate) struct Direct {
+    socket: Arc<OwnedWriteHalf>,
+    in_flight: Arc<Mutex<usize>>,
+}
+
+/// The node's permission to write: held, no writer entry is in flight and none can start.
+pub(crate) struct Turn<'a> {
+    socket: &'a OwnedWriteHalf,
+    in_flight: MutexGuard<'a, usize>,
+}
+
+impl Direct {
+    pub fn new(socket: OwnedWriteHalf) -> Self {
+        Direct {
+            socket: Arc::new(socket),
+            in_flight: Arc::new(Mutex::new(0)),
+        }
+    }
+
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the count. The caller either writes through the returned [`Turn`] (nothing is in flight) or
+    /// hands an entry to the writer and counts it with [`Turn::handed`], before the lock is let go.
+    pub fn turn(&self) -> Turn<'_> {
+        Turn {
+            socket: &self.socket,
+            in_flight: self.count(),
+        }
+    }
+
+    /// The writer wrote `entries` whole.
+    pub fn written(&self, entries: usize) {
+        let mut count = self.count();
+        *count = count.saturating_sub(entries);
+    }
+
+    /// The writer's side of the socket.
+    pub fn writer(&self) -> SharedWriter {
+        SharedWriter(self.socket.clone())
+    }
+}
+
+impl Turn<'_> {
+    /// True when the writer has nothing in flight: the node may write.
+    pub fn idle(&self) -> bool {
+        *self.in_flight == 0
+    }
+
+    /// Counts one entry handed to the writer.
+    pub fn handed(&mut self) {
+        *self.in_flight += 1;
+    }
+
+    /// Takes back an entry that could not be handed over after all.
+    pub fn unhanded(&mut self) {
+        *self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Writes what the socket takes now, without waiting; only when [`Turn::idle`]. Returns how many of
+    /// the frames' bytes went out, from the front. An error (a reset peer) writes nothing here: the
+    /// writer meets it and ends the connection.
+    pub fn write(&mut self, frames: &[Bytes]) -> usize {
+        let mut total = 0;
+        let mut first = 0; // the first frame not yet written whole
+        let mut offset = 0; // bytes of it already written
+        while let Some(rest) = frames.get(first..).filter(|rest| !rest.is_empty()) {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            let mut offered = 0;
+            for (slot, frame) in slices.iter_mut().zip(rest) {
+                let bytes = frame
+                    .get(if count == 0 { offset } else { 0 }..)
+                    .unwrap_or_default();
+                *slot = IoSlice::new(bytes);
+                offered += bytes.len();
+                count += 1;
+            }
+            let Ok(written) = self
+                .socket
+                .as_ref()
+                .try_write_vectored(slices.get(..count).unwrap_or_default())
+            else {
+                break;
+            };
+            total += written;
+            let mut left = written + offset;
+            offset = 0;
+            for frame in rest.iter().take(count) {
+                if left < frame.len() {
+                    offset = left;
+                    break;
+                }
+                left -= frame.len();
+                first += 1;
+            }
+            if written < offered || written == 0 {
+                break; // the socket's buffer is full
+            }
+        }
+        total
+    }
+}
+
+/// The writer's handle on the shared socket: an [`AsyncWrite`] that waits for writability and writes
+/// with the socket's non-blocking calls. Shutting it down does nothing: the connection's FIN goes out
+/// when the last holder (the node's or the writer's) lets go of the socket, after the writer is done.
+pub(crate) struct SharedWriter(Arc<OwnedWriteHalf>);
+
+impl AsyncWrite for SharedWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let socket = self.0.as_ref().as_ref();
+        loop {
+            ready!(socket.poll_write_ready(cx))?;
+            match socket.try_write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let socket = self.0.as_ref().as_ref();
+        loop {
+            ready!(socket.poll_write_ready(cx))?;
+            match socket.try_write_vectored(bufs) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> std::io::Result<(Direct, TcpStream)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_send_buffer_size(4096)?;
+        let (ours, theirs) =
+            tokio::join!(socket.connect(listener.local_addr()?), listener.accept());
+        let (_, write) = ours?.into_split();
+        Ok((Direct::new(write), theirs?.0))
+    }
+
+    fn frames(count: usize, size: usize) -> Vec<Bytes> {
+        (0..count)
+            .map(|n| Bytes::from(vec![u8::try_from(n % 251).unwrap_or(0); size]))
+            .collect()
+    }
+
+    /// The node writes only while nothing is in flight: an entry handed to the writer blocks it until
+    /// the writer reports the entry written.
+    #[tokio::test]
+    async fn the_node_writes_only_when_the_writer_has_nothing_in_flight() -> std::io::Result<()> {
+        let (direct, _peer) = pair().await?;
+        let mut turn = direct.turn();
+        assert!(turn.idle());
+        turn.handed();
+        turn.handed();
+        assert!(!turn.idle());
+        drop(turn);
+        direct.written(1);
+        assert!(!direct.turn().idle());
+        direct.written(1);
+        assert!(direct.turn().idle());
+        Ok(())
+    }
+
+    /// What `write` says it wrote is exactly the frames' first bytes, also when the socket fills in the
+    /// middle of a frame: the caller queues the rest from there.
+    #[tokio::test]
+    async fn a_write_stops_where_the_socket_fills_and_says_where() -> std::io::Result<()> {
+        let (direct, mut peer) = pair().await?;
+        let sent = frames(400, 1001);
+        let all: Vec<u8> = sent.iter().flat_map(|f| f.iter().copied()).collect();
+        let written = direct.turn().write(&sent);
+        assert!(
+            written > 0 && written < all.len(),
+            "{written} of {}",
+            all.len()
+        );
+        let mut received = vec![0u8; written];
+        peer.read_exact(&mut received).await?;
+        assert_eq!(received, all[..written]);
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! Write-through: on a quiet turn the node task writes a plain TCP member's frames itself, and hands its
+//! writer only what the socket did not take, often a frame cut in the middle. What must hold: a member
+//! whose socket fills gets every broadcast whole and in order once it reads, however the bytes were
+//! split between the node's writes and the writer's.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{Transport, bounded, config, start, user};
+use group_core::proto::{
+    CreateRequest, Request, ServerFrame, Status, VER_GROUP, cmd, decode_server_frame,
+    parse_broadcast_push,
+};
+use group_net::ServerBuilder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Frames off `stream` until `wanted` says stop; fails the test on a frame it cannot decode.
+async fn read_until(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut wanted: impl FnMut(ServerFrame) -> bool,
+) {
+    loop {
+        while let Some(frame) = decode_server_frame(buf, 1 << 24).expect("a whole, valid frame") {
+            if wanted(frame) {
+                return;
+            }
+        }
+        let read = stream.read_buf(buf).await.unwrap();
+        assert!(read > 0, "the server closed the slow member's connection");
+    }
+}
+
+/// Each message carries its number and a filler that depends on it, so a frame spliced at the wrong
+/// place shows.
+fn message(n: u32, size: usize) -> Bytes {
+    let mut message = n.to_be_bytes().to_vec();
+    message.extend((0..size - 4).map(|i| ((n as usize + i) % 251) as u8));
+    Bytes::from(message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_socket_fills_gets_every_broadcast_whole_and_in_order() {
+    const ROUNDS: u32 = 3;
+    const PER_ROUND: u32 = 1500;
+    // Not a multiple of anything the kernel's buffers are: the socket fills in the middle of frames.
+    const SIZE: usize = 3001;
+    let mut cfg = config();
+    cfg.limits.max_requests_per_second = 1_000_000;
+    cfg.limits.max_inbound_bytes_per_second = 1 << 30;
+    cfg.limits.max_queued_bytes_per_connection = 32 << 20;
+    cfg.outbound_queue = 4096; // one entry per turn: room for every broadcast
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut sender = user(&server, Transport::Tcp, "sender").await;
+    let params = CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    };
+    let group = bounded("create", sender.create(params)).await.unwrap();
+
+    // The slow member: a raw socket with a small receive buffer that reads nothing while the
+    // broadcasts go out.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(server.tcp_addr().unwrap()).await.unwrap();
+    let mut requests = BytesMut::new();
+    Request::Hello {
+        uid: "slow".into(),
+        token: Bytes::new(),
+    }
+    .encode(&mut requests);
+    Request::Join {
+        group,
+        message: Bytes::new(),
+    }
+    .encode(&mut requests);
+    slow.write_all(&requests).await.unwrap();
+    let mut buf = BytesMut::new();
+    bounded(
+        "the join's answer",
+        read_until(&mut slow, &mut buf, |frame| {
+            (frame.ver, frame.cmd) == (VER_GROUP, cmd::JOIN) && frame.status != Status::Push
+        }),
+    )
+    .await;
+
+    // Rounds: the slow member reads nothing while a round's broadcasts go out (the node writes through
+    // until the socket is full, cutting a frame, and queues the rest behind the writer), then reads them
+    // all (the writer drains, and the next round writes through again).
+    let api = server.handle();
+    let mut next = 0;
+    for round in 1..=ROUNDS {
+        // One broadcast at a time, each answered before the next (the server API's broadcast waits for
+        // the node, a client's does not): every node turn takes one input, the kind that writes through.
+        for n in next..round * PER_ROUND {
+            let broadcast = api.broadcast(
+                group,
+                "sender".into(),
+                VER_GROUP,
+                cmd::BROADCAST,
+                message(n, SIZE),
+                true,
+            );
+            bounded("broadcast", broadcast).await.unwrap();
+        }
+        let every = read_until(&mut slow, &mut buf, |frame| {
+            if (frame.ver, frame.cmd, frame.status) != (VER_GROUP, cmd::BROADCAST, Status::Push) {
+                return false;
+            }
+            let (_, entries) = parse_broadcast_push(&frame.payload).unwrap();
+            for entry in entries {
+                assert_eq!(entry.message, message(next, SIZE), "broadcast {next}");
+                next += 1;
+            }
+            next == round * PER_ROUND
+        });
+        bounded("every broadcast of the round", every).await;
+    }
+    drop(sender);
+}
