@@ -44,8 +44,10 @@ impl Frames {
     pub fn push(&mut self, frame: Bytes) {
         match self {
             Frames::One(first) => {
-                let first = std::mem::take(first);
-                *self = Frames::Many(vec![first, frame]);
+                let mut frames = Vec::with_capacity(8); // grown once per turn, not at 2 and 4
+                frames.push(std::mem::take(first));
+                frames.push(frame);
+                *self = Frames::Many(frames);
             }
             Frames::Many(frames) => frames.push(frame),
         }

@@ -71,6 +71,10 @@ struct Pending {
     frames: Frames,
     reliable: bool,
     bytes: usize,
+    /// What the connection's writer held when the turn's first frame for it came. The writer only
+    /// drains meanwhile, so checking the bound against it errs on the safe side, and the turn's further
+    /// frames need no lookup of the writer.
+    queued: usize,
 }
 
 /// Inputs one turn of the node task handles at most before it hands the turn's frames to the writers.
@@ -311,10 +315,12 @@ impl Io {
                 self.hand_over(conn, batch);
             }
         }
+        let queued = self.writers.get(&conn).map_or(0, |w| w.budget.queued());
         let batch = Pending {
             frames: Frames::One(transmit.frame),
             reliable: transmit.reliable,
             bytes,
+            queued,
         };
         self.pending.insert(conn, batch);
         true
@@ -401,6 +407,21 @@ impl Sink for Io {
     fn transmit(&mut self, transmit: Transmit) -> bool {
         let conn = transmit.conn;
         let bytes = transmit.frame.len();
+        // The usual case when busy: the connection has frames of this turn on the same channel and
+        // room under both bounds. One lookup per frame (a pending entry exists only while its writer
+        // does: cuts and disconnects drop it).
+        let server = &self.limits.server;
+        let server_room = server.used() + self.pending_bytes + bytes <= server.limit();
+        if let Some(batch) = self.pending.get_mut(&conn)
+            && server_room
+            && batch.reliable == transmit.reliable
+            && batch.queued + batch.bytes + bytes <= self.limits.per_connection
+        {
+            batch.frames.push(transmit.frame);
+            batch.bytes += bytes;
+            self.pending_bytes += bytes;
+            return true;
+        }
         let Some(writer) = self.writers.get(&conn) else {
             return false;
         };
