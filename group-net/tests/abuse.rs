@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Transport, bounded, config, connect, next_push, start, user};
+use common::{Transport, bounded, config, connect, next_push, raw_slow_member, start, user};
 use group_core::proto::{CreateRequest, Request, code, decode_server_frame, encode_client_frame};
 use group_net::client::{Client, Push};
 use group_net::{Server, ServerBuilder, ServerConfig};
@@ -165,21 +165,7 @@ async fn a_slow_consumer_is_disconnected_and_counted_while_others_receive_everyt
     let (server, mut sender, mut receiver, group) = group_of_two(cfg).await;
     // A member that does not read: its socket buffers (small, so the test drains them fast later) fill,
     // then its queue of 16 frames.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(server.tcp_addr().unwrap()).await.unwrap();
-    let mut frames = bytes::BytesMut::new();
-    Request::Hello {
-        uid: "slow".into(),
-        token: Bytes::new(),
-    }
-    .encode(&mut frames);
-    Request::Join {
-        group,
-        message: Bytes::new(),
-    }
-    .encode(&mut frames);
-    slow.write_all(&frames).await.unwrap();
+    let mut slow = raw_slow_member(&server, "slow", group).await;
 
     let big = Bytes::from(vec![1u8; 16 * 1024]);
     let mut sent = 0u32;

@@ -13,13 +13,12 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Transport, bounded, config, start, user};
+use common::{Transport, bounded, config, raw_slow_member, start, user};
 use group_core::proto::{
-    CreateRequest, Request, ServerFrame, Status, VER_GROUP, cmd, decode_server_frame,
-    parse_broadcast_push,
+    CreateRequest, ServerFrame, Status, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push,
 };
 use group_net::ServerBuilder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// Frames off `stream` until `wanted` says stop; fails the test on a frame it cannot decode.
@@ -70,21 +69,7 @@ async fn a_member_whose_socket_fills_gets_every_broadcast_whole_and_in_order() {
 
     // The slow member: a raw socket with a small receive buffer that reads nothing while the
     // broadcasts go out.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(server.tcp_addr().unwrap()).await.unwrap();
-    let mut requests = BytesMut::new();
-    Request::Hello {
-        uid: "slow".into(),
-        token: Bytes::new(),
-    }
-    .encode(&mut requests);
-    Request::Join {
-        group,
-        message: Bytes::new(),
-    }
-    .encode(&mut requests);
-    slow.write_all(&requests).await.unwrap();
+    let mut slow = raw_slow_member(&server, "slow", group).await;
     let mut buf = BytesMut::new();
     bounded(
         "the join's answer",

@@ -76,3 +76,30 @@ pub async fn next_push(client: &mut Client) -> Push {
         .await
         .expect("connection closed while waiting for a push")
 }
+
+/// A member on a raw TCP socket with a small receive buffer (4 KiB asked), joined to `group` as `uid`:
+/// a client that reads only when the test says so, whose socket fills fast. Its Join's answer is not
+/// read here.
+pub async fn raw_slow_member(
+    server: &Server,
+    uid: &str,
+    group: group_core::GroupId,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(server.tcp_addr().unwrap()).await.unwrap();
+    let mut frames = bytes::BytesMut::new();
+    group_core::proto::Request::Hello {
+        uid: uid.into(),
+        token: bytes::Bytes::new(),
+    }
+    .encode(&mut frames);
+    group_core::proto::Request::Join {
+        group,
+        message: bytes::Bytes::new(),
+    }
+    .encode(&mut frames);
+    slow.write_all(&frames).await.unwrap();
+    slow
+}
