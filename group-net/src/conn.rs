@@ -43,6 +43,13 @@ pub(crate) struct Shared {
     pub exposed: crate::config::ExposedCommands,
 }
 
+/// Frames other than Hello a connection may send before its Hello is answered. A client says Hello
+/// first; one that sends more is probing or flooding. Without this bound, `maxRequestsPerSecond` let a connection that
+/// never said Hello send two seconds' worth of frames (2,000 at the default) before it was cut: 20
+/// WebSocket connections pinging flat out made the server answer 20,000 pings in a burst (the hostile
+/// suite's WebSocket phase).
+pub(crate) const MAX_FRAMES_BEFORE_HELLO: u32 = 16;
+
 /// The node task is gone (the server stopped): the connection ends.
 #[derive(Debug)]
 pub(crate) struct Stopped;
@@ -55,6 +62,9 @@ pub(crate) struct Connection {
     session: Option<(Uid, Sid)>,
     /// True once the connection must read no further (Fin, failed Hello).
     finished: bool,
+    /// Frames other than Hello (requests and transport control frames) received before a session: at
+    /// most [`MAX_FRAMES_BEFORE_HELLO`].
+    before_hello: u32,
     rate: RequestRate,
     bytes: ByteRate,
     /// Inbound bytes this connection may have on their way to the node (`Shared::inbound_share`): beyond
@@ -99,6 +109,7 @@ impl Connection {
                     conn,
                     session: None,
                     finished: false,
+                    before_hello: 0,
                     rate: RequestRate::new(
                         shared.max_requests_per_second,
                         tokio::time::Instant::now(),
@@ -221,6 +232,9 @@ impl Connection {
     /// Counts a transport control frame (a WebSocket ping) against `maxRequestsPerSecond`: it costs the
     /// server an answer like any request. Over the rate it is ignored; far over, the connection closes.
     pub async fn control_frame(&mut self) -> Result<(), Stopped> {
+        if !self.within_frames_before_hello().await? {
+            return Ok(());
+        }
         if self.rate.check(tokio::time::Instant::now()) == Verdict::Cut {
             self.cut_for_rate().await?;
         }
@@ -288,8 +302,41 @@ impl Connection {
         })
     }
 
+    /// Counts a frame other than Hello received before the session exists. `Ok(false)`: one too many;
+    /// the connection is closing with closing notice 3 NOT_GREETED.
+    async fn within_frames_before_hello(&mut self) -> Result<bool, Stopped> {
+        if self.session.is_some() {
+            return Ok(true);
+        }
+        self.before_hello += 1;
+        if self.before_hello <= MAX_FRAMES_BEFORE_HELLO {
+            return Ok(true);
+        }
+        static CUT: Throttle = Throttle::new();
+        if let Some(more) = CUT.allow() {
+            tracing::info!(
+                conn = self.conn.0,
+                "closing a connection that sent {MAX_FRAMES_BEFORE_HELLO} frames without a Hello (and {more} more since the last line)"
+            );
+        }
+        self.finished = true;
+        let input = Input::Call(Call::RefuseAndClose {
+            conn: self.conn,
+            ver: VER_CONTROL,
+            cmd: cmd::CLOSING,
+            code: code::NOT_GREETED,
+            message: format!("{MAX_FRAMES_BEFORE_HELLO} frames without a Hello"),
+        });
+        self.send(input).await?;
+        Ok(false)
+    }
+
     /// Handles one whole frame from the client.
     pub async fn dispatch(&mut self, frame: ClientFrame) -> Result<(), Stopped> {
+        let hello = (frame.ver, frame.cmd) == (VER_CONTROL, cmd::HELLO);
+        if !hello && !self.within_frames_before_hello().await? {
+            return Ok(());
+        }
         if !self.within_rate(frame.ver, frame.cmd).await? {
             return Ok(());
         }

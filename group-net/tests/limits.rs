@@ -229,3 +229,68 @@ async fn bytes_beyond_the_inbound_rate_are_read_more_slowly_not_refused() {
         "160 KiB at 64 KiB/s after a 64 KiB burst took only {took:?}"
     );
 }
+
+/// A client says Hello first. Before it, a connection may send 16 other frames (each refused with 3
+/// NOT_GREETED, and it may still say Hello); the 17th closes it with closing notice 3.
+#[tokio::test]
+async fn frames_before_hello_are_bounded() {
+    let server = start(ServerBuilder::new(config())).await;
+    let addr = server.tcp_addr().unwrap();
+
+    let mut patient = TcpStream::connect(addr).await.unwrap();
+    patient.write_all(&pings(16, 4)).await.unwrap();
+    for frame in read_frames(&mut patient, 16).await {
+        let refused = parse_error_payload(&frame.payload).unwrap();
+        assert_eq!(
+            (frame.status, refused.code),
+            (Status::Bad, code::NOT_GREETED)
+        );
+    }
+    let mut hello = BytesMut::new();
+    Request::Hello {
+        uid: "patient".into(),
+        token: Bytes::new(),
+    }
+    .encode(&mut hello);
+    patient.write_all(&hello).await.unwrap();
+    assert_eq!(read_frames(&mut patient, 1).await[0].status, Status::Ok);
+
+    let mut eager = TcpStream::connect(addr).await.unwrap();
+    eager.write_all(&pings(17, 4)).await.unwrap();
+    let frames = read_to_close(&mut eager).await;
+    assert_eq!(frames.len(), 17, "16 refusals and the closing notice");
+    let last = frames.last().unwrap();
+    assert_eq!((last.ver, last.cmd), (0, cmd::CLOSING));
+    assert_eq!(
+        parse_error_payload(&last.payload).unwrap().code,
+        code::NOT_GREETED
+    );
+}
+
+/// WebSocket pings count as frames before Hello too: 17 of them close the connection, far below
+/// `maxRequestsPerSecond` (1000 by default), which alone would let two thousand through.
+#[tokio::test]
+async fn websocket_pings_before_hello_are_bounded() {
+    let mut cfg = config();
+    cfg.limits.hello_timeout = Duration::from_secs(600); // only the bound can close it in time
+    let server = start(ServerBuilder::new(cfg)).await;
+    let ws = server.ws_addr().unwrap();
+    let mut stream = TcpStream::connect(ws).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {ws}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = [0u8; 512];
+    let read = bounded("the upgrade", stream.read(&mut response))
+        .await
+        .unwrap();
+    assert!(response[..read].starts_with(b"HTTP/1.1 101"), "upgraded");
+    // Masked pings with an empty payload.
+    let pings = [0x89u8, 0x80, 1, 2, 3, 4].repeat(17);
+    stream.write_all(&pings).await.unwrap();
+    let mut rest = Vec::new();
+    bounded("the close", stream.read_to_end(&mut rest))
+        .await
+        .unwrap();
+}
