@@ -218,13 +218,19 @@ impl Connection {
                 "closing a connection that kept exceeding limits.maxRequestsPerSecond (and {more} more since the last line)"
             );
         }
+        let why = "too many requests for too long: over limits.maxRequestsPerSecond";
+        self.close_with_notice(code::RATE_LIMITED, why.into()).await
+    }
+
+    /// Reads no further and has the node send closing notice `code` and close the connection.
+    async fn close_with_notice(&mut self, code: u16, message: String) -> Result<(), Stopped> {
         self.finished = true;
         let input = Input::Call(Call::RefuseAndClose {
             conn: self.conn,
             ver: VER_CONTROL,
             cmd: cmd::CLOSING,
-            code: code::RATE_LIMITED,
-            message: "too many requests for too long: over limits.maxRequestsPerSecond".into(),
+            code,
+            message,
         });
         self.send(input).await
     }
@@ -319,15 +325,8 @@ impl Connection {
                 "closing a connection that sent {MAX_FRAMES_BEFORE_HELLO} frames without a Hello (and {more} more since the last line)"
             );
         }
-        self.finished = true;
-        let input = Input::Call(Call::RefuseAndClose {
-            conn: self.conn,
-            ver: VER_CONTROL,
-            cmd: cmd::CLOSING,
-            code: code::NOT_GREETED,
-            message: format!("{MAX_FRAMES_BEFORE_HELLO} frames without a Hello"),
-        });
-        self.send(input).await?;
+        let why = format!("{MAX_FRAMES_BEFORE_HELLO} frames without a Hello");
+        self.close_with_notice(code::NOT_GREETED, why).await?;
         Ok(false)
     }
 

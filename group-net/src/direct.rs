@@ -7,13 +7,15 @@
 //! anything is in flight the node queues behind it, and the socket's readiness is the writer's to wait
 //! for.
 //!
-//! Ordering: `in_flight` counts entries handed to the writer and not yet written whole. The node writes
-//! only when it is 0, and holds the lock through its write; the writer takes its entries off the count
-//! only after their bytes are in the kernel. So frames never overtake each other.
+//! Ordering: `in_flight` counts entries handed to the writer and not yet written whole. Only the node
+//! task adds to it, and the writer takes its entries off only after their bytes are in the kernel. So
+//! when the node reads 0, everything it handed over is written and the writer has nothing to write
+//! until the node hands it more: the node may write, and frames never overtake each other.
 
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -27,68 +29,47 @@ const MAX_SLICES: usize = 64;
 #[derive(Clone)]
 pub(crate) struct Direct {
     socket: Arc<OwnedWriteHalf>,
-    in_flight: Arc<Mutex<usize>>,
-}
-
-/// The node's permission to write: held, no writer entry is in flight and none can start.
-pub(crate) struct Turn<'a> {
-    socket: &'a OwnedWriteHalf,
-    in_flight: MutexGuard<'a, usize>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Direct {
     pub fn new(socket: OwnedWriteHalf) -> Self {
         Direct {
             socket: Arc::new(socket),
-            in_flight: Arc::new(Mutex::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    fn count(&self) -> MutexGuard<'_, usize> {
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    /// The node's side: true when the writer has nothing in flight, so the node may write.
+    pub fn idle(&self) -> bool {
+        // Acquire: the writer's write happened before its decrement to 0.
+        self.in_flight.load(Ordering::Acquire) == 0
     }
 
-    /// Locks the count. The caller either writes through the returned [`Turn`] (nothing is in flight) or
-    /// hands an entry to the writer and counts it with [`Turn::handed`], before the lock is let go.
-    pub fn turn(&self) -> Turn<'_> {
-        Turn {
-            socket: &self.socket,
-            in_flight: self.count(),
-        }
+    /// The node's side: counts one entry handed to the writer (before it is sent to the queue).
+    pub fn handed(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The writer wrote `entries` whole.
+    /// The node's side: takes back an entry that could not be handed over after all.
+    pub fn unhanded(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The writer's side: it wrote `entries` whole.
     pub fn written(&self, entries: usize) {
-        let mut count = self.count();
-        *count = count.saturating_sub(entries);
+        self.in_flight.fetch_sub(entries, Ordering::Release);
     }
 
     /// The writer's side of the socket.
     pub fn writer(&self) -> SharedWriter {
         SharedWriter(self.socket.clone())
     }
-}
 
-impl Turn<'_> {
-    /// True when the writer has nothing in flight: the node may write.
-    pub fn idle(&self) -> bool {
-        *self.in_flight == 0
-    }
-
-    /// Counts one entry handed to the writer.
-    pub fn handed(&mut self) {
-        *self.in_flight += 1;
-    }
-
-    /// Takes back an entry that could not be handed over after all.
-    pub fn unhanded(&mut self) {
-        *self.in_flight = self.in_flight.saturating_sub(1);
-    }
-
-    /// Writes what the socket takes now, without waiting; only when [`Turn::idle`]. Returns how many of
+    /// The node's side: writes what the socket takes now, without waiting; only when [`Direct::idle`]. Returns how many of
     /// the frames' bytes went out, from the front. An error (a reset peer) writes nothing here: the
     /// writer meets it and ends the connection.
-    pub fn write(&mut self, frames: &[Bytes]) -> usize {
+    pub fn write(&self, frames: &[Bytes]) -> usize {
         let mut total = 0;
         let mut first = 0; // the first frame not yet written whole
         let mut offset = 0; // bytes of it already written
@@ -135,20 +116,31 @@ impl Turn<'_> {
 /// when the last holder (the node's or the writer's) lets go of the socket, after the writer is done.
 pub(crate) struct SharedWriter(Arc<OwnedWriteHalf>);
 
+impl SharedWriter {
+    /// Waits until the socket is writable and makes one non-blocking `write` of it.
+    fn poll_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&tokio::net::TcpStream) -> std::io::Result<usize>,
+    ) -> Poll<std::io::Result<usize>> {
+        let socket = self.0.as_ref().as_ref();
+        loop {
+            ready!(socket.poll_write_ready(cx))?;
+            match write(socket) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
 impl AsyncWrite for SharedWriter {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let socket = self.0.as_ref().as_ref();
-        loop {
-            ready!(socket.poll_write_ready(cx))?;
-            match socket.try_write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        self.poll_with(cx, |socket| socket.try_write(buf))
     }
 
     fn poll_write_vectored(
@@ -156,14 +148,7 @@ impl AsyncWrite for SharedWriter {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let socket = self.0.as_ref().as_ref();
-        loop {
-            ready!(socket.poll_write_ready(cx))?;
-            match socket.try_write_vectored(bufs) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        self.poll_with(cx, |socket| socket.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -206,16 +191,16 @@ mod tests {
     #[tokio::test]
     async fn the_node_writes_only_when_the_writer_has_nothing_in_flight() -> std::io::Result<()> {
         let (direct, _peer) = pair().await?;
-        let mut turn = direct.turn();
-        assert!(turn.idle());
-        turn.handed();
-        turn.handed();
-        assert!(!turn.idle());
-        drop(turn);
+        assert!(direct.idle());
+        direct.handed();
+        direct.handed();
+        direct.handed();
+        direct.unhanded();
+        assert!(!direct.idle());
         direct.written(1);
-        assert!(!direct.turn().idle());
+        assert!(!direct.idle());
         direct.written(1);
-        assert!(direct.turn().idle());
+        assert!(direct.idle());
         Ok(())
     }
 
@@ -226,7 +211,7 @@ mod tests {
         let (direct, mut peer) = pair().await?;
         let sent = frames(400, 1001);
         let all: Vec<u8> = sent.iter().flat_map(|f| f.iter().copied()).collect();
-        let written = direct.turn().write(&sent);
+        let written = direct.write(&sent);
         assert!(
             written > 0 && written < all.len(),
             "{written} of {}",

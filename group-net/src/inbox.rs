@@ -214,8 +214,10 @@ pub struct Stats {
     pub mesh_dropped: AtomicU64,
     /// Connections open now, by transport: TCP, WebSocket, UDP.
     pub open: [AtomicU64; 3],
-    /// Frames handed to connections' writers (responses and pushes).
+    /// Frames sent to connections (responses and pushes): handed to their writers or written through.
     pub frames_sent: AtomicU64,
+    /// Of those, frames the node task wrote to plain TCP sockets itself, whole (see `direct`).
+    pub frames_written_through: AtomicU64,
     /// Broadcast requests received from clients.
     pub broadcasts: AtomicU64,
     /// Ticks skipped because the group's previous tick callback was still running.

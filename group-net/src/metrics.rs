@@ -144,7 +144,7 @@ async fn render(source: &MetricsSource) -> String {
             ("{transport=\"udp\"}", load(udp)),
         ],
     );
-    let counters: [(&str, &str, f64); 8] = [
+    let counters: [(&str, &str, f64); 9] = [
         (
             "group_connections_accepted_total",
             "Connections and UDP sessions accepted.",
@@ -172,8 +172,13 @@ async fn render(source: &MetricsSource) -> String {
         ),
         (
             "group_frames_sent_total",
-            "Frames handed to connections' writers (responses and pushes).",
+            "Frames sent to connections (responses and pushes).",
             load(&stats.frames_sent),
+        ),
+        (
+            "group_frames_written_through_total",
+            "Of those, frames the node task wrote to plain TCP sockets itself on a quiet turn.",
+            load(&stats.frames_written_through),
         ),
         (
             "group_broadcasts_received_total",

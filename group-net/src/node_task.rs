@@ -20,7 +20,6 @@ use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{ConnBudget, ServerBudget};
-use crate::direct::Direct;
 use crate::inbox::{
     Answer, Answerer, ConnWriter, EventFn, Frames, NodeInput, Outgoing, Stats, TickRunner,
 };
@@ -355,12 +354,15 @@ impl Io {
         let count = batch.frames.len() as u64;
         let mut frames = batch.frames;
         let mut bytes = batch.bytes;
-        let mut turn = writer.direct.as_ref().map(Direct::turn);
-        let write_through = self.write_through;
-        if let Some(turn) = turn.as_mut().filter(|turn| write_through && turn.idle()) {
-            let written = turn.write(frames.as_slice());
+        let direct = writer.direct.as_ref();
+        if let Some(direct) = direct.filter(|direct| self.write_through && direct.idle()) {
+            let written = direct.write(frames.as_slice());
             bytes -= written;
-            if !frames.consume(written) {
+            let left = frames.consume(written);
+            let unwritten = if left { frames.len() as u64 } else { 0 };
+            let through = &self.stats.frames_written_through;
+            through.fetch_add(count - unwritten, Ordering::Relaxed);
+            if !left {
                 self.stats.frames_sent.fetch_add(count, Ordering::Relaxed);
                 return;
             }
@@ -370,16 +372,14 @@ impl Io {
             reliable: batch.reliable,
             charge: writer.budget.charge(bytes),
         };
-        if let Some(turn) = turn.as_mut() {
-            turn.handed();
+        // Counted before the writer can see it: it takes the entry off the count once written.
+        if let Some(direct) = direct {
+            direct.handed();
         }
         let sent = writer.queue.try_send(outgoing);
-        if sent.is_err()
-            && let Some(turn) = turn.as_mut()
-        {
-            turn.unhanded();
+        if let (Err(_), Some(direct)) = (&sent, direct) {
+            direct.unhanded();
         }
-        drop(turn);
         match sent {
             Ok(()) => {
                 self.stats.frames_sent.fetch_add(count, Ordering::Relaxed);

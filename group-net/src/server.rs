@@ -547,6 +547,12 @@ impl Server {
         self.stats.slow_consumers.load(Ordering::Relaxed)
     }
 
+    /// Frames the node task wrote to plain TCP sockets itself, on quiet turns, instead of handing them
+    /// to the connections' writers.
+    pub fn frames_written_through(&self) -> u64 {
+        self.stats.frames_written_through.load(Ordering::Relaxed)
+    }
+
     /// Ticks skipped because the group's previous tick callback was still running.
     pub fn ticks_skipped(&self) -> u64 {
         self.stats.ticks_skipped.load(Ordering::Relaxed)

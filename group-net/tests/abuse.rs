@@ -13,7 +13,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Transport, bounded, config, connect, next_push, raw_slow_member, start, user};
+use common::{
+    Transport, bounded, config, connect, kept_group, next_push, raw_slow_member, start, user,
+};
 use group_core::proto::{CreateRequest, Request, code, decode_server_frame, encode_client_frame};
 use group_net::client::{Client, Push};
 use group_net::{Server, ServerBuilder, ServerConfig};
@@ -25,12 +27,7 @@ async fn group_of_two(config: ServerConfig) -> (Server, Client, Client, group_co
     let server = start(ServerBuilder::new(config)).await;
     let mut sender = user(&server, Transport::Tcp, "sender").await;
     let mut receiver = user(&server, Transport::Ws, "receiver").await;
-    let params = CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    };
+    let params = kept_group();
     let group = bounded("create", sender.create(params)).await.unwrap();
     bounded("join", receiver.join(group, b"")).await.unwrap();
     (server, sender, receiver, group)

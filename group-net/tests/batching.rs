@@ -8,8 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use common::{Transport, bounded, config, next_push, start, user};
-use group_core::proto::CreateRequest;
+use common::{Transport, bounded, config, kept_group, next_push, start, user};
 use group_net::ServerBuilder;
 use group_net::client::Push;
 
@@ -25,12 +24,7 @@ async fn pipelined_broadcasts_from_several_senders_arrive_whole_and_in_order() {
     for i in 0..12 {
         members.push(user(&server, transports[i % 3], &format!("m{i}")).await);
     }
-    let params = CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    };
+    let params = kept_group();
     let group = bounded("create", members[0].create(params)).await.unwrap();
     for member in &mut members[1..] {
         bounded("join", member.join(group, b"")).await.unwrap();

@@ -15,10 +15,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{Transport, bounded, config, start, user};
+use common::{Transport, bounded, config, kept_group, start, user};
 use group_core::proto::{
-    CreateRequest, Request, ServerFrame, Status, cmd, code, decode_server_frame,
-    parse_error_payload,
+    Request, ServerFrame, Status, cmd, code, decode_server_frame, parse_error_payload,
 };
 use group_net::ServerBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -196,12 +195,7 @@ async fn requests_over_the_rate_are_refused_and_a_flood_is_closed() {
 
     // A well-behaved user is unaffected, and can still create.
     let mut calm = user(&server, Transport::Tcp, "calm").await;
-    let params = CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    };
+    let params = kept_group();
     bounded("create", calm.create(params)).await.unwrap();
 }
 

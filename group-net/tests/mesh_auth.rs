@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::bounded;
+use common::{bounded, kept_group};
 use group_net::{ServerBuilder, ServerConfig, StartError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,12 +93,7 @@ async fn nodes_sharing_the_secret_link_and_a_node_with_another_neither_links_nor
     // A mesh link carries the digests and states of groups; a group created on a and joined from b
     // needs one. From c, the join's request never gets through.
     let mut on_a = common::user(&a, common::Transport::Tcp, "on-a").await;
-    let params = group_core::proto::CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    };
+    let params = kept_group();
     let group = bounded("create", on_a.create(params)).await.unwrap();
     let mut on_b = common::user(&b, common::Transport::Tcp, "on-b").await;
     bounded("join from b", async {

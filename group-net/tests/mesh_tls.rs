@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Transport, bounded, user};
+use common::{Transport, bounded, kept_group, user};
 use group_core::proto::CreateRequest;
 use group_net::config::MeshTlsConfig;
 use group_net::{ServerBuilder, ServerConfig};
@@ -81,12 +81,7 @@ fn node_config(tls: Option<MeshTlsConfig>, seed: Option<std::net::SocketAddrV4>)
 }
 
 fn params() -> CreateRequest {
-    CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    }
+    kept_group()
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Transport, bounded, config, next_push, start, user};
+use common::{Transport, bounded, config, kept_group, next_push, start, user};
 use group_core::proto::CreateRequest;
 use group_net::client::Push;
 use group_net::{Command as Hooked, ServerBuilder, ServerConfig};
@@ -101,12 +101,7 @@ async fn a_real_prometheus_scrapes_the_series() {
     let metrics = server.metrics_addr().unwrap();
     let mut tcp = user(&server, Transport::Tcp, "on-tcp").await;
     let mut ws = user(&server, Transport::Ws, "on-ws").await;
-    let params = CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    };
+    let params = kept_group();
     let group = bounded("create", tcp.create(params)).await.unwrap();
     bounded("join", ws.join(group, b"hi")).await.unwrap();
     for _ in 0..3 {
@@ -214,12 +209,7 @@ async fn remote_joins_and_mesh_peers_are_counted() {
     .await;
     let mut alice = user(&owner, Transport::Tcp, "alice").await;
     let mut bob = user(&other, Transport::Tcp, "bob").await;
-    let params = CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    };
+    let params = kept_group();
     bounded("the nodes link", async {
         loop {
             let group = alice.create(params).await.unwrap();

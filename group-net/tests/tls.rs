@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, config, next_push, start};
-use group_core::proto::CreateRequest;
+use common::{bounded, config, kept_group, next_push, start};
 use group_net::client::{Client, ClientOptions, ClientTls, Push};
 use group_net::{ServerBuilder, ServerConfig};
 
@@ -82,12 +81,7 @@ async fn a_tls_client_and_a_wss_client_share_a_group() {
     .unwrap();
     bounded("hello", ws.hello("over-wss", "")).await.unwrap();
 
-    let params = CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    };
+    let params = kept_group();
     let group = bounded("create", tcp.create(params)).await.unwrap();
     bounded("join", ws.join(group, b"here")).await.unwrap();
     let Push::Joined { uid, .. } = next_push(&mut tcp).await else {

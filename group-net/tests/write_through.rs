@@ -13,9 +13,9 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Transport, bounded, config, raw_slow_member, start, user};
+use common::{Transport, bounded, config, kept_group, raw_slow_member, start, user};
 use group_core::proto::{
-    CreateRequest, ServerFrame, Status, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push,
+    ServerFrame, Status, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push,
 };
 use group_net::ServerBuilder;
 use tokio::io::AsyncReadExt;
@@ -59,12 +59,7 @@ async fn a_member_whose_socket_fills_gets_every_broadcast_whole_and_in_order() {
     cfg.outbound_queue = 4096; // one entry per turn: room for every broadcast
     let server = start(ServerBuilder::new(cfg)).await;
     let mut sender = user(&server, Transport::Tcp, "sender").await;
-    let params = CreateRequest {
-        allow_empty: true,
-        join: true,
-        ttl_s: 60,
-        interval_ms: 0,
-    };
+    let params = kept_group();
     let group = bounded("create", sender.create(params)).await.unwrap();
 
     // The slow member: a raw socket with a small receive buffer that reads nothing while the
@@ -111,5 +106,10 @@ async fn a_member_whose_socket_fills_gets_every_broadcast_whole_and_in_order() {
         });
         bounded("every broadcast of the round", every).await;
     }
+    // The rounds did take the path under test: every round starts with the writer idle.
+    assert!(
+        server.frames_written_through() > 0,
+        "no frame was written through"
+    );
     drop(sender);
 }

@@ -103,3 +103,13 @@ pub async fn raw_slow_member(
     slow.write_all(&frames).await.unwrap();
     slow
 }
+
+/// What most tests create: a group kept while empty, its creator joined, a minute's TTL, no merging.
+pub fn kept_group() -> group_core::proto::CreateRequest {
+    group_core::proto::CreateRequest {
+        allow_empty: true,
+        join: true,
+        ttl_s: 60,
+        interval_ms: 0,
+    }
+}

@@ -273,6 +273,25 @@ struct Run {
     counters: Arc<Counters>,
 }
 
+impl Run {
+    /// Opens the sending window now; it closes `args.duration` seconds later.
+    fn begin(args: Arc<Args>, senders: usize) -> Arc<Run> {
+        let start = Instant::now();
+        Arc::new(Run {
+            until: start + Duration::from_secs(args.duration),
+            args,
+            senders,
+            start,
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// Receivers keep reading this long after the window closes, for what is still in flight.
+    fn drain_until(&self) -> Instant {
+        self.until + Duration::from_secs(2)
+    }
+}
+
 /// One group of the run: its ID and its flat-out window.
 struct GroupPlan {
     id: GroupId,
@@ -644,10 +663,9 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     );
 
     // Run.
-    let start = Instant::now();
-    let until = start + Duration::from_secs(args.duration);
-    let drain_until = until + Duration::from_secs(2);
-    let counters = Arc::new(Counters::default());
+    let run = Run::begin(args.clone(), senders);
+    let (start, until, drain_until) = (run.start, run.until, run.drain_until());
+    let counters = run.counters.clone();
     let plans: Vec<Arc<GroupPlan>> = ids
         .iter()
         .map(|&id| {
@@ -657,13 +675,6 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
             })
         })
         .collect();
-    let run = Arc::new(Run {
-        args: args.clone(),
-        senders,
-        start,
-        until,
-        counters: counters.clone(),
-    });
     let mut receivers = JoinSet::new();
     let mut senders_set = JoinSet::new();
     // Halves that do not send are kept until the end: dropping a TCP write half shuts the socket down.

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::task::JoinSet;
 
 use crate::peers::{Peer, Publisher, Subscriber};
-use crate::{Ack, Args, Counters, Run, Watch, message, pacing, record, wait_turn};
+use crate::{Ack, Args, Run, Watch, message, pacing, record, wait_turn};
 
 fn channel(group: usize) -> String {
     format!("bench-g{group}")
@@ -56,18 +56,10 @@ pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> 
         args.duration
     );
 
-    let start = Instant::now();
-    let until = start + Duration::from_secs(args.duration);
-    let drain_until = until + Duration::from_secs(2);
-    let counters = Arc::new(Counters::default());
+    let run = Run::begin(args.clone(), senders);
+    let (start, until, drain_until) = (run.start, run.until, run.drain_until());
+    let counters = run.counters.clone();
     let acks: Vec<Arc<Ack>> = (0..groups).map(|_| Ack::new()).collect();
-    let run = Arc::new(Run {
-        args: args.clone(),
-        senders,
-        start,
-        until,
-        counters: counters.clone(),
-    });
     let cpu = crate::CpuWindow::start(args.server_pid);
     let mut receivers = JoinSet::new();
     let mut publishers = JoinSet::new();
