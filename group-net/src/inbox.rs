@@ -218,6 +218,10 @@ pub struct Stats {
     pub frames_sent: AtomicU64,
     /// Of those, frames the node task wrote to plain TCP sockets itself, whole (see `direct`).
     pub frames_written_through: AtomicU64,
+    /// Nanoseconds the node task spent handling inputs and handing their frames over (not waiting).
+    /// Its rate is the share of one core the node task uses: every group's fan-out on this node goes
+    /// through that one task, so at 1.0 the node has reached its dispatch limit.
+    pub node_busy_nanos: AtomicU64,
     /// Broadcast requests received from clients.
     pub broadcasts: AtomicU64,
     /// Ticks skipped because the group's previous tick callback was still running.

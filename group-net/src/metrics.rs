@@ -144,7 +144,7 @@ async fn render(source: &MetricsSource) -> String {
             ("{transport=\"udp\"}", load(udp)),
         ],
     );
-    let counters: [(&str, &str, f64); 9] = [
+    let counters: [(&str, &str, f64); 10] = [
         (
             "group_connections_accepted_total",
             "Connections and UDP sessions accepted.",
@@ -179,6 +179,11 @@ async fn render(source: &MetricsSource) -> String {
             "group_frames_written_through_total",
             "Of those, frames the node task wrote to plain TCP sockets itself on a quiet turn.",
             load(&stats.frames_written_through),
+        ),
+        (
+            "group_node_busy_seconds_total",
+            "Time the node task spent handling inputs and handing frames over; its rate is the share of one core it uses (its limit is 1).",
+            load(&stats.node_busy_nanos) / 1e9,
         ),
         (
             "group_broadcasts_received_total",

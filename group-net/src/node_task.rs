@@ -520,26 +520,32 @@ pub(crate) async fn run(
                 sleep.as_mut().reset(at);
             }
         }
-        let mut taken = 1;
-        tokio::select! {
+        let woke = tokio::select! {
             biased;
             () = stop.cancelled() => break,
             message = inbox.recv() => match message {
-                Some(message) => {
-                    task.apply(message);
-                    // One turn takes every input that is ready (up to a bound, so timers still run):
-                    // their frames reach each connection as one batch.
-                    while taken < TURN_INPUTS {
-                        match inbox.try_recv() {
-                            Ok(message) => task.apply(message),
-                            Err(_) => break,
-                        }
-                        taken += 1;
-                    }
-                }
+                Some(message) => Some(message),
                 None => break,
             },
-            () = &mut sleep, if armed.is_some() => {
+            () = &mut sleep, if armed.is_some() => None,
+        };
+        // Busy from here to the end of the flush: what the node task's share of one core is made of.
+        let began = std::time::Instant::now();
+        let mut taken = 1;
+        match woke {
+            Some(message) => {
+                task.apply(message);
+                // One turn takes every input that is ready (up to a bound, so timers still run): their
+                // frames reach each connection as one batch.
+                while taken < TURN_INPUTS {
+                    match inbox.try_recv() {
+                        Ok(message) => task.apply(message),
+                        Err(_) => break,
+                    }
+                    taken += 1;
+                }
+            }
+            None => {
                 let _done = task.handle(Input::Timeout);
                 armed = None; // re-arm from the core's next deadline
             }
@@ -547,6 +553,11 @@ pub(crate) async fn run(
         task.io.write_through = taken <= WRITE_THROUGH_INPUTS;
         task.io.flush();
         task.io.write_through = false;
+        let busy = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        task.io
+            .stats
+            .node_busy_nanos
+            .fetch_add(busy, Ordering::Relaxed);
     }
     task.io.flush();
     for (_, writer) in task.io.writers.drain() {

@@ -553,6 +553,13 @@ impl Server {
         self.stats.frames_written_through.load(Ordering::Relaxed)
     }
 
+    /// Time the node task spent handling inputs and handing their frames over, since start. Every
+    /// group's fan-out on a node goes through that one task: sampled twice, the difference over the
+    /// wall time between is the share of one core it used, and near 1.0 the node is at its limit.
+    pub fn node_busy(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.stats.node_busy_nanos.load(Ordering::Relaxed))
+    }
+
     /// Ticks skipped because the group's previous tick callback was still running.
     pub fn ticks_skipped(&self) -> u64 {
         self.stats.ticks_skipped.load(Ordering::Relaxed)

@@ -20,7 +20,7 @@ use crate::tls::Stream;
 
 /// Initial read buffer: small, so idle connections stay cheap; it grows to fit a frame being read.
 const INITIAL_READ_BUFFER: usize = 1024;
-/// Frames written with one vectored write at most.
+/// Frames gathered from the queue before a write, and given to one vectored write, at most.
 const MAX_BATCH: usize = 64;
 
 /// Accepts TCP connections until `stop` fires.
@@ -199,8 +199,19 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
     batch: &mut VecDeque<Bytes>,
 ) -> std::io::Result<()> {
     while !batch.is_empty() {
-        let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
-        let mut written = writer.write_vectored(&slices).await?;
+        // The slices live on the stack for one poll: no allocation per write, and the writer's future
+        // does not carry them between polls.
+        let mut written = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(batch.iter()) {
+                *slot = IoSlice::new(frame);
+                count += 1;
+            }
+            let slices = slices.get(..count).unwrap_or_default();
+            std::pin::Pin::new(&mut *writer).poll_write_vectored(cx, slices)
+        })
+        .await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

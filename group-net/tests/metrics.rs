@@ -92,8 +92,18 @@ fn start_prometheus(target: SocketAddr) -> (Prometheus, SocketAddr) {
     (Prometheus(child), web)
 }
 
+/// The value of the sample `name` (no labels) in a `/metrics` body.
+fn sample(body: &str, name: &str) -> f64 {
+    let line = body
+        .lines()
+        .find(|line| line.starts_with(&format!("{name} ")));
+    let value = line.and_then(|line| line.split(' ').nth(1));
+    value.and_then(|v| v.parse().ok()).expect(name)
+}
+
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_series() {
+    let started = std::time::Instant::now();
     let builder = ServerBuilder::new(with_metrics())
         .before(Hooked::Join, |_| async { Ok(()) })
         .after(Hooked::Create, |_| async {});
@@ -163,6 +173,11 @@ async fn a_real_prometheus_scrapes_the_series() {
     ] {
         assert!(body.contains(line), "{line} in:\n{body}");
     }
+    // The node task was busy for the commands above, and for less than the test has run.
+    let busy = sample(&body, "group_node_busy_seconds_total");
+    assert!(busy > 0.0, "group_node_busy_seconds_total {busy}");
+    assert!(busy <= started.elapsed().as_secs_f64(), "busy {busy} s");
+    assert!(busy <= server.node_busy().as_secs_f64(), "it only grows");
     assert_eq!(get(metrics, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(get(metrics, "/readyz").await.0, 200);
     assert_eq!(get(metrics, "/nothing").await.0, 404);
