@@ -53,6 +53,9 @@ struct Io {
     dying: Vec<Arc<ConnBudget>>,
     /// Set for the end of a quiet turn: `hand_over` may write through (see [`WRITE_THROUGH_INPUTS`]).
     write_through: bool,
+    /// This turn's time in writes through, left out of the node's busy time: it is work the writers
+    /// take back as soon as turns get busy, not part of the node's ceiling.
+    write_through_time: std::time::Duration,
 }
 
 /// The byte bounds on what the node queues for connections.
@@ -133,6 +136,7 @@ impl NodeTask {
                 limits,
                 dying: Vec::new(),
                 write_through: false,
+                write_through_time: std::time::Duration::ZERO,
             },
         }
     }
@@ -356,7 +360,9 @@ impl Io {
         let mut bytes = batch.bytes;
         let direct = writer.direct.as_ref();
         if let Some(direct) = direct.filter(|direct| self.write_through && direct.idle()) {
+            let began = std::time::Instant::now();
             let written = direct.write(frames.as_slice());
+            self.write_through_time += began.elapsed();
             bytes -= written;
             let left = frames.consume(written);
             let unwritten = if left { frames.len() as u64 } else { 0 };
@@ -529,7 +535,7 @@ pub(crate) async fn run(
             },
             () = &mut sleep, if armed.is_some() => None,
         };
-        // Busy from here to the end of the flush: what the node task's share of one core is made of.
+        // Busy from here to the end of the flush, writes through aside: the node task's share of one core.
         let began = std::time::Instant::now();
         let mut taken = 1;
         match woke {
@@ -553,7 +559,10 @@ pub(crate) async fn run(
         task.io.write_through = taken <= WRITE_THROUGH_INPUTS;
         task.io.flush();
         task.io.write_through = false;
-        let busy = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let turn = began
+            .elapsed()
+            .saturating_sub(std::mem::take(&mut task.io.write_through_time));
+        let busy = u64::try_from(turn.as_nanos()).unwrap_or(u64::MAX);
         task.io
             .stats
             .node_busy_nanos
