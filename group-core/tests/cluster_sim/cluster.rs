@@ -29,6 +29,7 @@ impl Cluster {
             hasher: DefaultHasher::new(),
             pushes_checked: 0,
             coverage: Coverage::default(),
+            sessions_from: BTreeMap::new(),
         };
         for i in 0..size {
             let node = cluster.boot(i);
@@ -169,6 +170,31 @@ impl Cluster {
             },
         );
         conn
+    }
+
+    /// A player reconnects through another live node (a load balancer's choice) as the same uid and
+    /// joins its groups again at once, before its old node has heard of the new session. The old
+    /// connection is forgotten here: the player has left it.
+    pub(crate) fn reconnect_elsewhere(&mut self) {
+        let Some(old) = self.random_client() else {
+            return;
+        };
+        let from = self.clients[&old].node;
+        let others: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| *i != from && self.nodes[*i].is_some())
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let node = others[self.rng.below(others.len())];
+        let player = self.clients.remove(&old).unwrap();
+        let starts = self.sessions_from.entry(player.uid.clone()).or_default();
+        starts.push(self.next_broadcast + 1);
+        let new = self.connect_as(node, &player.uid);
+        for group in player.groups {
+            self.join(new, group);
+        }
+        self.coverage.reconnects += 1;
     }
 
     pub(crate) fn request(&mut self, conn: ConnId, request: Request) {

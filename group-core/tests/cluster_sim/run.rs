@@ -73,7 +73,11 @@ impl Cluster {
                         "broadcast {id} delivered twice to {}",
                         client.uid
                     );
-                    let latest = client.latest_from.entry(entry.uid.clone()).or_insert(0);
+                    let starts = self.sessions_from.get(&entry.uid);
+                    let session =
+                        starts.map_or(0, |s| s.iter().filter(|from| **from <= id).count());
+                    let sender = (group, entry.uid.clone(), session);
+                    let latest = client.latest_from.entry(sender).or_insert(0);
                     assert!(
                         id > *latest,
                         "{} got broadcast {id} from {:?} after its later {}",
@@ -326,6 +330,7 @@ impl Cluster {
                     self.drain(node);
                 }
             }
+            60..=62 => self.reconnect_elsewhere(),
             _ => {
                 if let Some(conn) = self.random_client() {
                     let groups: Vec<GroupId> = self.clients[&conn].groups.iter().copied().collect();

@@ -193,6 +193,10 @@ impl Node {
             }
         }
         if disagree {
+            // This copy now differs from the owner's at the same version, which digests cannot see:
+            // the next one fetches the whole state, and so does this node's next leave (see
+            // `remove_local_member`), the moment the two views can agree again.
+            group.diverged = true;
             let register = MeshMessage::Register {
                 group: *id,
                 members: group.members_on(own),
@@ -366,12 +370,13 @@ impl Node {
             }
             Some(_) => return,
         };
-        let claims = &self.claims;
+        // No filter on session claims here: a claim this node missed (a partition, a restart) would leave
+        // an older one standing, and a filter on it would refuse a live member for good while its node's
+        // copy kept it. A member replaced elsewhere is not re-added over the newer one (a uid held is
+        // skipped below), and its node's leave follows its claim.
         let listed: Vec<MemberState> = members
             .into_iter()
             .filter(|m| m.node == from && valid_uid(&m.uid))
-            // A member whose session a newer one elsewhere replaced is on its way out.
-            .filter(|m| claims.node_of(&m.uid).is_none_or(|newest| newest == from))
             .collect();
         let gone: Vec<Arc<str>> = group
             .members

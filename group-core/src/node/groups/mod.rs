@@ -327,6 +327,7 @@ impl Node {
             self.fan_out(id, None, &removed);
             self.after_member_removed(id);
         } else {
+            let resync = group.diverged;
             if let Some(owner) = group.owner {
                 let leave = MeshMessage::Leave {
                     group: *id,
@@ -334,6 +335,12 @@ impl Node {
                     notice,
                 };
                 self.send_mesh(owner, leave);
+                // A copy that kept a member the owner had moved elsewhere (a session replaced from
+                // another node, whose claim came after the owner's change) has just dropped it, and the
+                // owner ignores the leave: without the owner's state it would lack the newer member.
+                if resync {
+                    self.send_mesh(owner, MeshMessage::SyncRequest { group: *id });
+                }
             }
             self.drop_copy_if_unneeded(id);
         }
