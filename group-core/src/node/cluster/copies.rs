@@ -85,6 +85,8 @@ impl Node {
             .collect();
         here.sort();
         if here != claimed_here && !group.owned_by(own) {
+            // The owner's list and this copy's differ at one version (see `apply_change`).
+            group.diverged = true;
             let register = MeshMessage::Register {
                 group: group.id,
                 members: group.members_on(own),

@@ -128,8 +128,15 @@ impl Node {
             return self.finish_join(op, Err(error));
         }
         if self.groups.get(&id).is_some_and(|g| g.owned_by(own)) {
-            // This node took the group over while the join waited.
+            // This node took the group over while the join waited. The session that asked may have
+            // ended meanwhile, and its uid opened a newer one here that never asked for this group.
             let (uid, notice) = (pending.uid.clone(), pending.notice.clone());
+            if self.sessions.get(&uid).is_none_or(|s| s.sid != pending.sid) {
+                let error = JoinError::UnknownUser {
+                    uid: uid.to_string(),
+                };
+                return self.finish_join(op, Err(error));
+            }
             let (message, ver_cmd) = notice.map_or((Bytes::new(), (VER_GROUP, cmd::JOIN)), |n| {
                 (n.message, (n.ver, n.cmd))
             });
