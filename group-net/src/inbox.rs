@@ -218,8 +218,9 @@ pub struct Stats {
     pub frames_sent: AtomicU64,
     /// Of those, frames the node task wrote to plain TCP sockets itself, whole (see `direct`).
     pub frames_written_through: AtomicU64,
-    /// Nanoseconds the node task spent handling inputs and handing their frames over (not waiting, and
-    /// not writing through: the writers take that back when turns get busy).
+    /// Nanoseconds the node task spent handling inputs and handing their frames over (not waiting; and
+    /// on quiet turns, not handing over: that is mostly writing through, which the writers take back
+    /// when turns get busy).
     /// Its rate is the share of one core the node task uses: every group's fan-out on this node goes
     /// through that one task, so at 1.0 the node has reached its dispatch limit.
     pub node_busy_nanos: AtomicU64,

@@ -182,7 +182,7 @@ async fn render(source: &MetricsSource) -> String {
         ),
         (
             "group_node_busy_seconds_total",
-            "Time the node task spent handling inputs and handing frames over (writes through on quiet turns aside); its rate is the share of one core it uses (its limit is 1).",
+            "Time the node task spent handling inputs and handing frames over (the hand-over of quiet turns, mostly writes through, aside); its rate is the share of one core it uses (its limit is 1).",
             load(&stats.node_busy_nanos) / 1e9,
         ),
         (

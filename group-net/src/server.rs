@@ -553,8 +553,9 @@ impl Server {
         self.stats.frames_written_through.load(Ordering::Relaxed)
     }
 
-    /// Time the node task spent handling inputs and handing their frames over, since start (its writes
-    /// through on quiet turns aside: the writers take them back when turns get busy). Every
+    /// Time the node task spent handling inputs and handing their frames over, since start (the hand-over
+    /// of quiet turns aside: that is mostly its writes through, which the writers take back when turns
+    /// get busy). Every
     /// group's fan-out on a node goes through that one task: sampled twice, the difference over the
     /// wall time between is the share of one core it used, and near 1.0 the node is at its limit.
     pub fn node_busy(&self) -> std::time::Duration {
