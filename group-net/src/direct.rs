@@ -5,7 +5,8 @@
 //! broadcast to make one small write; the wake-ups, not the writes, were what the server spent more CPU
 //! on than redis, which writes from its event loop. Under load the writer still does the writing: once
 //! anything is in flight the node queues behind it, and the socket's readiness is the writer's to wait
-//! for.
+//! for. So does a big fan-out (more than 64 connections in one turn): one socket after another, the node
+//! would hold every other group's inputs for the whole group's writes.
 //!
 //! Ordering: `in_flight` counts entries handed to the writer and not yet written whole. Only the node
 //! task adds to it, and the writer takes its entries off only after their bytes are in the kernel. So

@@ -13,11 +13,12 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Transport, bounded, config, kept_group, raw_slow_member, start, user};
+use common::{Transport, bounded, config, kept_group, next_push, raw_slow_member, start, user};
 use group_core::proto::{
     ServerFrame, Status, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push,
 };
 use group_net::ServerBuilder;
+use group_net::client::Push;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -112,4 +113,45 @@ async fn a_member_whose_socket_fills_gets_every_broadcast_whole_and_in_order() {
         "no frame was written through"
     );
     drop(sender);
+}
+
+/// A quiet broadcast to more members than the node writes to itself goes to their writers (they write
+/// in parallel, and the node is free for other groups' inputs); to a few members it is written through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_broadcast_to_many_members_goes_to_their_writers() {
+    let server = start(ServerBuilder::new(config())).await;
+    let api = server.handle();
+    // The node writes through to at most 64 connections a turn (`WRITE_THROUGH_CONNECTIONS`): a
+    // broadcast to 66 members reaches 65 others.
+    for members in [3, 66] {
+        let mut first = user(&server, Transport::Tcp, &format!("first-of-{members}")).await;
+        let group = bounded("create", first.create(kept_group())).await.unwrap();
+        let mut clients = vec![first];
+        for n in 1..members {
+            let mut client = user(&server, Transport::Tcp, &format!("m{n}-of-{members}")).await;
+            bounded("join", client.join(group, b"hi")).await.unwrap();
+            clients.push(client);
+        }
+        // Every join's pushes are out before the count is read: each member has seen the last join.
+        let last = format!("m{}-of-{members}", members - 1);
+        for client in &mut clients[..members - 1] {
+            while !matches!(next_push(client).await, Push::Joined { uid, .. } if uid == last) {}
+        }
+        // Server code broadcasts as the first member: one input, a turn that touches the others.
+        let before = server.frames_written_through();
+        let sender = format!("first-of-{members}");
+        let message = message(0, 16);
+        let broadcast = api.broadcast(group, sender, VER_GROUP, cmd::BROADCAST, message, true);
+        bounded("broadcast", broadcast).await.unwrap();
+        for client in &mut clients[1..] {
+            while !matches!(next_push(client).await, Push::Broadcast { .. }) {}
+        }
+        let through = server.frames_written_through() - before;
+        let others = members as u64 - 1;
+        if others <= 64 {
+            assert_eq!(through, others, "{members} members: written through");
+        } else {
+            assert_eq!(through, 0, "{members} members: handed to the writers");
+        }
+    }
 }
