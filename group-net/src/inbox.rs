@@ -220,9 +220,8 @@ pub struct Stats {
     pub frames_written_through: AtomicU64,
     /// Nanoseconds the node task spent handling inputs and handing their frames over (not waiting; and
     /// on quiet turns, not handing over: that is mostly writing through, which the writers take back
-    /// when turns get busy).
-    /// Its rate is the share of one core the node task uses: every group's fan-out on this node goes
-    /// through that one task, so at 1.0 the node has reached its dispatch limit.
+    /// when turns get busy). Its rate is the share of one core the node task uses: every group's
+    /// fan-out on this node goes through that one task, so at 1.0 the node has reached its limit.
     pub node_busy_nanos: AtomicU64,
     /// Broadcast requests received from clients.
     pub broadcasts: AtomicU64,

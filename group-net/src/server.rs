@@ -555,9 +555,9 @@ impl Server {
 
     /// Time the node task spent handling inputs and handing their frames over, since start (the hand-over
     /// of quiet turns aside: that is mostly its writes through, which the writers take back when turns
-    /// get busy). Every
-    /// group's fan-out on a node goes through that one task: sampled twice, the difference over the
-    /// wall time between is the share of one core it used, and near 1.0 the node is at its limit.
+    /// get busy). Every group's fan-out on a node goes through that one task: sampled twice, the
+    /// difference over the wall time between is the share of one core it used, and near 1.0 the node is
+    /// at its limit.
     pub fn node_busy(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.stats.node_busy_nanos.load(Ordering::Relaxed))
     }
