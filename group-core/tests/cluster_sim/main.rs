@@ -235,6 +235,42 @@ fn a_hello_on_another_node_replaces_the_older_session_and_its_memberships() {
     }
 }
 
+/// A player whose join waits (the group's owner just died) and who reconnects to the same node can join
+/// that group again at once: the old session's join ended with it, instead of answering the new one
+/// JOIN_IN_PROGRESS and then completing for a session that never asked.
+#[test]
+fn a_join_waiting_on_a_dead_owner_ends_with_its_session() {
+    let mut cluster = Cluster::new(5, 3);
+    let creator = cluster.connect(1);
+    cluster.create(creator);
+    let group = *cluster.clients[&creator].groups.iter().next().unwrap();
+    let stays = cluster.connect(2); // the group outlives its owner
+    cluster.join(stays, group);
+    cluster.run_for(Duration::from_secs(1));
+    cluster.kill(1);
+    cluster.run_for(ms(50));
+    let first = cluster.connect_as(0, "yuki");
+    cluster.join(first, group);
+    cluster.run_for(ms(50));
+    assert!(
+        !cluster.clients[&first].groups.contains(&group),
+        "the join waits for the owner's successor"
+    );
+
+    let second = cluster.connect_as(0, "yuki");
+    cluster.join(second, group);
+    cluster.run_for(DETECT * 3);
+    assert_eq!(cluster.clients[&second].refusals, Vec::<u16>::new());
+    assert!(cluster.clients[&second].groups.contains(&group));
+    let owner = cluster.owner_of(&group).unwrap();
+    let snapshot = cluster.nodes[owner]
+        .as_ref()
+        .unwrap()
+        .group_snapshot(&group);
+    assert_eq!(snapshot.unwrap().member_node["yuki"], addr(0));
+    cluster.assert_copies_agree();
+}
+
 #[test]
 fn broadcasts_reach_members_on_every_node() {
     for size in [3, 5, 7] {

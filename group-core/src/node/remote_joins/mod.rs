@@ -128,15 +128,9 @@ impl Node {
             return self.finish_join(op, Err(error));
         }
         if self.groups.get(&id).is_some_and(|g| g.owned_by(own)) {
-            // This node took the group over while the join waited. The session that asked may have
-            // ended meanwhile, and its uid opened a newer one here that never asked for this group.
+            // This node took the group over while the join waited (its session is still the uid's:
+            // a session's end ends its joins, see `end_joins_of`).
             let (uid, notice) = (pending.uid.clone(), pending.notice.clone());
-            if self.sessions.get(&uid).is_none_or(|s| s.sid != pending.sid) {
-                let error = JoinError::UnknownUser {
-                    uid: uid.to_string(),
-                };
-                return self.finish_join(op, Err(error));
-            }
             let (message, ver_cmd) = notice.map_or((Bytes::new(), (VER_GROUP, cmd::JOIN)), |n| {
                 (n.message, (n.ver, n.cmd))
             });
@@ -345,6 +339,19 @@ impl Node {
         // in the state is already known dead), and the new member must have its answer before any push.
         self.finish_join(op, Ok(()));
         self.install_copy(state, owner);
+    }
+
+    /// A session ended: so do its pending joins. Left waiting, one could complete for the uid's next
+    /// session, which never asked for that group, and would refuse that session's own join of it
+    /// (JOIN_IN_PROGRESS) and count against its group limit. An owner that already admitted the member
+    /// tells this node (`MemberAdded`), which disagrees and restates its members.
+    pub(in crate::node) fn end_joins_of(&mut self, uid: &str, sid: Sid) {
+        for op in self.joins.of_session(uid, sid) {
+            let error = JoinError::UnknownUser {
+                uid: uid.to_string(),
+            };
+            self.finish_join(op, Err(error));
+        }
     }
 
     /// Ends a pending join: answers the client (if one asked) and reports the result.

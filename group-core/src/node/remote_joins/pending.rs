@@ -167,6 +167,15 @@ impl RemoteJoins {
             .any(|p| p.group == *group && *p.uid == *uid)
     }
 
+    /// The joins the session `sid` of `uid` has in flight.
+    pub fn of_session(&self, uid: &str, sid: Sid) -> Vec<u64> {
+        let of_session = self
+            .pending
+            .iter()
+            .filter(|(_, p)| *p.uid == *uid && p.sid == sid);
+        of_session.map(|(op, _)| *op).collect()
+    }
+
     /// Joins `uid` has in flight.
     pub fn count_for(&self, uid: &str) -> usize {
         self.pending.values().filter(|p| *p.uid == *uid).count()

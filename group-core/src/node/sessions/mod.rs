@@ -343,6 +343,7 @@ impl Node {
         let Some(session) = self.sessions.end(uid) else {
             return;
         };
+        self.end_joins_of(uid, session.sid);
         for id in &session.groups {
             let message = (self.discard_message)(id, uid, &session.sid);
             let notice = Notice {
