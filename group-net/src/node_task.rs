@@ -90,7 +90,7 @@ const WRITE_THROUGH_INPUTS: usize = 1;
 /// to the writers. The node writes one socket after another (about 8 us each on the 2-core VM), so a
 /// quiet broadcast to 1,000 members held the node, and every other group's inputs, for 8 ms; the
 /// writers write on all the runtime's workers at once. Measured at 100 msg/s to 1,000 members: p99
-/// 24 ms instead of 35 ms (redis 19-28 ms), for 15% more CPU per delivery (docs/BENCHMARKS.md).
+/// 24 ms instead of 35 ms (redis 19-28 ms), for 15% more CPU per delivery (docs/benchmarks/FANOUT-LOG.md).
 const WRITE_THROUGH_CONNECTIONS: usize = 64;
 
 /// Cut connections remembered in `Io::dying` at most (beyond it, more may be cut than needed).

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Reproduces docs/BENCHMARKS.md's fan-out comparison in one command: starts a group-server, and a
+# redis-server and a nats-server when they are installed, each on a free loopback port; runs group-bench
+# against them in turn (group, redis, nats, then again, for --rounds rounds) for every load; prints a
+# progress line per run and a table of ratios to redis and nats from the same round; stops the servers.
+#
+# Usage: group-net/scripts/compare-fanout.sh [--rounds N] [--duration S] [--loads "CLIENTS:RATE ..."]
+#                                            [--profile release|dev] [--out FILE]
+# A load is members:rate, rate 0 meaning flat out (group-bench's window of 32). Machines are noisy:
+# compare within a round, never across runs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+rounds=3
+duration=6
+loads="1000:0 100:0 1000:1000 1000:100"
+profile=release
+out=target/compare-fanout.jsonl
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) rounds=$2; shift 2 ;;
+        --duration) duration=$2; shift 2 ;;
+        --loads) loads=$2; shift 2 ;;
+        --profile) profile=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare-fanout: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+done
+case "$profile" in
+    release) bin=target/release ;;
+    dev) bin=target/debug ;;
+    *) echo "compare-fanout: --profile must be release or dev, not '$profile'" >&2; exit 2 ;;
+esac
+if ! [[ "$rounds" =~ ^[1-9][0-9]*$ && "$duration" =~ ^[1-9][0-9]*$ ]]; then
+    echo "compare-fanout: --rounds and --duration take whole numbers of at least 1" >&2
+    exit 2
+fi
+for load in $loads; do
+    if ! [[ "$load" =~ ^[0-9]+:[0-9]+$ ]]; then
+        echo "compare-fanout: a load is MEMBERS:RATE (e.g. 1000:0), not '$load'" >&2
+        exit 2
+    fi
+done
+
+echo "building group-server and group-bench ($profile)"
+if [ "$profile" = dev ]; then
+    echo "(a dev build checks that the comparison runs; its figures say nothing about performance)"
+fi
+cargo build --quiet --locked --profile "$profile" -p group-net --bin group-server --bin group-bench
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something accepts connections on 127.0.0.1:$1 (10 s at most).
+wait_for_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "compare-fanout: $2 did not listen on 127.0.0.1:$1 within 10 s" >&2
+    return 1
+}
+
+# One publisher flat out needs more than the default per-connection request and byte rates.
+cat >"$work/group.json" <<EOF
+{"server": {"tcp": "127.0.0.1:$(free_port)", "ws": null, "udp": null},
+ "mesh": {"bind": "127.0.0.1:$(free_port)"},
+ "limits": {"maxRequestsPerSecond": 10000000, "maxInboundBytesPerSecond": 1073741824,
+            "connectionTtl": 600}}
+EOF
+group_port=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["server"]["tcp"].split(":")[1])' "$work/group.json")
+RUST_LOG=error "$bin/group-server" --config "$work/group.json" >"$work/group.log" 2>&1 &
+pids+=($!)
+targets=("group 127.0.0.1:$group_port $!")
+wait_for_port "$group_port" group-server
+
+if command -v redis-server >/dev/null 2>&1; then
+    port=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
+    pids+=($!)
+    targets+=("redis 127.0.0.1:$port $!")
+    wait_for_port "$port" redis-server
+else
+    echo "redis-server is not installed: no redis column (Debian: apt-get install redis-server)"
+fi
+if command -v nats-server >/dev/null 2>&1; then
+    port=$(free_port)
+    nats-server -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
+    pids+=($!)
+    targets+=("nats 127.0.0.1:$port $!")
+    wait_for_port "$port" nats-server
+else
+    echo "nats-server is not installed: no nats column (Debian: apt-get install nats-server)"
+fi
+
+mkdir -p "$(dirname "$out")"
+: >"$out"
+runs=$(( $(wc -w <<<"$loads") * rounds * ${#targets[@]} ))
+run=0
+for load in $loads; do
+    clients=${load%%:*}
+    rate=${load##*:}
+    for round in $(seq 1 "$rounds"); do
+        for target in "${targets[@]}"; do
+            read -r name addr pid <<<"$target"
+            run=$((run + 1))
+            printf '[%d/%d] %s members, rate %s, round %d: %s ... ' "$run" "$runs" "$clients" "$rate" "$round" "$name"
+            if ! line=$("$bin/group-bench" --target "$name" --server "$addr" --server-pid "$pid" \
+                --clients "$clients" --rate "$rate" --duration "$duration" 2>"$work/bench.err" | grep '^{'); then
+                echo "failed"
+                tail -n 5 "$work/bench.err" >&2
+                exit 1
+            fi
+            # Appends the run (with its round) to $out and prints its headline figures.
+            python3 - "$line" "$round" "$out" <<'EOF'
+import json, sys
+run = json.loads(sys.argv[1])
+run["round"] = int(sys.argv[2])
+with open(sys.argv[3], "a") as out:
+    out.write(json.dumps(run) + "\n")
+print("%.0fk/s, %.0fk per core-second, p99 %.1f ms" % (
+    run["deliveries_per_second"] / 1e3,
+    run["deliveries_per_server_core_second"] / 1e3,
+    run["latency_us"]["p99"] / 1000))
+EOF
+        done
+    done
+done
+
+echo
+echo "all runs, one JSON line each: $out"
+python3 - "$out" <<'EOF'
+import json, sys
+from collections import defaultdict
+
+runs = [json.loads(line) for line in open(sys.argv[1])]
+by_load = defaultdict(lambda: defaultdict(dict))
+for r in runs:
+    load = (r["clients"], r["rate_per_sender"])
+    by_load[load][r["round"]][r["target"]] = r
+peers = [p for p in ("redis", "nats") if any(r["target"] == p for r in runs)]
+for (clients, rate), rounds in by_load.items():
+    shape = "flat out" if rate == 0 else f"{rate:g} msg/s"
+    print(f"\n{clients} members, 64 B, {shape}")
+    head = "| round | server | deliveries/s | per core-second | p50 ms | p99 ms | delivered |"
+    print(head + "".join(f" group / {p} per core-second |" for p in peers))
+    print("|" + "---|" * (head.count("|") - 1 + len(peers)))
+    ratios, p99s = defaultdict(list), defaultdict(list)
+    for number, targets in sorted(rounds.items()):
+        for name, r in targets.items():
+            cells = ""
+            for p in peers:
+                group, peer = targets.get("group"), targets.get(p)
+                if name == "group" and peer and peer["deliveries_per_server_core_second"] > 0:
+                    ratio = group["deliveries_per_server_core_second"] / peer["deliveries_per_server_core_second"]
+                    ratios[p].append(ratio)
+                    p99s[p].append(group["latency_us"]["p99"] / max(peer["latency_us"]["p99"], 1))
+                    cells += f" {ratio:.2f} |"
+                else:
+                    cells += " |"
+            print(f"| {number} | {name} | {r['deliveries_per_second'] / 1e3:.0f}k "
+                  f"| {r['deliveries_per_server_core_second'] / 1e3:.0f}k "
+                  f"| {r['latency_us']['p50'] / 1000:.1f} | {r['latency_us']['p99'] / 1000:.1f} "
+                  f"| {r['deliveries']} of {r['expected_deliveries']} |{cells}")
+    for p, found in ratios.items():
+        print(f"group / {p}: per core-second {min(found):.2f}-{max(found):.2f}, "
+              f"p99 {min(p99s[p]):.2f}-{max(p99s[p]):.2f}, over {len(found)} round(s)")
+EOF
