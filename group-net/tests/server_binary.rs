@@ -184,6 +184,61 @@ fn the_example_configuration_starts_a_server() {
     assert_ne!(lines[3].1.port(), 0, "the mesh line carries the real port");
 }
 
+/// The threads of a process, from `/proc/<pid>/status`.
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Starts a server on loopback with `--workers` (None: the default), has it serve a client, and returns
+/// its thread count.
+fn threads_with_workers(workers: Option<&str>) -> usize {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_group-server"));
+    command.args(["--tcp", "127.0.0.1:0", "--ws", "off", "--udp", "off"]);
+    command.args(["--mesh", "127.0.0.1:0"]);
+    if let Some(workers) = workers {
+        command.args(["--workers", workers]);
+    }
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    let lines = listening_lines(&mut server.0, 2);
+    let (_, tcp) = lines.first().cloned().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = bound(Client::connect_tcp(tcp)).await.unwrap();
+        bound(client.hello("alice", "")).await.unwrap();
+        bound(client.ping(b"served")).await.unwrap();
+    });
+    threads(server.0.id())
+}
+
+/// `--workers N` sets the runtime's worker threads (the default is one per core); out of range is a
+/// clear error.
+#[test]
+fn workers_sets_the_runtime_threads() {
+    let one = threads_with_workers(Some("1"));
+    let four = threads_with_workers(Some("4"));
+    assert_eq!(four - one, 3, "one worker: {one} threads; four: {four}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let default = threads_with_workers(None);
+    assert_eq!(default - one, cores - 1, "default: {default} threads");
+    let output = Command::new(env!("CARGO_BIN_EXE_group-server"))
+        .args(["--workers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--workers"), "{stderr}");
+}
+
 /// `--group-config` reads a Diarkis Group configuration file as it is: its static groups exist.
 #[test]
 fn a_diarkis_group_file_configures_the_groups() {

@@ -62,6 +62,10 @@ struct Args {
     /// TLS private key (PEM) for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Worker threads of the runtime (default: one per core this process may use, as its CPU
+    /// affinity and cgroup quota allow). Fewer leave cores to other processes on a shared machine.
+    #[arg(long, value_name = "N", env = "GROUP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
 }
 
 fn listen_flag(
@@ -137,21 +141,42 @@ fn load(args: Args) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let config = match load(Args::parse()) {
+    let args = Args::parse();
+    let workers = args.workers;
+    let config = match load(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("group-server: {e}");
             return ExitCode::from(2);
         }
     };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = workers {
+        runtime.worker_threads(usize::from(workers));
+    }
+    let runtime = match runtime.build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("group-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(config));
+    // Whatever server code still runs on the blocking pool (a discard message callback) gets a moment.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+async fn serve(config: ServerConfig) -> ExitCode {
     let server = match ServerBuilder::new(config).start().await {
         Ok(server) => server,
         Err(e) => {
