@@ -43,6 +43,11 @@ for load in $loads; do
     fi
 done
 
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "compare-fanout: needs python3 (to pick free ports and read group-bench's JSON)" >&2
+    exit 2
+fi
+
 echo "building group-server and group-bench ($profile)"
 if [ "$profile" = dev ]; then
     echo "(a dev build checks that the comparison runs; its figures say nothing about performance)"
