@@ -26,6 +26,24 @@ impl Drop for Running {
     }
 }
 
+/// Starts `command` with its stdout piped (for the `listening` lines) and its log discarded.
+fn spawn(command: &mut Command) -> Running {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+/// A runtime for this test's clients.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn listening_lines(child: &mut Child, count: usize) -> Vec<(String, SocketAddr)> {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -52,24 +70,18 @@ fn starts_prints_real_ports_serves_and_drains_on_sigterm() {
     let config =
         std::env::temp_dir().join(format!("group-server-test-{}.json", std::process::id()));
     std::fs::write(&config, r#"{"server": {"drainTimeout": 300}}"#).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_group-server"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--tcp",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--udp",
-            "off",
-            "--mesh",
-            "127.0.0.1:18100",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Running(child);
+    let mut server = spawn(Command::new(env!("CARGO_BIN_EXE_group-server")).args([
+        "--config",
+        config.to_str().unwrap(),
+        "--tcp",
+        "127.0.0.1:0",
+        "--ws",
+        "127.0.0.1:0",
+        "--udp",
+        "off",
+        "--mesh",
+        "127.0.0.1:18100",
+    ]));
     let lines = listening_lines(&mut server.0, 2);
     assert_eq!(lines[0].0, "tcp");
     assert_eq!(lines[1].0, "ws");
@@ -78,10 +90,7 @@ fn starts_prints_real_ports_serves_and_drains_on_sigterm() {
         "real ports: {lines:?}"
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = client_runtime();
     let mut tcp = runtime.block_on(async {
         let mut tcp = bound(Client::connect_tcp(lines[0].1)).await.unwrap();
         bound(tcp.hello("alice", "")).await.unwrap();
@@ -160,24 +169,18 @@ fn the_example_configuration_starts_a_server() {
     let mut defaults = config.clone();
     defaults.group.static_groups.clear();
     assert_eq!(defaults, group_net::ServerConfig::default());
-    let child = Command::new(env!("CARGO_BIN_EXE_group-server"))
-        .args([
-            "--config",
-            example,
-            "--tcp",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--udp",
-            "127.0.0.1:0",
-            "--mesh",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Running(child);
+    let mut server = spawn(Command::new(env!("CARGO_BIN_EXE_group-server")).args([
+        "--config",
+        example,
+        "--tcp",
+        "127.0.0.1:0",
+        "--ws",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+        "--mesh",
+        "127.0.0.1:0",
+    ]));
     let lines = listening_lines(&mut server.0, 4);
     let names: Vec<&str> = lines.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["tcp", "udp", "ws", "mesh"]);
@@ -200,18 +203,10 @@ fn threads_with_workers(workers: Option<&str>) -> usize {
     if let Some(workers) = workers {
         command.args(["--workers", workers]);
     }
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Running(child);
+    let mut server = spawn(&mut command);
     let lines = listening_lines(&mut server.0, 2);
     let (_, tcp) = lines.first().cloned().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = client_runtime();
     runtime.block_on(async {
         let mut client = bound(Client::connect_tcp(tcp)).await.unwrap();
         bound(client.hello("alice", "")).await.unwrap();
@@ -243,34 +238,27 @@ fn workers_sets_the_runtime_threads() {
 #[test]
 fn a_diarkis_group_file_configures_the_groups() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/diarkis-group.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_group-server"))
-        .args([
-            "--group-config",
-            file,
-            "--tcp",
-            "127.0.0.1:0",
-            "--ws",
-            "off",
-        ])
-        .args(["--udp", "off", "--mesh", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Running(child);
+    let mut server = spawn(
+        Command::new(env!("CARGO_BIN_EXE_group-server"))
+            .args([
+                "--group-config",
+                file,
+                "--tcp",
+                "127.0.0.1:0",
+                "--ws",
+                "off",
+            ])
+            .args(["--udp", "off", "--mesh", "127.0.0.1:0"]),
+    );
     let lines = listening_lines(&mut server.0, 2);
     let tcp = lines[0].1;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let mut client = bound(Client::connect_tcp(tcp)).await.unwrap();
-            bound(client.hello("yuki", "")).await.unwrap();
-            let id = b"StaticGroupB-000000000000000000000000000000000000000";
-            let group = group_core::GroupId::from_bytes(id).unwrap();
-            bound(client.join(group, b"")).await.unwrap();
-        });
+    client_runtime().block_on(async {
+        let mut client = bound(Client::connect_tcp(tcp)).await.unwrap();
+        bound(client.hello("yuki", "")).await.unwrap();
+        let id = b"StaticGroupB-000000000000000000000000000000000000000";
+        let group = group_core::GroupId::from_bytes(id).unwrap();
+        bound(client.join(group, b"")).await.unwrap();
+    });
 }
 
 /// `--tls-cert`/`--tls-key` put TLS on the TCP listener, and SIGHUP reads the files again: a client that
@@ -295,22 +283,16 @@ fn serves_tls_and_reloads_the_certificate_on_sighup() {
     let (live_cert, live_key) = (dir.join("live.crt"), dir.join("live.key"));
     std::fs::copy(&old_cert, &live_cert).unwrap();
     std::fs::copy(&old_key, &live_key).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_group-server"))
-        .args(["--tcp", "127.0.0.1:0", "--ws", "off", "--udp", "off"])
-        .args(["--mesh", "127.0.0.1:0"])
-        .args(["--tls-cert", live_cert.to_str().unwrap()])
-        .args(["--tls-key", live_key.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = listening_lines(&mut child, 2);
-    let running = Running(child);
+    let mut running = spawn(
+        Command::new(env!("CARGO_BIN_EXE_group-server"))
+            .args(["--tcp", "127.0.0.1:0", "--ws", "off", "--udp", "off"])
+            .args(["--mesh", "127.0.0.1:0"])
+            .args(["--tls-cert", live_cert.to_str().unwrap()])
+            .args(["--tls-key", live_key.to_str().unwrap()]),
+    );
+    let lines = listening_lines(&mut running.0, 2);
     let tcp = lines.iter().find(|(t, _)| t == "tcp").unwrap().1;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     let options = ClientOptions::default();
     let trusts_new = ClientTls::with_ca_file("localhost", &new_cert).unwrap();
     let trusts_old = ClientTls::with_ca_file("localhost", &old_cert).unwrap();
