@@ -98,7 +98,16 @@ pub struct ServerConfig {
     /// the others are refused with code 17 (NOT_EXPOSED), so a game whose groups are driven by server
     /// code only exposes none. Default: all.
     pub expose_commands: ExposedCommands,
+    /// `server.writerThreads`: threads of their own for TCP connections' writers; 0: the writers run
+    /// on the server's runtime like every other task. `None` (the default, `"auto"`): one thread when
+    /// the server's runtime has two workers or fewer (it costs less CPU per delivery than writers
+    /// spread over those workers, on every load measured), none otherwise (docs/DEPLOYING.md, "Threads
+    /// and cores").
+    pub writer_threads: Option<usize>,
 }
+
+/// Most `server.writerThreads`.
+const MAX_WRITER_THREADS: u64 = 64;
 
 /// The client group commands a server exposes (`server.exposeCommands`).
 #[doc(alias = "ExposeCommands")]
@@ -184,6 +193,7 @@ impl Default for ServerConfig {
             mesh_tls: None,
             metrics: None,
             expose_commands: ExposedCommands::ALL,
+            writer_threads: None,
         }
     }
 }
@@ -284,10 +294,19 @@ impl ServerConfig {
                     self.expose_commands = ExposedCommands::from_names(names)
                         .map_err(|problem| error(&path, &problem, value))?;
                 }
+                "writerThreads" => {
+                    self.writer_threads = match value {
+                        Value::String(auto) if auto == "auto" => None,
+                        Value::Number(_) => Some(int_in(&path, value, 0, MAX_WRITER_THREADS)?),
+                        _ => {
+                            return Err(error(&path, "must be \"auto\" or 0 to 64", value));
+                        }
+                    };
+                }
                 _ => {
                     let known = "tcp, ws, udp, authSecret, outboundQueue, hookTimeout, \
                                  wsReadBuffer, drainTimeout, helloTimeout, authClockSkew, \
-                                 exposeCommands";
+                                 exposeCommands, writerThreads";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),
@@ -650,6 +669,20 @@ mod tests {
             "staticGroups": [ { "groupID": "52 character long unique group ID", "interval": 200 } ] }"#;
         let error = config.apply_group_file(godoc).unwrap_err();
         assert_eq!(error.key, "group.staticGroups[0].groupID");
+    }
+
+    #[test]
+    fn writer_threads_are_bounded() {
+        let config = ServerConfig::from_json(r#"{"server": {"writerThreads": 2}}"#).unwrap();
+        assert_eq!(config.writer_threads, Some(2));
+        let auto = ServerConfig::from_json(r#"{"server": {"writerThreads": "auto"}}"#).unwrap();
+        assert_eq!(auto.writer_threads, None);
+        assert_eq!(ServerConfig::default().writer_threads, None);
+        for bad in ["65", "-1", "\"two\"", "null"] {
+            let text = format!(r#"{{"server": {{"writerThreads": {bad}}}}}"#);
+            let error = ServerConfig::from_json(&text).unwrap_err();
+            assert_eq!(error.key, "server.writerThreads", "{bad}");
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub stats: Arc<crate::inbox::Stats>,
     /// `server.exposeCommands`.
     pub exposed: crate::config::ExposedCommands,
+    /// `server.writerThreads`: where TCP writers run when not on the server's runtime.
+    pub writer_pool: Option<crate::writer_pool::WriterPool>,
 }
 
 /// Frames other than Hello a connection may send before its Hello is answered. A client says Hello

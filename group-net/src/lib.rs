@@ -43,6 +43,7 @@ mod tcp;
 mod throttle;
 pub mod tls;
 mod udp;
+mod writer_pool;
 mod ws;
 
 pub use config::ServerConfig;

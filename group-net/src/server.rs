@@ -32,6 +32,7 @@ use crate::mesh::seal::Seal;
 use crate::message_worker::under_deadline;
 use crate::node_task::OutboundLimits;
 use crate::node_task::{self, NodeTask};
+use crate::writer_pool::WriterPool;
 
 /// Makes the custom message for discard (112 push) or rejoin (111 push): group, uid, sid.
 pub type CustomMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
@@ -64,6 +65,9 @@ pub enum StartError {
     /// `tls.cert` or `tls.key` could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The threads of `server.writerThreads` could not be started.
+    #[error("cannot start the writer threads (server.writerThreads): {0}")]
+    WriterThreads(std::io::Error),
 }
 
 /// Builds a server: configuration, hooks, handlers, listeners. Consumed by [`ServerBuilder::start`], so
@@ -293,6 +297,15 @@ impl ServerBuilder {
         self.hooks.timeout = self.config.hook_timeout;
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
         let handle = ServerHandle::new(inputs.clone());
+        let stop = CancellationToken::new();
+        let writer_threads = self
+            .config
+            .writer_threads
+            .unwrap_or_else(crate::writer_pool::auto_threads);
+        let writer_pool = match writer_threads {
+            0 => None,
+            threads => Some(WriterPool::start(threads, &stop).map_err(StartError::WriterThreads)?),
+        };
         let shared =
             Arc::new(Shared {
                 inputs,
@@ -312,8 +325,8 @@ impl ServerBuilder {
                 tls: tls.clone(),
                 stats: stats.clone(),
                 exposed: self.config.expose_commands,
+                writer_pool,
             });
-        let stop = CancellationToken::new();
         let stop_node = stop.child_token();
         let stop_mesh = stop.child_token();
         // Peers declared gone by the links (a refused mesh port), for membership.

@@ -50,29 +50,41 @@ async fn serve(
             let (reader, writer) = tcp.into_split();
             let direct = Direct::new(writer);
             let writer = direct.writer();
+            let pool = shared.clone();
             let Ok((connection, end)) = Connection::open(conn, shared, Some(direct)).await else {
                 return;
             };
-            run(reader, writer, connection, end).await;
+            run(reader, writer, connection, end, (&pool, conn)).await;
         }
         tls => {
+            let pool = shared.clone();
             let Ok((connection, end)) = Connection::open(conn, shared, None).await else {
                 return;
             };
             let (reader, writer) = tokio::io::split(tls);
-            run(reader, writer, connection, end).await;
+            run(reader, writer, connection, end, (&pool, conn)).await;
         }
     }
 }
 
-/// Runs an open connection: a writer task, and reading here until the connection ends.
-async fn run<R, W>(reader: R, writer: W, mut connection: Connection, end: WriterEnd)
-where
+/// Runs an open connection: a writer task (on the server's runtime, or on a writer thread with
+/// `server.writerThreads`), and reading here until the connection ends.
+async fn run<R, W>(
+    reader: R,
+    writer: W,
+    mut connection: Connection,
+    end: WriterEnd,
+    (shared, conn): (&Shared, ConnId),
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let kill = end.kill.clone();
-    let writer_task = tokio::spawn(write_frames(writer, end));
+    let writing = write_frames(writer, end);
+    let writer_task = match &shared.writer_pool {
+        Some(pool) => pool.spawn(conn, writing),
+        None => tokio::spawn(writing),
+    };
     read_frames(reader, &mut connection, &kill).await;
     if !connection.finished() {
         connection.disconnected().await;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The top-level modules of `src/`, lowest layer first. A module may import any module of a lower layer.
 const LAYERS: &[&[&str]] = &[
-    &["throttle", "budget", "histogram", "direct"],
+    &["throttle", "budget", "histogram", "direct", "writer_pool"],
     &["auth", "config", "hooks", "inbox", "tls"],
     &["mesh", "conn", "handle", "message_worker"],
     &["listener", "node_task"],

@@ -194,10 +194,18 @@ fn threads(pid: u32) -> usize {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Starts a server on loopback with `--workers` (None: the default), has it serve a client, and returns
-/// its thread count.
-fn threads_with_workers(workers: Option<&str>) -> usize {
+/// Starts a server on loopback with `--workers` (None: the default) and `server.writerThreads`, has it
+/// serve a client, and returns its thread count.
+fn threads_with(workers: Option<&str>, writer_threads: &str) -> usize {
+    let config = std::env::temp_dir().join(format!(
+        "group-server-threads-{}-{writer_threads}-{}.json",
+        std::process::id(),
+        workers.unwrap_or("default")
+    ));
+    let json = format!(r#"{{"server": {{"writerThreads": {writer_threads}}}}}"#);
+    std::fs::write(&config, json).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_group-server"));
+    command.args(["--config", config.to_str().unwrap()]);
     command.args(["--tcp", "127.0.0.1:0", "--ws", "off", "--udp", "off"]);
     command.args(["--mesh", "127.0.0.1:0"]);
     if let Some(workers) = workers {
@@ -212,6 +220,7 @@ fn threads_with_workers(workers: Option<&str>) -> usize {
         bound(client.hello("alice", "")).await.unwrap();
         bound(client.ping(b"served")).await.unwrap();
     });
+    let _ = std::fs::remove_file(&config);
     threads(server.0.id())
 }
 
@@ -219,11 +228,11 @@ fn threads_with_workers(workers: Option<&str>) -> usize {
 /// clear error.
 #[test]
 fn workers_sets_the_runtime_threads() {
-    let one = threads_with_workers(Some("1"));
-    let four = threads_with_workers(Some("4"));
+    let one = threads_with(Some("1"), "0");
+    let four = threads_with(Some("4"), "0");
     assert_eq!(four - one, 3, "one worker: {one} threads; four: {four}");
     let cores = std::thread::available_parallelism().unwrap().get();
-    let default = threads_with_workers(None);
+    let default = threads_with(None, "0");
     assert_eq!(default - one, cores - 1, "default: {default} threads");
     let output = Command::new(env!("CARGO_BIN_EXE_group-server"))
         .args(["--workers", "0"])
@@ -232,6 +241,17 @@ fn workers_sets_the_runtime_threads() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--workers"), "{stderr}");
+}
+
+/// `server.writerThreads` starts that many writer threads; `"auto"` one beside two workers or fewer,
+/// none beside more.
+#[test]
+fn writer_threads_start_beside_the_workers() {
+    let none = threads_with(Some("2"), "0");
+    assert_eq!(threads_with(Some("2"), "3") - none, 3);
+    assert_eq!(threads_with(Some("2"), "\"auto\"") - none, 1);
+    let three = threads_with(Some("3"), "0");
+    assert_eq!(threads_with(Some("3"), "\"auto\""), three);
 }
 
 /// `--group-config` reads a Diarkis Group configuration file as it is: its static groups exist.

@@ -49,6 +49,18 @@ fn message(n: u32, size: usize) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_socket_fills_gets_every_broadcast_whole_and_in_order() {
+    fill_and_drain(Some(0)).await;
+}
+
+/// The same with the writers on a thread of their own (`server.writerThreads`): the node's writes
+/// through and the writer thread's writes still never overtake each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_writer_threads_every_broadcast_arrives_whole_and_in_order() {
+    fill_and_drain(Some(1)).await;
+}
+
+/// Three rounds: the slow member reads nothing while 1500 broadcasts go out, then reads them all.
+async fn fill_and_drain(writer_threads: Option<usize>) {
     const ROUNDS: u32 = 3;
     const PER_ROUND: u32 = 1500;
     // Not a multiple of anything the kernel's buffers are: the socket fills in the middle of frames.
@@ -58,6 +70,7 @@ async fn a_member_whose_socket_fills_gets_every_broadcast_whole_and_in_order() {
     cfg.limits.max_inbound_bytes_per_second = 1 << 30;
     cfg.limits.max_queued_bytes_per_connection = 32 << 20;
     cfg.outbound_queue = 4096; // one entry per turn: room for every broadcast
+    cfg.writer_threads = writer_threads;
     let server = start(ServerBuilder::new(cfg)).await;
     let mut sender = user(&server, Transport::Tcp, "sender").await;
     let params = kept_group();
