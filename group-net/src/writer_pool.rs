@@ -5,8 +5,9 @@
 //! carries few frames. A thread of the pool runs its writers one after another on a single-threaded
 //! runtime, the way redis's event loop writes its clients: the node's next turns gather meanwhile, so
 //! each write carries more frames, and the thread wakes once for a batch of writers instead of a worker
-//! per writer. On the 2-core benchmark VM one writer thread gave 10-25% more deliveries per server
-//! core-second flat out and a lower p99, and was level or better at fixed rates (docs/BENCHMARKS.md).
+//! per writer. On the 2-core benchmark VM one writer thread gave up to 40% more deliveries per server
+//! core-second flat out, and was level or a little better at fixed rates, with the same or a lower p99
+//! (docs/BENCHMARKS.md).
 //! So `"auto"` (the default) starts one beside a runtime of two workers or fewer; with more it starts
 //! none until measured there, since one thread also bounds the writes to one core.
 //!
@@ -51,8 +52,12 @@ impl WriterPool {
             let (started, handle) = std::sync::mpsc::sync_channel(1);
             let stop = stop.clone();
             drop(tokio::task::spawn_blocking(move || {
+                // Time only (a writer's last words are timed): its sockets belong to the server's
+                // runtime and its I/O driver. Without a driver of its own the thread parks on a futex
+                // that a wake-up touches only when the thread sleeps, instead of one `write` to an
+                // eventfd for every writer the node wakes.
                 let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    .enable_time()
                     .build()
                 {
                     Ok(runtime) => runtime,
