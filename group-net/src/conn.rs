@@ -140,6 +140,19 @@ impl Connection {
         }
     }
 
+    /// Starts this connection's writer: on its writer thread with `server.writerThreads`, otherwise on
+    /// the server's runtime.
+    pub fn spawn_writer<F>(&self, writer: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.shared.writer_pool {
+            Some(pool) => pool.spawn(self.conn, writer),
+            None => tokio::spawn(writer),
+        }
+    }
+
     /// True after Fin or a refused Hello: the reader should stop reading.
     pub fn finished(&self) -> bool {
         self.finished

@@ -304,7 +304,11 @@ impl ServerBuilder {
             .unwrap_or_else(crate::writer_pool::auto_threads);
         let writer_pool = match writer_threads {
             0 => None,
-            threads => Some(WriterPool::start(threads, &stop).map_err(StartError::WriterThreads)?),
+            threads => Some(
+                WriterPool::start(threads, &stop)
+                    .await
+                    .map_err(StartError::WriterThreads)?,
+            ),
         };
         let shared =
             Arc::new(Shared {

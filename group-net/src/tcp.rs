@@ -50,41 +50,30 @@ async fn serve(
             let (reader, writer) = tcp.into_split();
             let direct = Direct::new(writer);
             let writer = direct.writer();
-            let pool = shared.clone();
             let Ok((connection, end)) = Connection::open(conn, shared, Some(direct)).await else {
                 return;
             };
-            run(reader, writer, connection, end, (&pool, conn)).await;
+            run(reader, writer, connection, end).await;
         }
         tls => {
-            let pool = shared.clone();
             let Ok((connection, end)) = Connection::open(conn, shared, None).await else {
                 return;
             };
             let (reader, writer) = tokio::io::split(tls);
-            run(reader, writer, connection, end, (&pool, conn)).await;
+            run(reader, writer, connection, end).await;
         }
     }
 }
 
 /// Runs an open connection: a writer task (on the server's runtime, or on a writer thread with
 /// `server.writerThreads`), and reading here until the connection ends.
-async fn run<R, W>(
-    reader: R,
-    writer: W,
-    mut connection: Connection,
-    end: WriterEnd,
-    (shared, conn): (&Shared, ConnId),
-) where
+async fn run<R, W>(reader: R, writer: W, mut connection: Connection, end: WriterEnd)
+where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let kill = end.kill.clone();
-    let writing = write_frames(writer, end);
-    let writer_task = match &shared.writer_pool {
-        Some(pool) => pool.spawn(conn, writing),
-        None => tokio::spawn(writing),
-    };
+    let writer_task = connection.spawn_writer(write_frames(writer, end));
     read_frames(reader, &mut connection, &kill).await;
     if !connection.finished() {
         connection.disconnected().await;

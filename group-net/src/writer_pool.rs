@@ -22,7 +22,7 @@ use std::time::Duration;
 use group_core::ConnId;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How long the server's start waits for a writer thread to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,18 +38,23 @@ pub(crate) fn auto_threads() -> usize {
     usize::from(multi_thread && runtime.metrics().num_workers() <= 2)
 }
 
-/// The writer threads' runtimes.
+/// The writer threads' runtimes. The threads stop when the server stops or when the pool is dropped,
+/// whichever comes first, so a server whose start failed after the pool began leaves none behind (a
+/// host dropping its runtime waits for every blocking thread).
 pub(crate) struct WriterPool {
     threads: Vec<Handle>,
+    _stop: DropGuard,
 }
 
 impl WriterPool {
-    /// Starts `threads` writer threads (at least one) on the current runtime's blocking pool; they stop
-    /// when `stop` is cancelled, dropping the writers still running (their connections are ending).
-    pub fn start(threads: usize, stop: &CancellationToken) -> std::io::Result<WriterPool> {
+    /// Starts `threads` writer threads (at least one) on the current runtime's blocking pool, and returns
+    /// once each has its runtime. The writers still running when they stop are dropped (their
+    /// connections are ending).
+    pub async fn start(threads: usize, stop: &CancellationToken) -> std::io::Result<WriterPool> {
+        let stop = stop.child_token();
         let mut handles = Vec::with_capacity(threads.max(1));
         for _ in 0..threads.max(1) {
-            let (started, handle) = std::sync::mpsc::sync_channel(1);
+            let (started, handle) = tokio::sync::oneshot::channel();
             let stop = stop.clone();
             drop(tokio::task::spawn_blocking(move || {
                 // Time only (a writer's last words are timed): its sockets belong to the server's
@@ -69,12 +74,19 @@ impl WriterPool {
                 let _ = started.send(Ok(runtime.handle().clone()));
                 runtime.block_on(stop.cancelled());
             }));
-            let handle = handle.recv_timeout(START_TIMEOUT).map_err(|_| {
-                std::io::Error::other("a writer thread did not start (server.writerThreads)")
-            })??;
+            let handle = tokio::time::timeout(START_TIMEOUT, handle)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    std::io::Error::other("a writer thread did not start (server.writerThreads)")
+                })??;
             handles.push(handle);
         }
-        Ok(WriterPool { threads: handles })
+        Ok(WriterPool {
+            threads: handles,
+            _stop: stop.drop_guard(),
+        })
     }
 
     /// Runs connection `conn`'s writer on its thread (connections are spread by ID).
@@ -97,16 +109,31 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn writers_run_on_the_pool_threads_by_connection_until_the_server_stops() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+    fn server_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
-            .unwrap();
-        runtime.block_on(async {
-            let stop = CancellationToken::new();
-            let pool = WriterPool::start(2, &stop).unwrap();
+            .unwrap()
+    }
+
+    /// Drops `runtime` on a thread of its own: a runtime's drop waits for every blocking thread, so it
+    /// returns only once the writer threads have ended. False if it did not within 10 s.
+    fn drop_returns(runtime: tokio::runtime::Runtime) -> bool {
+        let (dropped, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(runtime);
+            let _ = dropped.send(());
+        });
+        done.recv_timeout(Duration::from_secs(10)).is_ok()
+    }
+
+    #[test]
+    fn writers_run_on_the_pool_threads_by_connection_until_the_server_stops() {
+        let runtime = server_runtime();
+        let stop = CancellationToken::new();
+        let pool = runtime.block_on(async {
+            let pool = WriterPool::start(2, &stop).await.unwrap();
             let thread = |conn| pool.spawn(ConnId(conn), async { std::thread::current().id() });
             let here = std::thread::current().id();
             let (zero, one, two) = (thread(0).await, thread(1).await, thread(2).await);
@@ -114,16 +141,27 @@ mod tests {
             assert_ne!(zero, here, "not on the server's runtime");
             assert_ne!(zero, one, "connections spread over the threads");
             assert_eq!(zero, two, "a connection's thread is fixed by its ID");
-            stop.cancel();
-            // Once stopped, a thread's runtime is gone: what is spawned there never runs.
-            let ended = async {
-                while thread(0).await.is_ok() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(10), ended)
-                .await
-                .expect("the writer threads stop with the server");
+            pool
         });
+        stop.cancel();
+        assert!(
+            drop_returns(runtime),
+            "the writer threads stop with the server"
+        );
+        drop(pool);
+    }
+
+    /// A server whose start fails after its pool began drops the pool without stopping: the threads end
+    /// with the pool, or the host's runtime would never finish dropping.
+    #[test]
+    fn a_dropped_pool_leaves_no_thread_behind() {
+        let runtime = server_runtime();
+        let stop = CancellationToken::new();
+        runtime.block_on(async { drop(WriterPool::start(2, &stop).await.unwrap()) });
+        assert!(
+            drop_returns(runtime),
+            "the writer threads end with their pool"
+        );
+        drop(stop);
     }
 }
