@@ -150,21 +150,33 @@ async fn a_quiet_broadcast_to_many_members_goes_to_their_writers() {
         for client in &mut clients[..members - 1] {
             while !matches!(next_push(client).await, Push::Joined { uid, .. } if uid == last) {}
         }
-        // Server code broadcasts as the first member: one input, a turn that touches the others.
-        let before = server.frames_written_through();
-        let sender = format!("first-of-{members}");
-        let message = message(0, 16);
-        let broadcast = api.broadcast(group, sender, VER_GROUP, cmd::BROADCAST, message, true);
-        bounded("broadcast", broadcast).await.unwrap();
-        for client in &mut clients[1..] {
-            while !matches!(next_push(client).await, Push::Broadcast { .. }) {}
-        }
-        let through = server.frames_written_through() - before;
+        // Server code broadcasts as the first member: one input, a turn that touches the others. A
+        // member's writer counts its last push off only after the client may already have read it, so
+        // the node can find a writer still busy and hand it the frame: a few members' broadcast is
+        // written through whole once the writers are idle, which the retries wait for; a big
+        // fan-out never is.
         let others = members as u64 - 1;
-        if others <= 64 {
-            assert_eq!(through, others, "{members} members: written through");
-        } else {
-            assert_eq!(through, 0, "{members} members: handed to the writers");
+        let mut whole = false;
+        for attempt in 0..20 {
+            let before = server.frames_written_through();
+            let sender = format!("first-of-{members}");
+            let message = message(attempt, 16);
+            let broadcast = api.broadcast(group, sender, VER_GROUP, cmd::BROADCAST, message, true);
+            bounded("broadcast", broadcast).await.unwrap();
+            for client in &mut clients[1..] {
+                while !matches!(next_push(client).await, Push::Broadcast { .. }) {}
+            }
+            let through = server.frames_written_through() - before;
+            if others > 64 {
+                assert_eq!(through, 0, "{members} members: handed to the writers");
+            } else if through == others {
+                whole = true;
+                break;
+            }
         }
+        assert!(
+            whole || others > 64,
+            "{members} members: no broadcast written through whole"
+        );
     }
 }
