@@ -112,6 +112,23 @@ pub(crate) struct Charge {
     budget: Arc<ConnBudget>,
 }
 
+impl Charge {
+    /// Takes over `other`'s bytes, which must be held for the same connection: a flusher gathers a
+    /// connection's entries of several turns into one.
+    pub(crate) fn absorb(&mut self, mut other: Charge) {
+        debug_assert!(Arc::ptr_eq(&self.budget, &other.budget));
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// Gives back `bytes` of the charge at once (they were written), keeping the rest.
+    pub(crate) fn release(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        self.budget.queued.fetch_sub(bytes, Ordering::Relaxed);
+        self.budget.server.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         self.budget.queued.fetch_sub(self.bytes, Ordering::Relaxed);
@@ -244,6 +261,24 @@ mod tests {
         drop((first, inbound));
         assert_eq!((a.queued(), server.used()), (0, 0));
         assert!(!server.spent());
+    }
+
+    /// A flusher merges a connection's charges and gives back what it wrote: the counters follow.
+    #[test]
+    fn merged_charges_give_back_what_was_written_and_the_rest_when_dropped() {
+        let server = ServerBudget::new(1000);
+        let conn = ConnBudget::new(server.clone());
+        let mut round = conn.charge(100);
+        round.absorb(conn.charge(50));
+        assert_eq!((conn.queued(), server.used()), (150, 150));
+        round.release(120);
+        assert_eq!((conn.queued(), server.used()), (30, 30));
+        round.release(1000); // never more than it holds
+        assert_eq!((conn.queued(), server.used()), (0, 0));
+        let mut other = conn.charge(70);
+        other.absorb(round);
+        drop(other);
+        assert_eq!((conn.queued(), server.used()), (0, 0));
     }
 
     #[test]

@@ -94,6 +94,11 @@ impl Connection {
             stop: kill.clone(),
             last_words: last_words.clone(),
             budget,
+            flusher: shared
+                .writer_pool
+                .as_ref()
+                .filter(|_| direct.is_some())
+                .map(|pool| pool.thread_of(conn)),
             direct: direct.clone(),
         };
         shared

@@ -47,6 +47,12 @@ impl Direct {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
+    /// Entries handed over and not yet written whole (a flusher writes through when they are its own).
+    pub fn in_flight(&self) -> usize {
+        // Acquire: as in `idle`.
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// The node's side: counts one entry handed to the writer (before it is sent to the queue).
     pub fn handed(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -29,6 +29,7 @@ pub mod client;
 pub mod config;
 mod conn;
 mod direct;
+mod flusher;
 mod handle;
 mod histogram;
 pub mod hooks;

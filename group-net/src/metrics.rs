@@ -144,7 +144,7 @@ async fn render(source: &MetricsSource) -> String {
             ("{transport=\"udp\"}", load(udp)),
         ],
     );
-    let counters: [(&str, &str, f64); 10] = [
+    let counters: [(&str, &str, f64); 11] = [
         (
             "group_connections_accepted_total",
             "Connections and UDP sessions accepted.",
@@ -179,6 +179,11 @@ async fn render(source: &MetricsSource) -> String {
             "group_frames_written_through_total",
             "Of those, frames the node task wrote to plain TCP sockets itself on a quiet turn.",
             load(&stats.frames_written_through),
+        ),
+        (
+            "group_frames_flushed_total",
+            "Of those, frames the writer threads' flushers wrote in one write per connection per round (server.writerThreads).",
+            load(&stats.frames_flushed),
         ),
         (
             "group_node_busy_seconds_total",

@@ -7,7 +7,6 @@
 //! anyone else.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,8 +19,10 @@ use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{ConnBudget, ServerBudget};
+use crate::flusher::{Flush, FlushSender, Route};
 use crate::inbox::{
-    Answer, Answerer, ConnWriter, EventFn, Frames, NodeInput, Outgoing, Stats, TickRunner,
+    Answer, Answerer, ConnMap, ConnWriter, EventFn, Frames, NodeInput, Outgoing, Stats, TickRunner,
+    slow_consumer_notice,
 };
 use crate::mesh::Links;
 use crate::throttle::Throttle;
@@ -35,9 +36,9 @@ pub(crate) struct NodeTask {
 
 /// Where the core's outputs go: the connections' writers, the mesh links, the waiting callers.
 struct Io {
-    writers: HashMap<ConnId, ConnWriter, BuildHasherDefault<ConnIdHasher>>,
+    writers: ConnMap<ConnWriter>,
     /// This turn's frames per connection, handed to the writers when the turn ends (`Io::flush`).
-    pending: HashMap<ConnId, Pending, BuildHasherDefault<ConnIdHasher>>,
+    pending: ConnMap<Pending>,
     /// Their bytes: they count against the budgets before they are charged at the hand-over.
     pending_bytes: usize,
     ticks: HashMap<GroupId, TickRunner>,
@@ -53,6 +54,10 @@ struct Io {
     dying: Vec<Arc<ConnBudget>>,
     /// Set for the end of a quiet turn: `hand_over` may write through (see [`WRITE_THROUGH_INPUTS`]).
     write_through: bool,
+    /// The writer threads' flushers (`server.writerThreads`), by thread.
+    flushers: Vec<FlushSender>,
+    /// This turn's messages for each flusher, sent when the turn ends: one message per thread per turn.
+    to_flush: Vec<Vec<Flush>>,
 }
 
 /// The byte bounds on what the node queues for connections.
@@ -93,29 +98,12 @@ const WRITE_THROUGH_INPUTS: usize = 1;
 /// 24 ms instead of 35 ms (redis 19-28 ms), for 15% more CPU per delivery (docs/benchmarks/FANOUT-LOG.md).
 const WRITE_THROUGH_CONNECTIONS: usize = 64;
 
+/// A big turn's frames go to a flusher this many connections at a time, not all at the end of the
+/// turn: the flusher writes the first members while the node hands over the rest.
+const FLUSH_EARLY: usize = 64;
+
 /// Cut connections remembered in `Io::dying` at most (beyond it, more may be cut than needed).
 const MAX_DYING: usize = 1024;
-
-/// Hashes connection IDs (driver-assigned counters, not chosen by peers) with one multiplication: the
-/// writers' map is looked up once per frame sent, and SipHash showed in profiles of fan-out.
-#[derive(Default)]
-struct ConnIdHasher(u64);
-
-impl std::hash::Hasher for ConnIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 impl NodeTask {
     pub fn new(
@@ -124,6 +112,7 @@ impl NodeTask {
         event_sink: Option<EventFn>,
         stats: Arc<Stats>,
         limits: OutboundLimits,
+        flushers: Vec<FlushSender>,
     ) -> Self {
         NodeTask {
             node,
@@ -140,6 +129,8 @@ impl NodeTask {
                 limits,
                 dying: Vec::new(),
                 write_through: false,
+                to_flush: flushers.iter().map(|_| Vec::new()).collect(),
+                flushers,
             },
         }
     }
@@ -175,7 +166,7 @@ impl NodeTask {
                     }
                 };
                 if result.is_ok() {
-                    self.io.writers.insert(conn, writer);
+                    self.io.open_writer(conn, writer);
                 }
                 let _ = reply.send(result);
             }
@@ -215,8 +206,8 @@ impl NodeTask {
         }
         let conn = match &input {
             Input::Disconnect(conn) => {
-                self.io.writers.remove(conn);
                 self.io.drop_pending(*conn);
+                self.io.remove_writer(*conn);
                 None
             }
             Input::Request { conn, .. } | Input::Frame { conn, .. } => Some(*conn),
@@ -243,11 +234,47 @@ impl NodeTask {
 }
 
 impl Io {
+    /// Tracks a connection's writer; one on a writer thread is announced to its thread's flusher.
+    fn open_writer(&mut self, conn: ConnId, writer: ConnWriter) {
+        if let (Some(thread), Some(direct)) = (writer.flusher, &writer.direct) {
+            let route = Route {
+                queue: writer.queue.clone(),
+                direct: direct.clone(),
+                stop: writer.stop.clone(),
+                last_words: writer.last_words.clone(),
+            };
+            if let Some(turn) = self.to_flush.get_mut(thread) {
+                turn.push(Flush::Open { conn, route });
+            }
+        }
+        self.writers.insert(conn, writer);
+    }
+
+    /// Lets go of a connection's writer (its queue closes once the flusher lets go too): it writes what
+    /// it was handed, then closes the socket.
+    fn remove_writer(&mut self, conn: ConnId) -> Option<ConnWriter> {
+        let writer = self.writers.remove(&conn)?;
+        if let Some(turn) = writer.flusher.and_then(|t| self.to_flush.get_mut(t)) {
+            turn.push(Flush::Close(conn));
+        }
+        Some(writer)
+    }
+
+    /// Sends each flusher this turn's messages.
+    fn send_to_flushers(&mut self) {
+        for (turn, flusher) in self.to_flush.iter_mut().zip(&self.flushers) {
+            if !turn.is_empty() {
+                // A flusher is gone only when the server stops: what it would have written goes.
+                let _ = flusher.send(std::mem::take(turn));
+            }
+        }
+    }
+
     /// Cuts a connection that holds too much (a slow consumer): its writer tries to say why, then closes;
     /// its reader stops, and the core discards the session.
     fn cut(&mut self, conn: ConnId, why: &'static str) {
         self.drop_pending(conn);
-        let Some(writer) = self.writers.remove(&conn) else {
+        let Some(writer) = self.remove_writer(conn) else {
             return;
         };
         self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
@@ -341,6 +368,7 @@ impl Io {
             self.hand_over(conn, batch);
         }
         self.pending = pending;
+        self.send_to_flushers();
     }
 
     /// Forgets a connection's frames of this turn (it was cut, or it is gone).
@@ -383,6 +411,18 @@ impl Io {
         if let Some(direct) = direct {
             direct.handed();
         }
+        if let (Some(thread), Some(_)) = (writer.flusher, direct)
+            && let Some(turn) = self.to_flush.get_mut(thread)
+        {
+            turn.push(Flush::Frames { conn, outgoing });
+            self.stats.frames_sent.fetch_add(count, Ordering::Relaxed);
+            if turn.len() >= FLUSH_EARLY
+                && let Some(flusher) = self.flushers.get(thread)
+            {
+                let _ = flusher.send(std::mem::take(turn));
+            }
+            return;
+        }
         let sent = writer.queue.try_send(outgoing);
         if let (Err(_), Some(direct)) = (&sent, direct) {
             direct.unhanded();
@@ -395,7 +435,7 @@ impl Io {
                 self.cut(conn, "outbound queue full (outboundQueue turns of frames)");
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.writers.remove(&conn);
+                self.remove_writer(conn);
             }
         }
     }
@@ -453,7 +493,7 @@ impl Sink for Io {
                 if let Some(batch) = self.pending.remove(&conn) {
                     self.hand_over(conn, batch);
                 }
-                self.writers.remove(&conn);
+                self.remove_writer(conn);
             }
             Event::Tick { group } => {
                 if let Some(callback) = self.ticks.get(&group)
@@ -576,17 +616,4 @@ pub(crate) async fn run(
     for (_, writer) in task.io.writers.drain() {
         writer.stop.cancel();
     }
-}
-
-/// The closing notice a slow consumer's writer tries to send last (15 CLOSED_SLOW_CONSUMER).
-fn slow_consumer_notice() -> bytes::Bytes {
-    use group_core::proto::{Status, VER_CONTROL, cmd, code, encode_error_payload};
-    encode_error_payload(
-        VER_CONTROL,
-        cmd::CLOSING,
-        Status::Bad,
-        code::CLOSED_SLOW_CONSUMER,
-        None,
-        "too slow: the outbound queue is full",
-    )
 }

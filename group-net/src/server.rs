@@ -344,6 +344,16 @@ impl ServerBuilder {
             stats.clone(),
             stop_mesh.clone(),
         );
+        // One flusher per writer thread, for its plain TCP connections' frames.
+        let flushers = shared.writer_pool.as_ref().map_or_else(Vec::new, |pool| {
+            (0..pool.threads())
+                .map(|thread| {
+                    let (flusher, turns) = tokio::sync::mpsc::unbounded_channel();
+                    drop(pool.spawn_on(thread, crate::flusher::run(turns, stats.clone())));
+                    flusher
+                })
+                .collect()
+        });
         let task = NodeTask::new(
             node,
             Some(links.clone()),
@@ -353,6 +363,7 @@ impl ServerBuilder {
                 server: shared.budget.clone(),
                 per_connection: shared.max_queued_bytes,
             },
+            flushers,
         );
         let tasks = TaskTracker::new();
         tasks.spawn(node_task::run(task, receiver, stop_node.clone()));
@@ -568,6 +579,12 @@ impl Server {
     /// to the connections' writers.
     pub fn frames_written_through(&self) -> u64 {
         self.stats.frames_written_through.load(Ordering::Relaxed)
+    }
+
+    /// Frames the writer threads' flushers wrote, one write per connection per round
+    /// (`server.writerThreads`), instead of handing them to the connections' writers.
+    pub fn frames_flushed(&self) -> u64 {
+        self.stats.frames_flushed.load(Ordering::Relaxed)
     }
 
     /// Time the node task spent handling inputs and handing their frames over, since start (the hand-over

@@ -89,16 +89,34 @@ impl WriterPool {
         })
     }
 
-    /// Runs connection `conn`'s writer on its thread (connections are spread by ID).
+    /// How many threads the pool has.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// The thread connection `conn`'s writer runs on (connections are spread by ID).
+    pub fn thread_of(&self, conn: ConnId) -> usize {
+        usize::try_from(conn.0).unwrap_or(0) % self.threads.len().max(1)
+    }
+
+    /// Runs connection `conn`'s writer on its thread.
     pub fn spawn<F>(&self, conn: ConnId, writer: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let index = usize::try_from(conn.0).unwrap_or(0) % self.threads.len().max(1);
-        match self.threads.get(index) {
-            Some(thread) => thread.spawn(writer),
-            None => tokio::spawn(writer),
+        self.spawn_on(self.thread_of(conn), writer)
+    }
+
+    /// Runs `task` on thread `thread` (a flusher: one per thread).
+    pub fn spawn_on<F>(&self, thread: usize, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.threads.get(thread) {
+            Some(thread) => thread.spawn(task),
+            None => tokio::spawn(task),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["throttle", "budget", "histogram", "direct", "writer_pool"],
     &["auth", "config", "hooks", "inbox", "tls"],
-    &["mesh", "conn", "handle", "message_worker"],
+    &["mesh", "conn", "handle", "message_worker", "flusher"],
     &["listener", "node_task"],
     &["tcp", "udp", "ws", "metrics"],
     &["server"],

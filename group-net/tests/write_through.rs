@@ -132,7 +132,20 @@ async fn fill_and_drain(writer_threads: Option<usize>) {
 /// in parallel, and the node is free for other groups' inputs); to a few members it is written through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_broadcast_to_many_members_goes_to_their_writers() {
-    let server = start(ServerBuilder::new(config())).await;
+    quiet_broadcasts(0).await;
+}
+
+/// The same with a writer thread: the big fan-out goes to the thread's flusher, which writes every
+/// member in one round (`flusher`), and nothing goes there when there is no writer thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_writer_thread_a_big_fan_out_is_written_by_its_flusher() {
+    quiet_broadcasts(1).await;
+}
+
+async fn quiet_broadcasts(writer_threads: usize) {
+    let mut cfg = config();
+    cfg.writer_threads = Some(writer_threads);
+    let server = start(ServerBuilder::new(cfg)).await;
     let api = server.handle();
     // The node writes through to at most 64 connections a turn (`WRITE_THROUGH_CONNECTIONS`): a
     // broadcast to 66 members reaches 65 others.
@@ -147,7 +160,7 @@ async fn a_quiet_broadcast_to_many_members_goes_to_their_writers() {
         }
         // Every join's pushes are out before the count is read: each member has seen the last join.
         let last = format!("m{}-of-{members}", members - 1);
-        for client in &mut clients[..members - 1] {
+        for client in clients.iter_mut().take(members - 1) {
             while !matches!(next_push(client).await, Push::Joined { uid, .. } if uid == last) {}
         }
         // Server code broadcasts as the first member: one input, a turn that touches the others. A
@@ -159,24 +172,32 @@ async fn a_quiet_broadcast_to_many_members_goes_to_their_writers() {
         let mut whole = false;
         for attempt in 0..20 {
             let before = server.frames_written_through();
+            let flushed_before = server.frames_flushed();
             let sender = format!("first-of-{members}");
             let message = message(attempt, 16);
             let broadcast = api.broadcast(group, sender, VER_GROUP, cmd::BROADCAST, message, true);
             bounded("broadcast", broadcast).await.unwrap();
-            for client in &mut clients[1..] {
+            for client in clients.iter_mut().skip(1) {
                 while !matches!(next_push(client).await, Push::Broadcast { .. }) {}
             }
             let through = server.frames_written_through() - before;
+            let flushed = server.frames_flushed() - flushed_before;
             if others > 64 {
                 assert_eq!(through, 0, "{members} members: handed to the writers");
+                if writer_threads == 0 {
+                    assert_eq!(flushed, 0, "no writer thread, no flusher");
+                } else if flushed == others {
+                    whole = true;
+                    break;
+                }
             } else if through == others {
                 whole = true;
                 break;
             }
         }
         assert!(
-            whole || others > 64,
-            "{members} members: no broadcast written through whole"
+            whole || (others > 64 && writer_threads == 0),
+            "{members} members: no broadcast written whole by the node or the flusher"
         );
     }
 }
