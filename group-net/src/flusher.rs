@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::Charge;
 use crate::direct::Direct;
-use crate::inbox::{ConnMap, Frames, LastWords, Outgoing, Stats, slow_consumer_notice};
+use crate::inbox::{ConnMap, Frames, LastWords, Outgoing, SpareVecs, Stats, slow_consumer_notice};
 use crate::throttle::Throttle;
 
 /// Connections a flusher writes between two looks at its channel: what the node handed over meanwhile
@@ -70,73 +70,107 @@ struct Held {
     entries: usize,
 }
 
-/// Runs a flusher until the node task drops its end.
-pub(crate) async fn run(mut turns: mpsc::UnboundedReceiver<Vec<Flush>>, stats: Arc<Stats>) {
-    let mut held: ConnMap<Held> = ConnMap::default();
-    // Connections with frames to write, in the order their first frame came. A connection written in
-    // a round and handed more during it is in it again, further on.
-    let mut dirty: Vec<ConnId> = Vec::new();
+/// A flusher's state: its connections and this round's work.
+struct Flusher {
+    held: ConnMap<Held>,
+    /// Connections with frames to write, in the order their first frame came. A connection written in
+    /// a round and handed more during it is in it again, further on.
+    dirty: Vec<ConnId>,
+    /// The node's frame vectors this round emptied, handed back once per round.
+    emptied: Vec<Vec<Bytes>>,
+    spares: SpareVecs,
+    stats: Arc<Stats>,
+}
+
+/// Runs a flusher until the node task drops its end. `spares`: where emptied frame vectors go back to
+/// the node task.
+pub(crate) async fn run(
+    mut turns: mpsc::UnboundedReceiver<Vec<Flush>>,
+    spares: SpareVecs,
+    stats: Arc<Stats>,
+) {
+    let mut flusher = Flusher {
+        held: ConnMap::default(),
+        dirty: Vec::new(),
+        emptied: Vec::new(),
+        spares,
+        stats,
+    };
     loop {
-        if dirty.is_empty() {
+        if flusher.dirty.is_empty() {
             let Some(turn) = turns.recv().await else {
                 return;
             };
-            take(turn, &mut held, &mut dirty, &stats);
+            flusher.take(turn);
         }
         let mut written = 0;
-        while let Some(conn) = dirty.get(written).copied() {
+        while let Some(conn) = flusher.dirty.get(written).copied() {
             if written % WRITES_PER_LOOK == 0 {
                 while let Ok(turn) = turns.try_recv() {
-                    take(turn, &mut held, &mut dirty, &stats);
+                    flusher.take(turn);
                 }
             }
-            if let Some(connection) = held.get_mut(&conn) {
-                connection.write(&stats);
+            if let Some(connection) = flusher.held.get_mut(&conn) {
+                connection.write(&flusher.stats);
             }
             written += 1;
             if written == WRITES_PER_ROUND {
                 break;
             }
         }
-        dirty.drain(..written);
-        if !dirty.is_empty() {
+        flusher.dirty.drain(..written);
+        flusher.spares.give(&mut flusher.emptied);
+        if !flusher.dirty.is_empty() {
             tokio::task::yield_now().await;
         }
     }
 }
 
-/// Adds a turn's messages to the round.
-fn take(turn: Vec<Flush>, held: &mut ConnMap<Held>, dirty: &mut Vec<ConnId>, stats: &Stats) {
-    for flush in turn {
-        match flush {
-            Flush::Open { conn, route } => {
-                let connection = Held {
-                    route,
-                    frames: Vec::new(),
-                    charge: None,
-                    entries: 0,
-                };
-                held.insert(conn, connection);
-            }
-            Flush::Frames { conn, outgoing } => {
-                let Some(connection) = held.get_mut(&conn) else {
-                    continue; // closed already: nothing to write to
-                };
-                if connection.entries == 0 {
-                    dirty.push(conn);
+impl Flusher {
+    /// Adds a turn's messages to the round.
+    fn take(&mut self, turn: Vec<Flush>) {
+        for flush in turn {
+            match flush {
+                Flush::Open { conn, route } => {
+                    let connection = Held {
+                        route,
+                        frames: Vec::new(),
+                        charge: None,
+                        entries: 0,
+                    };
+                    self.held.insert(conn, connection);
                 }
-                connection.entries += 1;
-                connection.frames.extend(outgoing.frames);
-                match &mut connection.charge {
-                    Some(charge) => charge.absorb(outgoing.charge),
-                    None => connection.charge = Some(outgoing.charge),
+                Flush::Frames { conn, outgoing } => {
+                    let Some(connection) = self.held.get_mut(&conn) else {
+                        continue; // closed already: nothing to write to
+                    };
+                    if connection.entries == 0 {
+                        self.dirty.push(conn);
+                    }
+                    connection.entries += 1;
+                    match outgoing.frames {
+                        Frames::One(frame) => connection.frames.push(frame),
+                        // The round's first frames: the node's vector becomes the round's.
+                        Frames::Many(frames) if connection.frames.is_empty() => {
+                            let empty = std::mem::replace(&mut connection.frames, frames);
+                            self.emptied.push(empty);
+                        }
+                        Frames::Many(mut frames) => {
+                            connection.frames.append(&mut frames);
+                            self.emptied.push(frames);
+                        }
+                    }
+                    match &mut connection.charge {
+                        Some(charge) => charge.absorb(outgoing.charge),
+                        None => connection.charge = Some(outgoing.charge),
+                    }
                 }
-            }
-            Flush::Close(conn) => {
-                // What the node handed over before letting go goes first (a closing notice, say);
-                // dropping the route then lets the writer finish and close the socket.
-                if let Some(mut connection) = held.remove(&conn) {
-                    connection.write(stats);
+                Flush::Close(conn) => {
+                    // What the node handed over before letting go goes first (a closing notice, say);
+                    // dropping the route then lets the writer finish and close the socket.
+                    if let Some(mut connection) = self.held.remove(&conn) {
+                        connection.write(&self.stats);
+                    }
                 }
             }
         }
@@ -298,7 +332,8 @@ mod tests {
             node.send(vec![entry(&a, ConnId(1), chunk.to_vec())])
                 .unwrap();
         }
-        let flusher = tokio::spawn(run(turns, stats.clone()));
+        let spares = SpareVecs::default();
+        let flusher = tokio::spawn(run(turns, spares.clone(), stats.clone()));
         let expected: Vec<u8> = sent.iter().flat_map(|f| f.iter().copied()).collect();
         let mut got = vec![0; expected.len()];
         within(a.peer.read_exact(&mut got)).await.unwrap();
@@ -315,6 +350,10 @@ mod tests {
         );
         drop(node);
         within(flusher).await.unwrap();
+        let mut stock = Vec::new();
+        spares.take_into(&mut stock);
+        // The first became the round's own (the connection's had no capacity yet to give back).
+        assert_eq!(stock.len(), 9, "the node's other vectors went back to it");
     }
 
     /// While the writer has an entry of its own in flight the flusher must not write ahead of it: the
@@ -330,7 +369,7 @@ mod tests {
             .unwrap();
         node.send(vec![entry(&a, ConnId(7), vec![frame(2, 6), frame(3, 7)])])
             .unwrap();
-        let flusher = tokio::spawn(run(turns, stats.clone()));
+        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats.clone()));
         let queued = within(a.writer_queue.recv()).await.unwrap();
         assert_eq!(
             queued.frames.as_slice(),
@@ -361,7 +400,7 @@ mod tests {
             entry(&a, ConnId(2), sent.clone()),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(turns, stats));
+        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats));
         let rest = within(a.writer_queue.recv()).await.unwrap();
         let left: usize = rest.frames.as_slice().iter().map(Bytes::len).sum();
         assert!(left > 0 && left < total, "{left} of {total} left");
@@ -388,7 +427,7 @@ mod tests {
             Flush::Close(ConnId(3)),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(turns, stats));
+        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats));
         let mut got = vec![0; 40];
         within(a.peer.read_exact(&mut got)).await.unwrap();
         assert_eq!(got, frame(9, 40).to_vec());
@@ -419,7 +458,7 @@ mod tests {
             entry(&a, ConnId(4), vec![frame(1, 8)]),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(turns, stats.clone()));
+        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats.clone()));
         tokio::task::yield_now().await;
         node.send(vec![entry(&a, ConnId(4), vec![frame(2, 8)])])
             .unwrap();

@@ -42,10 +42,17 @@ pub(crate) enum Frames {
 }
 
 impl Frames {
+    #[cfg(test)]
     pub fn push(&mut self, frame: Bytes) {
+        self.push_from(frame, &mut Vec::new());
+    }
+
+    /// Adds a frame, taking the vector a second frame needs from `spares` when it has one.
+    pub fn push_from(&mut self, frame: Bytes, spares: &mut Vec<Vec<Bytes>>) {
         match self {
             Frames::One(first) => {
-                let mut frames = Vec::with_capacity(8); // grown once per turn, not at 2 and 4
+                // Grown once per turn, not at 2 and 4.
+                let mut frames = spares.pop().unwrap_or_else(|| Vec::with_capacity(8));
                 frames.push(std::mem::take(first));
                 frames.push(frame);
                 *self = Frames::Many(frames);
@@ -138,6 +145,38 @@ pub(crate) fn slow_consumer_notice() -> Bytes {
         None,
         "too slow: the outbound queue is full",
     )
+}
+
+/// Emptied frame vectors on their way back from the flushers to the node task. The node fills a vector
+/// per member per busy turn and a flusher empties it on another thread: allocated on one thread and
+/// freed on the other, they missed the allocator's per-thread caches every time (malloc, realloc and
+/// free were about 9% of the server's CPU with 100 members flat out).
+#[derive(Clone, Default)]
+pub(crate) struct SpareVecs(Arc<Mutex<Vec<Vec<Bytes>>>>);
+
+/// Vectors kept for reuse at most, and the largest capacity kept: a bound on the memory they hold.
+const MAX_SPARE_VECS: usize = 4096;
+const MAX_SPARE_CAPACITY: usize = 1024;
+
+impl SpareVecs {
+    /// The flusher's side, once per round: hands back emptied vectors (the rest are dropped).
+    pub fn give(&self, emptied: &mut Vec<Vec<Bytes>>) {
+        if let Ok(mut spares) = self.0.lock() {
+            let room = MAX_SPARE_VECS.saturating_sub(spares.len());
+            let kept = emptied
+                .drain(..)
+                .filter(|v| (1..=MAX_SPARE_CAPACITY).contains(&v.capacity()) && v.is_empty());
+            spares.extend(kept.take(room));
+        }
+        emptied.clear();
+    }
+
+    /// The node's side, when its own stock has run out: takes every vector handed back.
+    pub fn take_into(&self, stock: &mut Vec<Vec<Bytes>>) {
+        if let Ok(mut spares) = self.0.lock() {
+            stock.append(&mut spares);
+        }
+    }
 }
 
 /// The frame a connection's writer sends last when the node cuts the connection (a slow consumer's
@@ -347,6 +386,34 @@ mod tests {
         assert_eq!(all, [&b"a"[..], b"b", b"c"]);
         let one: Vec<Bytes> = Frames::One(Bytes::from_static(b"x")).into_iter().collect();
         assert_eq!(one, [&b"x"[..]]);
+    }
+
+    /// Emptied vectors come back to the node for its next second frames; the ones too big, not
+    /// empty, or beyond the count bound are dropped instead of kept.
+    #[test]
+    fn spare_vectors_are_reused_within_their_bounds() {
+        let spares = SpareVecs::default();
+        let mut emptied: Vec<Vec<Bytes>> = vec![
+            Vec::with_capacity(16),
+            Vec::with_capacity(MAX_SPARE_CAPACITY + 1),
+            Vec::new(),
+            vec![Bytes::from_static(b"still full")],
+        ];
+        spares.give(&mut emptied);
+        assert!(emptied.is_empty());
+        let mut stock = Vec::new();
+        spares.take_into(&mut stock);
+        assert_eq!(stock.iter().map(Vec::capacity).collect::<Vec<_>>(), [16]);
+        let mut frames = Frames::One(Bytes::from_static(b"a"));
+        frames.push_from(Bytes::from_static(b"b"), &mut stock);
+        assert!(stock.is_empty(), "the second frame took the spare");
+        assert!(matches!(&frames, Frames::Many(v) if v.capacity() == 16));
+        let mut many: Vec<Vec<Bytes>> = (0..MAX_SPARE_VECS + 10)
+            .map(|_| Vec::with_capacity(8))
+            .collect();
+        spares.give(&mut many);
+        spares.take_into(&mut stock);
+        assert_eq!(stock.len(), MAX_SPARE_VECS);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use group_core::{
     Call, ConnId, Event, GroupId, Handled, Input, Instant, JoinStatus, MeshTransmit, Node, Outcome,
     Sink, Transmit, Uid,
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{ConnBudget, ServerBudget};
 use crate::flusher::{Flush, FlushSender, Route};
 use crate::inbox::{
-    Answer, Answerer, ConnMap, ConnWriter, EventFn, Frames, NodeInput, Outgoing, Stats, TickRunner,
-    slow_consumer_notice,
+    Answer, Answerer, ConnMap, ConnWriter, EventFn, Frames, NodeInput, Outgoing, SpareVecs, Stats,
+    TickRunner, slow_consumer_notice,
 };
 use crate::mesh::Links;
 use crate::throttle::Throttle;
@@ -58,6 +59,9 @@ struct Io {
     flushers: Vec<FlushSender>,
     /// This turn's messages for each flusher, sent when the turn ends: one message per thread per turn.
     to_flush: Vec<Vec<Flush>>,
+    /// Frame vectors the flushers emptied, for this task's next turns, and the ones it holds now.
+    spares: SpareVecs,
+    stock: Vec<Vec<Bytes>>,
 }
 
 /// The byte bounds on what the node queues for connections.
@@ -102,6 +106,12 @@ const WRITE_THROUGH_CONNECTIONS: usize = 64;
 /// turn: the flusher writes the first members while the node hands over the rest.
 const FLUSH_EARLY: usize = 64;
 
+/// Takes a flusher's message out of `turn`, leaving room for the next (the usual size: a message grows
+/// to 64 entries, one reallocation at each doubling otherwise).
+fn next_message(turn: &mut Vec<Flush>) -> Vec<Flush> {
+    std::mem::replace(turn, Vec::with_capacity(FLUSH_EARLY))
+}
+
 /// Cut connections remembered in `Io::dying` at most (beyond it, more may be cut than needed).
 const MAX_DYING: usize = 1024;
 
@@ -113,6 +123,7 @@ impl NodeTask {
         stats: Arc<Stats>,
         limits: OutboundLimits,
         flushers: Vec<FlushSender>,
+        spares: SpareVecs,
     ) -> Self {
         NodeTask {
             node,
@@ -130,6 +141,8 @@ impl NodeTask {
                 dying: Vec::new(),
                 write_through: false,
                 to_flush: flushers.iter().map(|_| Vec::new()).collect(),
+                spares,
+                stock: Vec::new(),
                 flushers,
             },
         }
@@ -265,7 +278,7 @@ impl Io {
         for (turn, flusher) in self.to_flush.iter_mut().zip(&self.flushers) {
             if !turn.is_empty() {
                 // A flusher is gone only when the server stops: what it would have written goes.
-                let _ = flusher.send(std::mem::take(turn));
+                let _ = flusher.send(next_message(turn));
             }
         }
     }
@@ -339,7 +352,10 @@ impl Io {
         self.pending_bytes += bytes;
         if let Some(batch) = self.pending.get_mut(&conn) {
             if batch.reliable == transmit.reliable {
-                batch.frames.push(transmit.frame);
+                if self.stock.is_empty() && !self.flushers.is_empty() {
+                    self.spares.take_into(&mut self.stock);
+                }
+                batch.frames.push_from(transmit.frame, &mut self.stock);
                 batch.bytes += bytes;
                 return true;
             }
@@ -419,7 +435,7 @@ impl Io {
             if turn.len() >= FLUSH_EARLY
                 && let Some(flusher) = self.flushers.get(thread)
             {
-                let _ = flusher.send(std::mem::take(turn));
+                let _ = flusher.send(next_message(turn));
             }
             return;
         }
@@ -464,7 +480,10 @@ impl Sink for Io {
             && batch.reliable == transmit.reliable
             && batch.queued + batch.bytes + bytes <= self.limits.per_connection
         {
-            batch.frames.push(transmit.frame);
+            if self.stock.is_empty() && !self.flushers.is_empty() {
+                self.spares.take_into(&mut self.stock);
+            }
+            batch.frames.push_from(transmit.frame, &mut self.stock);
             batch.bytes += bytes;
             self.pending_bytes += bytes;
             return true;

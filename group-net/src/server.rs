@@ -345,11 +345,13 @@ impl ServerBuilder {
             stop_mesh.clone(),
         );
         // One flusher per writer thread, for its plain TCP connections' frames.
+        let spares = crate::inbox::SpareVecs::default();
         let flushers = shared.writer_pool.as_ref().map_or_else(Vec::new, |pool| {
             (0..pool.threads())
                 .map(|thread| {
                     let (flusher, turns) = tokio::sync::mpsc::unbounded_channel();
-                    drop(pool.spawn_on(thread, crate::flusher::run(turns, stats.clone())));
+                    let run = crate::flusher::run(turns, spares.clone(), stats.clone());
+                    drop(pool.spawn_on(thread, run));
                     flusher
                 })
                 .collect()
@@ -364,6 +366,7 @@ impl ServerBuilder {
                 per_connection: shared.max_queued_bytes,
             },
             flushers,
+            spares,
         );
         let tasks = TaskTracker::new();
         tasks.spawn(node_task::run(task, receiver, stop_node.clone()));
