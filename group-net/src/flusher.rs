@@ -37,6 +37,10 @@ const WRITES_PER_LOOK: usize = 16;
 /// Connections a flusher writes before it lets the thread's writers run (it yields and goes on).
 const WRITES_PER_ROUND: usize = 4096;
 
+/// Frames of capacity a connection keeps between rounds at most (512 bytes): a bigger round's vector
+/// goes back to the node, so idle connections hold little.
+const KEPT_CAPACITY: usize = 16;
+
 /// What the node task tells a flusher, in the order the node did it.
 pub(crate) enum Flush {
     /// A plain TCP connection whose writer runs on this thread.
@@ -110,8 +114,10 @@ pub(crate) async fn run(
                     flusher.take(turn);
                 }
             }
-            if let Some(connection) = flusher.held.get_mut(&conn) {
-                connection.write(&flusher.stats);
+            if let Some(connection) = flusher.held.get_mut(&conn)
+                && let Some(emptied) = connection.write(&flusher.stats)
+            {
+                flusher.emptied.push(emptied);
             }
             written += 1;
             if written == WRITES_PER_ROUND {
@@ -168,8 +174,10 @@ impl Flusher {
                 Flush::Close(conn) => {
                     // What the node handed over before letting go goes first (a closing notice, say);
                     // dropping the route then lets the writer finish and close the socket.
-                    if let Some(mut connection) = self.held.remove(&conn) {
-                        connection.write(&self.stats);
+                    if let Some(mut connection) = self.held.remove(&conn)
+                        && let Some(emptied) = connection.write(&self.stats)
+                    {
+                        self.emptied.push(emptied);
                     }
                 }
             }
@@ -180,17 +188,18 @@ impl Flusher {
 impl Held {
     /// Writes the round's frames through if the writer has nothing in flight, and queues to the writer
     /// what the socket did not take (or everything, if the writer is busy).
-    fn write(&mut self, stats: &Stats) {
+    ///
+    /// Returns the round's vector when it is too big to keep for an idle connection, for the node's
+    /// reuse.
+    fn write(&mut self, stats: &Stats) -> Option<Vec<Bytes>> {
         let entries = std::mem::take(&mut self.entries);
-        let Some(mut charge) = self.charge.take() else {
-            return;
-        };
+        let mut charge = self.charge.take()?;
         let direct = &self.route.direct;
         // Cut (the last words are set before the kill switch fires; a flag read, where the switch's
         // own check takes a lock): the writer sends them and closes.
         if entries == 0 || self.route.last_words.get().is_some() {
             self.frames.clear();
-            return;
+            return None;
         }
         let mut frames = Frames::Many(std::mem::take(&mut self.frames));
         let count = frames.len() as u64;
@@ -200,12 +209,16 @@ impl Held {
             0
         };
         if !frames.consume(written) {
-            if let Frames::Many(emptied) = frames {
-                self.frames = emptied; // keeps its capacity for the next round
-            }
             direct.written(entries);
             stats.frames_flushed.fetch_add(count, Ordering::Relaxed);
-            return;
+            let Frames::Many(emptied) = frames else {
+                return None;
+            };
+            if emptied.capacity() > KEPT_CAPACITY {
+                return Some(emptied);
+            }
+            self.frames = emptied; // kept for the next round
+            return None;
         }
         charge.release(written);
         // The round becomes one entry of the writer's: the others are off the in-flight count now.
@@ -221,6 +234,7 @@ impl Held {
             // The writer ended (the peer went away): the reader reports the disconnect.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+        None
     }
 
     /// Cuts a connection whose writer's queue is full: a slow consumer, as the node cuts one.
@@ -352,8 +366,9 @@ mod tests {
         within(flusher).await.unwrap();
         let mut stock = Vec::new();
         spares.take_into(&mut stock);
-        // The first became the round's own (the connection's had no capacity yet to give back).
-        assert_eq!(stock.len(), 9, "the node's other vectors went back to it");
+        // Nine appended to the first, which became the round's own and, grown past what an idle
+        // connection keeps, went back too once written.
+        assert_eq!(stock.len(), 10, "the node's vectors went back to it");
     }
 
     /// While the writer has an entry of its own in flight the flusher must not write ahead of it: the
