@@ -1,11 +1,13 @@
 //! A writer thread's flusher: the node task hands it each turn's frames for the thread's plain TCP
-//! connections in one message, and it writes each connection once for everything that reached it.
+//! connections in a few messages (64 connections each), and it writes each connection once for
+//! everything that reached it.
 //!
 //! Why: handing every member its own queue entry woke every member's writer task, once per member per
 //! turn; with 100 members flat out, the queues and the task wake-ups were about a sixth of the server's
-//! CPU. A flusher costs one wake-up per thread per turn, and writes its connections one after another
-//! the way redis's event loop writes its clients: the turns that arrive while it writes are gathered
-//! into its next round, so a busy connection gets one write per round whatever the number of turns.
+//! CPU. A flusher costs at most one wake-up per thread per message, and writes its connections one
+//! after another the way redis's event loop writes its clients: turns that arrive while it writes join
+//! the round (a connection not yet written takes them in the same write), so a busy connection gets one
+//! write per round whatever the number of turns.
 //!
 //! A connection's writer task still does what needs waiting: a socket that took only part of a round
 //! gets the rest queued to the writer, which waits for room. Ordering is the write-through rule of
