@@ -476,6 +476,9 @@ mod tests {
         ])
         .unwrap();
         let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats.clone()));
+        // The test's runtime has one thread: the yield lets the flusher take the first round whole and
+        // fill the queue, so the second entry is a round of its own (sent together, they would merge
+        // into one entry and fit).
         tokio::task::yield_now().await;
         node.send(vec![entry(&a, ConnId(4), vec![frame(2, 8)])])
             .unwrap();

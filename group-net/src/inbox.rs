@@ -179,6 +179,32 @@ impl SpareVecs {
     }
 }
 
+/// The node task's side of the spare vectors: the ones it holds, refilled from the flushers' returns
+/// when it runs out (none come back without flushers, so it then never looks).
+pub(crate) struct FrameStock {
+    stock: Vec<Vec<Bytes>>,
+    returns: Option<SpareVecs>,
+}
+
+impl FrameStock {
+    pub fn new(returns: Option<SpareVecs>) -> Self {
+        FrameStock {
+            stock: Vec::new(),
+            returns,
+        }
+    }
+
+    /// Adds `frame` to `frames`, with a spare vector if it needs one.
+    pub fn push(&mut self, frames: &mut Frames, frame: Bytes) {
+        if let (Frames::One(_), true, Some(returns)) =
+            (&frames, self.stock.is_empty(), &self.returns)
+        {
+            returns.take_into(&mut self.stock);
+        }
+        frames.push_from(frame, &mut self.stock);
+    }
+}
+
 /// The frame a connection's writer sends last when the node cuts the connection (a slow consumer's
 /// closing notice): set once by the node task before it fires the kill switch, read by the writer after.
 /// Best effort: a peer that is not reading at all never gets it.
@@ -414,6 +440,26 @@ mod tests {
         spares.give(&mut many);
         spares.take_into(&mut stock);
         assert_eq!(stock.len(), MAX_SPARE_VECS);
+    }
+
+    /// The node's stock refills from the flushers' returns only when a second frame needs a vector and
+    /// it has none; without flushers it allocates as before.
+    #[test]
+    fn the_node_takes_returned_vectors_when_a_second_frame_needs_one() {
+        let returns = SpareVecs::default();
+        returns.give(&mut vec![Vec::with_capacity(32)]);
+        let mut stock = FrameStock::new(Some(returns.clone()));
+        let mut frames = Frames::One(Bytes::from_static(b"a"));
+        stock.push(&mut frames, Bytes::from_static(b"b"));
+        stock.push(&mut frames, Bytes::from_static(b"c"));
+        assert!(matches!(&frames, Frames::Many(v) if v.capacity() == 32 && v.len() == 3));
+        let mut left = Vec::new();
+        returns.take_into(&mut left);
+        assert!(left.is_empty(), "the returned vector was taken");
+        let mut alone = FrameStock::new(None);
+        let mut frames = Frames::One(Bytes::from_static(b"a"));
+        alone.push(&mut frames, Bytes::from_static(b"b"));
+        assert!(matches!(&frames, Frames::Many(v) if v.capacity() == 8));
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use group_core::{
     Call, ConnId, Event, GroupId, Handled, Input, Instant, JoinStatus, MeshTransmit, Node, Outcome,
     Sink, Transmit, Uid,
@@ -22,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{ConnBudget, ServerBudget};
 use crate::flusher::{Flush, FlushSender, Route};
 use crate::inbox::{
-    Answer, Answerer, ConnMap, ConnWriter, EventFn, Frames, NodeInput, Outgoing, SpareVecs, Stats,
-    TickRunner, slow_consumer_notice,
+    Answer, Answerer, ConnMap, ConnWriter, EventFn, FrameStock, Frames, NodeInput, Outgoing,
+    SpareVecs, Stats, TickRunner, slow_consumer_notice,
 };
 use crate::mesh::Links;
 use crate::throttle::Throttle;
@@ -57,11 +56,11 @@ struct Io {
     write_through: bool,
     /// The writer threads' flushers (`server.writerThreads`), by thread.
     flushers: Vec<FlushSender>,
-    /// This turn's messages for each flusher, sent when the turn ends: one message per thread per turn.
+    /// This turn's messages for each flusher, sent every [`FLUSH_EARLY`] connections and when the turn
+    /// ends.
     to_flush: Vec<Vec<Flush>>,
-    /// Frame vectors the flushers emptied, for this task's next turns, and the ones it holds now.
-    spares: SpareVecs,
-    stock: Vec<Vec<Bytes>>,
+    /// Vectors for the turn's frames, reused from what the flushers emptied.
+    stock: FrameStock,
 }
 
 /// The byte bounds on what the node queues for connections.
@@ -141,8 +140,7 @@ impl NodeTask {
                 dying: Vec::new(),
                 write_through: false,
                 to_flush: flushers.iter().map(|_| Vec::new()).collect(),
-                spares,
-                stock: Vec::new(),
+                stock: FrameStock::new((!flushers.is_empty()).then_some(spares)),
                 flushers,
             },
         }
@@ -352,10 +350,7 @@ impl Io {
         self.pending_bytes += bytes;
         if let Some(batch) = self.pending.get_mut(&conn) {
             if batch.reliable == transmit.reliable {
-                if self.stock.is_empty() && !self.flushers.is_empty() {
-                    self.spares.take_into(&mut self.stock);
-                }
-                batch.frames.push_from(transmit.frame, &mut self.stock);
+                self.stock.push(&mut batch.frames, transmit.frame);
                 batch.bytes += bytes;
                 return true;
             }
@@ -480,10 +475,7 @@ impl Sink for Io {
             && batch.reliable == transmit.reliable
             && batch.queued + batch.bytes + bytes <= self.limits.per_connection
         {
-            if self.stock.is_empty() && !self.flushers.is_empty() {
-                self.spares.take_into(&mut self.stock);
-            }
-            batch.frames.push_from(transmit.frame, &mut self.stock);
+            self.stock.push(&mut batch.frames, transmit.frame);
             batch.bytes += bytes;
             self.pending_bytes += bytes;
             return true;
