@@ -63,13 +63,13 @@ pub(crate) struct Route {
     pub last_words: LastWords,
 }
 
-/// The node task's end of a flusher: one message per turn.
+/// The node task's end of a flusher: a message per turn, or per 64 connections of a big turn.
 pub(crate) type FlushSender = mpsc::UnboundedSender<Vec<Flush>>;
 
 /// A connection as the flusher sees it, with what this round holds for it.
 struct Held {
     route: Route,
-    /// This round's frames, in order; the vector is kept between rounds.
+    /// This round's frames, in order; the vector is kept between rounds up to [`KEPT_CAPACITY`].
     frames: Vec<Bytes>,
     charge: Option<Charge>,
     /// Entries (node turns) this round holds.
@@ -194,12 +194,13 @@ impl Held {
     /// Returns the round's vector when it is too big to keep for an idle connection, for the node's
     /// reuse.
     fn write(&mut self, stats: &Stats) -> Option<Vec<Bytes>> {
-        let entries = std::mem::take(&mut self.entries);
+        // A round with frames has a charge: none means nothing to write.
         let mut charge = self.charge.take()?;
+        let entries = std::mem::take(&mut self.entries);
         let direct = &self.route.direct;
         // Cut (the last words are set before the kill switch fires; a flag read, where the switch's
         // own check takes a lock): the writer sends them and closes.
-        if entries == 0 || self.route.last_words.get().is_some() {
+        if self.route.last_words.get().is_some() {
             self.frames.clear();
             return None;
         }
