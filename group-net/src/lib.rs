@@ -29,6 +29,7 @@ pub mod client;
 pub mod config;
 mod conn;
 mod direct;
+mod fan_out;
 mod flusher;
 mod handle;
 mod histogram;

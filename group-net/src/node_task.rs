@@ -19,6 +19,7 @@ use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{ConnBudget, ServerBudget};
+use crate::fan_out::{Run, Runs};
 use crate::flusher::{Flush, FlushSender, Route};
 use crate::inbox::{
     Answer, Answerer, ConnMap, ConnWriter, EventFn, FrameStock, Frames, NodeInput, Outgoing,
@@ -61,6 +62,12 @@ struct Io {
     to_flush: Vec<Vec<Flush>>,
     /// Vectors for the turn's frames, reused from what the flushers emptied.
     stock: FrameStock,
+    /// The turn's fan-outs not yet queued (`fan_out`): queued when a different one begins, and at the
+    /// turn's end.
+    runs: Runs,
+    /// Connections that could not take a run's frames (cut, or gone): the node task disconnects them in
+    /// the core, as the core does for a refused transmit.
+    refused: Vec<ConnId>,
 }
 
 /// The byte bounds on what the node queues for connections.
@@ -142,6 +149,8 @@ impl NodeTask {
                 to_flush: flushers.iter().map(|_| Vec::new()).collect(),
                 stock: FrameStock::new((!flushers.is_empty()).then_some(spares)),
                 flushers,
+                runs: Runs::default(),
+                refused: Vec::new(),
             },
         }
     }
@@ -160,6 +169,18 @@ impl NodeTask {
         let handled = self.node.handle(input, now);
         let _deadline = self.node.drain(now, &mut self.io);
         handled
+    }
+
+    /// Queues the turn's open runs, then disconnects in the core each connection that refused its
+    /// frames, and queues what that produced (the leave announcements) as well.
+    fn settle(&mut self) {
+        self.io.settle_runs();
+        while let Some(conn) = self.io.refused.pop() {
+            if self.node.is_connected(conn) {
+                let _done = self.handle(Input::Disconnect(conn));
+                self.io.settle_runs();
+            }
+        }
     }
 
     fn apply(&mut self, message: NodeInput) {
@@ -370,8 +391,56 @@ impl Io {
         true
     }
 
+    /// Queues the runs still open: the turn ended, or something else needs its pending frames.
+    fn settle_runs(&mut self) {
+        if self.runs.is_empty() {
+            return;
+        }
+        for run in self.runs.finish().into_iter().flatten() {
+            self.queue_run(run);
+        }
+    }
+
+    /// Queues a run for each of its members: one frame (the run's frames back to back) for a plain TCP
+    /// member, the frames one by one for the others (a WebSocket message or a datagram is one frame).
+    /// A member that cannot take them is refused.
+    fn queue_run(&mut self, run: Run) {
+        let joined = if run.frames.len() > 1 {
+            run.joined()
+        } else {
+            None
+        };
+        let reliable = run.reliable;
+        for &conn in &run.conns {
+            let plain_tcp = |io: &Self| io.writers.get(&conn).is_some_and(|w| w.direct.is_some());
+            let taken = match &joined {
+                Some(joined) if plain_tcp(self) => {
+                    let frame = joined.clone();
+                    self.queue_frame(Transmit {
+                        conn,
+                        frame,
+                        reliable,
+                    })
+                }
+                _ => run.frames.iter().all(|frame| {
+                    let frame = frame.clone();
+                    self.queue_frame(Transmit {
+                        conn,
+                        frame,
+                        reliable,
+                    })
+                }),
+            };
+            if !taken {
+                self.refused.push(conn);
+            }
+        }
+        self.runs.recycle(run);
+    }
+
     /// Hands every connection its frames of this turn: one queue entry (and one wake-up) each.
     fn flush(&mut self) {
+        self.settle_runs();
         // Drained through a spare map (nothing refills `pending` meanwhile), so its capacity stays for the
         // next turn.
         let mut pending = std::mem::take(&mut self.pending);
@@ -451,18 +520,9 @@ impl Io {
         }
     }
 
-    /// The connection with the most bytes queued.
-    fn largest_holder(&self) -> Option<ConnId> {
-        let holds = |conn: &ConnId, w: &ConnWriter| {
-            w.budget.queued() + self.pending.get(conn).map_or(0, |p| p.bytes)
-        };
-        let most = self.writers.iter().max_by_key(|(conn, w)| holds(conn, w));
-        most.map(|(conn, _)| *conn)
-    }
-}
-
-impl Sink for Io {
-    fn transmit(&mut self, transmit: Transmit) -> bool {
+    /// Adds a frame to this turn's batch for its connection, within the byte bounds. False when the
+    /// connection is gone or was cut.
+    fn queue_frame(&mut self, transmit: Transmit) -> bool {
         let conn = transmit.conn;
         let bytes = transmit.frame.len();
         // The usual case when busy: the connection has frames of this turn on the same channel and
@@ -492,6 +552,26 @@ impl Sink for Io {
         self.queue(transmit)
     }
 
+    /// The connection with the most bytes queued.
+    fn largest_holder(&self) -> Option<ConnId> {
+        let holds = |conn: &ConnId, w: &ConnWriter| {
+            w.budget.queued() + self.pending.get(conn).map_or(0, |p| p.bytes)
+        };
+        let most = self.writers.iter().max_by_key(|(conn, w)| holds(conn, w));
+        most.map(|(conn, _)| *conn)
+    }
+}
+
+impl Sink for Io {
+    /// Takes the frame into the turn's runs: it is queued when its run ends. A connection that cannot
+    /// take it then is disconnected by the node task (`NodeTask::settle`).
+    fn transmit(&mut self, transmit: Transmit) -> bool {
+        if let Some(run) = self.runs.take(transmit) {
+            self.queue_run(run);
+        }
+        true
+    }
+
     fn event(&mut self, event: Event) {
         if let Some(sink) = &self.event_sink {
             sink(&event);
@@ -501,6 +581,7 @@ impl Sink for Io {
                 tracing::debug!(conn = conn.0, ?reason, "closing connection");
                 // This turn's frames (the closing notice among them) go first; then dropping the queue
                 // lets the writer write what is queued and close the socket.
+                self.settle_runs();
                 if let Some(batch) = self.pending.remove(&conn) {
                     self.hand_over(conn, batch);
                 }
@@ -608,6 +689,7 @@ pub(crate) async fn run(
                 armed = None; // re-arm from the core's next deadline
             }
         }
+        task.settle();
         task.io.write_through =
             taken <= WRITE_THROUGH_INPUTS && task.io.pending.len() <= WRITE_THROUGH_CONNECTIONS;
         // A quiet turn's hand-over is mostly the node's own writes through, which the writers take back

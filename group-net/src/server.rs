@@ -578,6 +578,13 @@ impl Server {
         self.stats.slow_consumers.load(Ordering::Relaxed)
     }
 
+    /// Frames the node task handed to the connections (written through, flushed or queued to their
+    /// writers). Broadcasts that went to the same members one after another in one node turn are one
+    /// frame for a plain TCP member: their frames back to back (`fan_out`).
+    pub fn frames_sent(&self) -> u64 {
+        self.stats.frames_sent.load(Ordering::Relaxed)
+    }
+
     /// Frames the node task wrote to plain TCP sockets itself, on quiet turns, instead of handing them
     /// to the connections' writers.
     pub fn frames_written_through(&self) -> u64 {

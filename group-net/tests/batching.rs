@@ -1,5 +1,6 @@
-//! The node task hands each connection one turn's frames at once (a turn takes every ready input). What
-//! must not change: every member gets every broadcast, in each sender's order, over every transport.
+//! The node task hands each connection one turn's frames at once (a turn takes every ready input), and
+//! a turn's broadcasts to the same members as one frame to a plain TCP member. What must not change:
+//! every member gets every broadcast, in each sender's order, over every transport.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -65,4 +66,68 @@ async fn pipelined_broadcasts_from_several_senders_arrive_whole_and_in_order() {
     for sending in sending {
         drop(bounded("sender", sending).await.unwrap());
     }
+}
+
+/// One sender's pipelined broadcasts to plain TCP members: a node turn that takes several of them hands
+/// each member one frame with all of them (`fan_out`), and the member reads every broadcast, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turns_broadcasts_reach_a_tcp_member_as_one_frame_in_order() {
+    const SENT: u32 = 64;
+    const MEMBERS: usize = 8;
+    let mut cfg = config();
+    cfg.limits.max_requests_per_second = 1_000_000;
+    cfg.limits.max_inbound_bytes_per_second = 1 << 30;
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut sender = user(&server, Transport::Tcp, "sender").await;
+    let group = bounded("create", sender.create(kept_group()))
+        .await
+        .unwrap();
+    let mut members = Vec::new();
+    for i in 0..MEMBERS {
+        let mut member = user(&server, Transport::Tcp, &format!("m{i}")).await;
+        bounded("join", member.join(group, b"hi")).await.unwrap();
+        members.push(member);
+    }
+    // The last join's announcement is out to everyone before the count starts.
+    let last = format!("m{}", MEMBERS - 1);
+    for member in members.iter_mut().take(MEMBERS - 1) {
+        while !matches!(next_push(member).await, Push::Joined { uid, .. } if uid == last) {}
+    }
+    // Whether a turn takes several of the sender's inputs depends on timing: a few bursts are allowed.
+    let mut joined = false;
+    for burst in 0..20u32 {
+        let before = server.frames_sent();
+        for n in 0..SENT {
+            let message = Bytes::from((burst * SENT + n).to_be_bytes().to_vec());
+            bounded("broadcast", sender.broadcast(group, message, true))
+                .await
+                .unwrap();
+        }
+        for (i, member) in members.iter_mut().enumerate() {
+            let mut expected = burst * SENT;
+            while expected < (burst + 1) * SENT {
+                let Push::Broadcast { entries, .. } = next_push(member).await else {
+                    continue;
+                };
+                for entry in entries {
+                    let n = u32::from_be_bytes(entry.message[..4].try_into().unwrap());
+                    assert_eq!(n, expected, "member {i}: out of order");
+                    expected += 1;
+                }
+            }
+        }
+        let frames = server.frames_sent() - before;
+        assert!(
+            frames <= u64::from(SENT) * MEMBERS as u64,
+            "at most a frame per broadcast per member"
+        );
+        if frames < u64::from(SENT) * MEMBERS as u64 {
+            joined = true;
+            break;
+        }
+    }
+    assert!(
+        joined,
+        "no turn joined two broadcasts into one frame in 20 bursts of {SENT}"
+    );
 }

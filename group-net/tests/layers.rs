@@ -8,7 +8,14 @@ use std::path::{Path, PathBuf};
 
 /// The top-level modules of `src/`, lowest layer first. A module may import any module of a lower layer.
 const LAYERS: &[&[&str]] = &[
-    &["throttle", "budget", "histogram", "direct", "writer_pool"],
+    &[
+        "throttle",
+        "budget",
+        "histogram",
+        "direct",
+        "writer_pool",
+        "fan_out",
+    ],
     &["auth", "config", "hooks", "inbox", "tls"],
     &["mesh", "conn", "handle", "message_worker", "flusher"],
     &["listener", "node_task"],

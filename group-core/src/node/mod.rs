@@ -322,6 +322,12 @@ impl Node {
         Some((&**uid, self.sessions.get(uid)?.sid))
     }
 
+    /// Whether the node tracks `conn` (it connected and has not disconnected): a driver that learns
+    /// late that a connection cannot take its frames disconnects it only while this holds.
+    pub fn is_connected(&self, conn: ConnId) -> bool {
+        self.sessions.is_open(conn)
+    }
+
     /// Number of connections tracked.
     pub fn connection_count(&self) -> usize {
         self.sessions.conn_count()
