@@ -86,6 +86,23 @@ impl Runs {
         ended
     }
 
+    /// Takes a whole fan-out from the core ([`group_core::Sink::fan_out`]): it joins the open run or
+    /// opens the next. Returns the runs it ended, in order.
+    pub fn take_fan_out(
+        &mut self,
+        frame: &Bytes,
+        reliable: bool,
+        conns: &[ConnId],
+    ) -> [Option<Run>; 2] {
+        let ended = self.end_fanout();
+        if self.joins_run(frame, reliable, conns) {
+            return [ended, None];
+        }
+        let mut list = self.spare_conns.pop().unwrap_or_default();
+        list.extend_from_slice(conns);
+        [ended, self.open_run(frame.clone(), reliable, list)]
+    }
+
     /// Ends the turn's runs: what is left to queue, in order.
     pub fn finish(&mut self) -> [Option<Run>; 2] {
         let ended = self.end_fanout();
@@ -112,14 +129,7 @@ impl Runs {
     /// The fan-out being received is complete: it joins the open run, or ends it and opens the next.
     fn end_fanout(&mut self) -> Option<Run> {
         let fanout = self.fanout.take()?;
-        let bytes = fanout.frame.len();
-        if let Some(run) = &mut self.run
-            && run.reliable == fanout.reliable
-            && run.bytes + bytes <= MAX_RUN_BYTES
-            && run.conns == fanout.conns
-        {
-            run.frames.push(fanout.frame);
-            run.bytes += bytes;
+        if self.joins_run(&fanout.frame, fanout.reliable, &fanout.conns) {
             if self.spare_conns.len() < KEPT_SPARES {
                 let mut conns = fanout.conns;
                 conns.clear();
@@ -127,13 +137,33 @@ impl Runs {
             }
             return None;
         }
+        self.open_run(fanout.frame, fanout.reliable, fanout.conns)
+    }
+
+    /// Adds `frame` to the open run if it went to the same connections on the same channel and fits.
+    fn joins_run(&mut self, frame: &Bytes, reliable: bool, conns: &[ConnId]) -> bool {
+        let Some(run) = &mut self.run else {
+            return false;
+        };
+        let bytes = frame.len();
+        if run.reliable != reliable || run.bytes + bytes > MAX_RUN_BYTES || run.conns != conns {
+            return false;
+        }
+        run.frames.push(frame.clone());
+        run.bytes += bytes;
+        true
+    }
+
+    /// Opens a run of `frame` to `conns`; returns the run it ended.
+    fn open_run(&mut self, frame: Bytes, reliable: bool, conns: Vec<ConnId>) -> Option<Run> {
+        let bytes = frame.len();
         let mut frames = self.spare_frames.pop().unwrap_or_default();
-        frames.push(fanout.frame);
+        frames.push(frame);
         let next = Run {
-            conns: fanout.conns,
+            conns,
             frames,
             bytes,
-            reliable: fanout.reliable,
+            reliable,
         };
         self.run.replace(next)
     }
@@ -204,6 +234,35 @@ mod tests {
         let seen: Vec<(Vec<u64>, usize)> =
             ended.iter().map(|r| (conns(r), r.frames.len())).collect();
         assert_eq!(seen, [(vec![1, 2, 3], 1), (vec![1, 3], 1), (vec![3, 1], 2)]);
+    }
+
+    #[test]
+    fn whole_fan_outs_and_frame_by_frame_ones_make_the_same_runs() {
+        let mut runs = Runs::default();
+        let mut ended = Vec::new();
+        let frames: Vec<Bytes> = (0..4).map(|n| Bytes::from(vec![n; 3])).collect();
+        let members = [ConnId(1), ConnId(2)];
+        // A response to one member between two whole fan-outs ends the first run (order per member).
+        ended.extend(
+            runs.take_fan_out(&frames[0], true, &members)
+                .into_iter()
+                .flatten(),
+        );
+        fan_out(&mut runs, &frames[1], &[2], &mut ended);
+        ended.extend(
+            runs.take_fan_out(&frames[2], true, &members)
+                .into_iter()
+                .flatten(),
+        );
+        fan_out(&mut runs, &frames[3], &[1, 2], &mut ended);
+        ended.extend(runs.finish().into_iter().flatten());
+        let seen: Vec<(Vec<u64>, usize)> =
+            ended.iter().map(|r| (conns(r), r.frames.len())).collect();
+        assert_eq!(seen, [(vec![1, 2], 1), (vec![2], 1), (vec![1, 2], 2)]);
+        assert_eq!(
+            ended.last().unwrap().frames,
+            [frames[2].clone(), frames[3].clone()]
+        );
     }
 
     #[test]

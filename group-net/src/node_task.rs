@@ -572,6 +572,26 @@ impl Sink for Io {
         true
     }
 
+    /// Takes a whole fan-out into the turn's runs: one comparison of its member list with the open
+    /// run's, instead of a transmit per member. Refusals come out when its run is queued
+    /// (`NodeTask::settle`), not in `_refused`.
+    fn fan_out(
+        &mut self,
+        frame: &bytes::Bytes,
+        reliable: bool,
+        conns: &[ConnId],
+        _refused: &mut Vec<ConnId>,
+    ) {
+        for run in self
+            .runs
+            .take_fan_out(frame, reliable, conns)
+            .into_iter()
+            .flatten()
+        {
+            self.queue_run(run);
+        }
+    }
+
     fn event(&mut self, event: Event) {
         if let Some(sink) = &self.event_sink {
             sink(&event);

@@ -12,6 +12,7 @@
 
 mod cluster;
 mod counters;
+mod deliveries;
 mod error;
 mod groups;
 mod input;

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::deliveries::{Deliveries, Delivery};
 use super::input::Input;
 use super::{ConnId, GroupId, JoinError, Node, Sid, Uid};
 use crate::cluster::mesh::MeshMessage;
@@ -186,6 +187,28 @@ pub trait Sink {
     /// Hand a frame to its connection's writer. `false` when the connection is gone or cannot keep up
     /// (a slow consumer): the node then handles it as [`Input::Disconnect`].
     fn transmit(&mut self, transmit: Transmit) -> bool;
+    /// Hand one frame to each of `conns`, in order (a broadcast, a join's announcement): by default one
+    /// [`Sink::transmit`] each. Connections that cannot take it go in `refused`, and the node handles
+    /// each as [`Input::Disconnect`]. A driver overrides it to do per fan-out what it would otherwise do
+    /// per member.
+    fn fan_out(
+        &mut self,
+        frame: &Bytes,
+        reliable: bool,
+        conns: &[ConnId],
+        refused: &mut Vec<ConnId>,
+    ) {
+        for &conn in conns {
+            let frame = frame.clone();
+            if !self.transmit(Transmit {
+                conn,
+                frame,
+                reliable,
+            }) {
+                refused.push(conn);
+            }
+        }
+    }
     /// Act on an event.
     fn event(&mut self, event: Event);
     /// Send a message to another node.
@@ -195,7 +218,9 @@ pub trait Sink {
 /// The queues one input fills and one drain empties.
 #[derive(Debug, Default)]
 pub(crate) struct Outputs {
-    pub transmits: VecDeque<Transmit>,
+    pub transmits: Deliveries,
+    /// Connections a sink refused a fan-out to, being disconnected.
+    refused: Vec<ConnId>,
     pub events: VecDeque<Event>,
     pub mesh: VecDeque<MeshTransmit>,
     /// The deadline was reported since the last input.
@@ -230,10 +255,29 @@ impl Node {
         // frames: this loop is the hot path). Bounded: every output was produced by an input, and a
         // refused transmit forgets its connection, so it cannot be refused twice.
         loop {
-            if let Some(t) = self.out.transmits.pop_front() {
-                let conn = t.conn;
-                if !sink.transmit(t) && self.sessions.is_open(conn) {
-                    let _done = self.handle(Input::Disconnect(conn), now);
+            if let Some(delivery) = self.out.transmits.pop_delivery() {
+                match delivery {
+                    Delivery::One(t) => {
+                        let conn = t.conn;
+                        if !sink.transmit(t) && self.sessions.is_open(conn) {
+                            let _done = self.handle(Input::Disconnect(conn), now);
+                        }
+                    }
+                    Delivery::Many {
+                        frame,
+                        reliable,
+                        conns,
+                    } => {
+                        let mut refused = std::mem::take(&mut self.out.refused);
+                        sink.fan_out(&frame, reliable, &conns, &mut refused);
+                        self.out.transmits.recycle(conns);
+                        for conn in refused.drain(..) {
+                            if self.sessions.is_open(conn) {
+                                let _done = self.handle(Input::Disconnect(conn), now);
+                            }
+                        }
+                        self.out.refused = refused;
+                    }
                 }
             } else if let Some(e) = self.out.events.pop_front() {
                 sink.event(e);

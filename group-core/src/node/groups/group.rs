@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::cluster::mesh::{GroupState, MemberState, Version};
 use crate::id::{GroupId, NodeAddr};
+use crate::node::deliveries::Deliveries;
 use crate::node::{ConnId, Sid, Transmit, Uid};
 use crate::proto::BroadcastPushBuilder;
 use crate::time::Instant;
@@ -212,23 +213,18 @@ impl Group {
         frame: &Bytes,
         reliable: bool,
         except: Option<&str>,
-        out: &mut VecDeque<Transmit>,
+        out: &mut Deliveries,
     ) {
-        for (uid, member) in self.members.iter() {
-            let Some(conn) = member.conn else { continue };
-            if except == Some(&**uid) {
-                continue;
-            }
-            out.push_back(Transmit {
-                conn,
-                frame: frame.clone(),
-                reliable,
-            });
-        }
+        let conns = self
+            .members
+            .iter()
+            .filter(|(uid, _)| except != Some(&***uid))
+            .filter_map(|(_, member)| member.conn);
+        out.fan_out(frame, reliable, conns);
     }
 
     /// Pushes one broadcast at once as a single-entry 113-style push.
-    pub fn deliver_now(&self, entry: &PendingEntry, out: &mut VecDeque<Transmit>) {
+    pub fn deliver_now(&self, entry: &PendingEntry, out: &mut Deliveries) {
         let sender = entry.sender.as_deref();
         let mut builder =
             BroadcastPushBuilder::new(entry.ver, entry.cmd, &self.id, entry.wire_len());
@@ -249,7 +245,7 @@ impl Group {
     }
 
     /// Pushes everything buffered: one push per run of entries sharing (ver, cmd, reliable), in order.
-    pub fn flush(&mut self, out: &mut VecDeque<Transmit>) {
+    pub fn flush(&mut self, out: &mut Deliveries) {
         let entries: Vec<PendingEntry> = self.pending.drain(..).collect();
         self.pending_bytes = 0;
         let mut rest = entries.as_slice();
@@ -262,7 +258,7 @@ impl Group {
         }
     }
 
-    fn flush_run(&self, run: &[PendingEntry], out: &mut VecDeque<Transmit>) {
+    fn flush_run(&self, run: &[PendingEntry], out: &mut Deliveries) {
         let Some(first) = run.first() else { return };
         let (ver, cmd, reliable) = first.run_key();
         let bytes: usize = run.iter().map(PendingEntry::wire_len).sum();
