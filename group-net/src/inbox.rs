@@ -321,7 +321,8 @@ pub struct Stats {
     pub mesh_dropped: AtomicU64,
     /// Connections open now, by transport: TCP, WebSocket, UDP.
     pub open: [AtomicU64; 3],
-    /// Frames sent to connections (responses and pushes): handed to their writers or written through.
+    /// Frames handed to connections (responses and pushes): to their writers, their flushers, or written
+    /// through. A node turn's broadcasts to the same members are one frame for a plain TCP member.
     pub frames_sent: AtomicU64,
     /// Of those, frames the node task wrote to plain TCP sockets itself, whole (see `direct`).
     pub frames_written_through: AtomicU64,

@@ -172,7 +172,7 @@ async fn render(source: &MetricsSource) -> String {
         ),
         (
             "group_frames_sent_total",
-            "Frames sent to connections (responses and pushes).",
+            "Frames handed to connections (responses and pushes; a node turn's broadcasts to the same members are one frame for a plain TCP member).",
             load(&stats.frames_sent),
         ),
         (
