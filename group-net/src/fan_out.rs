@@ -3,15 +3,16 @@
 //! broadcasts' frames back to back, byte for byte what it would have written one after another), so
 //! its cost per member is per run, not per broadcast.
 //!
-//! Why: the core hands the driver one frame per member per broadcast. Flat out (one sender, 1,000
-//! members, about three broadcasts a node turn), queueing each of them for its member (a map lookup,
-//! the budget checks, a vector push, and the frame's reference count touched on the node's thread and
-//! again on the writer's) was a fifth of the server's CPU (`perf record`, docs/BENCHMARKS.md).
+//! Why: queueing each broadcast's frame for each member (a map lookup, the budget checks, a vector
+//! push, and the frame's reference count touched on the node's thread and again on the writer's) was a
+//! fifth of the server's CPU flat out (one sender, 1,000 members, about three broadcasts a node turn;
+//! `perf record`, docs/BENCHMARKS.md).
 //!
-//! A fan-out is recognised by its frame: the core clones one encoding for every member, so the
-//! transmits of one broadcast share the frame's bytes (same address, same length) and come one after
-//! another. A fan-out to the same members as the run before joins it; anything else ends the run, so
-//! what a connection gets keeps the core's order.
+//! The core hands a broadcast over whole, its frame and its member list (`Sink::fan_out`,
+//! [`Runs::take_fan_out`]): a list equal to the open run's joins it. Single transmits come one by one
+//! ([`Runs::take`]), and consecutive ones sharing a frame (same address, same length: the core clones
+//! one encoding for every recipient, as a merged group's flush does) are read as one fan-out. Anything
+//! that does not join the open run ends it, so what a connection gets keeps the core's order.
 
 use bytes::{Bytes, BytesMut};
 use group_core::{ConnId, Transmit};
