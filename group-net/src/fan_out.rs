@@ -170,8 +170,9 @@ impl Runs {
     }
 }
 
-/// The same encoding: the core clones one frame for every member of a fan-out. Two different frames
-/// cannot share an address while the fan-out holds one of them.
+/// The same bytes: the core clones one frame for every member of a fan-out. Frames are immutable and
+/// the fan-out holds its own, so the same address and length mean the same contents (a static frame
+/// sent twice in a row is read as one fan-out of it, which is still what each connection gets).
 fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
@@ -267,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_sent_twice_in_a_row_to_one_member_is_two_fan_outs_of_one() {
+    fn a_frame_sent_twice_in_a_row_to_one_member_reaches_it_twice() {
         // The same frame to the same connection back to back reads as one fan-out to it twice; the
         // run still carries it twice, in order.
         let mut runs = Runs::default();

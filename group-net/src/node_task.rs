@@ -412,25 +412,19 @@ impl Io {
         };
         let reliable = run.reliable;
         for &conn in &run.conns {
-            let plain_tcp = |io: &Self| io.writers.get(&conn).is_some_and(|w| w.direct.is_some());
-            let taken = match &joined {
-                Some(joined) if plain_tcp(self) => {
-                    let frame = joined.clone();
-                    self.queue_frame(Transmit {
-                        conn,
-                        frame,
-                        reliable,
-                    })
-                }
-                _ => run.frames.iter().all(|frame| {
-                    let frame = frame.clone();
-                    self.queue_frame(Transmit {
-                        conn,
-                        frame,
-                        reliable,
-                    })
-                }),
+            let plain_tcp = self.writers.get(&conn).is_some_and(|w| w.direct.is_some());
+            let frames = match &joined {
+                Some(joined) if plain_tcp => std::slice::from_ref(joined),
+                _ => run.frames.as_slice(),
             };
+            let taken = frames.iter().all(|frame| {
+                let frame = frame.clone();
+                self.queue_frame(Transmit {
+                    conn,
+                    frame,
+                    reliable,
+                })
+            });
             if !taken {
                 self.refused.push(conn);
             }

@@ -219,7 +219,7 @@ pub trait Sink {
 #[derive(Debug, Default)]
 pub(crate) struct Outputs {
     pub transmits: Deliveries,
-    /// Connections a sink refused a fan-out to, being disconnected.
+    /// Connections a sink refused a frame to, being disconnected (kept for its capacity).
     refused: Vec<ConnId>,
     pub events: VecDeque<Event>,
     pub mesh: VecDeque<MeshTransmit>,
@@ -256,11 +256,12 @@ impl Node {
         // refused transmit forgets its connection, so it cannot be refused twice.
         loop {
             if let Some(delivery) = self.out.transmits.pop_delivery() {
+                let mut refused = std::mem::take(&mut self.out.refused);
                 match delivery {
                     Delivery::One(t) => {
                         let conn = t.conn;
-                        if !sink.transmit(t) && self.sessions.is_open(conn) {
-                            let _done = self.handle(Input::Disconnect(conn), now);
+                        if !sink.transmit(t) {
+                            refused.push(conn);
                         }
                     }
                     Delivery::Many {
@@ -268,17 +269,16 @@ impl Node {
                         reliable,
                         conns,
                     } => {
-                        let mut refused = std::mem::take(&mut self.out.refused);
                         sink.fan_out(&frame, reliable, &conns, &mut refused);
                         self.out.transmits.recycle(conns);
-                        for conn in refused.drain(..) {
-                            if self.sessions.is_open(conn) {
-                                let _done = self.handle(Input::Disconnect(conn), now);
-                            }
-                        }
-                        self.out.refused = refused;
                     }
                 }
+                for conn in refused.drain(..) {
+                    if self.sessions.is_open(conn) {
+                        let _done = self.handle(Input::Disconnect(conn), now);
+                    }
+                }
+                self.out.refused = refused;
             } else if let Some(e) = self.out.events.pop_front() {
                 sink.event(e);
             } else if let Some(m) = self.out.mesh.pop_front() {
