@@ -127,8 +127,11 @@ impl Client {
 
 #[test]
 fn a_c_client_connects_with_tls_when_it_trusts_the_certificate() {
-    let dir = std::env::temp_dir().join(format!("group-ffi-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("group-ffi-tls-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path();
     let made = rcgen::generate_simple_self_signed(vec!["game.example".into()]).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, made.cert.pem()).unwrap();

@@ -31,9 +31,11 @@ fn the_committed_csharp_bindings_match_the_library() {
     for source in SOURCES {
         builder = builder.input_extern_file(crate_dir.join("src").join(source));
     }
-    let out_dir = std::env::temp_dir().join(format!("group-ffi-csbindgen-{}", std::process::id()));
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join("NativeMethods.g.cs");
+    let out_dir = tempfile::Builder::new()
+        .prefix("group-ffi-csbindgen-")
+        .tempdir()
+        .unwrap();
+    let out = out_dir.path().join("NativeMethods.g.cs");
     builder
         .csharp_dll_name("group_ffi")
         // iOS links native code statically: Unity's players there find it in the executable itself.
@@ -58,7 +60,6 @@ fn the_committed_csharp_bindings_match_the_library() {
         .generate_csharp_file(&out)
         .expect("csbindgen reads the crate");
     let generated = std::fs::read(&out).unwrap();
-    let _ = std::fs::remove_dir_all(&out_dir);
     let committed_path = crate_dir.join("csharp/Runtime/NativeMethods.g.cs");
     if std::env::var_os("GROUP_BLESS").is_some() {
         std::fs::write(&committed_path, &generated).unwrap();

@@ -110,8 +110,11 @@ int main() {
 #[test]
 fn the_header_compiles_after_system_and_engine_headers_with_every_warning() {
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
-    let dir = std::env::temp_dir().join(format!("group-header-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("group-header-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path();
     let strict = [
         "-Wall",
         "-Wextra",
@@ -163,6 +166,5 @@ fn the_header_compiles_after_system_and_engine_headers_with_every_warning() {
         );
         compiled += 1;
     }
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(compiled >= 2, "at least gcc and g++ ran");
 }

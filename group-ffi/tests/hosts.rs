@@ -38,8 +38,16 @@ fn build_library() -> PathBuf {
     lib
 }
 
-/// Builds `source` with `compiler` and `flags` against the header and the shared library.
-fn build_host(compiler: &str, flags: &[&str], source: &str) -> PathBuf {
+/// A directory for one test's host binary and certificates, removed when the test ends, passed or not.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("group-hosts-")
+        .tempdir()
+        .unwrap()
+}
+
+/// Builds `source` with `compiler` and `flags` against the header and the shared library, into `dir`.
+fn build_host(dir: &Path, compiler: &str, flags: &[&str], source: &str) -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = build_library();
     let name = Path::new(source)
@@ -47,7 +55,7 @@ fn build_host(compiler: &str, flags: &[&str], source: &str) -> PathBuf {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    let out = std::env::temp_dir().join(format!("group-{compiler}-{name}-{}", std::process::id()));
+    let out = dir.join(format!("{compiler}-{name}"));
     let status = Command::new(compiler)
         .args(flags)
         .args(["-Wall", "-Wextra", "-Werror", "-g", "-o"])
@@ -68,11 +76,9 @@ fn run_host(host: &Path, ok: &str) {
     run_checked(Command::new(host), host, &[ok]);
 }
 
-/// A directory holding `cert.pem` and `key.pem`, self-signed for `game.example`, made by rcgen for this
+/// Writes `cert.pem` and `key.pem` into `dir`, self-signed for `game.example`, made by rcgen for this
 /// test run: the C++ and C# hosts start a TLS server with them and connect clients that trust them.
-fn tls_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("group-hosts-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn write_tls_files(dir: &Path) -> &Path {
     let made = rcgen::generate_simple_self_signed(vec!["game.example".into()]).unwrap();
     std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
@@ -103,21 +109,21 @@ fn run_checked(mut command: Command, host: &Path, oks: &[&str]) {
 
 #[test]
 fn the_cpp_host_runs_through_the_raii_header() {
+    let dir = scratch();
     let flags = ["-std=c++17", "-fno-exceptions", "-fno-rtti", "-Wshadow"];
-    let host = build_host("g++", &flags, "hosts/cpp/server_host.cpp");
+    let host = build_host(dir.path(), "g++", &flags, "hosts/cpp/server_host.cpp");
     let mut command = Command::new(&host);
-    command.env("GROUP_TEST_TLS_DIR", tls_dir());
+    command.env("GROUP_TEST_TLS_DIR", write_tls_files(dir.path()));
     run_checked(command, &host, &["cpp_host: tls ok", "cpp_host: ok"]);
-    let _ = std::fs::remove_file(&host);
 }
 
 #[test]
 fn the_c_host_runs_cleanly_and_under_valgrind() {
-    let host = build_host("gcc", &["-std=c99"], "hosts/c/server_host.c");
+    let dir = scratch();
+    let host = build_host(dir.path(), "gcc", &["-std=c99"], "hosts/c/server_host.c");
     run_host(&host, "server_host: ok");
 
     if !available("valgrind", "--version") {
-        let _ = std::fs::remove_file(&host);
         return;
     }
     let output = Command::new("valgrind")
@@ -137,7 +143,6 @@ fn the_c_host_runs_cleanly_and_under_valgrind() {
         "valgrind found a problem:\n{stderr}"
     );
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
-    let _ = std::fs::remove_file(&host);
 }
 
 /// Whether `tool` runs here; without it a developer machine skips, CI fails.
@@ -157,7 +162,8 @@ fn the_csharp_host_runs_on_mono_with_a_csharp_hook() {
     }
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = build_library();
-    let exe = std::env::temp_dir().join(format!("group-csharp-host-{}.exe", std::process::id()));
+    let dir = scratch();
+    let exe = dir.path().join("csharp-host.exe");
     let output = Command::new("mcs")
         .args(["-unsafe", "-langversion:7", "-warnaserror+"])
         .arg(format!("-out:{}", exe.display()))
@@ -179,7 +185,6 @@ fn the_csharp_host_runs_on_mono_with_a_csharp_hook() {
     let mut mono = Command::new("mono");
     mono.arg(&exe)
         .env("LD_LIBRARY_PATH", &lib)
-        .env("GROUP_TEST_TLS_DIR", tls_dir());
+        .env("GROUP_TEST_TLS_DIR", write_tls_files(dir.path()));
     run_checked(mono, &exe, &["csharp_host: tls ok", "csharp_host: ok"]);
-    let _ = std::fs::remove_file(&exe);
 }

@@ -86,10 +86,12 @@ fn params() -> CreateRequest {
 
 #[tokio::test]
 async fn nodes_of_one_ca_link_over_tls_and_others_do_not() {
-    let dir = std::env::temp_dir().join(format!("group-mesh-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cluster = Authority::new(&dir, "cluster");
-    let rogue = Authority::new(&dir, "rogue");
+    let scratch = tempfile::Builder::new()
+        .prefix("group-mesh-tls-")
+        .tempdir()
+        .unwrap();
+    let cluster = Authority::new(scratch.path(), "cluster");
+    let rogue = Authority::new(scratch.path(), "rogue");
 
     let a = common::start(ServerBuilder::new(node_config(
         Some(cluster.node("a")),

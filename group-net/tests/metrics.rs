@@ -47,13 +47,16 @@ fn with_metrics() -> ServerConfig {
     }
 }
 
-/// A Prometheus server, killed when dropped.
-struct Prometheus(Child);
+/// A Prometheus server, killed when dropped; then its configuration and data directory is removed.
+struct Prometheus {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -66,8 +69,11 @@ fn free_port() -> u16 {
 }
 
 fn start_prometheus(target: SocketAddr) -> (Prometheus, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("group-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("group-prometheus-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -89,7 +95,11 @@ fn start_prometheus(target: SocketAddr) -> (Prometheus, SocketAddr) {
         .stderr(Stdio::null())
         .spawn()
         .expect("the prometheus binary (Debian package prometheus; .ci/run installs it)");
-    (Prometheus(child), web)
+    let prometheus = Prometheus {
+        child,
+        _dir: scratch,
+    };
+    (prometheus, web)
 }
 
 /// The value of the sample `name` (no labels) in a `/metrics` body.

@@ -65,10 +65,18 @@ fn listening_lines(child: &mut Child, count: usize) -> Vec<(String, SocketAddr)>
         .collect()
 }
 
+/// A directory for one test's files, removed when the test ends, passed or not.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("group-server-test-")
+        .tempdir()
+        .unwrap()
+}
+
 #[test]
 fn starts_prints_real_ports_serves_and_drains_on_sigterm() {
-    let config =
-        std::env::temp_dir().join(format!("group-server-test-{}.json", std::process::id()));
+    let scratch = scratch();
+    let config = scratch.path().join("group.json");
     std::fs::write(&config, r#"{"server": {"drainTimeout": 300}}"#).unwrap();
     let mut server = spawn(Command::new(env!("CARGO_BIN_EXE_group-server")).args([
         "--config",
@@ -108,7 +116,6 @@ fn starts_prints_real_ports_serves_and_drains_on_sigterm() {
     // SIGTERM drains: clients hear Offline first, then the node exits after drainTimeout.
     let push = runtime.block_on(bound(tcp.next_push()));
     assert_eq!(push, Some(group_net::client::Push::Offline));
-    let _ = std::fs::remove_file(&config);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
@@ -141,8 +148,8 @@ fn bad_flags_and_files_are_clear_errors() {
     let (status, stderr) = run(&["--config", "/nonexistent/group.json"]);
     assert_eq!(status, Some(2));
     assert!(stderr.contains("/nonexistent/group.json"), "{stderr}");
-    let dir = std::env::temp_dir().join(format!("group-server-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch();
+    let dir = scratch.path();
     let file = dir.join("bad.json");
     std::fs::write(&file, r#"{"group": {"relayLimit": 0}}"#).unwrap();
     let (status, stderr) = run(&["--config", file.to_str().unwrap()]);
@@ -156,7 +163,6 @@ fn bad_flags_and_files_are_clear_errors() {
         stderr.contains("group.json") && stderr.contains("group.sendIntervall"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -197,11 +203,8 @@ fn threads(pid: u32) -> usize {
 /// Starts a server on loopback with `--workers` (None: the default) and `server.writerThreads`, has it
 /// serve a client, and returns its thread count.
 fn threads_with(workers: Option<&str>, writer_threads: &str) -> usize {
-    let config = std::env::temp_dir().join(format!(
-        "group-server-threads-{}-{writer_threads}-{}.json",
-        std::process::id(),
-        workers.unwrap_or("default")
-    ));
+    let scratch = scratch();
+    let config = scratch.path().join("group.json");
     let json = format!(r#"{{"server": {{"writerThreads": {writer_threads}}}}}"#);
     std::fs::write(&config, json).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_group-server"));
@@ -220,7 +223,6 @@ fn threads_with(workers: Option<&str>, writer_threads: &str) -> usize {
         bound(client.hello("alice", "")).await.unwrap();
         bound(client.ping(b"served")).await.unwrap();
     });
-    let _ = std::fs::remove_file(&config);
     threads(server.0.id())
 }
 
@@ -286,8 +288,8 @@ fn a_diarkis_group_file_configures_the_groups() {
 #[test]
 fn serves_tls_and_reloads_the_certificate_on_sighup() {
     use group_net::client::{ClientOptions, ClientTls};
-    let dir = std::env::temp_dir().join(format!("group-server-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch();
+    let dir = scratch.path();
     let write = |name: &str| {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let (cert, key) = (

@@ -1,7 +1,8 @@
 //! TLS on the TCP and WebSocket listeners, with certificates made at test time (rcgen): a TLS client
 //! and a wss client share a group; a client that does not trust the certificate, or speaks plain TCP to
 //! a TLS port, gets nowhere; `reload_tls` swaps the certificate for new connections; and
-//! `ws.allowedOrigins` refuses other origins with 403.
+//! `ws.allowedOrigins` refuses other origins with 403; a sender's pipelined broadcasts reach TLS and wss
+//! members in order.
 
 #![allow(
     clippy::unwrap_used,
@@ -36,10 +37,10 @@ fn certificate(dir: &Path, name: &str) -> Certificate {
     Certificate { cert, key }
 }
 
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("group-tls-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory for one test's certificates and keys, removed when the test ends, passed or not.
+fn scratch(test: &str) -> tempfile::TempDir {
+    let prefix = format!("group-tls-{test}-");
+    tempfile::Builder::new().prefix(&prefix).tempdir().unwrap()
 }
 
 fn with_tls(cert: &Certificate) -> ServerConfig {
@@ -59,8 +60,9 @@ fn options() -> ClientOptions {
 
 #[tokio::test]
 async fn a_tls_client_and_a_wss_client_share_a_group() {
-    let dir = scratch("share");
-    let cert = certificate(&dir, "server");
+    let scratch = scratch("share");
+    let dir = scratch.path();
+    let cert = certificate(dir, "server");
     let server = start(ServerBuilder::new(with_tls(&cert))).await;
     assert!(server.tls());
     let trust = ClientTls::with_ca_file("localhost", &cert.cert).unwrap();
@@ -102,9 +104,10 @@ async fn a_tls_client_and_a_wss_client_share_a_group() {
 
 #[tokio::test]
 async fn untrusted_certificates_and_plain_clients_get_nowhere() {
-    let dir = scratch("untrusted");
-    let cert = certificate(&dir, "server");
-    let stranger = certificate(&dir, "stranger");
+    let scratch = scratch("untrusted");
+    let dir = scratch.path();
+    let cert = certificate(dir, "server");
+    let stranger = certificate(dir, "stranger");
     let server = start(ServerBuilder::new(with_tls(&cert))).await;
     let wrong_ca = ClientTls::with_ca_file("localhost", &stranger.cert).unwrap();
     let refused = Client::connect_tls(server.tcp_addr().unwrap(), &wrong_ca, options()).await;
@@ -121,9 +124,10 @@ async fn untrusted_certificates_and_plain_clients_get_nowhere() {
 
 #[tokio::test]
 async fn reloading_swaps_the_certificate_for_new_connections() {
-    let dir = scratch("reload");
-    let first = certificate(&dir, "first");
-    let second = certificate(&dir, "second");
+    let scratch = scratch("reload");
+    let dir = scratch.path();
+    let first = certificate(dir, "first");
+    let second = certificate(dir, "second");
     // The server reads its files from fixed paths; the test rewrites them, as an operator would.
     let live = Certificate {
         cert: dir.join("live-cert.pem"),
@@ -192,6 +196,62 @@ async fn websocket_origins_outside_the_allow_list_are_refused_with_403() {
                 assert_eq!(response.status(), 403, "{origin:?}");
             }
             other => panic!("{origin:?}: {other:?}"),
+        }
+    }
+}
+
+/// A TLS sender's pipelined broadcasts reach a TLS member and a wss member whole and in order: the node's
+/// runs give them a turn's frames one by one, and their writers hand those to rustls in one vectored
+/// write, which packs them into records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_broadcasts_reach_tls_and_wss_members_in_order() {
+    const SENT: u32 = 512;
+    let scratch = scratch("order");
+    let cert = certificate(scratch.path(), "server");
+    let mut cfg = with_tls(&cert);
+    cfg.limits.max_requests_per_second = 1_000_000;
+    cfg.limits.max_inbound_bytes_per_second = 1 << 30;
+    let server = start(ServerBuilder::new(cfg)).await;
+    let trust = ClientTls::with_ca_file("localhost", &cert.cert).unwrap();
+    let tcp = server.tcp_addr().unwrap();
+    let mut sender = bounded("tls", Client::connect_tls(tcp, &trust, options()))
+        .await
+        .unwrap();
+    bounded("hello", sender.hello("sender", "")).await.unwrap();
+    let group = bounded("create", sender.create(kept_group()))
+        .await
+        .unwrap();
+    let mut tls = bounded("tls", Client::connect_tls(tcp, &trust, options()))
+        .await
+        .unwrap();
+    bounded("hello", tls.hello("tls-member", "")).await.unwrap();
+    bounded("join", tls.join(group, b"hi")).await.unwrap();
+    let ws = server.ws_addr().unwrap();
+    let mut wss = bounded("wss", Client::connect_wss(ws, &trust, options()))
+        .await
+        .unwrap();
+    bounded("hello", wss.hello("wss-member", "")).await.unwrap();
+    bounded("join", wss.join(group, b"hi")).await.unwrap();
+    // The wss member's join announcement is out to the TLS member before the broadcasts.
+    while !matches!(next_push(&mut tls).await, Push::Joined { uid, .. } if uid == "wss-member") {}
+
+    for n in 0..SENT {
+        let message = Bytes::from(n.to_be_bytes().to_vec());
+        bounded("broadcast", sender.broadcast(group, message, true))
+            .await
+            .unwrap();
+    }
+    for (name, member) in [("tls", &mut tls), ("wss", &mut wss)] {
+        let mut expected = 0;
+        while expected < SENT {
+            let Push::Broadcast { entries, .. } = next_push(member).await else {
+                continue;
+            };
+            for entry in entries {
+                let n = u32::from_be_bytes(entry.message[..4].try_into().unwrap());
+                assert_eq!(n, expected, "{name} member: out of order");
+                expected += 1;
+            }
         }
     }
 }

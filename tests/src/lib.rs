@@ -174,9 +174,14 @@ impl Drop for Node {
     }
 }
 
-/// Writes a configuration file for these tests and returns its path.
-pub fn config_file(name: &str, json: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("group-tests-{}-{name}.json", std::process::id()));
-    std::fs::write(&path, json).unwrap();
-    path
+/// Writes a configuration file for these tests; it is removed when the returned path is dropped, so
+/// keep it while nodes may still (re)start with it.
+pub fn config_file(name: &str, json: &str) -> tempfile::TempPath {
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!("group-tests-{name}-"))
+        .suffix(".json")
+        .tempfile()
+        .unwrap();
+    std::io::Write::write_all(&mut file, json.as_bytes()).unwrap();
+    file.into_temp_path()
 }

@@ -66,6 +66,7 @@ pub(crate) fn start_local_server(args: &Args, seed: Option<SocketAddr>) -> Resul
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| {
+            let _ = std::fs::remove_file(&path);
             format!(
                 "cannot start {}: {e} (build it: cargo build --release -p group-net)",
                 server.display()
