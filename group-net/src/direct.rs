@@ -23,7 +23,7 @@
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -35,49 +35,67 @@ const MAX_SLICES: usize = 64;
 
 /// A plain TCP connection's sending side, shared by the node task and the connection's writer.
 #[derive(Clone)]
-pub(crate) struct Direct {
-    socket: Arc<OwnedWriteHalf>,
-    in_flight: Arc<AtomicUsize>,
+pub(crate) struct Direct(Arc<Shared>);
+
+/// The socket, its in-flight count and whether it was cut, in one allocation: a flusher's write reads
+/// all three, and with 1,000 connections written once each per broadcast every separate allocation is a
+/// cache miss per write.
+struct Shared {
+    in_flight: AtomicUsize,
+    cut: AtomicBool,
+    socket: OwnedWriteHalf,
 }
 
 impl Direct {
     pub fn new(socket: OwnedWriteHalf) -> Self {
-        Direct {
-            socket: Arc::new(socket),
-            in_flight: Arc::new(AtomicUsize::new(0)),
-        }
+        Direct(Arc::new(Shared {
+            in_flight: AtomicUsize::new(0),
+            cut: AtomicBool::new(false),
+            socket,
+        }))
     }
 
     /// The node's side: true when the writer has nothing in flight, so the node may write.
     pub fn idle(&self) -> bool {
         // Acquire: the writer's write happened before its decrement to 0.
-        self.in_flight.load(Ordering::Acquire) == 0
+        self.0.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Entries handed over and not yet written whole (a flusher writes through when they are its own).
     pub fn in_flight(&self) -> usize {
         // Acquire: as in `idle`.
-        self.in_flight.load(Ordering::Acquire)
+        self.0.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection cut, before its last words are set: nothing more is written through, the
+    /// writer says them and closes.
+    pub fn mark_cut(&self) {
+        self.0.cut.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection was cut ([`Direct::mark_cut`]).
+    pub fn is_cut(&self) -> bool {
+        self.0.cut.load(Ordering::Acquire)
     }
 
     /// The node's side: counts one entry handed to the writer (before it is sent to the queue).
     pub fn handed(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The node's side: takes back an entry that could not be handed over after all.
     pub fn unhanded(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The writer's side: it wrote `entries` whole.
     pub fn written(&self, entries: usize) {
-        self.in_flight.fetch_sub(entries, Ordering::Release);
+        self.0.in_flight.fetch_sub(entries, Ordering::Release);
     }
 
     /// The writer's side of the socket.
     pub fn writer(&self) -> SharedWriter {
-        SharedWriter(self.socket.clone())
+        SharedWriter(self.0.clone())
     }
 
     /// The node's side: writes what the socket takes now, without waiting; only when [`Direct::idle`]. Returns how many of
@@ -99,7 +117,7 @@ impl Direct {
                 offered += bytes.len();
                 count += 1;
             }
-            let socket = socket2::SockRef::from(self.socket.as_ref().as_ref());
+            let socket = socket2::SockRef::from(self.0.socket.as_ref());
             let slices = slices.get(..count).unwrap_or_default();
             let Ok(written) = socket.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL) else {
                 break;
@@ -126,7 +144,7 @@ impl Direct {
 /// The writer's handle on the shared socket: an [`AsyncWrite`] that waits for writability and writes
 /// with the socket's non-blocking calls. Shutting it down does nothing: the connection's FIN goes out
 /// when the last holder (the node's or the writer's) lets go of the socket, after the writer is done.
-pub(crate) struct SharedWriter(Arc<OwnedWriteHalf>);
+pub(crate) struct SharedWriter(Arc<Shared>);
 
 impl SharedWriter {
     /// Waits until the socket is writable and makes one non-blocking `write` of it.
@@ -135,7 +153,7 @@ impl SharedWriter {
         cx: &mut Context<'_>,
         write: impl Fn(&tokio::net::TcpStream) -> std::io::Result<usize>,
     ) -> Poll<std::io::Result<usize>> {
-        let socket = self.0.as_ref().as_ref();
+        let socket = self.0.socket.as_ref();
         loop {
             ready!(socket.poll_write_ready(cx))?;
             match write(socket) {

@@ -198,9 +198,9 @@ impl Held {
         let mut charge = self.charge.take()?;
         let entries = std::mem::take(&mut self.entries);
         let direct = &self.route.direct;
-        // Cut (the last words are set before the kill switch fires; a flag read, where the switch's
-        // own check takes a lock): the writer sends them and closes.
-        if self.route.last_words.get().is_some() {
+        // Cut (marked before the last words are set and the kill switch fires; a flag beside the
+        // in-flight count, where the switch's own check takes a lock): the writer says them and closes.
+        if direct.is_cut() {
             self.frames.clear();
             return None;
         }
@@ -250,6 +250,7 @@ impl Held {
                  (and {more} more since the last line)"
             );
         }
+        self.route.direct.mark_cut();
         let _ = self.route.last_words.set(slow_consumer_notice());
         self.route.stop.cancel();
     }
@@ -461,6 +462,46 @@ mod tests {
         );
         drop(node);
         within(flusher).await.unwrap();
+    }
+
+    /// A connection the node cut (marked, last words set) gets nothing more from the flusher: its
+    /// writer says the last words and closes, and no frame may go out after or in between them.
+    #[tokio::test]
+    async fn a_connection_the_node_cut_gets_nothing_written_through() {
+        let mut a = conn(8, None).await;
+        let stats = Arc::new(Stats::default());
+        let (node, turns) = mpsc::unbounded_channel();
+        node.send(vec![
+            open(&a, ConnId(5)),
+            entry(&a, ConnId(5), vec![frame(1, 8)]),
+        ])
+        .unwrap();
+        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats.clone()));
+        let mut first = [0; 8];
+        within(a.peer.read_exact(&mut first)).await.unwrap();
+        // The node's cut, in its order: marked, then the last words, then the kill switch.
+        a.route.direct.mark_cut();
+        let _ = a.route.last_words.set(Bytes::from_static(b"bye"));
+        a.route.stop.cancel();
+        node.send(vec![entry(&a, ConnId(5), vec![frame(2, 8)])])
+            .unwrap();
+        node.send(vec![Flush::Close(ConnId(5))]).unwrap();
+        drop(node);
+        within(flusher).await.unwrap();
+        assert_eq!(stats.frames_flushed.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            a.budget.queued(),
+            0,
+            "the dropped round gave its bytes back"
+        );
+        assert!(
+            a.writer_queue.try_recv().is_err(),
+            "nothing went to the writer"
+        );
+        drop(a.route);
+        let mut rest = Vec::new();
+        within(a.peer.read_to_end(&mut rest)).await.unwrap();
+        assert!(rest.is_empty(), "written after the cut: {rest:?}");
     }
 
     /// A writer whose queue is full is cut as the node cuts a slow consumer: last words set, kill switch

@@ -317,6 +317,9 @@ impl Io {
                 "slow consumer: {why}, disconnecting (and {more} more since the last line)"
             );
         }
+        if let Some(direct) = &writer.direct {
+            direct.mark_cut();
+        }
         let _ = writer.last_words.set(slow_consumer_notice());
         writer.stop.cancel();
         self.dying.retain(|budget| budget.queued() > 0);
