@@ -8,13 +8,13 @@
 //! for. So does a big fan-out (more than 64 connections in one turn): one socket after another, the node
 //! would hold every other group's inputs for the whole group's writes.
 //!
-//! The write is `sendmsg` (`send` for a single frame, which skips the message header and iovec copies:
-//! 60-80 ns less kernel time per delivery at 100 msg/s) with `MSG_NOSIGNAL` on the socket's descriptor,
-//! not tokio's `try_write`: a peer that went away never raises SIGPIPE, even on a host thread that did
-//! not block it, and the write skips tokio's readiness bookkeeping (one cold cache line per connection
-//! per write; 6-10% of the CPU at 100 msg/s to 1,000 members, docs/benchmarks/FANOUT-LOG.md). Tokio's
-//! readiness may then still say writable when the socket is full; the writer's next write finds out,
-//! clears it and waits, so it costs at most one extra attempt.
+//! The write is `sendmsg` with `MSG_NOSIGNAL` on the socket's descriptor, not tokio's `try_write`: a
+//! peer that went away never raises SIGPIPE, even on a host thread that did not block it, and the write
+//! skips tokio's readiness bookkeeping (one cold cache line per connection per write; 6-10% of the CPU
+//! at 100 msg/s to 1,000 members, docs/benchmarks/FANOUT-LOG.md). Tokio's readiness may then still say
+//! writable when the socket is full; the writer's next write finds out, clears it and waits, so it costs
+//! at most one extra attempt. (`send` for a single frame saves kernel time per call but measured no
+//! better overall, FANOUT-LOG.md.)
 //!
 //! Ordering: `in_flight` counts entries handed to the writer and not yet written whole. Only the node
 //! task adds to it, and the writer takes its entries off only after their bytes are in the kernel. So
@@ -126,13 +126,8 @@ impl Direct {
                 count += 1;
             }
             let socket = socket2::SockRef::from(self.0.socket.as_ref());
-            let sent = match slices.get(..count).unwrap_or_default() {
-                // One slice (a broadcast at a fixed rate reaches each member alone): `send`, which
-                // skips copying in and checking a message header and an iovec array.
-                [only] => socket.send_with_flags(only, SEND_FLAGS),
-                slices => socket.send_vectored_with_flags(slices, SEND_FLAGS),
-            };
-            let Ok(written) = sent else {
+            let slices = slices.get(..count).unwrap_or_default();
+            let Ok(written) = socket.send_vectored_with_flags(slices, SEND_FLAGS) else {
                 break;
             };
             total += written;
@@ -247,8 +242,7 @@ mod tests {
         Ok(())
     }
 
-    /// A single frame (written with `send`, not `sendmsg`) that does not fit: what `write` says it wrote
-    /// is exactly its first bytes.
+    /// A single frame that does not fit: what `write` says it wrote is exactly its first bytes.
     #[tokio::test]
     async fn a_single_frame_too_big_for_the_socket_is_written_in_part_and_says_how_much()
     -> std::io::Result<()> {
