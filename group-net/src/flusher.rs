@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::Charge;
 use crate::direct::Direct;
-use crate::inbox::{ConnMap, Frames, LastWords, Outgoing, SpareVecs, Stats, slow_consumer_notice};
+use crate::inbox::{ConnMap, Frames, LastWords, Outgoing, SpareVecs, Stats, cut_slow_consumer};
 use crate::throttle::Throttle;
 
 /// Connections a flusher writes between two looks at its channel: what the node handed over meanwhile
@@ -250,9 +250,8 @@ impl Held {
                  (and {more} more since the last line)"
             );
         }
-        self.route.direct.mark_cut();
-        let _ = self.route.last_words.set(slow_consumer_notice());
-        self.route.stop.cancel();
+        let route = &self.route;
+        cut_slow_consumer(Some(&route.direct), &route.last_words, &route.stop);
     }
 }
 
@@ -479,10 +478,8 @@ mod tests {
         let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats.clone()));
         let mut first = [0; 8];
         within(a.peer.read_exact(&mut first)).await.unwrap();
-        // The node's cut, in its order: marked, then the last words, then the kill switch.
-        a.route.direct.mark_cut();
-        let _ = a.route.last_words.set(Bytes::from_static(b"bye"));
-        a.route.stop.cancel();
+        // The node's cut: marked, then the last words, then the kill switch.
+        cut_slow_consumer(Some(&a.route.direct), &a.route.last_words, &a.route.stop);
         node.send(vec![entry(&a, ConnId(5), vec![frame(2, 8)])])
             .unwrap();
         node.send(vec![Flush::Close(ConnId(5))]).unwrap();

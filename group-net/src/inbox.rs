@@ -210,6 +210,21 @@ impl FrameStock {
 /// Best effort: a peer that is not reading at all never gets it.
 pub(crate) type LastWords = Arc<std::sync::OnceLock<Bytes>>;
 
+/// Cuts a slow consumer's connection, in the order its writers rely on: marked cut (a plain TCP
+/// connection: no more write-through, from the node or a flusher), then the closing notice set as its
+/// last words, then the kill switch. The node task and the flushers both cut this way.
+pub(crate) fn cut_slow_consumer(
+    direct: Option<&Direct>,
+    last_words: &LastWords,
+    stop: &CancellationToken,
+) {
+    if let Some(direct) = direct {
+        direct.mark_cut();
+    }
+    let _ = last_words.set(slow_consumer_notice());
+    stop.cancel();
+}
+
 /// How long a cut connection's writer tries to get its last words out before it closes anyway.
 pub(crate) const LAST_WORDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 

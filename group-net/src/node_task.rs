@@ -23,7 +23,7 @@ use crate::fan_out::{Run, Runs};
 use crate::flusher::{Flush, FlushSender, Route};
 use crate::inbox::{
     Answer, Answerer, ConnMap, ConnWriter, EventFn, FrameStock, Frames, NodeInput, Outgoing,
-    SpareVecs, Stats, TickRunner, slow_consumer_notice,
+    SpareVecs, Stats, TickRunner, cut_slow_consumer,
 };
 use crate::mesh::Links;
 use crate::throttle::Throttle;
@@ -317,11 +317,7 @@ impl Io {
                 "slow consumer: {why}, disconnecting (and {more} more since the last line)"
             );
         }
-        if let Some(direct) = &writer.direct {
-            direct.mark_cut();
-        }
-        let _ = writer.last_words.set(slow_consumer_notice());
-        writer.stop.cancel();
+        cut_slow_consumer(writer.direct.as_ref(), &writer.last_words, &writer.stop);
         self.dying.retain(|budget| budget.queued() > 0);
         if self.dying.len() < MAX_DYING {
             self.dying.push(writer.budget);
