@@ -105,6 +105,25 @@ impl ConnBudget {
     }
 }
 
+impl ConnBudget {
+    /// Holds `bytes` against this connection, taking their server share from `bulk` (bytes the node
+    /// charged to the server once for a whole fan-out): a flusher splits a fan-out's charge among its
+    /// members this way, with no update of the server's count per member. Should `bulk` hold fewer,
+    /// the difference is charged to the server here, so the counts cannot drift either way.
+    pub(crate) fn adopt(self: &Arc<Self>, bulk: &mut ServerCharge, bytes: usize) -> Charge {
+        let moved = bytes.min(bulk.bytes);
+        bulk.bytes -= moved;
+        if moved < bytes {
+            self.server.used.fetch_add(bytes - moved, Ordering::Relaxed);
+        }
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        Charge {
+            bytes,
+            budget: self.clone(),
+        }
+    }
+}
+
 /// Bytes held for one connection (and so the server) until dropped.
 #[derive(Debug)]
 pub(crate) struct Charge {
@@ -279,6 +298,28 @@ mod tests {
         other.absorb(round);
         drop(other);
         assert_eq!((conn.queued(), server.used()), (0, 0));
+    }
+
+    /// A fan-out charged to the server once, then split among members: the server's count never
+    /// moves per member, and what no member took goes back with the bulk.
+    #[test]
+    fn a_bulk_charge_split_among_members_leaves_the_counts_exact() {
+        let server = ServerBudget::new(1000);
+        let (a, b) = (
+            ConnBudget::new(server.clone()),
+            ConnBudget::new(server.clone()),
+        );
+        let mut bulk = server.charge(300);
+        let first = a.adopt(&mut bulk, 100);
+        let second = b.adopt(&mut bulk, 100);
+        assert_eq!((a.queued(), b.queued(), server.used()), (100, 100, 300));
+        drop(bulk); // the third member was gone: its share goes back
+        assert_eq!(server.used(), 200);
+        let mut empty = server.charge(0);
+        let over = a.adopt(&mut empty, 50); // more than the bulk held: charged now
+        assert_eq!((a.queued(), server.used()), (150, 250));
+        drop((first, second, over, empty));
+        assert_eq!((a.queued(), b.queued(), server.used()), (0, 0, 0));
     }
 
     #[test]

@@ -15,18 +15,26 @@
 //! writes only when the entries in flight are exactly the ones it holds, so nothing queued to the
 //! writer is ever overtaken. Otherwise it queues its round behind the writer's.
 //!
-//! Bounds: the flusher's channel is unbounded, but every frame in it is charged against the
-//! connection's and the server's byte budgets, which the node checks before it hands anything over.
+//! A big fan-out comes as one [`FanOut`]: its frame and the thread's member list (`run_split`), with
+//! its bytes charged to the server once. The flusher takes it member by member into the round, charging
+//! each connection (and cutting one over `limits.maxQueuedBytesPerConnection`, as the node would). Its
+//! members are not counted in flight, so the node learns from the flusher's [`FlushProgress`] when all
+//! of them are written or queued, and writes none of those connections through before.
+//!
+//! Bounds: the flusher's channel is unbounded, but every frame in it is charged against the server's
+//! byte budget (and, handed to it one by one, the connection's), which the node checks before it
+//! hands anything over.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use group_core::ConnId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::Charge;
+use crate::budget::{Charge, ConnBudget, ServerCharge};
 use crate::direct::Direct;
 use crate::inbox::{ConnMap, Frames, LastWords, Outgoing, SpareVecs, Stats, cut_slow_consumer};
 use crate::throttle::Throttle;
@@ -49,9 +57,22 @@ pub(crate) enum Flush {
     Open { conn: ConnId, route: Route },
     /// A node turn's frames for a connection: one entry, counted in its in-flight.
     Frames { conn: ConnId, outgoing: Outgoing },
+    /// A fan-out to this thread's members, counted in the node's runs sent (see [`FlushProgress`]).
+    FanOut(FanOut),
     /// The node let go of the connection: what the flusher holds for it is written or queued, then its
     /// writer may end.
     Close(ConnId),
+}
+
+/// One frame for each of a list of members, all on this flusher's thread.
+pub(crate) struct FanOut {
+    /// The run's frames back to back, as a plain TCP member gets them.
+    pub frame: Bytes,
+    pub conns: Arc<[ConnId]>,
+    /// `frame`'s length for every member, charged to the server by the node; each member's share
+    /// moves to its connection's charge as the flusher takes it, and what is left goes back when
+    /// the fan-out is dropped.
+    pub charge: ServerCharge,
 }
 
 /// Where a connection's frames go from the flusher.
@@ -61,10 +82,58 @@ pub(crate) struct Route {
     pub direct: Direct,
     pub stop: CancellationToken,
     pub last_words: LastWords,
+    /// The connection's byte budget, charged for a fan-out's frame as the flusher takes it.
+    pub budget: Arc<ConnBudget>,
 }
 
 /// The node task's end of a flusher: a message per turn, or per 64 connections of a big turn.
 pub(crate) type FlushSender = mpsc::UnboundedSender<Vec<Flush>>;
+
+/// The node task's end of a flusher: where its messages go, and how far it got with the fan-outs.
+pub(crate) struct FlusherEnd {
+    pub sender: FlushSender,
+    pub progress: Arc<FlushProgress>,
+    /// Fan-outs put in messages for the flusher.
+    pub fan_outs_sent: u64,
+}
+
+impl FlusherEnd {
+    pub fn new(sender: FlushSender, progress: Arc<FlushProgress>) -> Self {
+        FlusherEnd {
+            sender,
+            progress,
+            fan_outs_sent: 0,
+        }
+    }
+
+    /// True when the flusher finished every fan-out sent to it: none of its connections has a
+    /// fan-out's frame waiting in it.
+    pub fn quiet(&self) -> bool {
+        self.progress.done() == self.fan_outs_sent
+    }
+}
+
+/// How many fan-outs a flusher has finished: each member written whole, queued to its writer (and
+/// counted in flight), cut or gone. The node counts the fan-outs it sends; while the two differ, some
+/// member of a fan-out may have a frame the flusher holds, and the node writes none of that thread's
+/// connections through. Ordering: the flusher stores the count (Release) after the writes and the
+/// in-flight counts of what it finished; the node reads it (Acquire) before it looks at in-flight
+/// counts and writes.
+///
+/// On a line of its own: the flusher writes it once per fan-out, the node reads it only on quiet
+/// turns.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+pub(crate) struct FlushProgress {
+    fan_outs_done: AtomicU64,
+}
+
+impl FlushProgress {
+    /// The node's side: fan-outs the flusher finished.
+    pub fn done(&self) -> u64 {
+        self.fan_outs_done.load(Ordering::Acquire)
+    }
+}
 
 /// A connection as the flusher sees it, with what this round holds for it.
 struct Held {
@@ -86,14 +155,27 @@ struct Flusher {
     emptied: Vec<Vec<Bytes>>,
     spares: SpareVecs,
     stats: Arc<Stats>,
+    /// `limits.maxQueuedBytesPerConnection`, checked for a fan-out's members.
+    per_connection: usize,
+    progress: Arc<FlushProgress>,
+    /// Fan-outs taken, and for those not yet finished, where in `dirty` their last member is (counted
+    /// from the flusher's start, as `passed` is): each is finished once the round has passed there.
+    fan_outs_taken: u64,
+    unfinished: VecDeque<(u64, u64)>,
+    /// Entries of `dirty` written and drained since the flusher started.
+    passed: u64,
 }
 
 /// Runs a flusher until the node task drops its end. `spares`: where emptied frame vectors go back to
 /// the node task.
+/// `per_connection`: `limits.maxQueuedBytesPerConnection`; `progress`: the fan-outs finished, for the
+/// node.
 pub(crate) async fn run(
     mut turns: mpsc::UnboundedReceiver<Vec<Flush>>,
     spares: SpareVecs,
     stats: Arc<Stats>,
+    progress: Arc<FlushProgress>,
+    per_connection: usize,
 ) {
     let mut flusher = Flusher {
         held: ConnMap::default(),
@@ -101,6 +183,11 @@ pub(crate) async fn run(
         emptied: Vec::new(),
         spares,
         stats,
+        per_connection,
+        progress,
+        fan_outs_taken: 0,
+        unfinished: VecDeque::new(),
+        passed: 0,
     };
     loop {
         if flusher.dirty.is_empty() {
@@ -122,11 +209,13 @@ pub(crate) async fn run(
                 flusher.emptied.push(emptied);
             }
             written += 1;
+            flusher.finish_fan_outs(written);
             if written == WRITES_PER_ROUND {
                 break;
             }
         }
         flusher.dirty.drain(..written);
+        flusher.passed += written as u64;
         flusher.spares.give(&mut flusher.emptied);
         if !flusher.dirty.is_empty() {
             tokio::task::yield_now().await;
@@ -135,10 +224,65 @@ pub(crate) async fn run(
 }
 
 impl Flusher {
+    /// Publishes the fan-outs whose members are all behind `written`, this round's position.
+    fn finish_fan_outs(&mut self, written: usize) {
+        let at = self.passed + written as u64;
+        let mut finished = None;
+        while let Some(&(taken, end)) = self.unfinished.front()
+            && end <= at
+        {
+            finished = Some(taken);
+            self.unfinished.pop_front();
+        }
+        if let Some(taken) = finished {
+            // Release: the writes and in-flight counts of its members happened before.
+            let done = &self.progress.fan_outs_done;
+            done.store(taken, Ordering::Release);
+        }
+    }
+
+    /// Takes a fan-out's members into the round: each gets the frame and a charge of its length,
+    /// its share of the fan-out's. A member over its connection's bound is cut instead; one cut or
+    /// gone gets nothing.
+    fn take_fan_out(&mut self, fan_out: FanOut) {
+        let FanOut {
+            frame,
+            conns,
+            mut charge,
+        } = fan_out;
+        let bytes = frame.len();
+        for conn in conns.iter() {
+            let Some(connection) = self.held.get_mut(conn) else {
+                continue; // closed already: nothing to write to
+            };
+            let route = &connection.route;
+            if route.direct.is_cut() {
+                continue;
+            }
+            if route.budget.queued() + bytes > self.per_connection {
+                connection.cut(
+                    &self.stats,
+                    "more than limits.maxQueuedBytesPerConnection queued",
+                );
+                continue;
+            }
+            let share = route.budget.adopt(&mut charge, bytes);
+            if connection.charge.is_none() {
+                self.dirty.push(*conn);
+            }
+            connection.hold(frame.clone(), share);
+        }
+        self.fan_outs_taken += 1;
+        let end = self.passed + self.dirty.len() as u64;
+        self.unfinished.push_back((self.fan_outs_taken, end));
+        self.finish_fan_outs(0);
+    }
+
     /// Adds a turn's messages to the round.
     fn take(&mut self, turn: Vec<Flush>) {
         for flush in turn {
             match flush {
+                Flush::FanOut(fan_out) => self.take_fan_out(fan_out),
                 Flush::Open { conn, route } => {
                     let connection = Held {
                         route,
@@ -152,7 +296,7 @@ impl Flusher {
                     let Some(connection) = self.held.get_mut(&conn) else {
                         continue; // closed already: nothing to write to
                     };
-                    if connection.entries == 0 {
+                    if connection.charge.is_none() {
                         self.dirty.push(conn);
                     }
                     connection.entries += 1;
@@ -188,6 +332,15 @@ impl Flusher {
 }
 
 impl Held {
+    /// Adds a fan-out's frame to the round.
+    fn hold(&mut self, frame: Bytes, share: Charge) {
+        self.frames.push(frame);
+        match &mut self.charge {
+            Some(charge) => charge.absorb(share),
+            None => self.charge = Some(share),
+        }
+    }
+
     /// Writes the round's frames through if the writer has nothing in flight, and queues to the writer
     /// what the socket did not take (or everything, if the writer is busy).
     ///
@@ -212,7 +365,9 @@ impl Held {
             0
         };
         if !frames.consume(written) {
-            direct.written(entries);
+            if entries > 0 {
+                direct.written(entries);
+            }
             stats.frames_flushed.fetch_add(count, Ordering::Relaxed);
             let Frames::Many(emptied) = frames else {
                 return None;
@@ -224,8 +379,12 @@ impl Held {
             return None;
         }
         charge.release(written);
-        // The round becomes one entry of the writer's: the others are off the in-flight count now.
-        direct.written(entries - 1);
+        // The round becomes one entry of the writer's: the node's are off the in-flight count now (a
+        // round of fan-outs alone had none counted).
+        match entries {
+            0 => direct.handed(),
+            entries => direct.written(entries - 1),
+        }
         let outgoing = Outgoing {
             frames,
             reliable: true,
@@ -233,21 +392,27 @@ impl Held {
         };
         match self.route.queue.try_send(outgoing) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.cut(stats),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.cut(
+                    stats,
+                    "outbound queue full (outboundQueue rounds of frames)",
+                );
+            }
             // The writer ended (the peer went away): the reader reports the disconnect.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
         None
     }
 
-    /// Cuts a connection whose writer's queue is full: a slow consumer, as the node cuts one.
-    fn cut(&self, stats: &Stats) {
+    /// Cuts a connection that holds too much (its writer's queue is full, or its bytes are over the
+    /// bound): a slow consumer, as the node cuts one. What the round holds for it is dropped when its
+    /// turn to be written comes.
+    fn cut(&self, stats: &Stats, why: &'static str) {
         stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
         static CUT: Throttle = Throttle::new();
         if let Some(more) = CUT.allow() {
             tracing::warn!(
-                "slow consumer: outbound queue full (outboundQueue rounds of frames), disconnecting \
-                 (and {more} more since the last line)"
+                "slow consumer: {why}, disconnecting (and {more} more since the last line)"
             );
         }
         let route = &self.route;
@@ -275,6 +440,11 @@ mod tests {
 
     /// `send_buffer`: the socket's send buffer, small to make a round not fit.
     async fn conn(queue: usize, send_buffer: Option<u32>) -> Conn {
+        conn_on(queue, send_buffer, ServerBudget::new(usize::MAX)).await
+    }
+
+    /// A connection whose budget counts against `server`.
+    async fn conn_on(queue: usize, send_buffer: Option<u32>, server: Arc<ServerBudget>) -> Conn {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(size) = send_buffer {
@@ -286,15 +456,17 @@ mod tests {
         );
         let (_, write) = ours.unwrap().into_split();
         let (sender, writer_queue) = mpsc::channel(queue);
+        let budget = ConnBudget::new(server);
         Conn {
             route: Route {
                 queue: sender,
                 direct: Direct::new(write),
                 stop: CancellationToken::new(),
                 last_words: LastWords::default(),
+                budget: budget.clone(),
             },
             writer_queue,
-            budget: ConnBudget::new(ServerBudget::new(usize::MAX)),
+            budget,
             peer: theirs.unwrap().0,
         }
     }
@@ -332,8 +504,140 @@ mod tests {
                 direct: conn.route.direct.clone(),
                 stop: conn.route.stop.clone(),
                 last_words: conn.route.last_words.clone(),
+                budget: conn.budget.clone(),
             },
         }
+    }
+
+    /// A fan-out as the node sends it: `frame` for each of `conns`, charged to `server` once.
+    fn fan_out(server: &Arc<ServerBudget>, frame: Bytes, conns: &[ConnId]) -> Flush {
+        Flush::FanOut(FanOut {
+            charge: server.charge(frame.len() * conns.len()),
+            frame,
+            conns: Arc::from(conns),
+        })
+    }
+
+    /// A fan-out between two turns' entries: each member gets the frames in the order the node sent
+    /// them, every byte charged is given back, and the fan-out is reported finished.
+    #[tokio::test]
+    async fn a_fan_out_keeps_its_place_among_entries_and_is_reported_finished() {
+        let server = ServerBudget::new(usize::MAX);
+        let mut a = conn_on(8, None, server.clone()).await;
+        let mut b = conn_on(8, None, server.clone()).await;
+        let (stats, progress) = (
+            Arc::new(Stats::default()),
+            Arc::new(FlushProgress::default()),
+        );
+        let (node, turns) = mpsc::unbounded_channel();
+        node.send(vec![
+            open(&a, ConnId(1)),
+            open(&b, ConnId(2)),
+            entry(&a, ConnId(1), vec![frame(1, 5)]),
+            fan_out(&server, frame(2, 6), &[ConnId(1), ConnId(2), ConnId(3)]),
+            entry(&b, ConnId(2), vec![frame(3, 7)]),
+        ])
+        .unwrap();
+        let flusher = tokio::spawn(run(
+            turns,
+            SpareVecs::default(),
+            stats,
+            progress.clone(),
+            64,
+        ));
+        let mut got = vec![0; 11];
+        within(a.peer.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, [frame(1, 5), frame(2, 6)].concat());
+        let mut got = vec![0; 13];
+        within(b.peer.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, [frame(2, 6), frame(3, 7)].concat());
+        drop(node);
+        within(flusher).await.unwrap();
+        assert_eq!(progress.done(), 1);
+        // ConnId(3) was never opened: its share went back with the fan-out.
+        assert_eq!(
+            (a.budget.queued(), b.budget.queued(), server.used()),
+            (0, 0, 0)
+        );
+        assert!(a.route.direct.idle() && b.route.direct.idle());
+    }
+
+    /// A fan-out member whose writer is busy gets the frame queued behind the writer's entry and
+    /// counted in flight before the fan-out is reported finished (the node then sees it busy).
+    #[tokio::test]
+    async fn a_fan_out_to_a_busy_writer_is_queued_and_counted_before_it_is_finished() {
+        let server = ServerBudget::new(usize::MAX);
+        let mut a = conn_on(8, None, server.clone()).await;
+        let (stats, progress) = (
+            Arc::new(Stats::default()),
+            Arc::new(FlushProgress::default()),
+        );
+        let (node, turns) = mpsc::unbounded_channel();
+        a.route.direct.handed(); // the writer's: handed to its queue earlier, not yet written
+        node.send(vec![
+            open(&a, ConnId(1)),
+            fan_out(&server, frame(4, 9), &[ConnId(1)]),
+        ])
+        .unwrap();
+        let flusher = tokio::spawn(run(
+            turns,
+            SpareVecs::default(),
+            stats,
+            progress.clone(),
+            64,
+        ));
+        let queued = within(a.writer_queue.recv()).await.unwrap();
+        assert_eq!(queued.frames.as_slice(), [frame(4, 9)]);
+        drop(node);
+        within(flusher).await.unwrap();
+        assert_eq!(progress.done(), 1);
+        assert_eq!(
+            a.route.direct.in_flight(),
+            2,
+            "the writer's entry and the fan-out's"
+        );
+        assert_eq!((a.budget.queued(), server.used()), (9, 9));
+        drop(queued);
+        assert_eq!((a.budget.queued(), server.used()), (0, 0));
+    }
+
+    /// A fan-out member that would hold more than `limits.maxQueuedBytesPerConnection` is cut as a
+    /// slow consumer; the others get the frame.
+    #[tokio::test]
+    async fn a_fan_out_member_over_its_bound_is_cut_and_the_others_get_the_frame() {
+        let server = ServerBudget::new(usize::MAX);
+        let a = conn_on(8, None, server.clone()).await;
+        let mut b = conn_on(8, None, server.clone()).await;
+        let (stats, progress) = (
+            Arc::new(Stats::default()),
+            Arc::new(FlushProgress::default()),
+        );
+        let (node, turns) = mpsc::unbounded_channel();
+        let held = a.budget.charge(60); // queued for its writer already
+        node.send(vec![
+            open(&a, ConnId(1)),
+            open(&b, ConnId(2)),
+            fan_out(&server, frame(5, 10), &[ConnId(1), ConnId(2)]),
+        ])
+        .unwrap();
+        let flusher = tokio::spawn(run(
+            turns,
+            SpareVecs::default(),
+            stats.clone(),
+            progress,
+            64,
+        ));
+        let mut got = vec![0; 10];
+        within(b.peer.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, frame(5, 10).to_vec());
+        within(a.route.stop.cancelled()).await;
+        assert!(a.route.direct.is_cut() && a.route.last_words.get().is_some());
+        assert_eq!(stats.slow_consumers.load(Ordering::Relaxed), 1);
+        drop(node);
+        within(flusher).await.unwrap();
+        assert_eq!(server.used(), 60, "only what the writer held");
+        drop(held);
+        assert_eq!(server.used(), 0);
     }
 
     /// Several turns reach the flusher before it runs: it writes them through in one round, in order,
@@ -350,7 +654,13 @@ mod tests {
                 .unwrap();
         }
         let spares = SpareVecs::default();
-        let flusher = tokio::spawn(run(turns, spares.clone(), stats.clone()));
+        let flusher = tokio::spawn(run(
+            turns,
+            spares.clone(),
+            stats.clone(),
+            Arc::default(),
+            usize::MAX,
+        ));
         let expected: Vec<u8> = sent.iter().flat_map(|f| f.iter().copied()).collect();
         let mut got = vec![0; expected.len()];
         within(a.peer.read_exact(&mut got)).await.unwrap();
@@ -387,7 +697,13 @@ mod tests {
             .unwrap();
         node.send(vec![entry(&a, ConnId(7), vec![frame(2, 6), frame(3, 7)])])
             .unwrap();
-        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats.clone()));
+        let flusher = tokio::spawn(run(
+            turns,
+            SpareVecs::default(),
+            stats.clone(),
+            Arc::default(),
+            usize::MAX,
+        ));
         let queued = within(a.writer_queue.recv()).await.unwrap();
         assert_eq!(
             queued.frames.as_slice(),
@@ -418,7 +734,13 @@ mod tests {
             entry(&a, ConnId(2), sent.clone()),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats));
+        let flusher = tokio::spawn(run(
+            turns,
+            SpareVecs::default(),
+            stats,
+            Arc::default(),
+            usize::MAX,
+        ));
         let rest = within(a.writer_queue.recv()).await.unwrap();
         let left: usize = rest.frames.as_slice().iter().map(Bytes::len).sum();
         assert!(left > 0 && left < total, "{left} of {total} left");
@@ -445,7 +767,13 @@ mod tests {
             Flush::Close(ConnId(3)),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats));
+        let flusher = tokio::spawn(run(
+            turns,
+            SpareVecs::default(),
+            stats,
+            Arc::default(),
+            usize::MAX,
+        ));
         let mut got = vec![0; 40];
         within(a.peer.read_exact(&mut got)).await.unwrap();
         assert_eq!(got, frame(9, 40).to_vec());
@@ -475,7 +803,13 @@ mod tests {
             entry(&a, ConnId(5), vec![frame(1, 8)]),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats.clone()));
+        let flusher = tokio::spawn(run(
+            turns,
+            SpareVecs::default(),
+            stats.clone(),
+            Arc::default(),
+            usize::MAX,
+        ));
         let mut first = [0; 8];
         within(a.peer.read_exact(&mut first)).await.unwrap();
         // The node's cut: marked, then the last words, then the kill switch.
@@ -514,7 +848,13 @@ mod tests {
             entry(&a, ConnId(4), vec![frame(1, 8)]),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(turns, SpareVecs::default(), stats.clone()));
+        let flusher = tokio::spawn(run(
+            turns,
+            SpareVecs::default(),
+            stats.clone(),
+            Arc::default(),
+            usize::MAX,
+        ));
         // The test's runtime has one thread: the yield lets the flusher take the first round whole and
         // fill the queue, so the second entry is a round of its own (sent together, they would merge
         // into one entry and fit).

@@ -40,6 +40,7 @@ mod mesh;
 pub mod message_worker;
 mod metrics;
 mod node_task;
+mod run_split;
 mod server;
 mod tcp;
 mod throttle;

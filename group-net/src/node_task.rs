@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use group_core::{
     Call, ConnId, Event, GroupId, Handled, Input, Instant, JoinStatus, MeshTransmit, Node, Outcome,
     Sink, Transmit, Uid,
@@ -19,13 +20,15 @@ use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{ConnBudget, ServerBudget};
+use crate::direct::Direct;
 use crate::fan_out::{Run, Runs};
-use crate::flusher::{Flush, FlushSender, Route};
+use crate::flusher::{FanOut, Flush, FlusherEnd, Route};
 use crate::inbox::{
     Answer, Answerer, ConnMap, ConnWriter, EventFn, FrameStock, Frames, NodeInput, Outgoing,
     SpareVecs, Stats, TickRunner, cut_slow_consumer,
 };
 use crate::mesh::Links;
+use crate::run_split::RunSplit;
 use crate::throttle::Throttle;
 
 /// The node and the driver's side of its outputs.
@@ -56,7 +59,9 @@ struct Io {
     /// Set for the end of a quiet turn: `hand_over` may write through (see [`WRITE_THROUGH_INPUTS`]).
     write_through: bool,
     /// The writer threads' flushers (`server.writerThreads`), by thread.
-    flushers: Vec<FlushSender>,
+    flushers: Vec<FlusherEnd>,
+    /// The last big fan-out's members by writer thread (see `run_split`).
+    split: RunSplit,
     /// This turn's messages for each flusher, sent every [`FLUSH_EARLY`] connections and when the turn
     /// ends.
     to_flush: Vec<Vec<Flush>>,
@@ -128,7 +133,7 @@ impl NodeTask {
         event_sink: Option<EventFn>,
         stats: Arc<Stats>,
         limits: OutboundLimits,
-        flushers: Vec<FlushSender>,
+        flushers: Vec<FlusherEnd>,
         spares: SpareVecs,
     ) -> Self {
         NodeTask {
@@ -148,6 +153,7 @@ impl NodeTask {
                 write_through: false,
                 to_flush: flushers.iter().map(|_| Vec::new()).collect(),
                 stock: FrameStock::new((!flushers.is_empty()).then_some(spares)),
+                split: RunSplit::new(flushers.len()),
                 flushers,
                 runs: Runs::default(),
                 refused: Vec::new(),
@@ -274,18 +280,21 @@ impl Io {
                 direct: direct.clone(),
                 stop: writer.stop.clone(),
                 last_words: writer.last_words.clone(),
+                budget: writer.budget.clone(),
             };
             if let Some(turn) = self.to_flush.get_mut(thread) {
                 turn.push(Flush::Open { conn, route });
             }
         }
         self.writers.insert(conn, writer);
+        self.split.forget();
     }
 
     /// Lets go of a connection's writer (its queue closes once the flusher lets go too): it writes what
     /// it was handed, then closes the socket.
     fn remove_writer(&mut self, conn: ConnId) -> Option<ConnWriter> {
         let writer = self.writers.remove(&conn)?;
+        self.split.forget();
         if let Some(turn) = writer.flusher.and_then(|t| self.to_flush.get_mut(t)) {
             turn.push(Flush::Close(conn));
         }
@@ -297,7 +306,7 @@ impl Io {
         for (turn, flusher) in self.to_flush.iter_mut().zip(&self.flushers) {
             if !turn.is_empty() {
                 // A flusher is gone only when the server stops: what it would have written goes.
-                let _ = flusher.send(next_message(turn));
+                let _ = flusher.sender.send(next_message(turn));
             }
         }
     }
@@ -409,10 +418,26 @@ impl Io {
         } else {
             None
         };
-        let reliable = run.reliable;
-        for &conn in &run.conns {
+        if run.conns.len() > WRITE_THROUGH_CONNECTIONS && !self.flushers.is_empty() {
+            let frame = joined.as_ref().or(run.frames.first()).cloned();
+            if let Some(frame) = frame
+                && self.fan_out_to_flushers(&run.conns, frame)
+            {
+                let others = self.split.others().to_vec();
+                self.queue_members(&others, &run, joined.as_ref());
+                self.runs.recycle(run);
+                return;
+            }
+        }
+        self.queue_members(&run.conns, &run, joined.as_ref());
+        self.runs.recycle(run);
+    }
+
+    /// Queues a run's frames for `conns` one member at a time.
+    fn queue_members(&mut self, conns: &[ConnId], run: &Run, joined: Option<&Bytes>) {
+        for &conn in conns {
             let plain_tcp = self.writers.get(&conn).is_some_and(|w| w.direct.is_some());
-            let frames = match &joined {
+            let frames = match joined {
                 Some(joined) if plain_tcp => std::slice::from_ref(joined),
                 _ => run.frames.as_slice(),
             };
@@ -421,19 +446,64 @@ impl Io {
                 self.queue_frame(Transmit {
                     conn,
                     frame,
-                    reliable,
+                    reliable: run.reliable,
                 })
             });
             if !taken {
                 self.refused.push(conn);
             }
         }
-        self.runs.recycle(run);
+    }
+
+    /// Hands a big fan-out's members on writer threads to their flushers, one message per thread
+    /// (see `run_split`); the caller queues the others ([`RunSplit::others`]). False, with nothing
+    /// handed over, when its bytes would exceed `maxBufferedBytes`: then every member is queued one
+    /// by one, where the budget's cuts are made.
+    fn fan_out_to_flushers(&mut self, conns: &[ConnId], frame: Bytes) -> bool {
+        self.split.split(conns, &self.writers);
+        let threads = 0..self.flushers.len();
+        let members: usize = threads
+            .clone()
+            .filter_map(|t| self.split.thread(t))
+            .map(|c| c.len())
+            .sum();
+        if members == 0 || self.over_server_budget(frame.len() * members) {
+            return false;
+        }
+        self.hand_over_pending_to_flushers();
+        for thread in threads {
+            let (Some(conns), Some(turn), Some(flusher)) = (
+                self.split.thread(thread).filter(|c| !c.is_empty()),
+                self.to_flush.get_mut(thread),
+                self.flushers.get_mut(thread),
+            ) else {
+                continue;
+            };
+            let charge = self.limits.server.charge(frame.len() * conns.len());
+            let conns = conns.clone();
+            turn.push(Flush::FanOut(FanOut {
+                frame: frame.clone(),
+                conns,
+                charge,
+            }));
+            flusher.fan_outs_sent += 1;
+            // Sent now: the flusher writes the first members while the node goes on.
+            let _ = flusher.sender.send(next_message(turn));
+        }
+        let sent = &self.stats.frames_sent;
+        sent.fetch_add(members as u64, Ordering::Relaxed);
+        true
     }
 
     /// Hands every connection its frames of this turn: one queue entry (and one wake-up) each.
     fn flush(&mut self) {
         self.settle_runs();
+        self.hand_over_pending();
+        self.send_to_flushers();
+    }
+
+    /// Hands over every connection's frames queued so far this turn.
+    fn hand_over_pending(&mut self) {
         // Drained through a spare map (nothing refills `pending` meanwhile), so its capacity stays for the
         // next turn.
         let mut pending = std::mem::take(&mut self.pending);
@@ -441,7 +511,23 @@ impl Io {
             self.hand_over(conn, batch);
         }
         self.pending = pending;
-        self.send_to_flushers();
+    }
+
+    /// Hands over the frames queued so far this turn for connections on writer threads, so that they
+    /// reach the flushers before a fan-out that may include them; the others' stay for the turn's end.
+    fn hand_over_pending_to_flushers(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let writers = &self.writers;
+        let on_flusher = |conn: &ConnId, _: &mut Pending| {
+            writers.get(conn).is_some_and(|w| w.flusher.is_some())
+        };
+        for (conn, batch) in pending.extract_if(on_flusher).collect::<Vec<_>>() {
+            self.hand_over(conn, batch);
+        }
+        self.pending = pending;
     }
 
     /// Forgets a connection's frames of this turn (it was cut, or it is gone).
@@ -463,7 +549,14 @@ impl Io {
         let mut frames = batch.frames;
         let mut bytes = batch.bytes;
         let direct = writer.direct.as_ref();
-        if let Some(direct) = direct.filter(|direct| self.write_through && direct.idle()) {
+        // A flusher still working on a fan-out may hold a frame for this connection (see
+        // `FlushProgress`); checked before the in-flight count.
+        let flusher_quiet = || {
+            let flusher = writer.flusher.and_then(|t| self.flushers.get(t));
+            flusher.is_none_or(FlusherEnd::quiet)
+        };
+        let may_write = |direct: &&Direct| self.write_through && flusher_quiet() && direct.idle();
+        if let Some(direct) = direct.filter(may_write) {
             let written = direct.write(frames.as_slice());
             bytes -= written;
             let left = frames.consume(written);
@@ -492,7 +585,7 @@ impl Io {
             if turn.len() >= FLUSH_EARLY
                 && let Some(flusher) = self.flushers.get(thread)
             {
-                let _ = flusher.send(next_message(turn));
+                let _ = flusher.sender.send(next_message(turn));
             }
             return;
         }

@@ -350,9 +350,16 @@ impl ServerBuilder {
             (0..pool.threads())
                 .map(|thread| {
                     let (flusher, turns) = tokio::sync::mpsc::unbounded_channel();
-                    let run = crate::flusher::run(turns, spares.clone(), stats.clone());
+                    let progress = Arc::default();
+                    let run = crate::flusher::run(
+                        turns,
+                        spares.clone(),
+                        stats.clone(),
+                        Arc::clone(&progress),
+                        shared.max_queued_bytes,
+                    );
                     drop(pool.spawn_on(thread, run));
-                    flusher
+                    crate::flusher::FlusherEnd::new(flusher, progress)
                 })
                 .collect()
         });

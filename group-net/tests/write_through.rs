@@ -201,3 +201,103 @@ async fn quiet_broadcasts(writer_threads: usize) {
         );
     }
 }
+
+/// A member of a big group (its fan-outs go to the writer thread's flusher as one message, not an
+/// entry per member) and of a small one (its broadcasts are written through by the node when the
+/// member's writer and the flusher are idle), whose socket fills: the two groups' broadcasts reach it
+/// whole and in the order the node handled them, however they were split between the node's writes,
+/// the flusher's and the writer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_groups_fan_outs_and_a_small_groups_writes_through_keep_their_order() {
+    const ROUNDS: u32 = 3;
+    const PER_ROUND: u32 = 600;
+    const SIZE: usize = 1001;
+    // More than the 64 connections the node writes through to itself (`WRITE_THROUGH_CONNECTIONS`).
+    const READERS: usize = 68;
+    let mut cfg = config();
+    cfg.limits.max_requests_per_second = 1_000_000;
+    cfg.limits.max_inbound_bytes_per_second = 1 << 30;
+    cfg.limits.max_queued_bytes_per_connection = 32 << 20;
+    cfg.outbound_queue = 4096;
+    cfg.writer_threads = Some(1);
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut sender = user(&server, Transport::Tcp, "sender").await;
+    let big = bounded("create", sender.create(kept_group()))
+        .await
+        .unwrap();
+    let small = bounded("create", sender.create(kept_group()))
+        .await
+        .unwrap();
+    // Members of the big group that read (and drop) everything as it comes.
+    let mut readers = Vec::new();
+    for n in 0..READERS {
+        let mut reader = raw_slow_member(&server, &format!("reader-{n}"), big).await;
+        readers.push(tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink).await;
+        }));
+    }
+    let mut slow = raw_slow_member(&server, "slow", big).await;
+    let mut join = BytesMut::new();
+    group_core::proto::Request::Join {
+        group: small,
+        message: Bytes::new(),
+    }
+    .encode(&mut join);
+    tokio::io::AsyncWriteExt::write_all(&mut slow, &join)
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let mut answers = 0;
+    bounded(
+        "both joins' answers",
+        read_until(&mut slow, &mut buf, |frame| {
+            if (frame.ver, frame.cmd) == (VER_GROUP, cmd::JOIN) && frame.status != Status::Push {
+                answers += 1;
+            }
+            answers == 2
+        }),
+    )
+    .await;
+
+    let api = server.handle();
+    let mut next = 0;
+    for round in 1..=ROUNDS {
+        for n in next..round * PER_ROUND {
+            // Two of three to the big group, in an order that mixes runs of both.
+            let group = if n % 3 == 0 { small } else { big };
+            let message = message(n, SIZE);
+            let broadcast = api.broadcast(
+                group,
+                "sender".into(),
+                VER_GROUP,
+                cmd::BROADCAST,
+                message,
+                true,
+            );
+            bounded("broadcast", broadcast).await.unwrap();
+        }
+        let every = read_until(&mut slow, &mut buf, |frame| {
+            if (frame.ver, frame.cmd, frame.status) != (VER_GROUP, cmd::BROADCAST, Status::Push) {
+                return false;
+            }
+            let (_, entries) = parse_broadcast_push(&frame.payload).unwrap();
+            for entry in entries {
+                assert_eq!(entry.message, message(next, SIZE), "broadcast {next}");
+                next += 1;
+            }
+            next == round * PER_ROUND
+        });
+        bounded("every broadcast of the round", every).await;
+    }
+    // Both paths were taken: the small group's frames written through, the big group's flushed.
+    assert!(
+        server.frames_written_through() > 0,
+        "nothing written through"
+    );
+    assert!(server.frames_flushed() > 0, "nothing flushed");
+    drop(sender);
+    for reader in readers {
+        reader.abort();
+    }
+}
