@@ -111,16 +111,21 @@ impl ConnBudget {
     /// members this way, with no update of the server's count per member. Should `bulk` hold fewer,
     /// the difference is charged to the server here, so the counts cannot drift either way.
     pub(crate) fn adopt(self: &Arc<Self>, bulk: &mut ServerCharge, bytes: usize) -> Charge {
+        self.take_share(bulk, bytes);
+        Charge {
+            bytes,
+            budget: self.clone(),
+        }
+    }
+
+    /// Counts `bytes` as queued here, their server share moved out of `bulk`.
+    fn take_share(&self, bulk: &mut ServerCharge, bytes: usize) {
         let moved = bytes.min(bulk.bytes);
         bulk.bytes -= moved;
         if moved < bytes {
             self.server.used.fetch_add(bytes - moved, Ordering::Relaxed);
         }
         self.queued.fetch_add(bytes, Ordering::Relaxed);
-        Charge {
-            bytes,
-            budget: self.clone(),
-        }
     }
 }
 
@@ -137,6 +142,13 @@ impl Charge {
     pub(crate) fn absorb(&mut self, mut other: Charge) {
         debug_assert!(Arc::ptr_eq(&self.budget, &other.budget));
         self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// Grows the charge by `bytes`, their server share moved out of `bulk` ([`ConnBudget::adopt`]
+    /// without a new charge: no reference count taken and dropped per member of a fan-out).
+    pub(crate) fn adopt_more(&mut self, bulk: &mut ServerCharge, bytes: usize) {
+        self.budget.take_share(bulk, bytes);
+        self.bytes += bytes;
     }
 
     /// Gives back `bytes` of the charge at once (they were written), keeping the rest.
@@ -310,7 +322,8 @@ mod tests {
             ConnBudget::new(server.clone()),
         );
         let mut bulk = server.charge(300);
-        let first = a.adopt(&mut bulk, 100);
+        let mut first = a.adopt(&mut bulk, 60);
+        first.adopt_more(&mut bulk, 40);
         let second = b.adopt(&mut bulk, 100);
         assert_eq!((a.queued(), b.queued(), server.used()), (100, 100, 300));
         drop(bulk); // the third member was gone: its share goes back

@@ -266,11 +266,14 @@ impl Flusher {
                 );
                 continue;
             }
-            let share = route.budget.adopt(&mut charge, bytes);
-            if connection.charge.is_none() {
-                self.dirty.push(*conn);
+            connection.frames.push(frame.clone());
+            match &mut connection.charge {
+                Some(held) => held.adopt_more(&mut charge, bytes),
+                None => {
+                    connection.charge = Some(route.budget.adopt(&mut charge, bytes));
+                    self.dirty.push(*conn);
+                }
             }
-            connection.hold(frame.clone(), share);
         }
         self.fan_outs_taken += 1;
         let end = self.passed + self.dirty.len() as u64;
@@ -332,15 +335,6 @@ impl Flusher {
 }
 
 impl Held {
-    /// Adds a fan-out's frame to the round.
-    fn hold(&mut self, frame: Bytes, share: Charge) {
-        self.frames.push(frame);
-        match &mut self.charge {
-            Some(charge) => charge.absorb(share),
-            None => self.charge = Some(share),
-        }
-    }
-
     /// Writes the round's frames through if the writer has nothing in flight, and queues to the writer
     /// what the socket did not take (or everything, if the writer is busy).
     ///

@@ -521,9 +521,8 @@ impl Io {
         }
         let mut pending = std::mem::take(&mut self.pending);
         let writers = &self.writers;
-        let on_flusher = |conn: &ConnId, _: &mut Pending| {
-            writers.get(conn).is_some_and(|w| w.flusher.is_some())
-        };
+        let on_flusher =
+            |conn: &ConnId, _: &mut Pending| writers.get(conn).is_some_and(|w| w.flusher.is_some());
         for (conn, batch) in pending.extract_if(on_flusher).collect::<Vec<_>>() {
             self.hand_over(conn, batch);
         }
