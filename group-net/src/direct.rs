@@ -41,6 +41,10 @@ const SEND_FLAGS: std::ffi::c_int = 0;
 /// Slices given to one write at most (Linux refuses more than 1024 in one `writev`).
 const MAX_SLICES: usize = 64;
 
+/// Frames up to which a write fills a small array of slices instead (1 KiB of slices zeroed per write
+/// was a fifth of `Direct::write`'s samples at 100 msg/s, where every write is of one frame).
+const FEW_SLICES: usize = 4;
+
 /// A plain TCP connection's sending side, shared by the node task and the connection's writer.
 #[derive(Clone)]
 pub(crate) struct Direct(Arc<Shared>);
@@ -114,20 +118,13 @@ impl Direct {
         let mut first = 0; // the first frame not yet written whole
         let mut offset = 0; // bytes of it already written
         while let Some(rest) = frames.get(first..).filter(|rest| !rest.is_empty()) {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            let mut offered = 0;
-            for (slot, frame) in slices.iter_mut().zip(rest) {
-                let bytes = frame
-                    .get(if count == 0 { offset } else { 0 }..)
-                    .unwrap_or_default();
-                *slot = IoSlice::new(bytes);
-                offered += bytes.len();
-                count += 1;
-            }
-            let socket = socket2::SockRef::from(self.0.socket.as_ref());
-            let slices = slices.get(..count).unwrap_or_default();
-            let Ok(written) = socket.send_vectored_with_flags(slices, SEND_FLAGS) else {
+            // The usual write is of one frame or a few: a small array to fill, not 64 slices.
+            let sent = if rest.len() <= FEW_SLICES {
+                self.send::<FEW_SLICES>(rest, offset)
+            } else {
+                self.send::<MAX_SLICES>(rest, offset)
+            };
+            let Some((written, offered, count)) = sent else {
                 break;
             };
             total += written;
@@ -146,6 +143,26 @@ impl Direct {
             }
         }
         total
+    }
+
+    /// One `sendmsg` of up to `N` of `rest`'s frames, the first from `offset`: what it wrote, what it
+    /// offered and how many frames; `None` on an error.
+    fn send<const N: usize>(&self, rest: &[Bytes], offset: usize) -> Option<(usize, usize, usize)> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let mut count = 0;
+        let mut offered = 0;
+        for (slot, frame) in slices.iter_mut().zip(rest) {
+            let bytes = frame
+                .get(if count == 0 { offset } else { 0 }..)
+                .unwrap_or_default();
+            *slot = IoSlice::new(bytes);
+            offered += bytes.len();
+            count += 1;
+        }
+        let socket = socket2::SockRef::from(self.0.socket.as_ref());
+        let slices = slices.get(..count).unwrap_or_default();
+        let written = socket.send_vectored_with_flags(slices, SEND_FLAGS).ok()?;
+        Some((written, offered, count))
     }
 }
 
