@@ -159,9 +159,35 @@ async fn websocket_text_messages_close_with_a_reason() {
 async fn a_slow_consumer_is_disconnected_and_counted_while_others_receive_everything() {
     let mut cfg = config();
     cfg.outbound_queue = 16;
-    let (server, mut sender, mut receiver, group) = group_of_two(cfg).await;
     // A member that does not read: its socket buffers (small, so the test drains them fast later) fill,
     // then its queue of 16 frames.
+    slow_consumer_is_cut(cfg, 0).await;
+}
+
+/// The same in a group of 71, with a writer thread: the broadcasts reach the TCP members as fan-outs
+/// handed to the thread's flusher whole, and the slow member is cut by the flusher when its bytes would
+/// pass `maxQueuedBytesPerConnection` (its writer's queue has room for everything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_in_a_big_group_is_cut_by_its_byte_bound_while_others_receive_everything() {
+    let mut cfg = config();
+    cfg.writer_threads = Some(1);
+    cfg.outbound_queue = 4096;
+    cfg.limits.max_queued_bytes_per_connection = 256 * 1024;
+    slow_consumer_is_cut(cfg, 68).await;
+}
+
+/// A sender, a WebSocket receiver that keeps up, `readers` TCP members that read everything, and a
+/// TCP member that reads nothing until it is cut.
+async fn slow_consumer_is_cut(cfg: ServerConfig, readers: usize) {
+    let (server, mut sender, mut receiver, group) = group_of_two(cfg).await;
+    let mut reading = Vec::new();
+    for n in 0..readers {
+        let mut reader = raw_slow_member(&server, &format!("reader-{n}"), group).await;
+        reading.push(tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink).await;
+        }));
+    }
     let mut slow = raw_slow_member(&server, "slow", group).await;
 
     let big = Bytes::from(vec![1u8; 16 * 1024]);
@@ -205,6 +231,9 @@ async fn a_slow_consumer_is_disconnected_and_counted_while_others_receive_everyt
     assert_eq!(uid, "slow");
     send_numbered(&mut sender, group, 100_000, 3).await;
     receives_in_order(&mut receiver, 100_000, 3).await;
+    for reader in reading {
+        reader.abort();
+    }
 }
 
 #[tokio::test]
