@@ -503,6 +503,22 @@ mod tests {
         }
     }
 
+    /// A flusher as the server starts one, with a bound of 64 bytes per connection.
+    fn start(
+        turns: mpsc::UnboundedReceiver<Vec<Flush>>,
+        stats: &Arc<Stats>,
+        progress: &Arc<FlushProgress>,
+    ) -> tokio::task::JoinHandle<()> {
+        let run = run(
+            turns,
+            SpareVecs::default(),
+            stats.clone(),
+            progress.clone(),
+            64,
+        );
+        tokio::spawn(run)
+    }
+
     /// A fan-out as the node sends it: `frame` for each of `conns`, charged to `server` once.
     fn fan_out(server: &Arc<ServerBudget>, frame: Bytes, conns: &[ConnId]) -> Flush {
         Flush::FanOut(FanOut {
@@ -532,13 +548,7 @@ mod tests {
             entry(&b, ConnId(2), vec![frame(3, 7)]),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(
-            turns,
-            SpareVecs::default(),
-            stats,
-            progress.clone(),
-            64,
-        ));
+        let flusher = start(turns, &stats, &progress);
         let mut got = vec![0; 11];
         within(a.peer.read_exact(&mut got)).await.unwrap();
         assert_eq!(got, [frame(1, 5), frame(2, 6)].concat());
@@ -573,13 +583,7 @@ mod tests {
             fan_out(&server, frame(4, 9), &[ConnId(1)]),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(
-            turns,
-            SpareVecs::default(),
-            stats,
-            progress.clone(),
-            64,
-        ));
+        let flusher = start(turns, &stats, &progress);
         let queued = within(a.writer_queue.recv()).await.unwrap();
         assert_eq!(queued.frames.as_slice(), [frame(4, 9)]);
         drop(node);
@@ -614,13 +618,7 @@ mod tests {
             fan_out(&server, frame(5, 10), &[ConnId(1), ConnId(2)]),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(
-            turns,
-            SpareVecs::default(),
-            stats.clone(),
-            progress,
-            64,
-        ));
+        let flusher = start(turns, &stats, &progress);
         let mut got = vec![0; 10];
         within(b.peer.read_exact(&mut got)).await.unwrap();
         assert_eq!(got, frame(5, 10).to_vec());

@@ -39,6 +39,28 @@ async fn read_until(
     }
 }
 
+/// Reads broadcasts off `stream` until message `until`, checking that each is the next in order.
+async fn read_in_order(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    next: &mut u32,
+    until: u32,
+    size: usize,
+) {
+    read_until(stream, buf, |frame| {
+        if (frame.ver, frame.cmd, frame.status) != (VER_GROUP, cmd::BROADCAST, Status::Push) {
+            return false;
+        }
+        let (_, entries) = parse_broadcast_push(&frame.payload).unwrap();
+        for entry in entries {
+            assert_eq!(entry.message, message(*next, size), "broadcast {next}");
+            *next += 1;
+        }
+        *next == until
+    })
+    .await;
+}
+
 /// Each message carries its number and a filler that depends on it, so a frame spliced at the wrong
 /// place shows.
 fn message(n: u32, size: usize) -> Bytes {
@@ -107,17 +129,7 @@ async fn fill_and_drain(writer_threads: Option<usize>) {
             );
             bounded("broadcast", broadcast).await.unwrap();
         }
-        let every = read_until(&mut slow, &mut buf, |frame| {
-            if (frame.ver, frame.cmd, frame.status) != (VER_GROUP, cmd::BROADCAST, Status::Push) {
-                return false;
-            }
-            let (_, entries) = parse_broadcast_push(&frame.payload).unwrap();
-            for entry in entries {
-                assert_eq!(entry.message, message(next, SIZE), "broadcast {next}");
-                next += 1;
-            }
-            next == round * PER_ROUND
-        });
+        let every = read_in_order(&mut slow, &mut buf, &mut next, round * PER_ROUND, SIZE);
         bounded("every broadcast of the round", every).await;
     }
     // The rounds did take the path under test: every round starts with the writer idle.
@@ -277,17 +289,7 @@ async fn a_big_groups_fan_outs_and_a_small_groups_writes_through_keep_their_orde
             );
             bounded("broadcast", broadcast).await.unwrap();
         }
-        let every = read_until(&mut slow, &mut buf, |frame| {
-            if (frame.ver, frame.cmd, frame.status) != (VER_GROUP, cmd::BROADCAST, Status::Push) {
-                return false;
-            }
-            let (_, entries) = parse_broadcast_push(&frame.payload).unwrap();
-            for entry in entries {
-                assert_eq!(entry.message, message(next, SIZE), "broadcast {next}");
-                next += 1;
-            }
-            next == round * PER_ROUND
-        });
+        let every = read_in_order(&mut slow, &mut buf, &mut next, round * PER_ROUND, SIZE);
         bounded("every broadcast of the round", every).await;
     }
     // Both paths were taken: the small group's frames written through, the big group's flushed.
