@@ -503,7 +503,8 @@ mod tests {
         }
     }
 
-    /// A flusher as the server starts one, with a bound of 64 bytes per connection.
+    /// A flusher as the server starts one, with a bound of 64 bytes per connection (checked for
+    /// fan-outs' members only).
     fn start(
         turns: mpsc::UnboundedReceiver<Vec<Flush>>,
         stats: &Arc<Stats>,
@@ -689,13 +690,7 @@ mod tests {
             .unwrap();
         node.send(vec![entry(&a, ConnId(7), vec![frame(2, 6), frame(3, 7)])])
             .unwrap();
-        let flusher = tokio::spawn(run(
-            turns,
-            SpareVecs::default(),
-            stats.clone(),
-            Arc::default(),
-            usize::MAX,
-        ));
+        let flusher = start(turns, &stats, &Arc::default());
         let queued = within(a.writer_queue.recv()).await.unwrap();
         assert_eq!(
             queued.frames.as_slice(),
@@ -726,13 +721,7 @@ mod tests {
             entry(&a, ConnId(2), sent.clone()),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(
-            turns,
-            SpareVecs::default(),
-            stats,
-            Arc::default(),
-            usize::MAX,
-        ));
+        let flusher = start(turns, &stats, &Arc::default());
         let rest = within(a.writer_queue.recv()).await.unwrap();
         let left: usize = rest.frames.as_slice().iter().map(Bytes::len).sum();
         assert!(left > 0 && left < total, "{left} of {total} left");
@@ -759,13 +748,7 @@ mod tests {
             Flush::Close(ConnId(3)),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(
-            turns,
-            SpareVecs::default(),
-            stats,
-            Arc::default(),
-            usize::MAX,
-        ));
+        let flusher = start(turns, &stats, &Arc::default());
         let mut got = vec![0; 40];
         within(a.peer.read_exact(&mut got)).await.unwrap();
         assert_eq!(got, frame(9, 40).to_vec());
@@ -795,13 +778,7 @@ mod tests {
             entry(&a, ConnId(5), vec![frame(1, 8)]),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(
-            turns,
-            SpareVecs::default(),
-            stats.clone(),
-            Arc::default(),
-            usize::MAX,
-        ));
+        let flusher = start(turns, &stats, &Arc::default());
         let mut first = [0; 8];
         within(a.peer.read_exact(&mut first)).await.unwrap();
         // The node's cut: marked, then the last words, then the kill switch.
@@ -840,13 +817,7 @@ mod tests {
             entry(&a, ConnId(4), vec![frame(1, 8)]),
         ])
         .unwrap();
-        let flusher = tokio::spawn(run(
-            turns,
-            SpareVecs::default(),
-            stats.clone(),
-            Arc::default(),
-            usize::MAX,
-        ));
+        let flusher = start(turns, &stats, &Arc::default());
         // The test's runtime has one thread: the yield lets the flusher take the first round whole and
         // fill the queue, so the second entry is a round of its own (sent together, they would merge
         // into one entry and fit).

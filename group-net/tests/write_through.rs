@@ -14,11 +14,12 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::{Transport, bounded, config, kept_group, next_push, raw_slow_member, start, user};
+use group_core::GroupId;
 use group_core::proto::{
     ServerFrame, Status, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push,
 };
-use group_net::ServerBuilder;
 use group_net::client::Push;
+use group_net::{ServerBuilder, ServerHandle};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -37,6 +38,20 @@ async fn read_until(
         let read = stream.read_buf(buf).await.unwrap();
         assert!(read > 0, "the server closed the slow member's connection");
     }
+}
+
+/// Broadcasts message `n` as "sender" from server code, which waits for the node to take it.
+async fn broadcast(api: &ServerHandle, group: GroupId, n: u32, size: usize) {
+    let message = message(n, size);
+    let sent = api.broadcast(
+        group,
+        "sender".into(),
+        VER_GROUP,
+        cmd::BROADCAST,
+        message,
+        true,
+    );
+    bounded("broadcast", sent).await.unwrap();
 }
 
 /// Reads broadcasts off `stream` until message `until`, checking that each is the next in order.
@@ -119,15 +134,7 @@ async fn fill_and_drain(writer_threads: Option<usize>) {
         // One broadcast at a time, each answered before the next (the server API's broadcast waits for
         // the node, a client's does not): every node turn takes one input, the kind that writes through.
         for n in next..round * PER_ROUND {
-            let broadcast = api.broadcast(
-                group,
-                "sender".into(),
-                VER_GROUP,
-                cmd::BROADCAST,
-                message(n, SIZE),
-                true,
-            );
-            bounded("broadcast", broadcast).await.unwrap();
+            broadcast(&api, group, n, SIZE).await;
         }
         let every = read_in_order(&mut slow, &mut buf, &mut next, round * PER_ROUND, SIZE);
         bounded("every broadcast of the round", every).await;
@@ -278,16 +285,7 @@ async fn a_big_groups_fan_outs_and_a_small_groups_writes_through_keep_their_orde
         for n in next..round * PER_ROUND {
             // Two of three to the big group, in an order that mixes runs of both.
             let group = if n % 3 == 0 { small } else { big };
-            let message = message(n, SIZE);
-            let broadcast = api.broadcast(
-                group,
-                "sender".into(),
-                VER_GROUP,
-                cmd::BROADCAST,
-                message,
-                true,
-            );
-            bounded("broadcast", broadcast).await.unwrap();
+            broadcast(&api, group, n, SIZE).await;
         }
         let every = read_in_order(&mut slow, &mut buf, &mut next, round * PER_ROUND, SIZE);
         bounded("every broadcast of the round", every).await;
