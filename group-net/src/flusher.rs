@@ -57,7 +57,7 @@ pub(crate) enum Flush {
     Open { conn: ConnId, route: Route },
     /// A node turn's frames for a connection: one entry, counted in its in-flight.
     Frames { conn: ConnId, outgoing: Outgoing },
-    /// A fan-out to this thread's members, counted in the node's fan-outs sent (see [`FlushProgress`]).
+    /// A fan-out to this thread's members, counted in the node's fan-outs sent ([`FlushProgress`]).
     FanOut(FanOut),
     /// The node let go of the connection: what the flusher holds for it is written or queued, then its
     /// writer may end.
