@@ -16,9 +16,11 @@
 //! at most one extra attempt. (`send` for a single frame saves kernel time per call but measured no
 //! better overall, FANOUT-LOG.md.)
 //!
-//! Ordering: `in_flight` counts entries handed to the writer and not yet written whole. Only the node
-//! task adds to it, and the writer takes its entries off only after their bytes are in the kernel. So
-//! when the node reads 0, everything it handed over is written and the writer has nothing to write
+//! Ordering: `in_flight` counts entries handed to the writer and not yet written whole. The node task
+//! adds to it; so does a flusher, for a round made only of fan-outs' frames that it queues to the
+//! writer, before it reports those fan-outs finished (`flusher::FlushProgress`), which the node checks
+//! first. The writer takes its entries off only after their bytes are in the kernel. So when the node
+//! reads 0 (after that check), everything handed over is written and the writer has nothing to write
 //! until the node hands it more: the node may write, and frames never overtake each other.
 
 use std::io::IoSlice;
@@ -90,7 +92,8 @@ impl Direct {
         self.0.cut.load(Ordering::Acquire)
     }
 
-    /// The node's side: counts one entry handed to the writer (before it is sent to the queue).
+    /// Counts one entry handed to the writer (before it is sent to the queue): the node's, or a
+    /// flusher's round of fan-outs alone.
     pub fn handed(&self) {
         self.0.in_flight.fetch_add(1, Ordering::Relaxed);
     }

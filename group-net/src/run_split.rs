@@ -16,10 +16,9 @@ use crate::inbox::{ConnMap, ConnWriter};
 
 /// The last fan-out's members by writer thread.
 pub(crate) struct RunSplit {
-    /// The member list the split was made from.
+    /// The member list the split was made from; emptied once a writer opened or closed (a member may
+    /// have moved between the lists).
     source: Vec<ConnId>,
-    /// False once a writer opened or closed: a member may have moved between the lists.
-    valid: bool,
     /// By writer thread: its plain TCP members, in the fan-out's order.
     per_thread: Vec<Arc<[ConnId]>>,
     /// The other members (WebSocket, UDP, TLS, a writer on the runtime, or gone), in order: the node
@@ -31,7 +30,6 @@ impl RunSplit {
     pub fn new(threads: usize) -> Self {
         RunSplit {
             source: Vec::new(),
-            valid: false,
             per_thread: vec![Arc::from([]); threads],
             others: Vec::new(),
         }
@@ -39,12 +37,12 @@ impl RunSplit {
 
     /// A writer opened or closed: the next split is made afresh.
     pub fn forget(&mut self) {
-        self.valid = false;
+        self.source.clear();
     }
 
     /// Splits `conns` by their writers' threads, or keeps the last split if it was of the same list.
     pub fn split(&mut self, conns: &[ConnId], writers: &ConnMap<ConnWriter>) {
-        if self.valid && self.source == conns {
+        if !conns.is_empty() && self.source == conns {
             return;
         }
         self.source.clear();
@@ -62,7 +60,6 @@ impl RunSplit {
             }
         }
         self.per_thread = lists.into_iter().map(Arc::from).collect();
-        self.valid = true;
     }
 
     /// The last split's members on writer thread `thread`.
