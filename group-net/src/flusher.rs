@@ -26,6 +26,7 @@
 //! hands anything over.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Charge, ConnBudget, ServerCharge};
 use crate::direct::Direct;
 use crate::inbox::{ConnMap, Frames, LastWords, Outgoing, SpareVecs, Stats, cut_slow_consumer};
+use crate::shared_frames::{Run, SharedFrames};
 use crate::throttle::Throttle;
 
 /// Connections a flusher writes between two looks at its channel: what the node handed over meanwhile
@@ -140,6 +142,9 @@ struct Held {
     route: Route,
     /// This round's frames, in order; the vector is kept between rounds up to [`KEPT_CAPACITY`].
     frames: Vec<Bytes>,
+    /// Or, when all this round holds is consecutive fan-outs, their positions in the flusher's
+    /// [`SharedFrames`] (never both: `frames` is empty while the run is not).
+    run: Range<u64>,
     charge: Option<Charge>,
     /// Entries (node turns) this round holds.
     entries: usize,
@@ -162,6 +167,8 @@ struct Flusher {
     /// from the flusher's start, as `passed` is): each is finished once the round has passed there.
     fan_outs_taken: u64,
     unfinished: VecDeque<(u64, u64)>,
+    /// The unfinished fan-outs' frames, by the fan-outs' positions (counted as `fan_outs_taken`).
+    shared: SharedFrames,
     /// Entries of `dirty` written and drained since the flusher started.
     passed: u64,
 }
@@ -187,6 +194,7 @@ pub(crate) async fn run(
         progress,
         fan_outs_taken: 0,
         unfinished: VecDeque::new(),
+        shared: SharedFrames::default(),
         passed: 0,
     };
     loop {
@@ -204,7 +212,7 @@ pub(crate) async fn run(
                 }
             }
             if let Some(connection) = flusher.held.get_mut(&conn)
-                && let Some(emptied) = connection.write(&flusher.stats)
+                && let Some(emptied) = connection.write(&flusher.stats, &flusher.shared)
             {
                 flusher.emptied.push(emptied);
             }
@@ -238,6 +246,7 @@ impl Flusher {
             // Release: the writes and in-flight counts of its members happened before.
             let done = &self.progress.fan_outs_done;
             done.store(taken, Ordering::Release);
+            self.shared.finish(taken);
         }
     }
 
@@ -251,6 +260,7 @@ impl Flusher {
             mut charge,
         } = fan_out;
         let bytes = frame.len();
+        let at = self.shared.push(frame.clone());
         for conn in conns.iter() {
             let Some(connection) = self.held.get_mut(conn) else {
                 continue; // closed already: nothing to write to
@@ -266,11 +276,14 @@ impl Flusher {
                 );
                 continue;
             }
-            connection.frames.push(frame.clone());
+            if !connection.frames.is_empty() || !connection.run.extend_to(at) {
+                connection.own_run(&self.shared);
+                connection.frames.push(frame.clone());
+            }
             match &mut connection.charge {
                 Some(held) => held.adopt_more(&mut charge, bytes),
                 None => {
-                    connection.charge = Some(route.budget.adopt(&mut charge, bytes));
+                    connection.charge = Some(connection.route.budget.adopt(&mut charge, bytes));
                     self.dirty.push(*conn);
                 }
             }
@@ -290,6 +303,7 @@ impl Flusher {
                     let connection = Held {
                         route,
                         frames: Vec::new(),
+                        run: 0..0,
                         charge: None,
                         entries: 0,
                     };
@@ -302,6 +316,7 @@ impl Flusher {
                     if connection.charge.is_none() {
                         self.dirty.push(conn);
                     }
+                    connection.own_run(&self.shared);
                     connection.entries += 1;
                     match outgoing.frames {
                         Frames::One(frame) => connection.frames.push(frame),
@@ -324,7 +339,7 @@ impl Flusher {
                     // What the node handed over before letting go goes first (a closing notice, say);
                     // dropping the route then lets the writer finish and close the socket.
                     if let Some(mut connection) = self.held.remove(&conn)
-                        && let Some(emptied) = connection.write(&self.stats)
+                        && let Some(emptied) = connection.write(&self.stats, &self.shared)
                     {
                         self.emptied.push(emptied);
                     }
@@ -335,15 +350,25 @@ impl Flusher {
 }
 
 impl Held {
+    /// Gives the connection its run's frames as its own, ahead of something that does not continue
+    /// the run (a frame handed to it alone, or a fan-out after one it was not in).
+    fn own_run(&mut self, shared: &SharedFrames) {
+        if !self.run.is_empty() {
+            let run = std::mem::replace(&mut self.run, 0..0);
+            self.frames.extend_from_slice(shared.get(&run));
+        }
+    }
+
     /// Writes the round's frames through if the writer has nothing in flight, and queues to the writer
     /// what the socket did not take (or everything, if the writer is busy).
     ///
     /// Returns the round's vector when it is too big to keep for an idle connection, for the node's
     /// reuse.
-    fn write(&mut self, stats: &Stats) -> Option<Vec<Bytes>> {
+    fn write(&mut self, stats: &Stats, shared: &SharedFrames) -> Option<Vec<Bytes>> {
         // A round with frames has a charge: none means nothing to write.
         let mut charge = self.charge.take()?;
         let entries = std::mem::take(&mut self.entries);
+        let run = std::mem::replace(&mut self.run, 0..0);
         let direct = &self.route.direct;
         // Cut (marked before the last words are set and the kill switch fires; a flag beside the
         // in-flight count, where the switch's own check takes a lock): the writer says them and closes.
@@ -351,13 +376,24 @@ impl Held {
             self.frames.clear();
             return None;
         }
-        let mut frames = Frames::Many(std::mem::take(&mut self.frames));
-        let count = frames.len() as u64;
+        let round = if run.is_empty() {
+            self.frames.as_slice()
+        } else {
+            shared.get(&run)
+        };
         let written = if direct.in_flight() == entries {
-            direct.write(frames.as_slice())
+            direct.write(round)
         } else {
             0
         };
+        let count = round.len() as u64;
+        let run_left = !run.is_empty() && written < round.iter().map(Bytes::len).sum::<usize>();
+        // What the socket did not take of a run becomes the connection's own to queue.
+        let mut frames = Frames::Many(if run_left {
+            shared.get(&run).to_vec()
+        } else {
+            std::mem::take(&mut self.frames) // a run's connection holds an empty one
+        });
         if !frames.consume(written) {
             if entries > 0 {
                 direct.written(entries);
@@ -510,12 +546,22 @@ mod tests {
         stats: &Arc<Stats>,
         progress: &Arc<FlushProgress>,
     ) -> tokio::task::JoinHandle<()> {
+        start_bounded(turns, stats, progress, 64)
+    }
+
+    /// As [`start`], with `per_connection` bytes of bound.
+    fn start_bounded(
+        turns: mpsc::UnboundedReceiver<Vec<Flush>>,
+        stats: &Arc<Stats>,
+        progress: &Arc<FlushProgress>,
+        per_connection: usize,
+    ) -> tokio::task::JoinHandle<()> {
         let run = run(
             turns,
             SpareVecs::default(),
             stats.clone(),
             progress.clone(),
-            64,
+            per_connection,
         );
         tokio::spawn(run)
     }
@@ -631,6 +677,85 @@ mod tests {
         assert_eq!(server.used(), 60, "only what the writer held");
         drop(held);
         assert_eq!(server.used(), 0);
+    }
+
+    /// Fan-outs one after another reach a member as one run of shared frames; a frame handed to the
+    /// member alone, or a fan-out it was not in, breaks the run, and every frame keeps its place.
+    #[tokio::test]
+    async fn a_members_run_of_fan_outs_and_what_breaks_it_keep_their_order() {
+        let server = ServerBudget::new(usize::MAX);
+        let mut a = conn_on(8, None, server.clone()).await;
+        let mut b = conn_on(8, None, server.clone()).await;
+        let (stats, progress) = (
+            Arc::new(Stats::default()),
+            Arc::new(FlushProgress::default()),
+        );
+        let both = [ConnId(1), ConnId(2)];
+        let (node, turns) = mpsc::unbounded_channel();
+        node.send(vec![
+            open(&a, ConnId(1)),
+            open(&b, ConnId(2)),
+            fan_out(&server, frame(1, 6), &both),
+            fan_out(&server, frame(2, 6), &both),
+            entry(&a, ConnId(1), vec![frame(3, 4)]),
+            fan_out(&server, frame(4, 6), &both),
+            fan_out(&server, frame(5, 6), &[ConnId(2)]),
+            fan_out(&server, frame(6, 6), &both),
+        ])
+        .unwrap();
+        let flusher = start(turns, &stats, &progress);
+        let mut got = vec![0; 28];
+        within(a.peer.read_exact(&mut got)).await.unwrap();
+        let expected = [1, 2, 3, 4, 6].map(|n| frame(n, if n == 3 { 4 } else { 6 }));
+        assert_eq!(got, expected.concat());
+        let mut got = vec![0; 30];
+        within(b.peer.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, [1, 2, 4, 5, 6].map(|n| frame(n, 6)).concat());
+        drop(node);
+        within(flusher).await.unwrap();
+        assert_eq!(progress.done(), 5);
+        assert_eq!(
+            (a.budget.queued(), b.budget.queued(), server.used()),
+            (0, 0, 0)
+        );
+    }
+
+    /// What the socket does not take of a run of fan-outs goes to the writer from where it stopped,
+    /// counted in flight and charged to the connection.
+    #[tokio::test]
+    async fn the_rest_of_a_run_the_socket_did_not_take_goes_to_the_writer() {
+        let server = ServerBudget::new(usize::MAX);
+        let mut a = conn_on(8, Some(4096), server.clone()).await;
+        let (stats, progress) = (
+            Arc::new(Stats::default()),
+            Arc::new(FlushProgress::default()),
+        );
+        let (node, turns) = mpsc::unbounded_channel();
+        let sent: Vec<Bytes> = (0..200).map(|n| frame(n, 1001)).collect();
+        let total: usize = sent.iter().map(Bytes::len).sum();
+        let mut turn = vec![open(&a, ConnId(1))];
+        turn.extend(
+            sent.iter()
+                .map(|f| fan_out(&server, f.clone(), &[ConnId(1)])),
+        );
+        node.send(turn).unwrap();
+        let flusher = start_bounded(turns, &stats, &progress, usize::MAX);
+        let rest = within(a.writer_queue.recv()).await.unwrap();
+        let left: usize = rest.frames.as_slice().iter().map(Bytes::len).sum();
+        assert!(left > 0 && left < total, "{left} of {total} left");
+        assert_eq!((a.budget.queued(), server.used()), (left, left));
+        assert_eq!(
+            a.route.direct.in_flight(),
+            1,
+            "the rest is the writer's entry"
+        );
+        let mut got = vec![0; total - left];
+        within(a.peer.read_exact(&mut got)).await.unwrap();
+        got.extend(rest.frames.into_iter().flat_map(|f| f.to_vec()));
+        assert_eq!(got, sent.concat());
+        drop(node);
+        within(flusher).await.unwrap();
+        assert_eq!(progress.done(), 200);
     }
 
     /// Several turns reach the flusher before it runs: it writes them through in one round, in order,

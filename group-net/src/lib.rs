@@ -42,6 +42,7 @@ mod metrics;
 mod node_task;
 mod run_split;
 mod server;
+mod shared_frames;
 mod tcp;
 mod throttle;
 pub mod tls;

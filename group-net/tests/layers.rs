@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
         "direct",
         "writer_pool",
         "fan_out",
+        "shared_frames",
     ],
     &["auth", "config", "hooks", "inbox", "tls"],
     &[
