@@ -215,11 +215,7 @@ impl Group {
         except: Option<&str>,
         out: &mut Deliveries,
     ) {
-        let conns = self
-            .members
-            .iter()
-            .filter(|(uid, _)| except != Some(&***uid))
-            .filter_map(|(_, member)| member.conn);
+        let conns = self.members.local_conns_except(except);
         out.fan_out(frame, reliable, conns);
     }
 
