@@ -19,7 +19,9 @@
 //! its bytes charged to the server once. The flusher takes it member by member into the round, charging
 //! each connection (and cutting one over `limits.maxQueuedBytesPerConnection`, as the node would). Its
 //! members are not counted in flight, so the node learns from the flusher's [`FlushProgress`] when all
-//! of them are written or queued, and writes none of those connections through before.
+//! of them are written or queued, and writes none of those connections through before. The frame is
+//! held once (`shared_frames`): a member whose round is a run of consecutive fan-outs holds only the
+//! run's positions, and is written from the shared frames.
 //!
 //! Bounds: the flusher's channel is unbounded, but every frame in it is charged against the server's
 //! byte budget (and, handed to it one by one, the connection's), which the node checks before it
@@ -381,6 +383,10 @@ impl Held {
         } else {
             shared.get(&run)
         };
+        debug_assert!(
+            run.is_empty() || !round.is_empty(),
+            "a run outlived its frames"
+        );
         let written = if direct.in_flight() == entries {
             direct.write(round)
         } else {
