@@ -572,6 +572,11 @@ mod tests {
         tokio::spawn(run)
     }
 
+    /// A flusher's counters, fresh.
+    fn counters() -> (Arc<Stats>, Arc<FlushProgress>) {
+        (Arc::default(), Arc::default())
+    }
+
     /// A fan-out as the node sends it: `frame` for each of `conns`, charged to `server` once.
     fn fan_out(server: &Arc<ServerBudget>, frame: Bytes, conns: &[ConnId]) -> Flush {
         Flush::FanOut(FanOut {
@@ -588,10 +593,7 @@ mod tests {
         let server = ServerBudget::new(usize::MAX);
         let mut a = conn_on(8, None, server.clone()).await;
         let mut b = conn_on(8, None, server.clone()).await;
-        let (stats, progress) = (
-            Arc::new(Stats::default()),
-            Arc::new(FlushProgress::default()),
-        );
+        let (stats, progress) = counters();
         let (node, turns) = mpsc::unbounded_channel();
         node.send(vec![
             open(&a, ConnId(1)),
@@ -625,10 +627,7 @@ mod tests {
     async fn a_fan_out_to_a_busy_writer_is_queued_and_counted_before_it_is_finished() {
         let server = ServerBudget::new(usize::MAX);
         let mut a = conn_on(8, None, server.clone()).await;
-        let (stats, progress) = (
-            Arc::new(Stats::default()),
-            Arc::new(FlushProgress::default()),
-        );
+        let (stats, progress) = counters();
         let (node, turns) = mpsc::unbounded_channel();
         a.route.direct.handed(); // the writer's: handed to its queue earlier, not yet written
         node.send(vec![
@@ -659,10 +658,7 @@ mod tests {
         let server = ServerBudget::new(usize::MAX);
         let a = conn_on(8, None, server.clone()).await;
         let mut b = conn_on(8, None, server.clone()).await;
-        let (stats, progress) = (
-            Arc::new(Stats::default()),
-            Arc::new(FlushProgress::default()),
-        );
+        let (stats, progress) = counters();
         let (node, turns) = mpsc::unbounded_channel();
         let held = a.budget.charge(60); // queued for its writer already
         node.send(vec![
@@ -692,10 +688,7 @@ mod tests {
         let server = ServerBudget::new(usize::MAX);
         let mut a = conn_on(8, None, server.clone()).await;
         let mut b = conn_on(8, None, server.clone()).await;
-        let (stats, progress) = (
-            Arc::new(Stats::default()),
-            Arc::new(FlushProgress::default()),
-        );
+        let (stats, progress) = counters();
         let both = [ConnId(1), ConnId(2)];
         let (node, turns) = mpsc::unbounded_channel();
         node.send(vec![
@@ -732,10 +725,7 @@ mod tests {
     async fn the_rest_of_a_run_the_socket_did_not_take_goes_to_the_writer() {
         let server = ServerBudget::new(usize::MAX);
         let mut a = conn_on(8, Some(4096), server.clone()).await;
-        let (stats, progress) = (
-            Arc::new(Stats::default()),
-            Arc::new(FlushProgress::default()),
-        );
+        let (stats, progress) = counters();
         let (node, turns) = mpsc::unbounded_channel();
         let sent: Vec<Bytes> = (0..200).map(|n| frame(n, 1001)).collect();
         let total: usize = sent.iter().map(Bytes::len).sum();
