@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Charge, ConnBudget, ServerCharge};
 use crate::direct::Direct;
 use crate::inbox::{ConnMap, Frames, LastWords, Outgoing, SpareVecs, Stats, cut_slow_consumer};
-use crate::shared_frames::{Run, SharedFrames};
+use crate::shared_frames::{SharedFrames, extend_run};
 use crate::throttle::Throttle;
 
 /// Connections a flusher writes between two looks at its channel: what the node handed over meanwhile
@@ -278,7 +278,7 @@ impl Flusher {
                 );
                 continue;
             }
-            if !connection.frames.is_empty() || !connection.run.extend_to(at) {
+            if !connection.frames.is_empty() || !extend_run(&mut connection.run, at) {
                 connection.own_run(&self.shared);
                 connection.frames.push(frame.clone());
             }
@@ -305,7 +305,7 @@ impl Flusher {
                     let connection = Held {
                         route,
                         frames: Vec::new(),
-                        run: 0..0,
+                        run: Range::default(),
                         charge: None,
                         entries: 0,
                     };
@@ -356,7 +356,7 @@ impl Held {
     /// the run (a frame handed to it alone, or a fan-out after one it was not in).
     fn own_run(&mut self, shared: &SharedFrames) {
         if !self.run.is_empty() {
-            let run = std::mem::replace(&mut self.run, 0..0);
+            let run = std::mem::take(&mut self.run);
             self.frames.extend_from_slice(shared.get(&run));
         }
     }
@@ -370,7 +370,7 @@ impl Held {
         // A round with frames has a charge: none means nothing to write.
         let mut charge = self.charge.take()?;
         let entries = std::mem::take(&mut self.entries);
-        let run = std::mem::replace(&mut self.run, 0..0);
+        let run = std::mem::take(&mut self.run);
         let direct = &self.route.direct;
         // Cut (marked before the last words are set and the kill switch fires; a flag beside the
         // in-flight count, where the switch's own check takes a lock): the writer says them and closes.
@@ -383,10 +383,6 @@ impl Held {
         } else {
             shared.get(&run)
         };
-        debug_assert!(
-            run.is_empty() || !round.is_empty(),
-            "a run outlived its frames"
-        );
         let written = if direct.in_flight() == entries {
             direct.write(round)
         } else {
@@ -572,6 +568,14 @@ mod tests {
         tokio::spawn(run)
     }
 
+    /// Two connections counting against one server budget.
+    async fn two_on_one_server() -> (Arc<ServerBudget>, Conn, Conn) {
+        let server = ServerBudget::new(usize::MAX);
+        let a = conn_on(8, None, server.clone()).await;
+        let b = conn_on(8, None, server.clone()).await;
+        (server, a, b)
+    }
+
     /// A flusher's counters, fresh.
     fn counters() -> (Arc<Stats>, Arc<FlushProgress>) {
         (Arc::default(), Arc::default())
@@ -590,9 +594,7 @@ mod tests {
     /// them, every byte charged is given back, and the fan-out is reported finished.
     #[tokio::test]
     async fn a_fan_out_keeps_its_place_among_entries_and_is_reported_finished() {
-        let server = ServerBudget::new(usize::MAX);
-        let mut a = conn_on(8, None, server.clone()).await;
-        let mut b = conn_on(8, None, server.clone()).await;
+        let (server, mut a, mut b) = two_on_one_server().await;
         let (stats, progress) = counters();
         let (node, turns) = mpsc::unbounded_channel();
         node.send(vec![
@@ -655,9 +657,7 @@ mod tests {
     /// slow consumer; the others get the frame.
     #[tokio::test]
     async fn a_fan_out_member_over_its_bound_is_cut_and_the_others_get_the_frame() {
-        let server = ServerBudget::new(usize::MAX);
-        let a = conn_on(8, None, server.clone()).await;
-        let mut b = conn_on(8, None, server.clone()).await;
+        let (server, a, mut b) = two_on_one_server().await;
         let (stats, progress) = counters();
         let (node, turns) = mpsc::unbounded_channel();
         let held = a.budget.charge(60); // queued for its writer already
@@ -685,9 +685,7 @@ mod tests {
     /// member alone, or a fan-out it was not in, breaks the run, and every frame keeps its place.
     #[tokio::test]
     async fn a_members_run_of_fan_outs_and_what_breaks_it_keep_their_order() {
-        let server = ServerBudget::new(usize::MAX);
-        let mut a = conn_on(8, None, server.clone()).await;
-        let mut b = conn_on(8, None, server.clone()).await;
+        let (server, mut a, mut b) = two_on_one_server().await;
         let (stats, progress) = counters();
         let both = [ConnId(1), ConnId(2)];
         let (node, turns) = mpsc::unbounded_channel();
@@ -717,6 +715,33 @@ mod tests {
             (a.budget.queued(), b.budget.queued(), server.used()),
             (0, 0, 0)
         );
+    }
+
+    /// A fan-out finished while a later run is still to be written drops only its own frame: the
+    /// member written after it still gets its run whole.
+    #[tokio::test]
+    async fn a_finished_fan_out_drops_only_its_own_frame() {
+        let (server, mut a, mut b) = two_on_one_server().await;
+        let (stats, progress) = counters();
+        let (node, turns) = mpsc::unbounded_channel();
+        node.send(vec![
+            open(&a, ConnId(1)),
+            open(&b, ConnId(2)),
+            fan_out(&server, frame(1, 6), &[ConnId(1)]),
+            fan_out(&server, frame(2, 6), &[ConnId(2)]),
+            fan_out(&server, frame(3, 6), &[ConnId(2)]),
+        ])
+        .unwrap();
+        let flusher = start(turns, &stats, &progress);
+        let mut got = vec![0; 6];
+        within(a.peer.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, frame(1, 6).to_vec());
+        let mut got = vec![0; 12];
+        within(b.peer.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, [frame(2, 6), frame(3, 6)].concat());
+        drop(node);
+        within(flusher).await.unwrap();
+        assert_eq!(progress.done(), 3);
     }
 
     /// What the socket does not take of a run of fan-outs goes to the writer from where it stopped,

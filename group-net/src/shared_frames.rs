@@ -31,17 +31,22 @@ impl SharedFrames {
         at
     }
 
-    /// The frames of a run, empty if any of them was dropped (a run outlives nothing it names).
+    /// The frames of a run. A run's frames are dropped only after every member holding the run was
+    /// written; one asked for later gets nothing (and fails a debug assertion).
     pub fn get(&self, run: &Range<u64>) -> &[Bytes] {
-        let start = run.start.checked_sub(self.base);
-        let end = run.end.checked_sub(self.base);
-        let (Some(start), Some(end)) = (start, end) else {
-            return &[];
-        };
-        let (Ok(start), Ok(end)) = (usize::try_from(start), usize::try_from(end)) else {
-            return &[];
-        };
-        self.frames.get(start..end).unwrap_or_default()
+        let frames = self.held(run).unwrap_or_default();
+        debug_assert!(
+            run.is_empty() || !frames.is_empty(),
+            "a run outlived its frames"
+        );
+        frames
+    }
+
+    /// The frames of a run, if they are all still held.
+    fn held(&self, run: &Range<u64>) -> Option<&[Bytes]> {
+        let start = usize::try_from(run.start.checked_sub(self.base)?).ok()?;
+        let end = usize::try_from(run.end.checked_sub(self.base)?).ok()?;
+        self.frames.get(start..end)
     }
 
     /// Fan-outs up to `count` are finished: their frames go, in bulk once they are half the vector
@@ -59,23 +64,17 @@ impl SharedFrames {
     }
 }
 
-/// A member's run of fan-out positions: extended while the member's fan-outs come one after another.
-pub(crate) trait Run {
-    /// Takes position `at` into the run when it continues it (or the run is empty). False otherwise.
-    fn extend_to(&mut self, at: u64) -> bool;
-}
-
-impl Run for Range<u64> {
-    fn extend_to(&mut self, at: u64) -> bool {
-        if self.is_empty() {
-            *self = at..at + 1;
-            true
-        } else if self.end == at {
-            self.end += 1;
-            true
-        } else {
-            false
-        }
+/// Takes fan-out position `at` into a member's run when it continues the run (or the run is empty).
+/// False otherwise: the member's frames stop being one run.
+pub(crate) fn extend_run(run: &mut Range<u64>, at: u64) -> bool {
+    if run.is_empty() {
+        *run = at..at + 1;
+        true
+    } else if run.end == at {
+        run.end += 1;
+        true
+    } else {
+        false
     }
 }
 
@@ -97,13 +96,10 @@ mod tests {
         assert_eq!(shared.get(&(1..3)), [frame(1), frame(2)]);
         shared.finish(3); // half: positions 0-2 go
         assert_eq!(shared.get(&(3..6)), [frame(3), frame(4), frame(5)]);
-        assert!(
-            shared.get(&(2..4)).is_empty(),
-            "a dropped frame is not served"
-        );
+        assert_eq!(shared.held(&(2..4)), None, "a dropped frame is not served");
         assert_eq!(shared.push(frame(6)), 6);
         shared.finish(7);
-        assert!(shared.get(&(6..7)).is_empty());
+        assert_eq!(shared.held(&(6..7)), None);
         assert_eq!(shared.push(frame(7)), 7);
         assert_eq!(shared.get(&(7..8)), [frame(7)]);
     }
@@ -111,9 +107,9 @@ mod tests {
     #[test]
     fn a_run_extends_only_with_the_next_position() {
         let mut run = 0..0;
-        assert!(run.extend_to(4));
-        assert!(run.extend_to(5));
-        assert!(!run.extend_to(7));
+        assert!(extend_run(&mut run, 4));
+        assert!(extend_run(&mut run, 5));
+        assert!(!extend_run(&mut run, 7));
         assert_eq!(run, 4..6);
     }
 }

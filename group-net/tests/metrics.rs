@@ -224,8 +224,8 @@ async fn a_real_prometheus_scrapes_the_series() {
 
 /// What the node hands a writer thread counts in `group_buffered_bytes` until it is written, and
 /// nothing after: the node charges a fan-out to the server once, the writer thread moves each
-/// member's share to the member's connection as it takes it, and gives back what it wrote. A leak shows as bytes left over; a double give-back as a count wrapped
-/// below zero (about 1.8e19). The idle count is not 0: each connection's read buffer counts too, the
+/// member's share to the member's connection as it takes it, and gives back what it wrote. A leak
+/// shows as bytes left over; a double give-back as a count wrapped below zero (about 1.8e19). The idle count is not 0: each connection's read buffer counts too, the
 /// same for each; it is read with the sender alone, whose answers the node wrote through, uncharged
 /// (read later, it could catch a join announcement still on its way to the writer thread).
 #[tokio::test]

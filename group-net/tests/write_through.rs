@@ -13,7 +13,10 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Transport, bounded, config, kept_group, next_push, raw_slow_member, start, user};
+use common::{
+    Transport, bounded, config, draining_members, kept_group, next_push, raw_slow_member, start,
+    user,
+};
 use group_core::GroupId;
 use group_core::proto::{
     ServerFrame, Status, VER_GROUP, cmd, decode_server_frame, parse_broadcast_push,
@@ -248,14 +251,7 @@ async fn a_big_groups_fan_outs_and_a_small_groups_writes_through_keep_their_orde
         .await
         .unwrap();
     // Members of the big group that read (and drop) everything as it comes.
-    let mut readers = Vec::new();
-    for n in 0..READERS {
-        let mut reader = raw_slow_member(&server, &format!("reader-{n}"), big).await;
-        readers.push(tokio::spawn(async move {
-            let mut sink = Vec::new();
-            let _ = reader.read_to_end(&mut sink).await;
-        }));
-    }
+    let readers = draining_members(&server, "reader", big, READERS).await;
     let mut slow = raw_slow_member(&server, "slow", big).await;
     let mut join = BytesMut::new();
     group_core::proto::Request::Join {

@@ -104,6 +104,26 @@ pub async fn raw_slow_member(
     slow
 }
 
+/// `count` raw TCP members of `group` (uids `{prefix}-0`, `{prefix}-1`, ...) that read and drop
+/// everything as it comes: the tasks reading them, to abort when done.
+pub async fn draining_members(
+    server: &Server,
+    prefix: &str,
+    group: group_core::GroupId,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use tokio::io::AsyncReadExt;
+    let mut reading = Vec::new();
+    for n in 0..count {
+        let mut member = raw_slow_member(server, &format!("{prefix}-{n}"), group).await;
+        reading.push(tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = member.read_to_end(&mut sink).await;
+        }));
+    }
+    reading
+}
+
 /// What most tests create: a group kept while empty, its creator joined, a minute's TTL, no merging.
 pub fn kept_group() -> group_core::proto::CreateRequest {
     group_core::proto::CreateRequest {
