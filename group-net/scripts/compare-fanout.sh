@@ -5,9 +5,11 @@
 # progress line per run and a table of ratios to redis and nats from the same round; stops the servers.
 #
 # Usage: group-net/scripts/compare-fanout.sh [--rounds N] [--duration S] [--loads "CLIENTS:RATE ..."]
-#                                            [--profile release|dev] [--out FILE]
-# A load is members:rate, rate 0 meaning flat out (group-bench's window of 32). Machines are noisy:
-# compare within a round, never across runs.
+#                                            [--profile release|dev] [--out FILE] [--pin]
+# A load is members:rate, rate 0 meaning flat out (group-bench's window of 32). --pin runs the servers
+# on CPU 0 and group-bench on the other CPUs (taskset), as in production, where the clients are not on
+# the server's machine; without it they share every CPU. Machines are noisy: compare within a round,
+# never across runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -16,6 +18,7 @@ duration=6
 loads="1000:0 100:0 1000:1000 1000:100"
 profile=release
 out=target/compare-fanout.jsonl
+pin=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -23,7 +26,8 @@ while [ $# -gt 0 ]; do
         --loads) loads=$2; shift 2 ;;
         --profile) profile=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --pin) pin=true; shift ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare-fanout: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -42,6 +46,24 @@ for load in $loads; do
         exit 2
     fi
 done
+
+# The servers' and the bench's CPUs: every CPU for both, or CPU 0 for the servers and the rest for the
+# bench with --pin.
+server_cpus=()
+bench_cpus=()
+if [ "$pin" = true ]; then
+    cpus=$(nproc)
+    if ! command -v taskset >/dev/null 2>&1; then
+        echo "compare-fanout: --pin needs taskset (Debian: apt-get install util-linux)" >&2
+        exit 2
+    fi
+    if [ "$cpus" -lt 2 ]; then
+        echo "compare-fanout: --pin needs at least 2 CPUs, this machine has $cpus" >&2
+        exit 2
+    fi
+    server_cpus=(taskset -c 0)
+    bench_cpus=(taskset -c "1-$((cpus - 1))")
+fi
 
 if ! command -v python3 >/dev/null 2>&1; then
     echo "compare-fanout: needs python3 (to pick free ports and read group-bench's JSON)" >&2
@@ -85,14 +107,14 @@ cat >"$work/group.json" <<EOF
             "connectionTtl": 600}}
 EOF
 group_port=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["server"]["tcp"].split(":")[1])' "$work/group.json")
-RUST_LOG=error "$bin/group-server" --config "$work/group.json" >"$work/group.log" 2>&1 &
+RUST_LOG=error "${server_cpus[@]}" "$bin/group-server" --config "$work/group.json" >"$work/group.log" 2>&1 &
 pids+=($!)
 targets=("group 127.0.0.1:$group_port $!")
 wait_for_port "$group_port" group-server
 
 if command -v redis-server >/dev/null 2>&1; then
     port=$(free_port)
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
+    "${server_cpus[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
     pids+=($!)
     targets+=("redis 127.0.0.1:$port $!")
     wait_for_port "$port" redis-server
@@ -101,7 +123,7 @@ else
 fi
 if command -v nats-server >/dev/null 2>&1; then
     port=$(free_port)
-    nats-server -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
+    "${server_cpus[@]}" nats-server -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
     pids+=($!)
     targets+=("nats 127.0.0.1:$port $!")
     wait_for_port "$port" nats-server
@@ -121,17 +143,18 @@ for load in $loads; do
             read -r name addr pid <<<"$target"
             run=$((run + 1))
             printf '[%d/%d] %s members, rate %s, round %d: %s ... ' "$run" "$runs" "$clients" "$rate" "$round" "$name"
-            if ! line=$("$bin/group-bench" --target "$name" --server "$addr" --server-pid "$pid" \
+            if ! line=$("${bench_cpus[@]}" "$bin/group-bench" --target "$name" --server "$addr" --server-pid "$pid" \
                 --clients "$clients" --rate "$rate" --duration "$duration" 2>"$work/bench.err" | grep '^{'); then
                 echo "failed"
                 tail -n 5 "$work/bench.err" >&2
                 exit 1
             fi
             # Appends the run (with its round) to $out and prints its headline figures.
-            python3 - "$line" "$round" "$out" <<'EOF'
+            python3 - "$line" "$round" "$out" "$pin" <<'EOF'
 import json, sys
 run = json.loads(sys.argv[1])
 run["round"] = int(sys.argv[2])
+run["pinned"] = sys.argv[4] == "true"
 with open(sys.argv[3], "a") as out:
     out.write(json.dumps(run) + "\n")
 print("%.0fk/s, %.0fk per core-second, p99 %.1f ms" % (
@@ -157,7 +180,8 @@ for r in runs:
 peers = [p for p in ("redis", "nats") if any(r["target"] == p for r in runs)]
 for (clients, rate), rounds in by_load.items():
     shape = "flat out" if rate == 0 else f"{rate:g} msg/s"
-    print(f"\n{clients} members, 64 B, {shape}")
+    pinned = ", servers on CPU 0 and the bench on the others" if runs[0].get("pinned") else ""
+    print(f"\n{clients} members, 64 B, {shape}{pinned}")
     head = "| round | server | deliveries/s | per core-second | p50 ms | p99 ms | delivered |"
     print(head + "".join(f" group / {p} per core-second |" for p in peers))
     print("|" + "---|" * (head.count("|") - 1 + len(peers)))
