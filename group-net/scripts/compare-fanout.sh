@@ -6,10 +6,12 @@
 #
 # Usage: group-net/scripts/compare-fanout.sh [--rounds N] [--duration S] [--loads "CLIENTS:RATE ..."]
 #                                            [--profile release|dev] [--out FILE] [--pin]
+#                                            [--count-writes]
 # A load is members:rate, rate 0 meaning flat out (group-bench's window of 32). --pin runs the servers
 # on CPU 0 and group-bench on the other CPUs (taskset), as in production, where the clients are not on
-# the server's machine; without it they share every CPU. Machines are noisy: compare within a round,
-# never across runs.
+# the server's machine; without it they share every CPU. --count-writes counts each server's write
+# syscalls over each run with perf (group-bench --count-writes; needs perf and root) and adds
+# deliveries per write to the tables. Machines are noisy: compare within a round, never across runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,6 +21,7 @@ loads="1000:0 100:0 1000:1000 1000:100"
 profile=release
 out=target/compare-fanout.jsonl
 pin=false
+count_writes=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
         --profile) profile=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --pin) pin=true; shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --count-writes) count_writes=(--count-writes); shift ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare-fanout: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -144,7 +148,8 @@ for load in $loads; do
             run=$((run + 1))
             printf '[%d/%d] %s members, rate %s, round %d: %s ... ' "$run" "$runs" "$clients" "$rate" "$round" "$name"
             if ! line=$("${bench_cpus[@]}" "$bin/group-bench" --target "$name" --server "$addr" --server-pid "$pid" \
-                --clients "$clients" --rate "$rate" --duration "$duration" 2>"$work/bench.err" | grep '^{'); then
+                --clients "$clients" --rate "$rate" --duration "$duration" "${count_writes[@]}" \
+                2>"$work/bench.err" | grep '^{'); then
                 echo "failed"
                 tail -n 5 "$work/bench.err" >&2
                 exit 1
@@ -157,10 +162,12 @@ run["round"] = int(sys.argv[2])
 run["pinned"] = sys.argv[4] == "true"
 with open(sys.argv[3], "a") as out:
     out.write(json.dumps(run) + "\n")
-print("%.0fk/s, %.0fk per core-second, p99 %.1f ms" % (
+per_write = run.get("deliveries_per_server_write")
+print("%.0fk/s, %.0fk per core-second, p99 %.1f ms%s" % (
     run["deliveries_per_second"] / 1e3,
     run["deliveries_per_server_core_second"] / 1e3,
-    run["latency_us"]["p99"] / 1000))
+    run["latency_us"]["p99"] / 1000,
+    "" if per_write is None else ", %.1f deliveries per write" % per_write))
 EOF
         done
     done
@@ -178,11 +185,14 @@ for r in runs:
     load = (r["clients"], r["rate_per_sender"])
     by_load[load][r["round"]][r["target"]] = r
 peers = [p for p in ("redis", "nats") if any(r["target"] == p for r in runs)]
+writes = any(r.get("deliveries_per_server_write") is not None for r in runs)
 for (clients, rate), rounds in by_load.items():
     shape = "flat out" if rate == 0 else f"{rate:g} msg/s"
     pinned = ", servers on CPU 0 and the bench on the others" if runs[0].get("pinned") else ""
     print(f"\n{clients} members, 64 B, {shape}{pinned}")
     head = "| round | server | deliveries/s | per core-second | p50 ms | p99 ms | delivered |"
+    if writes:
+        head += " deliveries per write |"
     print(head + "".join(f" group / {p} per core-second |" for p in peers))
     print("|" + "---|" * (head.count("|") - 1 + len(peers)))
     ratios, p99s = defaultdict(list), defaultdict(list)
@@ -201,7 +211,9 @@ for (clients, rate), rounds in by_load.items():
             print(f"| {number} | {name} | {r['deliveries_per_second'] / 1e3:.0f}k "
                   f"| {r['deliveries_per_server_core_second'] / 1e3:.0f}k "
                   f"| {r['latency_us']['p50'] / 1000:.1f} | {r['latency_us']['p99'] / 1000:.1f} "
-                  f"| {r['deliveries']} of {r['expected_deliveries']} |{cells}")
+                  f"| {r['deliveries']} of {r['expected_deliveries']} |"
+                  + (f" {r.get('deliveries_per_server_write') or 0:.1f} |" if writes else "")
+                  + cells)
     for p, found in ratios.items():
         print(f"group / {p}: per core-second {min(found):.2f}-{max(found):.2f}, "
               f"p99 {min(p99s[p]):.2f}-{max(p99s[p]):.2f}, over {len(found)} round(s)")

@@ -14,6 +14,7 @@ mod local;
 mod peer_run;
 mod peers;
 mod stats;
+mod writes;
 
 use local::{LocalServer, start_local_cluster};
 
@@ -105,6 +106,11 @@ struct Args {
     /// and the window's acknowledging receiver are then taken from the other nodes.
     #[arg(long)]
     kill_owner_after: Option<u64>,
+    /// Count the server's write syscalls over the sending window with `perf stat` (needs perf and access
+    /// to syscall tracepoints, and the server's process: --server-pid, or a local server) and report
+    /// deliveries per write.
+    #[arg(long)]
+    count_writes: bool,
 }
 
 async fn connect(transport: Transport, addr: SocketAddr, uid: String) -> Result<Client, String> {
@@ -426,41 +432,71 @@ struct Outcome {
     cpu: CpuUse,
 }
 
-/// CPU use over the sending window, in percent of one core.
+/// CPU use over the sending window, in percent of one core, and the server's write syscalls
+/// (`--count-writes`).
 #[derive(Debug, Default, Clone, Copy)]
 struct CpuUse {
     server: Option<f64>,
     client: Option<f64>,
+    server_writes: Option<u64>,
 }
 
-/// CPU readings at the start of the sending window.
+/// CPU readings at the start of the sending window, and the write count running over it.
 struct CpuWindow {
     pid: Option<u32>,
     started: Instant,
     server: Option<f64>,
     client: Option<f64>,
+    writes: Option<writes::WriteCount>,
+}
+
+/// With `--count-writes`: the server's process, checked to be countable, before anything is connected.
+fn countable_pid(args: &Args, pid: Option<u32>) -> Result<Option<u32>, String> {
+    if !args.count_writes {
+        return Ok(None);
+    }
+    let pid = pid.ok_or("--count-writes needs the server's process: --server-pid PID")?;
+    writes::check(pid)?;
+    Ok(Some(pid))
 }
 
 impl CpuWindow {
-    fn start(pid: Option<u32>) -> CpuWindow {
-        CpuWindow {
+    /// Opens the window; `count_writes` is the pid from [`countable_pid`].
+    fn start(
+        pid: Option<u32>,
+        count_writes: Option<u32>,
+        seconds: u64,
+    ) -> Result<CpuWindow, String> {
+        let writes = match count_writes {
+            Some(pid) => Some(writes::WriteCount::start(pid, seconds)?),
+            None => None,
+        };
+        Ok(CpuWindow {
             pid,
             started: Instant::now(),
             server: pid.and_then(|p| stats::cpu_seconds(Some(p))),
             client: stats::cpu_seconds(None),
-        }
+            writes,
+        })
     }
 
-    fn stop(self) -> CpuUse {
+    async fn stop(self) -> Result<CpuUse, String> {
         let elapsed = self.started.elapsed();
-        CpuUse {
-            server: stats::cpu_percent(
-                self.server,
-                self.pid.and_then(|p| stats::cpu_seconds(Some(p))),
-                elapsed,
-            ),
-            client: stats::cpu_percent(self.client, stats::cpu_seconds(None), elapsed),
-        }
+        let server = stats::cpu_percent(
+            self.server,
+            self.pid.and_then(|p| stats::cpu_seconds(Some(p))),
+            elapsed,
+        );
+        let client = stats::cpu_percent(self.client, stats::cpu_seconds(None), elapsed);
+        let server_writes = match self.writes {
+            Some(count) => Some(count.finish().await?),
+            None => None,
+        };
+        Ok(CpuUse {
+            server,
+            client,
+            server_writes,
+        })
     }
 }
 
@@ -499,6 +535,11 @@ fn report(args: &Args, target: &str, mut outcome: Outcome, extra: serde_json::Va
         .server
         .filter(|cpu| *cpu > 0.0)
         .map(|cpu| per_second * 100.0 / cpu);
+    let per_write = outcome
+        .cpu
+        .server_writes
+        .filter(|writes| *writes > 0)
+        .map(|writes| deliveries as f64 / writes as f64);
     let mut summary = serde_json::json!({
         "target": target,
         "mode": if args.rate > 0.0 { "rate" } else { "flat-out" },
@@ -514,14 +555,20 @@ fn report(args: &Args, target: &str, mut outcome: Outcome, extra: serde_json::Va
         "server_cpu_percent": outcome.cpu.server,
         "client_cpu_percent": outcome.cpu.client,
         "deliveries_per_server_core_second": per_core,
+        "server_write_syscalls": outcome.cpu.server_writes,
+        "deliveries_per_server_write": per_write,
     });
     if let (Some(summary), serde_json::Value::Object(extra)) = (summary.as_object_mut(), extra) {
         summary.extend(extra);
     }
     let cpu = |c: Option<f64>| c.map_or_else(|| "?".to_string(), |c| format!("{c:.0}%"));
+    let writes = per_write.map_or_else(String::new, |w| {
+        format!("; {w:.1} deliveries per server write")
+    });
     eprintln!(
         "{target}: {per_second:.0} deliveries/s ({deliveries} of {} expected); latency p50 {} us, \
-         p99 {} us, p999 {} us; server CPU {}, client CPU {}; {} deliveries per server core-second",
+         p99 {} us, p999 {} us; server CPU {}, client CPU {}; {} deliveries per server core-second\
+         {writes}",
         sent * outcome.receivers_per_message as u64,
         p.p50_us,
         p.p99_us,
@@ -575,6 +622,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     // The first node owns the groups; in kill mode nothing measured may live there.
     let on_killed_node = |i: usize| kill_after.is_some() && i.is_multiple_of(node_count);
     let pid = args.server_pid.or(locals.first().map(|s| s.0.id()));
+    let count_writes = countable_pid(&args, pid)?;
     tokio::time::sleep(Duration::from_millis(200)).await; // let the fresh server settle before the baseline
     let rss_before = pid.and_then(stats::rss_bytes);
 
@@ -712,7 +760,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     }
     let mut previous = 0;
     let mut killed = false;
-    let cpu = CpuWindow::start(pid);
+    let cpu = CpuWindow::start(pid, count_writes, args.duration)?;
     let mut join_probes = tokio::task::JoinSet::new();
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -733,7 +781,7 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         }
         previous = progress_line(&counters, start, previous);
     }
-    let cpu = cpu.stop();
+    let cpu = cpu.stop().await?;
     while let Some(joined) = senders_set.join_next().await {
         quiet_halves.extend(joined.ok().flatten());
     }

@@ -27,6 +27,7 @@ pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> 
     let addr = args
         .server
         .ok_or("--target redis|nats needs --server ADDR (a server you started)")?;
+    let count_writes = crate::countable_pid(&args, args.server_pid)?;
     let groups = args.groups.clamp(1, args.clients / 2);
     let per_group = args.clients / groups;
     let senders = args.senders.clamp(1, per_group.saturating_sub(1).max(1));
@@ -60,7 +61,7 @@ pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> 
     let (start, until, drain_until) = (run.start, run.until, run.drain_until());
     let counters = run.counters.clone();
     let acks: Vec<Arc<Ack>> = (0..groups).map(|_| Ack::new()).collect();
-    let cpu = crate::CpuWindow::start(args.server_pid);
+    let cpu = crate::CpuWindow::start(args.server_pid, count_writes, args.duration)?;
     let mut receivers = JoinSet::new();
     let mut publishers = JoinSet::new();
     let mut acking = vec![false; groups];
@@ -85,7 +86,7 @@ pub async fn run(args: Arc<Args>, peer: Peer) -> Result<crate::Outcome, String> 
         }
     }
     crate::progress(&counters, start, until).await;
-    let cpu = cpu.stop();
+    let cpu = cpu.stop().await?;
     while publishers.join_next().await.is_some() {}
     let mut samples = Vec::new();
     while let Some(joined) = receivers.join_next().await {
