@@ -107,8 +107,8 @@ struct Args {
     #[arg(long)]
     kill_owner_after: Option<u64>,
     /// Count the server's write syscalls over the sending window with `perf stat` (needs perf and access
-    /// to syscall tracepoints, and the server's process: --server-pid, or a local server) and report
-    /// deliveries per write.
+    /// to syscall tracepoints, and the server's process: --server-pid, or a local server; with --nodes,
+    /// the first node, as for the server's CPU) and report deliveries per write.
     #[arg(long)]
     count_writes: bool,
 }
@@ -456,7 +456,8 @@ fn countable_pid(args: &Args, pid: Option<u32>) -> Result<Option<u32>, String> {
         return Ok(None);
     }
     let pid = pid.ok_or("--count-writes needs the server's process: --server-pid PID")?;
-    writes::check(pid)?;
+    // perf counts for a fifth of a second: keep that off the async workers.
+    tokio::task::block_in_place(|| writes::check(pid))?;
     Ok(Some(pid))
 }
 
