@@ -8,7 +8,7 @@
 #                                            [--profile release|dev] [--out FILE] [--pin]
 #                                            [--count-writes]
 # A load is members:rate, rate 0 meaning flat out (group-bench's window of 32). --pin runs the servers
-# on CPU 0 and group-bench on the other CPUs (taskset), as in production, where the clients are not on
+# on the first CPU and group-bench on the others (taskset), as in production, where the clients are not on
 # the server's machine; without it they share every CPU. --count-writes counts each server's write
 # syscalls over each run with perf (group-bench --count-writes; needs perf and root) and adds
 # deliveries per write to the tables. Machines are noisy: compare within a round, never across runs.
@@ -51,27 +51,27 @@ for load in $loads; do
     fi
 done
 
-# The servers' and the bench's CPUs: every CPU for both, or CPU 0 for the servers and the rest for the
-# bench with --pin.
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "compare-fanout: needs python3 (to pick free ports and read group-bench's JSON)" >&2
+    exit 2
+fi
+
+# The servers' and the bench's CPUs: every CPU this script may use for both, or with --pin the first of
+# them for the servers and the others for the bench.
 server_cpus=()
 bench_cpus=()
 if [ "$pin" = true ]; then
-    cpus=$(nproc)
     if ! command -v taskset >/dev/null 2>&1; then
         echo "compare-fanout: --pin needs taskset (Debian: apt-get install util-linux)" >&2
         exit 2
     fi
-    if [ "$cpus" -lt 2 ]; then
-        echo "compare-fanout: --pin needs at least 2 CPUs, this machine has $cpus" >&2
+    read -r first rest < <(python3 -c 'import os; c = sorted(os.sched_getaffinity(0)); print(c[0], ",".join(map(str, c[1:])))')
+    if [ -z "${rest:-}" ]; then
+        echo "compare-fanout: --pin needs at least 2 CPUs, this process may use only CPU $first" >&2
         exit 2
     fi
-    server_cpus=(taskset -c 0)
-    bench_cpus=(taskset -c "1-$((cpus - 1))")
-fi
-
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "compare-fanout: needs python3 (to pick free ports and read group-bench's JSON)" >&2
-    exit 2
+    server_cpus=(taskset -c "$first")
+    bench_cpus=(taskset -c "$rest")
 fi
 
 echo "building group-server and group-bench ($profile)"
@@ -188,7 +188,7 @@ peers = [p for p in ("redis", "nats") if any(r["target"] == p for r in runs)]
 writes = any(r.get("deliveries_per_server_write") is not None for r in runs)
 for (clients, rate), rounds in by_load.items():
     shape = "flat out" if rate == 0 else f"{rate:g} msg/s"
-    pinned = ", servers on CPU 0 and the bench on the others" if runs[0].get("pinned") else ""
+    pinned = ", servers on one CPU and the bench on the others" if runs[0].get("pinned") else ""
     print(f"\n{clients} members, 64 B, {shape}{pinned}")
     head = "| round | server | deliveries/s | per core-second | p50 ms | p99 ms | delivered |"
     if writes:
