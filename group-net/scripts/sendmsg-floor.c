@@ -14,12 +14,16 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_SLICES 64
 #define MAX_BYTES 65536
+/* How long the accept and any one send may wait for the reader: a reader that died ends the run with
+ * an error instead of a hang. */
+#define STALL_SECONDS 10
 
 static void run_on(int cpu) {
     cpu_set_t set;
@@ -51,13 +55,19 @@ int main(int argc, char **argv) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
     inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
     socklen_t len = sizeof addr;
-    if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+    struct timeval stall = {.tv_sec = STALL_SECONDS};
+    if (listener < 0 || setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &stall, sizeof stall) != 0 ||
+        bind(listener, (struct sockaddr *)&addr, sizeof addr) != 0 ||
         listen(listener, 1) != 0 || getsockname(listener, (struct sockaddr *)&addr, &len) != 0) {
         perror("sendmsg-floor: listen on 127.0.0.1");
         return 1;
     }
 
     pid_t reader = fork();
+    if (reader < 0) {
+        perror("sendmsg-floor: fork");
+        return 1;
+    }
     if (reader == 0) {
         run_on(1);
         int conn = socket(AF_INET, SOCK_STREAM, 0);
@@ -70,8 +80,9 @@ int main(int argc, char **argv) {
     run_on(0);
     int conn = accept(listener, NULL, NULL);
     int on = 1;
-    if (conn < 0 || setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) != 0) {
-        perror("sendmsg-floor: accept");
+    if (conn < 0 || setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) != 0 ||
+        setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &stall, sizeof stall) != 0) {
+        perror("sendmsg-floor: accept (did the reader start?)");
         return 1;
     }
 
