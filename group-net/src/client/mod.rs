@@ -28,10 +28,11 @@ use tokio_tungstenite::client_async;
 pub use crate::tls::ClientTls;
 use crate::tls::Stream;
 
-use io::Writer;
+use io::{Arrived, Writer};
 
-/// Frames buffered between the socket and the caller; when full, the client stops reading (backpressure).
-const INBOX: usize = 65_536;
+/// Frames buffered between the socket and the caller, at most, in reads of up to `MAX_ARRIVED` frames;
+/// when full, the client stops reading (backpressure).
+const INBOX: usize = 65_536 / io::MAX_ARRIVED;
 /// Frames queued for the writer task, at most; a caller waits for room.
 const OUTBOX: usize = 1024;
 /// Requests whose caller gave up (a dropped future, a timeout) and whose answers are still due, at
@@ -213,7 +214,9 @@ pub struct ClientSender {
 /// The receiving half of a split [`Client`]: every frame from the server, as [`Push`]es (responses
 /// included, as [`Push::Response`]).
 pub struct ClientReceiver {
-    inbox: mpsc::Receiver<ServerFrame>,
+    inbox: mpsc::Receiver<Arrived>,
+    /// The rest of the last read's frames, in order.
+    arrived: std::vec::IntoIter<ServerFrame>,
     /// Pushes read while waiting for a response.
     pending: VecDeque<Push>,
     /// KeepAlives the writer sent by itself whose answers are still due: they are not the caller's.
@@ -258,10 +261,18 @@ impl ClientReceiver {
             return Ok(Some(push));
         }
         loop {
-            let frame = match self.inbox.try_recv() {
-                Ok(frame) => frame,
-                Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
-                Err(mpsc::error::TryRecvError::Disconnected) => return Err(ClientError::Closed),
+            let frame = match self.arrived.next() {
+                Some(frame) => frame,
+                None => match self.inbox.try_recv() {
+                    Ok(frames) => {
+                        self.arrived = frames.into_iter();
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        return Err(ClientError::Closed);
+                    }
+                },
             };
             if self.is_automatic(&frame) {
                 continue;
@@ -275,7 +286,10 @@ impl ClientReceiver {
     /// The next frame that is not the answer to an automatic KeepAlive.
     async fn next_frame(&mut self) -> Option<ServerFrame> {
         loop {
-            let frame = self.inbox.recv().await?;
+            let Some(frame) = self.arrived.next() else {
+                self.arrived = self.inbox.recv().await?.into_iter();
+                continue;
+            };
             if !self.is_automatic(&frame) {
                 return Some(frame);
             }
@@ -435,7 +449,7 @@ impl Client {
 
     fn new(
         writer: Writer,
-        inbox: mpsc::Receiver<ServerFrame>,
+        inbox: mpsc::Receiver<Arrived>,
         reader: tokio::task::JoinHandle<()>,
         closed: CloseSlot,
         options: ClientOptions,
@@ -448,6 +462,7 @@ impl Client {
             sender: ClientSender { queue },
             receiver: ClientReceiver {
                 inbox,
+                arrived: Vec::new().into_iter(),
                 pending: VecDeque::new(),
                 keep_alives,
                 closed,

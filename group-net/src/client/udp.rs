@@ -4,25 +4,23 @@
 
 use std::time::Duration;
 
+use super::io::{Arrived, PassOn, pass_on};
 use bytes::{Bytes, BytesMut};
 use group_core::kcp::envelope::{
     CHANNEL_RELIABLE, CHANNEL_UNRELIABLE, CONV, Envelope, KIND_DATA, KIND_DISCONNECT, KIND_HELLO,
     KIND_UNRELIABLE_DATA, wrap,
 };
 use group_core::kcp::{Kcp, KcpConfig};
-use group_core::proto::{ServerFrame, decode_server_frame};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CloseReason, CloseSlot};
 
-const MAX_SERVER_PAYLOAD: u32 = 16 << 20;
-
 /// Owns the socket and the KCP session; records why the session ended in `closed`.
 pub(crate) async fn run(
     socket: UdpSocket,
     requests: mpsc::Receiver<Bytes>,
-    frames: mpsc::Sender<ServerFrame>,
+    frames: mpsc::Sender<Arrived>,
     ready: oneshot::Sender<()>,
     closed: CloseSlot,
 ) {
@@ -34,7 +32,7 @@ pub(crate) async fn run(
 async fn exchange(
     socket: UdpSocket,
     mut requests: mpsc::Receiver<Bytes>,
-    frames: mpsc::Sender<ServerFrame>,
+    frames: mpsc::Sender<Arrived>,
     ready: oneshot::Sender<()>,
 ) -> CloseReason {
     let start = tokio::time::Instant::now();
@@ -126,23 +124,15 @@ async fn exchange(
 }
 
 /// Decodes whole frames and passes them on; an error when the client is gone or the server misbehaved.
-async fn forward(payload: &[u8], frames: &mpsc::Sender<ServerFrame>) -> Result<(), CloseReason> {
+async fn forward(payload: &[u8], frames: &mpsc::Sender<Arrived>) -> Result<(), CloseReason> {
     let mut buf = BytesMut::from(payload);
-    while !buf.is_empty() {
-        match decode_server_frame(&mut buf, MAX_SERVER_PAYLOAD) {
-            Ok(Some(frame)) => {
-                if frames.send(frame).await.is_err() {
-                    // The client itself is gone: nobody will read a reason.
-                    return Err(CloseReason::ServerClosed);
-                }
-            }
-            Ok(None) => {
-                return Err(CloseReason::Protocol(
-                    "a message ended inside a frame".into(),
-                ));
-            }
-            Err(e) => return Err(CloseReason::Protocol(e.to_string())),
-        }
+    match pass_on(&mut buf, frames).await {
+        Ok(()) if buf.is_empty() => Ok(()),
+        Ok(()) => Err(CloseReason::Protocol(
+            "a message ended inside a frame".into(),
+        )),
+        // The client itself is gone: nobody will read a reason.
+        Err(PassOn::Gone) => Err(CloseReason::ServerClosed),
+        Err(PassOn::Bad(e)) => Err(CloseReason::Protocol(e)),
     }
-    Ok(())
 }

@@ -12,6 +12,7 @@
 
 mod local;
 mod peer_run;
+mod peer_wire;
 mod peers;
 mod stats;
 mod writes;
@@ -331,10 +332,15 @@ async fn receive(
 ) -> Vec<u32> {
     let counters = &watch.counters;
     let mut samples = Vec::new();
+    // One timer for the whole run, polled only when nothing is ready: a timer per message cost the
+    // bench more than a tenth of its time, and the bench is what limits a flat-out run with 100 members.
+    let over = tokio::time::sleep_until(until.into());
+    tokio::pin!(over);
     loop {
         let push = tokio::select! {
+            biased;
             push = receiver.next_push() => push,
-            () = tokio::time::sleep_until(until.into()) => break,
+            () = &mut over => break,
         };
         let Some(push) = push else {
             counters.disconnected.fetch_add(1, Ordering::Relaxed);

@@ -8,10 +8,12 @@
 use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
+
+use crate::peer_wire::{Nats, Resp, first_line, nats_at, resp_at};
 
 /// Which peer server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +22,8 @@ pub enum Peer {
     Nats,
 }
 
-/// Largest message or line the bench reads from a peer: a bound on what a confused peer can make it
-/// allocate.
-const MAX_MESSAGE: usize = 16 << 20;
-const MAX_LINE: usize = 64 * 1024;
+/// Bytes a peer reader asks the socket for at a time, at least.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// A subscribed connection: reads the messages of its channel.
 pub struct Subscriber {
@@ -49,8 +49,8 @@ async fn connect(peer: Peer, addr: SocketAddr) -> Result<(PeerReader, OwnedWrite
     let (read, mut writer) = stream.into_split();
     let mut reader = PeerReader {
         peer,
-        reader: BufReader::new(read),
-        line: String::new(),
+        read,
+        buf: BytesMut::new(),
     };
     if peer == Peer::Nats {
         let info = reader.read_line().await?;
@@ -78,8 +78,8 @@ impl Subscriber {
             Peer::Redis => {
                 let command = resp_command(&[b"SUBSCRIBE", channel.as_bytes()]);
                 write(peer, &mut writer, &command).await?;
-                let reply = reader.read_resp().await?; // subscribe, channel, count
-                if reply.first().map(|b| &b[..]) != Some(b"subscribe") {
+                let (reply, resp) = reader.read_resp().await?; // subscribe, channel, count
+                if resp.item(0).and_then(|at| reply.get(at)) != Some(b"subscribe") {
                     return Err(format!("redis: SUBSCRIBE answered {reply:?}"));
                 }
             }
@@ -87,7 +87,7 @@ impl Subscriber {
                 let command = format!("SUB {channel} 1\r\nPING\r\n");
                 write(peer, &mut writer, command.as_bytes()).await?;
                 loop {
-                    match reader.read_line().await?.trim_end() {
+                    match reader.read_line().await?.as_str() {
                         "PONG" => break,
                         "PING" => write(peer, &mut writer, b"PONG\r\n").await?,
                         "+OK" => {}
@@ -105,33 +105,30 @@ impl Subscriber {
         loop {
             match peer {
                 Peer::Redis => {
-                    let reply = match self.reader.read_resp().await {
+                    let (reply, resp) = match self.reader.read_resp().await {
                         Err(e) if e.ends_with(CLOSED) => return Ok(None),
                         other => other?,
                     };
                     // message, channel, payload
-                    if reply.first().map(|b| &b[..]) == Some(b"message") {
-                        return Ok(reply.into_iter().nth(2));
+                    let item = |i| resp.item(i).and_then(|at| reply.get(at));
+                    if let (Some(b"message"), Some(payload)) = (item(0), resp.item(2)) {
+                        return Ok(Some(reply.slice(payload)));
                     }
                 }
                 Peer::Nats => {
-                    let line = match self.reader.read_line().await {
+                    let (whole, item) = match self.reader.read_nats().await {
                         Err(e) if e.ends_with(CLOSED) => return Ok(None),
-                        other => other?.trim_end().to_string(),
+                        other => other?,
                     };
-                    if line == "PING" {
-                        write(peer, &mut self.writer, b"PONG\r\n").await?;
-                    } else if let Some(header) = line.strip_prefix("MSG ") {
-                        // <subject> <sid> [reply-to] <#bytes>
-                        let len = header
-                            .rsplit(' ')
-                            .next()
-                            .and_then(|n| n.parse::<usize>().ok())
-                            .filter(|n| *n <= MAX_MESSAGE)
-                            .ok_or_else(|| format!("nats: bad MSG line {line:?}"))?;
-                        return self.reader.read_payload(len).await.map(Some);
-                    } else if line.starts_with("-ERR") {
-                        return Err(format!("nats: {line}"));
+                    match item {
+                        Nats::Msg(payload) => return Ok(Some(whole.slice(payload))),
+                        Nats::Line(line) => match whole.get(line) {
+                            Some(b"PING") => write(peer, &mut self.writer, b"PONG\r\n").await?,
+                            Some(line) if line.starts_with(b"-ERR") => {
+                                return Err(format!("nats: {}", String::from_utf8_lossy(line)));
+                            }
+                            _ => {}
+                        },
                     }
                 }
             }
@@ -149,7 +146,9 @@ impl Publisher {
             loop {
                 let ping = match peer {
                     Peer::Redis => reader.read_resp().await.map(|_| false),
-                    Peer::Nats => reader.read_line().await.map(|l| l.trim_end() == "PING"),
+                    Peer::Nats => reader.read_nats().await.map(|(whole, item)| {
+                        matches!(item, Nats::Line(line) if whole.get(line.clone()) == Some(&b"PING"[..]))
+                    }),
                 };
                 match ping {
                     Ok(false) => {}
@@ -190,70 +189,61 @@ impl Publisher {
 /// How a read error ends when the peer closed the connection.
 const CLOSED: &str = "connection closed";
 
-/// The read side of a peer connection.
+/// The read side of a peer connection: what was read and not yet taken, whole replies cut from its
+/// front (`peer_wire`).
 struct PeerReader {
     peer: Peer,
-    reader: BufReader<OwnedReadHalf>,
-    line: String,
+    read: OwnedReadHalf,
+    buf: BytesMut,
 }
 
 impl PeerReader {
-    async fn read_line(&mut self) -> Result<&str, String> {
-        self.line.clear();
+    /// Reads more from the socket; an error when the peer closed it.
+    async fn fill(&mut self) -> Result<(), String> {
         let peer = self.peer;
-        let n = (&mut self.reader)
-            .take(MAX_LINE as u64)
-            .read_line(&mut self.line)
-            .await
-            .map_err(|e| format!("{peer:?}: read: {e}"))?;
-        if n == 0 {
-            return Err(format!("{peer:?}: {CLOSED}"));
+        self.buf.reserve(READ_CHUNK);
+        match self.read.read_buf(&mut self.buf).await {
+            Ok(0) => Err(format!("{peer:?}: {CLOSED}")),
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{peer:?}: read: {e}")),
         }
-        if !self.line.ends_with('\n') {
-            return Err(format!("{peer:?}: a line longer than {MAX_LINE} bytes"));
-        }
-        Ok(&self.line)
     }
 
-    /// `len` bytes and the CRLF after them.
-    async fn read_payload(&mut self, len: usize) -> Result<Bytes, String> {
-        let mut payload = vec![0; len + 2];
-        self.reader
-            .read_exact(&mut payload)
-            .await
-            .map_err(|e| format!("{:?}: reading {len} bytes: {e}", self.peer))?;
-        payload.truncate(len);
-        Ok(Bytes::from(payload))
-    }
-
-    /// One RESP reply, as the bulk strings it holds: an array's elements (one level, as pub/sub sends),
-    /// or one bulk string. Integers and simple strings give nothing; an error reply is an error.
-    async fn read_resp(&mut self) -> Result<Vec<Bytes>, String> {
-        let line = self.read_line().await?.trim_end().to_string();
-        let count = match line.split_at(line.len().min(1)) {
-            ("*", n) => parse_len(n)?,
-            ("$", n) => return Ok(vec![self.read_payload(parse_len(n)?).await?]),
-            (":" | "+", _) => return Ok(Vec::new()),
-            _ => return Err(format!("redis: {line}")),
-        };
-        let mut items = Vec::with_capacity(count.min(8));
-        for _ in 0..count {
-            let item = self.read_line().await?.trim_end().to_string();
-            match item.split_at(item.len().min(1)) {
-                ("$", n) => items.push(self.read_payload(parse_len(n)?).await?),
-                (":" | "+", _) => {}
-                _ => return Err(format!("redis: unexpected {item:?} in an array")),
+    /// The next whole item `find` sees at the front of the buffer, cut off it, with the item.
+    async fn next<T>(
+        &mut self,
+        find: impl Fn(&[u8]) -> Result<Option<(T, usize)>, String>,
+    ) -> Result<(Bytes, T), String> {
+        loop {
+            match find(&self.buf) {
+                Ok(Some((item, len))) => return Ok((self.buf.split_to(len).freeze(), item)),
+                Ok(None) => self.fill().await?,
+                Err(e) => return Err(format!("{:?}: {e}", self.peer)),
             }
         }
-        Ok(items)
     }
-}
 
-fn parse_len(text: &str) -> Result<usize, String> {
-    text.parse::<usize>()
-        .ok()
-        .filter(|n| *n <= MAX_MESSAGE)
-        .ok_or_else(|| format!("redis: bad length {text:?}"))
+    /// The next line, without its CRLF.
+    async fn read_line(&mut self) -> Result<String, String> {
+        let (line, text) = self.next(first_line).await?;
+        Ok(String::from_utf8_lossy(line.get(text).unwrap_or_default()).into_owned())
+    }
+
+    /// One whole redis reply, and where its bulk strings are in it.
+    async fn read_resp(&mut self) -> Result<(Bytes, Resp), String> {
+        self.next(|buf| {
+            Ok(resp_at(buf)?.map(|resp| {
+                let len = resp.len;
+                (resp, len)
+            }))
+        })
+        .await
+    }
+
+    /// One whole nats message or line.
+    async fn read_nats(&mut self) -> Result<(Bytes, Nats), String> {
+        self.next(nats_at).await
+    }
 }
 
 fn resp_command(parts: &[&[u8]]) -> Vec<u8> {
@@ -281,8 +271,5 @@ mod tests {
             resp_command(&[b"PUBLISH", b"g0", b"hi"]),
             b"*3\r\n$7\r\nPUBLISH\r\n$2\r\ng0\r\n$2\r\nhi\r\n"
         );
-        assert!(parse_len("17").is_ok());
-        assert!(parse_len("-1").is_err());
-        assert!(parse_len("99999999999").is_err());
     }
 }
