@@ -1,5 +1,6 @@
 //! The Rust client: a dropped or timed-out request never steals the next request's answer, the client
-//! keeps a listening session alive, and it gives up on a silent server after its request timeout.
+//! keeps a listening session alive, it gives up on a silent server after its request timeout, and its
+//! undecoded frames come in the order its pushes do.
 
 mod common;
 
@@ -7,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, config, start};
-use group_core::proto::Request;
+use common::{Transport, bounded, config, kept_group, start, user};
+use group_core::proto::{BroadcastView, Request, Status, VER_GROUP, cmd, parse_member_push};
 use group_net::ServerBuilder;
 use group_net::client::{Client, ClientError, ClientOptions};
 use tokio::sync::Notify;
@@ -121,4 +122,43 @@ async fn connecting_to_nothing_fails_within_the_connect_timeout() {
     let addr = nobody.local_addr().unwrap();
     let result = bounded("udp connect", Client::connect_udp_with(addr, options)).await;
     assert!(matches!(result, Err(ClientError::Timeout(_))));
+}
+
+/// A push that arrived while a request waited for its answer is held for the receiver: `next_frame`
+/// hands it out first, undecoded, then what came after it; a 113 push reads in place.
+#[tokio::test]
+async fn frames_held_during_a_request_come_first_from_next_frame() {
+    let server = start(ServerBuilder::new(config())).await;
+    let mut alice = user(&server, Transport::Tcp, "alice").await;
+    let mut bob = user(&server, Transport::Tcp, "bob").await;
+    let group = bounded("create", alice.create(kept_group())).await.unwrap();
+    bounded("join", bob.join(group, b"hi")).await.unwrap();
+    // Bob's join push reaches alice before the answer to her ping does, so the ping holds it.
+    bounded("ping", alice.ping(b"x")).await.unwrap();
+    bounded(
+        "broadcast",
+        bob.broadcast(group, Bytes::from_static(b"m1"), true),
+    )
+    .await
+    .unwrap();
+    let (_alice_sends, mut alice) = alice.into_split();
+
+    let joined = bounded("frame", alice.next_frame()).await.unwrap();
+    assert_eq!(
+        (joined.status, joined.ver, joined.cmd),
+        (Status::Push, VER_GROUP, cmd::JOIN)
+    );
+    let joined = parse_member_push(&joined.payload).unwrap();
+    assert_eq!(
+        (joined.uid.as_str(), &joined.message[..]),
+        ("bob", &b"hi"[..])
+    );
+
+    let broadcast = bounded("frame", alice.next_frame()).await.unwrap();
+    assert_eq!((broadcast.ver, broadcast.cmd), (VER_GROUP, cmd::BROADCAST));
+    let view = BroadcastView::parse(&broadcast.payload).unwrap();
+    assert_eq!(view.group(), group.as_bytes());
+    let entries: Vec<_> = view.map(Result::unwrap).collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].uid, entries[0].message), ("bob", &b"m1"[..]));
 }

@@ -4,10 +4,12 @@
 //! `ver:u8 | cmd:u16 | status:u8 | len:u32 | payload`. The full byte-level description, with examples, is in
 //! `docs/PROTOCOL.md` at the root of the repository.
 
+mod broadcast_view;
 mod frame;
 mod push;
 mod request;
 
+pub use broadcast_view::{BroadcastEntryRef, BroadcastView};
 pub use frame::{
     ClientFrame, ClientHeader, FrameError, ServerFrame, ServerHeader, decode_client_frame,
     decode_server_frame, encode_client_frame, encode_server_frame,

@@ -218,7 +218,7 @@ pub struct ClientReceiver {
     /// The rest of the last read's frames, in order.
     arrived: std::vec::IntoIter<ServerFrame>,
     /// Pushes read while waiting for a response.
-    pending: VecDeque<Push>,
+    pending: VecDeque<ServerFrame>,
     /// KeepAlives the writer sent by itself whose answers are still due: they are not the caller's.
     keep_alives: Arc<AtomicU64>,
     /// Why the connection ended, once it has.
@@ -243,9 +243,6 @@ impl ClientReceiver {
 
     /// The next push; `None` when the connection has closed.
     pub async fn next_push(&mut self) -> Option<Push> {
-        if let Some(push) = self.pending.pop_front() {
-            return Some(push);
-        }
         loop {
             let frame = self.next_frame().await?;
             if let Ok(push) = to_push(frame) {
@@ -254,11 +251,25 @@ impl ClientReceiver {
         }
     }
 
+    /// The next frame from the server as it arrived, undecoded (answers to the client's own KeepAlives
+    /// left out); `None` when the connection has closed. [`ClientReceiver::next_push`] is this frame
+    /// decoded. This is for a receiver that decodes only what it needs: a 113 push read in place with
+    /// [`group_core::proto::BroadcastView`] costs no allocation, where a [`Push::Broadcast`] costs a
+    /// vector and a string per entry.
+    pub async fn next_frame(&mut self) -> Option<ServerFrame> {
+        match self.pending.pop_front() {
+            Some(frame) => Some(frame),
+            None => self.next_arrival().await,
+        }
+    }
+
     /// The next push if one has arrived, without waiting: `Ok(None)` when none has, [`ClientError::Closed`]
     /// when the connection has closed. Cheap enough to call every frame of a game loop.
     pub fn try_next_push(&mut self) -> Result<Option<Push>, ClientError> {
-        if let Some(push) = self.pending.pop_front() {
-            return Ok(Some(push));
+        while let Some(frame) = self.pending.pop_front() {
+            if let Ok(push) = to_push(frame) {
+                return Ok(Some(push)); // checked when it was read: always
+            }
         }
         loop {
             let frame = match self.arrived.next() {
@@ -283,8 +294,8 @@ impl ClientReceiver {
         }
     }
 
-    /// The next frame that is not the answer to an automatic KeepAlive.
-    async fn next_frame(&mut self) -> Option<ServerFrame> {
+    /// The next frame off the wire that is not the answer to an automatic KeepAlive.
+    async fn next_arrival(&mut self) -> Option<ServerFrame> {
         loop {
             let Some(frame) = self.arrived.next() else {
                 self.arrived = self.inbox.recv().await?.into_iter();
@@ -567,14 +578,15 @@ impl Client {
         permit.send(frame.freeze());
         self.waiting.push_back(request.ver_cmd());
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.receiver.next_frame())
+            let frame = tokio::time::timeout_at(deadline, self.receiver.next_arrival())
                 .await
                 .map_err(|_| ClientError::Timeout(timeout))?
                 .ok_or(ClientError::Closed)?;
             if frame.status == Status::Push || self.waiting.front() != Some(&(frame.ver, frame.cmd))
             {
-                let push = to_push(frame)?;
-                self.receiver.pending.push_back(push);
+                // Checked now, as the caller's request is what read it; handed out later.
+                to_push(frame.clone())?;
+                self.receiver.pending.push_back(frame);
                 continue;
             }
             self.waiting.pop_front();

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
 use group_core::GroupId;
-use group_core::proto::CreateRequest;
-use group_net::client::{Client, ClientReceiver, ClientSender, Push};
+use group_core::proto::{BroadcastView, CreateRequest, Status, VER_GROUP, cmd, parse_member_push};
+use group_net::client::{Client, ClientReceiver, ClientSender};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -337,29 +337,38 @@ async fn receive(
     let over = tokio::time::sleep_until(until.into());
     tokio::pin!(over);
     loop {
-        let push = tokio::select! {
+        let frame = tokio::select! {
             biased;
-            push = receiver.next_push() => push,
+            frame = receiver.next_frame() => frame,
             () = &mut over => break,
         };
-        let Some(push) = push else {
+        let Some(frame) = frame else {
             counters.disconnected.fetch_add(1, Ordering::Relaxed);
             break;
         };
+        if frame.status != Status::Push || frame.ver != VER_GROUP {
+            continue;
+        }
         let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let entries = match push {
-            Push::Broadcast { entries, .. } => entries,
-            Push::Joined { uid, .. } if uid == watch.uid => {
-                if counters.killed_at_ns.load(Ordering::Relaxed) != 0 {
+        match frame.cmd {
+            // Read in place, as the redis and nats receivers read theirs: the bench's own cost per
+            // delivery is then alike for the three servers.
+            cmd::BROADCAST => {
+                let Ok(entries) = BroadcastView::parse(&frame.payload) else {
+                    continue;
+                };
+                let killed = counters.killed_at_ns.load(Ordering::Relaxed);
+                for entry in entries.map_while(Result::ok) {
+                    record(&watch, &mut samples, entry.message, now, killed);
+                }
+            }
+            cmd::JOIN => {
+                let rejoined = parse_member_push(&frame.payload).is_ok_and(|p| p.uid == watch.uid);
+                if rejoined && counters.killed_at_ns.load(Ordering::Relaxed) != 0 {
                     counters.first_rejoin_ns.fetch_min(now, Ordering::Relaxed);
                 }
-                continue;
             }
-            _ => continue,
-        };
-        let killed = counters.killed_at_ns.load(Ordering::Relaxed);
-        for entry in entries {
-            record(&watch, &mut samples, &entry.message, now, killed);
+            _ => {}
         }
     }
     samples
