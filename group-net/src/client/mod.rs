@@ -30,8 +30,8 @@ use crate::tls::Stream;
 
 use io::{Arrived, Writer};
 
-/// Frames buffered between the socket and the caller, at most, in reads of up to `MAX_ARRIVED` frames;
-/// when full, the client stops reading (backpressure).
+/// Reads buffered between the socket and the caller, at most: each of up to `MAX_ARRIVED` frames, so
+/// 65,536 frames in all. When full, the client stops reading (backpressure).
 const INBOX: usize = 65_536 / io::MAX_ARRIVED;
 /// Frames queued for the writer task, at most; a caller waits for room.
 const OUTBOX: usize = 1024;
@@ -217,7 +217,7 @@ pub struct ClientReceiver {
     inbox: mpsc::Receiver<Arrived>,
     /// The rest of the last read's frames, in order.
     arrived: std::vec::IntoIter<ServerFrame>,
-    /// Pushes read while waiting for a response.
+    /// Frames read while a request waited for its answer: checked, not yet handed out.
     pending: VecDeque<ServerFrame>,
     /// KeepAlives the writer sent by itself whose answers are still due: they are not the caller's.
     keep_alives: Arc<AtomicU64>,
