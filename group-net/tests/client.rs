@@ -124,8 +124,8 @@ async fn connecting_to_nothing_fails_within_the_connect_timeout() {
     assert!(matches!(result, Err(ClientError::Timeout(_))));
 }
 
-/// A push that arrived while a request waited for its answer is held for the receiver: `next_frame`
-/// hands it out first, undecoded, then what came after it; a 113 push reads in place.
+/// A push that arrived while a request waited for its answer is held for the receiver: `try_next_frame`
+/// hands it out first, undecoded, then `next_frame` what came after it; a 113 push reads in place.
 #[tokio::test]
 async fn frames_held_during_a_request_come_first_from_next_frame() {
     let server = start(ServerBuilder::new(config())).await;
@@ -143,7 +143,8 @@ async fn frames_held_during_a_request_come_first_from_next_frame() {
     .unwrap();
     let (_alice_sends, mut alice) = alice.into_split();
 
-    let joined = bounded("frame", alice.next_frame()).await.unwrap();
+    // Held frames are there at once, without waiting.
+    let joined = alice.try_next_frame().unwrap().unwrap();
     assert_eq!(
         (joined.status, joined.ver, joined.cmd),
         (Status::Push, VER_GROUP, cmd::JOIN)
@@ -161,4 +162,9 @@ async fn frames_held_during_a_request_come_first_from_next_frame() {
     let entries: Vec<_> = view.map(Result::unwrap).collect();
     assert_eq!(entries.len(), 1);
     assert_eq!((entries[0].uid, entries[0].message), ("bob", &b"m1"[..]));
+    assert_eq!(
+        alice.try_next_frame().unwrap(),
+        None,
+        "nothing more has arrived"
+    );
 }

@@ -266,30 +266,33 @@ impl ClientReceiver {
     /// The next push if one has arrived, without waiting: `Ok(None)` when none has, [`ClientError::Closed`]
     /// when the connection has closed. Cheap enough to call every frame of a game loop.
     pub fn try_next_push(&mut self) -> Result<Option<Push>, ClientError> {
-        while let Some(frame) = self.pending.pop_front() {
+        while let Some(frame) = self.try_next_frame()? {
             if let Ok(push) = to_push(frame) {
-                return Ok(Some(push)); // checked when it was read: always
+                return Ok(Some(push));
             }
         }
+        Ok(None)
+    }
+
+    /// [`ClientReceiver::next_frame`] without waiting: `Ok(None)` when no frame has arrived,
+    /// [`ClientError::Closed`] when the connection has closed.
+    pub fn try_next_frame(&mut self) -> Result<Option<ServerFrame>, ClientError> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Ok(Some(frame));
+        }
         loop {
-            let frame = match self.arrived.next() {
-                Some(frame) => frame,
-                None => match self.inbox.try_recv() {
-                    Ok(frames) => {
-                        self.arrived = frames.into_iter();
-                        continue;
-                    }
+            let Some(frame) = self.arrived.next() else {
+                self.arrived = match self.inbox.try_recv() {
+                    Ok(frames) => frames.into_iter(),
                     Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         return Err(ClientError::Closed);
                     }
-                },
-            };
-            if self.is_automatic(&frame) {
+                };
                 continue;
-            }
-            if let Ok(push) = to_push(frame) {
-                return Ok(Some(push));
+            };
+            if !self.is_automatic(&frame) {
+                return Ok(Some(frame));
             }
         }
     }

@@ -10,29 +10,24 @@
 use std::ops::Range;
 
 /// Largest message the bench reads from a peer: a bound on what a confused peer can make it buffer.
-pub const MAX_MESSAGE: usize = 16 << 20;
+const MAX_MESSAGE: usize = 16 << 20;
 /// Longest line the bench reads from a peer.
-pub const MAX_LINE: usize = 64 * 1024;
+const MAX_LINE: usize = 64 * 1024;
 
 /// The most bulk strings a redis reply the bench reads may hold: pub/sub's messages hold three.
 const MAX_ITEMS: usize = 3;
 
-/// One whole redis reply at the front of the buffer.
+/// Where the bulk strings of one whole redis reply are, in order.
 #[derive(Debug, Default, PartialEq)]
 pub struct Resp {
-    /// Where its bulk strings are, in order.
     items: [Range<usize>; MAX_ITEMS],
     count: usize,
-    /// Its length, CRLFs included.
-    pub len: usize,
 }
 
 impl Resp {
     /// Where its `i`th bulk string is.
     pub fn item(&self, i: usize) -> Option<Range<usize>> {
-        (i < self.count)
-            .then(|| self.items.get(i).cloned())
-            .flatten()
+        self.items.get(..self.count)?.get(i).cloned()
     }
 }
 
@@ -76,7 +71,7 @@ fn text(buf: &[u8], range: Range<usize>) -> &[u8] {
 }
 
 /// A length from a peer: a decimal of at most [`MAX_MESSAGE`].
-pub fn parse_len(digits: &[u8]) -> Result<usize, String> {
+fn parse_len(digits: &[u8]) -> Result<usize, String> {
     std::str::from_utf8(digits)
         .ok()
         .and_then(|d| d.parse::<usize>().ok())
@@ -84,14 +79,14 @@ pub fn parse_len(digits: &[u8]) -> Result<usize, String> {
         .ok_or_else(|| format!("bad length {:?}", String::from_utf8_lossy(digits)))
 }
 
-/// The bulk string whose `$<len>` line starts at `at`: where its bytes are and where what follows
-/// starts; `None` when it has not all arrived.
+/// The bulk string of `len_digits` bytes (what followed its `$`) whose bytes start at `next`: where
+/// they are and where what follows starts; `None` when it has not all arrived.
 fn bulk_at(
     buf: &[u8],
-    header: &[u8],
+    len_digits: &[u8],
     next: usize,
 ) -> Result<Option<(Range<usize>, usize)>, String> {
-    let end = next + parse_len(header)?;
+    let end = next + parse_len(len_digits)?;
     match buf.get(end..end + 2) {
         None => Ok(None),
         Some(b"\r\n") => Ok(Some((next..end, end + 2))),
@@ -101,8 +96,8 @@ fn bulk_at(
 
 /// One whole redis reply at the front of `buf`: an array of bulk strings, integers and simple strings
 /// (one level, as pub/sub sends), one bulk string, an integer or a simple string. An error reply, or
-/// anything else, is an error naming it.
-pub fn resp_at(buf: &[u8]) -> Result<Option<Resp>, String> {
+/// anything else, is an error naming it. With the reply, its length.
+pub fn resp_at(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
     let Some((head, mut at)) = line_at(buf, 0)? else {
         return Ok(None);
     };
@@ -153,8 +148,7 @@ pub fn resp_at(buf: &[u8]) -> Result<Option<Resp>, String> {
         Some((b':' | b'+', _)) => {}
         _ => return Err(String::from_utf8_lossy(head).into_owned()),
     }
-    resp.len = at;
-    Ok(Some(resp))
+    Ok(Some((resp, at)))
 }
 
 /// One whole nats message or line at the front of `buf`, and its length.
@@ -192,8 +186,8 @@ mod tests {
 
     #[test]
     fn a_pub_sub_message_is_found_whole_and_not_before() {
-        let resp = resp_at(MESSAGE).unwrap().unwrap();
-        assert_eq!(resp.len, MESSAGE.len());
+        let (resp, len) = resp_at(MESSAGE).unwrap().unwrap();
+        assert_eq!(len, MESSAGE.len());
         assert_eq!(&MESSAGE[resp.item(0).unwrap()], b"message");
         assert_eq!(&MESSAGE[resp.item(2).unwrap()], b"hello");
         assert_eq!(resp.item(3), None);
@@ -202,16 +196,16 @@ mod tests {
         }
         let mut two = MESSAGE.to_vec();
         two.extend_from_slice(b":1\r\n");
-        assert_eq!(resp_at(&two).unwrap().unwrap().len, MESSAGE.len());
+        assert_eq!(resp_at(&two).unwrap().unwrap().1, MESSAGE.len());
     }
 
     #[test]
     fn subscribe_confirmations_integers_and_errors() {
         let confirm = b"*3\r\n$9\r\nsubscribe\r\n$2\r\ng0\r\n:1\r\n";
-        let resp = resp_at(confirm).unwrap().unwrap();
-        assert_eq!((resp.len, resp.item(1)), (confirm.len(), Some(23..25)));
+        let (resp, len) = resp_at(confirm).unwrap().unwrap();
+        assert_eq!((len, resp.item(1)), (confirm.len(), Some(23..25)));
         assert_eq!(resp.item(2), None, "an integer is no bulk string");
-        assert_eq!(resp_at(b":42\r\n").unwrap().unwrap().len, 5);
+        assert_eq!(resp_at(b":42\r\n").unwrap().unwrap().1, 5);
         assert_eq!(
             resp_at(b"-ERR unknown\r\n").unwrap_err(),
             "-ERR unknown",

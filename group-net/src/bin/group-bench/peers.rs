@@ -231,13 +231,7 @@ impl PeerReader {
 
     /// One whole redis reply, and where its bulk strings are in it.
     async fn read_resp(&mut self) -> Result<(Bytes, Resp), String> {
-        self.next(|buf| {
-            Ok(resp_at(buf)?.map(|resp| {
-                let len = resp.len;
-                (resp, len)
-            }))
-        })
-        .await
+        self.next(resp_at).await
     }
 
     /// One whole nats message or line.
