@@ -17,50 +17,98 @@ pub mod proxy;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, SystemTime};
 
-/// The `group-server` binary beside this test executable, rebuilt first when cargo runs the tests (so
-/// that `cargo test -p group-tests` alone never runs a stale binary).
+/// The `group-server` binary beside this test executable (`target/<profile>/group-server`).
+///
+/// `cargo test --workspace` builds it with the tests, and then it is used as it is. Only when it is
+/// missing or older than a file it is built from (after an edit, under `cargo test -p group-tests`) is it
+/// built here first, so that no test runs a stale server. Not every time: `cargo build -p group-net`
+/// resolves tokio without the tests' `test-util` feature, so on a fresh clone that build compiled a second
+/// copy of group-net and its dependencies in the middle of the suite.
 pub fn server_binary() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let Some(cargo) = std::env::var_os("CARGO") else {
-            return;
-        };
-        let release = std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.parent()?.ends_with("release")))
-            .unwrap_or(false);
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "group-net",
-                "--bin",
-                "group-server",
-            ])
-            .args(release.then_some("--release"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building group-server failed");
-    });
-    let exe = std::env::current_exe().expect("the test executable's path");
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match FOUND.get_or_init(find_or_build_server) {
+        Ok(binary) => binary.clone(),
+        Err(why) => panic!("{why}"),
+    }
+}
+
+fn find_or_build_server() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the test executable's path: {e}"))?;
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>");
+        .ok_or_else(|| format!("{} is not in target/<profile>/deps", exe.display()))?;
     let binary = profile_dir.join(format!("group-server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo test --workspace` (it builds group-server) or `cargo build -p group-net`",
-        binary.display()
-    );
-    binary
+    let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
+    let newest_source = server_sources().iter().filter_map(|p| newest_in(p)).max();
+    if let (Some(built), Some(source)) = (built, newest_source)
+        && built >= source
+    {
+        return Ok(binary);
+    }
+    let cargo = std::env::var_os("CARGO").ok_or_else(|| {
+        format!(
+            "{} is missing or older than its sources: run `cargo test --workspace` (it builds \
+             group-server) or `cargo build -p group-net`",
+            binary.display()
+        )
+    })?;
+    let release = profile_dir.ends_with("release");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "group-net",
+            "--bin",
+            "group-server",
+        ])
+        .args(release.then_some("--release"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("running cargo build for group-server: {e}"))?;
+    if !status.success() {
+        return Err(format!("building group-server failed ({status})"));
+    }
+    Ok(binary)
+}
+
+/// What `group-server` is built from, in the workspace: its crates' sources and manifests, the lock
+/// file, and the configuration file `group-net` includes.
+fn server_sources() -> Vec<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    [
+        "Cargo.toml",
+        "Cargo.lock",
+        "group-core/Cargo.toml",
+        "group-core/src",
+        "group-net/Cargo.toml",
+        "group-net/src",
+        "config",
+    ]
+    .iter()
+    .map(|p| workspace.join(p))
+    .collect()
+}
+
+/// The latest modification time of a file, or of any file under a directory.
+fn newest_in(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| newest_in(&entry.path()))
+        .max()
 }
 
 /// Nodes started by this test process, to name their logs.
@@ -184,4 +232,36 @@ pub fn config_file(name: &str, json: &str) -> tempfile::TempPath {
         .unwrap();
     std::io::Write::write_all(&mut file, json.as_bytes()).unwrap();
     file.into_temp_path()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_in;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn newest_in_looks_into_subdirectories() {
+        let dir = tempfile::Builder::new()
+            .prefix("group-tests-newest-")
+            .tempdir()
+            .unwrap();
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let top = std::fs::File::create(dir.path().join("top.rs")).unwrap();
+        top.set_modified(base).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let deep = std::fs::File::create(dir.path().join("sub/deep.rs")).unwrap();
+        deep.set_modified(base + Duration::from_secs(60)).unwrap();
+
+        assert_eq!(
+            newest_in(&dir.path().join("top.rs")),
+            Some(base),
+            "a file is its own newest"
+        );
+        assert_eq!(
+            newest_in(dir.path()),
+            Some(base + Duration::from_secs(60)),
+            "the file in the subdirectory is the newest"
+        );
+        assert_eq!(newest_in(&dir.path().join("missing")), None);
+    }
 }
