@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use group_core::ConnId;
@@ -77,6 +78,8 @@ pub(crate) struct FanOut {
     /// moves to its connection's charge as the flusher takes it, and what is left goes back when
     /// the fan-out is dropped.
     pub charge: ServerCharge,
+    /// When the node handed it over: the flusher times it to its last member (`group_fanout_seconds`).
+    pub handed_at: Instant,
 }
 
 /// Where a connection's frames go from the flusher.
@@ -139,6 +142,15 @@ impl FlushProgress {
     }
 }
 
+/// A fan-out the flusher took and has not finished.
+struct Unfinished {
+    /// Its position, counted as `Flusher::fan_outs_taken`.
+    taken: u64,
+    /// Where in `dirty` its last member is, counted as `Flusher::passed`.
+    end: u64,
+    handed_at: Instant,
+}
+
 /// A connection as the flusher sees it, with what this round holds for it.
 struct Held {
     route: Route,
@@ -166,9 +178,10 @@ struct Flusher {
     per_connection: usize,
     progress: Arc<FlushProgress>,
     /// Fan-outs taken, and for those not yet finished, where in `dirty` their last member is (counted
-    /// from the flusher's start, as `passed` is): each is finished once the round has passed there.
+    /// from the flusher's start, as `passed` is) and when the node handed them over: each is finished
+    /// once the round has passed there.
     fan_outs_taken: u64,
-    unfinished: VecDeque<(u64, u64)>,
+    unfinished: VecDeque<Unfinished>,
     /// The unfinished fan-outs' frames, by the fan-outs' positions (counted as `fan_outs_taken`).
     shared: SharedFrames,
     /// Entries of `dirty` written and drained since the flusher started.
@@ -238,10 +251,15 @@ impl Flusher {
     fn finish_fan_outs(&mut self, written: usize) {
         let at = self.passed + written as u64;
         let mut finished = None;
-        while let Some(&(taken, end)) = self.unfinished.front()
-            && end <= at
+        let mut now = None;
+        while let Some(fan_out) = self.unfinished.front()
+            && fan_out.end <= at
         {
-            finished = Some(taken);
+            finished = Some(fan_out.taken);
+            // One clock read for all the fan-outs this position finishes.
+            let now = *now.get_or_insert_with(Instant::now);
+            let took = now.saturating_duration_since(fan_out.handed_at);
+            self.stats.fan_out_seconds.observe(took);
             self.unfinished.pop_front();
         }
         if let Some(taken) = finished {
@@ -260,6 +278,7 @@ impl Flusher {
             frame,
             conns,
             mut charge,
+            handed_at,
         } = fan_out;
         let bytes = frame.len();
         let at = self.shared.push(frame.clone());
@@ -292,7 +311,11 @@ impl Flusher {
         }
         self.fan_outs_taken += 1;
         let end = self.passed + self.dirty.len() as u64;
-        self.unfinished.push_back((self.fan_outs_taken, end));
+        self.unfinished.push_back(Unfinished {
+            taken: self.fan_outs_taken,
+            end,
+            handed_at,
+        });
         self.finish_fan_outs(0);
     }
 
@@ -587,6 +610,7 @@ mod tests {
             charge: server.charge(frame.len() * conns.len()),
             frame,
             conns: Arc::from(conns),
+            handed_at: Instant::now(),
         })
     }
 
@@ -621,6 +645,36 @@ mod tests {
             (0, 0, 0)
         );
         assert!(a.route.direct.idle() && b.route.direct.idle());
+    }
+
+    /// `group_fanout_seconds` times a fan-out from the node's hand-over to its last member written:
+    /// one that waited 30 ms before the flusher took it counts above 25 ms, once.
+    #[tokio::test]
+    async fn a_finished_fan_out_is_timed_from_the_hand_over() {
+        let (server, mut a, mut b) = two_on_one_server().await;
+        let (stats, progress) = counters();
+        let (node, turns) = mpsc::unbounded_channel();
+        let Flush::FanOut(mut late) = fan_out(&server, frame(8, 6), &[ConnId(1), ConnId(2)]) else {
+            unreachable!("fan_out makes a fan-out");
+        };
+        late.handed_at = Instant::now() - std::time::Duration::from_millis(30);
+        node.send(vec![
+            open(&a, ConnId(1)),
+            open(&b, ConnId(2)),
+            Flush::FanOut(late),
+        ])
+        .unwrap();
+        let flusher = start(turns, &stats, &progress);
+        let mut got = vec![0; 6];
+        within(a.peer.read_exact(&mut got)).await.unwrap();
+        within(b.peer.read_exact(&mut got)).await.unwrap();
+        drop(node);
+        within(flusher).await.unwrap();
+        let mut out = String::new();
+        stats.fan_out_seconds.render("f", "", &mut out);
+        assert!(out.contains("f_bucket{le=\"0.025\"} 0\n"), "{out}");
+        assert!(out.contains("f_bucket{le=\"0.05\"} 1\n"), "{out}");
+        assert!(out.contains("f_count 1\n"), "{out}");
     }
 
     /// A fan-out member whose writer is busy gets the frame queued behind the writer's entry and

@@ -356,6 +356,9 @@ pub struct Stats {
     pub messages_late: AtomicU64,
     /// How long remote joins took, from their start on this node to the owner's answer.
     pub(crate) remote_join_seconds: Histogram,
+    /// How long a writer thread's flusher took over a fan-out: from the node handing it over to its
+    /// last member on that thread written, or queued to the member's writer.
+    pub(crate) fan_out_seconds: Histogram,
     /// Mesh messages by peer, for the peers the mesh has links to (bounded by its peer table).
     pub(crate) mesh_peers: Mutex<BTreeMap<NodeAddr, Arc<PeerCounters>>>,
 }

@@ -344,6 +344,12 @@ fn render_histograms(source: &MetricsSource, out: &mut String) {
         "# HELP {name} Joins that asked another node: from the request to the owner's answer.\n# TYPE {name} histogram"
     );
     source.stats.remote_join_seconds.render(name, "", out);
+    let name = "group_fanout_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Broadcasts to more than 64 plain TCP members: from the node task handing one to a writer thread to the last of that thread's members written or queued to its writer.\n# TYPE {name} histogram"
+    );
+    source.stats.fan_out_seconds.render(name, "", out);
     let name = "group_hook_seconds";
     let _ = writeln!(
         out,

@@ -485,6 +485,7 @@ impl Io {
                 frame: frame.clone(),
                 conns,
                 charge,
+                handed_at: std::time::Instant::now(),
             }));
             flusher.fan_outs_sent += 1;
             // Sent now: the flusher writes the first members while the node goes on.

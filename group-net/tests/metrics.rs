@@ -176,6 +176,7 @@ async fn a_real_prometheus_scrapes_the_series() {
         "group_merge_flushes_total 1",
         "group_failovers_total 0",
         "group_remote_join_seconds_count 0",
+        "group_fanout_seconds_count 0",
         "group_hook_seconds_count{hook=\"before_join\"} 2",
         "group_hook_seconds_count{hook=\"after_create\"} 2",
         "group_hook_seconds_count{hook=\"after_join\"} 0",
