@@ -194,3 +194,47 @@ fn a_local_cluster_delivers_everything_and_times_a_failover() {
     );
     assert!(summary["rejoin_push_after_kill_ms"].is_f64(), "{summary}");
 }
+
+/// Members that only listen read their own sockets (`raw_member`) and must still send KeepAlive:
+/// against a server that discards users silent for 4 s, a 6 s run loses nobody.
+#[test]
+fn listening_members_keep_their_sessions_alive() {
+    use std::io::{BufRead, BufReader};
+    let scratch = tempfile::Builder::new()
+        .prefix("group-bench-test-")
+        .tempdir()
+        .unwrap();
+    let config = scratch.path().join("group.json");
+    std::fs::write(&config, r#"{"limits": {"connectionTtl": 4}}"#).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_group-server"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
+        .args(["--udp", "127.0.0.1:0", "--mesh", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let server = Peer {
+        child,
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let tcp = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("listening tcp ").map(str::to_string))
+        .expect("a listening tcp line");
+    let summary = run(&[
+        "--server",
+        &tcp,
+        "--clients",
+        "10",
+        "--duration",
+        "6",
+        "--rate",
+        "20",
+    ]);
+    drop(server);
+    assert_every_broadcast_delivered(&summary);
+}

@@ -14,10 +14,12 @@ mod local;
 mod peer_run;
 mod peer_wire;
 mod peers;
+mod raw_member;
 mod stats;
 mod writes;
 
 use local::{LocalServer, start_local_cluster};
+use raw_member::RawMember;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -160,6 +162,12 @@ where
         }
     }
     Ok(opened.into_iter().flatten().collect())
+}
+
+/// A connection of a group run: a client, or a member that only listens and reads its own socket.
+enum Member {
+    Client(Client),
+    Raw(RawMember),
 }
 
 /// Shared counters of a run.
@@ -641,6 +649,20 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(200)).await; // let the fresh server settle before the baseline
     let rss_before = pid.and_then(stats::rss_bytes);
 
+    // The load's shape: member k of group g is client k * groups + g; the first `senders` of each
+    // group send (the first of all creates it), and the others only listen.
+    let groups = args.groups.clamp(1, args.clients / 2);
+    let per_group = args.clients / groups;
+    let senders = args.senders.clamp(1, per_group.saturating_sub(1).max(1));
+    // Listening members read their own sockets over plain TCP (`raw_member`); a kill run watches
+    // them rejoin through the client.
+    let raw_tcp = matches!(args.transport, Transport::Tcp) && kill_after.is_none() && !args.idle;
+    let listeners_from = if raw_tcp {
+        groups * senders
+    } else {
+        usize::MAX
+    };
+
     // Connect, with progress.
     let started = Instant::now();
     let transport = args.transport;
@@ -649,7 +671,12 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         let addr = nodes.get(i % node_count).copied();
         async move {
             let addr = addr.ok_or("no node")?;
-            connect(transport, addr, format!("bench-{i}")).await
+            let uid = format!("bench-{i}");
+            Ok(if i >= listeners_from {
+                Member::Raw(RawMember::connect(addr, &uid).await?)
+            } else {
+                Member::Client(connect(transport, addr, uid).await?)
+            })
         }
     })
     .await?;
@@ -676,11 +703,13 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     }
 
     // Groups: the first client of each group creates it, the rest join.
-    let groups = args.groups.clamp(1, args.clients / 2);
     let mut ids: Vec<GroupId> = Vec::with_capacity(groups);
     // In a cluster, a group's backups are the nodes its creator sees alive: wait until it sees them all.
     let backups_wanted = node_count.saturating_sub(1).min(2);
-    for (g, client) in clients.iter_mut().take(groups).enumerate() {
+    for (g, member) in clients.iter_mut().take(groups).enumerate() {
+        let Member::Client(client) = member else {
+            return Err("a group's creator is a client".into());
+        };
         let params = CreateRequest {
             allow_empty: true,
             join: true,
@@ -707,19 +736,22 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         };
         ids.push(id);
     }
-    for (i, client) in clients.iter_mut().enumerate().skip(groups) {
+    for (i, member) in clients.iter_mut().enumerate().skip(groups) {
         let group = *ids.get(i % groups).ok_or("no group")?;
-        client
-            .join(group, b"")
-            .await
-            .map_err(|e| format!("join: {e}"))?;
+        match member {
+            Member::Client(client) => client
+                .join(group, b"")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Member::Raw(raw) => raw.join(group).await,
+        }
+        .map_err(|e| format!("join: {e}"))?;
     }
     if node_count > 1 {
         // Joins reach the other nodes' copies one mesh hop after the owner records them.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let per_group = args.clients / groups;
-    let senders = args.senders.clamp(1, per_group.saturating_sub(1).max(1));
     eprintln!(
         "{groups} group(s) of ~{per_group} members, {senders} sender(s) each; sending for {}s",
         args.duration
@@ -746,10 +778,9 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     // the next such member acknowledges progress for flat-out windows.
     let mut chosen = vec![0usize; groups];
     let mut acking = vec![false; groups];
-    for (i, client) in clients.into_iter().enumerate() {
+    for (i, member) in clients.into_iter().enumerate() {
         let g = i % groups;
         let plan = plans.get(g).ok_or("no group")?.clone();
-        let (sender, receiver) = client.into_split();
         let counted = !on_killed_node(i);
         let sender_index = chosen.get(g).copied().unwrap_or(senders);
         let is_sender = counted && sender_index < senders;
@@ -765,6 +796,14 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
             uid: format!("bench-{i}"),
             counters: counters.clone(),
             ack,
+        };
+        let (sender, receiver) = match member {
+            Member::Client(client) => client.into_split(),
+            Member::Raw(_) if is_sender => return Err("a sender is a client".into()),
+            Member::Raw(raw) => {
+                receivers.spawn(raw_member::receive(raw, start, drain_until, watch));
+                continue;
+            }
         };
         receivers.spawn(receive(receiver, start, drain_until, watch));
         if is_sender {
