@@ -2,7 +2,7 @@
 //! server's process, so a run reports how many deliveries each write carried.
 //!
 //! Why: per delivery, a fan-out server's cost is mostly the kernel's cost per write (docs/BENCHMARKS.md,
-//! "Where issue 12 stands"), so deliveries per write is the figure that explains deliveries per core-second.
+//! "The kernel's floor"), so deliveries per write is the figure that explains deliveries per core-second.
 //! Counting needs `perf` and access to the syscall tracepoints (root, or a low
 //! `kernel.perf_event_paranoid`); [`check`] says so before the run starts rather than after it. perf
 //! attaches to the threads the process has when the window opens: a thread started later is not counted.
