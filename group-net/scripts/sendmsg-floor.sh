@@ -2,7 +2,7 @@
 # The kernel's floor under a fan-out's writes: builds sendmsg-floor.c (a bare C sender, no server) and
 # runs it for --rounds alternating rounds of three shapes, one frame (72 bytes), and 16 frames (1152
 # bytes) as one slice and as 16, the size of a member's write in the 100-member flat-out comparison.
-# Each line is the sender's system and user time per send (docs/BENCHMARKS.md, "Where issue 12 stands").
+# Each line is the sender's system and user time per send (docs/benchmarks/FANOUT-LOG.md, "The floor under a write, measured bare").
 #
 # Usage: group-net/scripts/sendmsg-floor.sh [--rounds N] [--sends N]
 set -euo pipefail
