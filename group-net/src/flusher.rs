@@ -648,7 +648,8 @@ mod tests {
     }
 
     /// `group_fanout_seconds` times a fan-out from the node's hand-over to its last member written:
-    /// one that waited 30 ms before the flusher took it counts above 25 ms, once.
+    /// one that waited 30 ms before the flusher took it counts once, above 25 ms (not bounded above:
+    /// a loaded machine may take longer to write it).
     #[tokio::test]
     async fn a_finished_fan_out_is_timed_from_the_hand_over() {
         let (server, mut a, mut b) = two_on_one_server().await;
@@ -673,8 +674,10 @@ mod tests {
         let mut out = String::new();
         stats.fan_out_seconds.render("f", "", &mut out);
         assert!(out.contains("f_bucket{le=\"0.025\"} 0\n"), "{out}");
-        assert!(out.contains("f_bucket{le=\"0.05\"} 1\n"), "{out}");
         assert!(out.contains("f_count 1\n"), "{out}");
+        let sum = out.lines().find_map(|line| line.strip_prefix("f_sum "));
+        let sum: f64 = sum.and_then(|s| s.parse().ok()).unwrap_or_default();
+        assert!(sum >= 0.030, "{out}");
     }
 
     /// A fan-out member whose writer is busy gets the frame queued behind the writer's entry and

@@ -196,7 +196,7 @@ fn a_local_cluster_delivers_everything_and_times_a_failover() {
 }
 
 /// Members that only listen read their own sockets (`raw_member`) and must still send KeepAlive:
-/// against a server that discards users silent for 4 s, a 6 s run loses nobody.
+/// against a server that discards users silent for 5 s, a 6 s run (and 2 s of draining) loses nobody.
 #[test]
 fn listening_members_keep_their_sessions_alive() {
     use std::io::{BufRead, BufReader};
@@ -205,7 +205,7 @@ fn listening_members_keep_their_sessions_alive() {
         .tempdir()
         .unwrap();
     let config = scratch.path().join("group.json");
-    std::fs::write(&config, r#"{"limits": {"connectionTtl": 4}}"#).unwrap();
+    std::fs::write(&config, r#"{"limits": {"connectionTtl": 5}}"#).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_group-server"))
         .arg("--config")
         .arg(&config)

@@ -19,13 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use group_core::GroupId;
 use group_core::proto::{
-    BroadcastView, Request, ServerFrame, Status, VER_GROUP, cmd, decode_server_frame,
-    parse_error_payload,
+    Request, ServerFrame, Status, VER_GROUP, cmd, decode_server_frame, parse_error_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{Watch, record};
+use crate::{Watch, record_broadcast};
 
 /// Bytes asked of the socket at a time, at least (as `peers.rs` asks).
 const READ_CHUNK: usize = 16 * 1024;
@@ -165,29 +164,27 @@ pub async fn receive(
             () = &mut over => break,
         };
         let frame = match woken {
-            Woken::Frame(Ok(Some(frame))) => frame,
-            Woken::KeepAlive if member.stream.write_all(&keep_alive_frame).await.is_ok() => {
-                continue;
-            }
-            Woken::KeepAlive | Woken::Frame(Ok(None)) => {
+            Woken::Frame(frame) => frame,
+            Woken::KeepAlive => match member.stream.write_all(&keep_alive_frame).await {
+                Ok(()) => continue,
+                Err(e) => Err(format!("write: {e}")),
+            },
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
                 watch.counters.disconnected.fetch_add(1, Ordering::Relaxed);
                 break;
             }
-            Woken::Frame(Err(e)) => {
+            Err(e) => {
                 eprintln!("member {}: {e}", watch.uid);
                 watch.counters.disconnected.fetch_add(1, Ordering::Relaxed);
                 break;
             }
         };
-        if (frame.status, frame.ver, frame.cmd) != (Status::Push, VER_GROUP, cmd::BROADCAST) {
-            continue;
-        }
-        let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let Ok(entries) = BroadcastView::parse(&frame.payload) else {
-            continue;
-        };
-        for entry in entries.map_while(Result::ok) {
-            record(&watch, &mut samples, entry.message, now, 0);
+        if (frame.status, frame.ver, frame.cmd) == (Status::Push, VER_GROUP, cmd::BROADCAST) {
+            let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            record_broadcast(&watch, &mut samples, &frame.payload, now, 0);
         }
     }
     samples
