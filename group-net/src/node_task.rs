@@ -161,7 +161,14 @@ impl NodeTask {
         }
     }
 
-    /// The core's notion of now: nanoseconds since the task started.
+    /// Counts the core's time from `start`: the instant read beside the wall clock that became the
+    /// node's `clock_origin_ns`, so that origin plus core time is the wall clock.
+    pub fn clock_from(mut self, start: TokioInstant) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// The core's notion of now: nanoseconds since `start`.
     fn now(&self) -> Instant {
         let nanos = TokioInstant::now()
             .saturating_duration_since(self.start)

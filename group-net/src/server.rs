@@ -258,9 +258,14 @@ impl ServerBuilder {
                 })?)
             }
         };
+        // The node's wall clock is `wall_ns` plus the node task's time since `clock_start`: read
+        // together, or every session claim (and group ID time) this node makes is early by whatever
+        // ran between them. Binding the mesh sits in between; under load that took long enough for a
+        // newer session on this node to lose to an older one elsewhere.
         let wall_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
+        let clock_start = tokio::time::Instant::now();
         let wall_ns = u64::try_from(wall_ns).unwrap_or(u64::MAX);
         let (mesh_tcp, mesh_udp, mesh) = bind_mesh(&self.config).await?;
         let mesh_listen = mesh_tcp.local_addr().ok();
@@ -374,7 +379,8 @@ impl ServerBuilder {
             },
             flushers,
             spares,
-        );
+        )
+        .clock_from(clock_start);
         let tasks = TaskTracker::new();
         tasks.spawn(node_task::run(task, receiver, stop_node.clone()));
         tasks.spawn(links.accept_loop(mesh_tcp));
