@@ -163,8 +163,9 @@ run["pinned"] = sys.argv[4] == "true"
 with open(sys.argv[3], "a") as out:
     out.write(json.dumps(run) + "\n")
 per_write = run.get("deliveries_per_server_write")
-print("%.0fk/s, %.0fk per core-second, p99 %.1f ms%s" % (
+print("%.0fk/s, server at %.0f%% of a core, %.0fk per core-second, p99 %.1f ms%s" % (
     run["deliveries_per_second"] / 1e3,
+    run.get("server_cpu_percent") or 0,
     run["deliveries_per_server_core_second"] / 1e3,
     run["latency_us"]["p99"] / 1000,
     "" if per_write is None else ", %.1f deliveries per write" % per_write))
@@ -190,7 +191,7 @@ for (clients, rate), rounds in by_load.items():
     shape = "flat out" if rate == 0 else f"{rate:g} msg/s"
     pinned = ", servers on one CPU and the bench on the others" if runs[0].get("pinned") else ""
     print(f"\n{clients} members, 64 B, {shape}{pinned}")
-    head = "| round | server | deliveries/s | per core-second | p50 ms | p99 ms | delivered |"
+    head = "| round | server | deliveries/s | server CPU % | per core-second | p50 ms | p99 ms | delivered |"
     if writes:
         head += " deliveries per write |"
     print(head + "".join(f" group / {p} per core-second |" for p in peers))
@@ -209,6 +210,7 @@ for (clients, rate), rounds in by_load.items():
                 else:
                     cells += " |"
             print(f"| {number} | {name} | {r['deliveries_per_second'] / 1e3:.0f}k "
+                  f"| {r.get('server_cpu_percent') or 0:.0f} "
                   f"| {r['deliveries_per_server_core_second'] / 1e3:.0f}k "
                   f"| {r['latency_us']['p50'] / 1000:.1f} | {r['latency_us']['p99'] / 1000:.1f} "
                   f"| {r['deliveries']} of {r['expected_deliveries']} |"

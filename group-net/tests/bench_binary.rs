@@ -16,7 +16,37 @@ fn run(args: &[&str]) -> serde_json::Value {
         "progress output on stderr: {stderr}"
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_worst_per_second_is_a_real_latency(&stderr, &summary);
+    summary
+}
+
+/// Each second's progress line names the worst latency of that second: one of the run's samples, so
+/// above zero once something arrived, and never above the run's maximum.
+fn assert_worst_per_second_is_a_real_latency(stderr: &str, summary: &serde_json::Value) {
+    let worst: Vec<f64> = stderr
+        .lines()
+        .filter_map(|line| line.split("worst").nth(1))
+        .map(|rest| rest.trim().trim_end_matches("ms").trim().parse().unwrap())
+        .collect();
+    let Some(max_ms) = summary
+        .pointer("/latency_us/max")
+        .and_then(serde_json::Value::as_f64)
+        .map(|us| us / 1000.0)
+    else {
+        return; // an idle run measures no latency
+    };
+    if summary["deliveries"].as_u64().unwrap_or(0) == 0 {
+        return;
+    }
+    assert!(!worst.is_empty(), "a progress line per second: {stderr}");
+    let highest = worst.iter().copied().fold(0.0, f64::max);
+    assert!(highest > 0.0, "the worst latency is counted: {stderr}");
+    assert!(
+        highest <= max_ms + 0.005,
+        "{highest} ms above the run's {max_ms} ms"
+    );
 }
 
 /// Something was sent, every receiver got every message, and no connection dropped.

@@ -173,6 +173,9 @@ enum Member {
 /// Shared counters of a run.
 struct Counters {
     deliveries: AtomicU64,
+    /// The highest latency (us) since the last progress line: a run's tail from one stall shows
+    /// there as one bad second, a tail spread over the run as every second alike.
+    worst_us: AtomicU64,
     sent: AtomicU64,
     disconnected: AtomicU64,
     /// When the owner's node was killed (ns since the run started; 0: not killed).
@@ -187,6 +190,7 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             deliveries: AtomicU64::new(0),
+            worst_us: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             disconnected: AtomicU64::new(0),
             killed_at_ns: AtomicU64::new(0),
@@ -319,8 +323,13 @@ fn record(watch: &Watch, samples: &mut Vec<u32>, message: &[u8], now: u64, kille
         return;
     };
     let counters = &watch.counters;
-    samples.push(u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX));
+    let latency_us = now.saturating_sub(sent) / 1000;
+    samples.push(u32::try_from(latency_us).unwrap_or(u32::MAX));
     counters.deliveries.fetch_add(1, Ordering::Relaxed);
+    // Read first: the line is written only by a new worst, not by every delivery.
+    if latency_us > counters.worst_us.load(Ordering::Relaxed) {
+        counters.worst_us.fetch_max(latency_us, Ordering::Relaxed);
+    }
     if killed != 0 && sent > killed {
         counters
             .first_delivery_after_kill_ns
@@ -533,8 +542,9 @@ impl CpuWindow {
 /// Prints one progress line; returns the deliveries so far.
 fn progress_line(counters: &Counters, start: Instant, previous: u64) -> u64 {
     let now = counters.deliveries.load(Ordering::Relaxed);
+    let worst_ms = counters.worst_us.swap(0, Ordering::Relaxed) as f64 / 1000.0;
     eprintln!(
-        "{:>4.0}s  sent {:>9}  delivered {:>11}  {:>10.0} deliveries/s",
+        "{:>4.0}s  sent {:>9}  delivered {:>11}  {:>10.0} deliveries/s  worst {worst_ms:>7.2} ms",
         start.elapsed().as_secs_f64(),
         counters.sent.load(Ordering::Relaxed),
         now,
