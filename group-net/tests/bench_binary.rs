@@ -43,10 +43,13 @@ fn assert_worst_per_second_is_a_real_latency(stderr: &str, summary: &serde_json:
     assert!(!worst.is_empty(), "a progress line per second: {stderr}");
     let highest = worst.iter().copied().fold(0.0, f64::max);
     assert!(highest > 0.0, "the worst latency is counted: {stderr}");
-    assert!(
-        highest <= max_ms + 0.005,
-        "{highest} ms above the run's {max_ms} ms"
-    );
+    // A receiver cut off mid-run (a killed node's) may take its samples with it.
+    if summary["disconnected"].as_u64() == Some(0) {
+        assert!(
+            highest <= max_ms + 0.005,
+            "{highest} ms above the run's {max_ms} ms"
+        );
+    }
 }
 
 /// Something was sent, every receiver got every message, and no connection dropped.
