@@ -99,10 +99,10 @@ pub struct ServerConfig {
     /// code only exposes none. Default: all.
     pub expose_commands: ExposedCommands,
     /// `server.writerThreads`: threads of their own for TCP connections' writers; 0: the writers run
-    /// on the server's runtime like every other task. `None` (the default, `"auto"`): one thread when
-    /// the server's runtime has two workers or fewer (it costs less CPU per delivery than writers
-    /// spread over those workers, on every load measured), none otherwise (docs/DEPLOYING.md, "Threads
-    /// and cores").
+    /// on the server's runtime like every other task. `None` (the default, `"auto"`): one thread beside
+    /// a runtime of two workers (it costs less CPU per delivery than writers spread over those workers,
+    /// on every load measured); beside one worker, the worker writes its plain TCP members itself
+    /// between the node's turns; none beside more (docs/DEPLOYING.md, "Threads and cores").
     pub writer_threads: Option<usize>,
 }
 

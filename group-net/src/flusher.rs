@@ -191,13 +191,15 @@ struct Flusher {
 /// Runs a flusher until the node task drops its end. `spares`: where emptied frame vectors go back to
 /// the node task.
 /// `per_connection`: `limits.maxQueuedBytesPerConnection`; `progress`: the fan-outs finished, for the
-/// node.
+/// node. `on_server_runtime`: the flusher shares its thread with the node task and the readers, so it
+/// yields to them before each look at its channel, or no turn would reach it until the round ended.
 pub(crate) async fn run(
     mut turns: mpsc::UnboundedReceiver<Vec<Flush>>,
     spares: SpareVecs,
     stats: Arc<Stats>,
     progress: Arc<FlushProgress>,
     per_connection: usize,
+    on_server_runtime: bool,
 ) {
     let mut flusher = Flusher {
         held: ConnMap::default(),
@@ -222,6 +224,10 @@ pub(crate) async fn run(
         let mut written = 0;
         while let Some(conn) = flusher.dirty.get(written).copied() {
             if written % WRITES_PER_LOOK == 0 {
+                if on_server_runtime && written > 0 {
+                    // The node's turns since the round began join it (as a writer thread's would).
+                    tokio::task::yield_now().await;
+                }
                 while let Ok(turn) = turns.try_recv() {
                     flusher.take(turn);
                 }
@@ -587,6 +593,7 @@ mod tests {
             stats.clone(),
             progress.clone(),
             per_connection,
+            true,
         );
         tokio::spawn(run)
     }
@@ -856,6 +863,7 @@ mod tests {
             stats.clone(),
             Arc::default(),
             usize::MAX,
+            true,
         ));
         let expected: Vec<u8> = sent.iter().flat_map(|f| f.iter().copied()).collect();
         let mut got = vec![0; expected.len()];

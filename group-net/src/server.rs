@@ -32,7 +32,7 @@ use crate::mesh::seal::Seal;
 use crate::message_worker::under_deadline;
 use crate::node_task::OutboundLimits;
 use crate::node_task::{self, NodeTask};
-use crate::writer_pool::WriterPool;
+use crate::writer_pool::{WriterPool, Writers};
 
 /// Makes the custom message for discard (112 push) or rejoin (111 push): group, uid, sid.
 pub type CustomMessageFn = Box<dyn FnMut(&GroupId, &str, &Sid) -> Bytes + Send>;
@@ -303,13 +303,11 @@ impl ServerBuilder {
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
         let handle = ServerHandle::new(inputs.clone());
         let stop = CancellationToken::new();
-        let writer_threads = self
-            .config
-            .writer_threads
-            .unwrap_or_else(crate::writer_pool::auto_threads);
-        let writer_pool = match writer_threads {
-            0 => None,
-            threads => Some(
+        let writer_pool = match crate::writer_pool::Writers::from_config(self.config.writer_threads)
+        {
+            Writers::Tasks => None,
+            Writers::OnRuntime => Some(WriterPool::on_server_runtime(&stop)),
+            Writers::Threads(threads) => Some(
                 WriterPool::start(threads, &stop)
                     .await
                     .map_err(StartError::WriterThreads)?,
@@ -362,6 +360,7 @@ impl ServerBuilder {
                         stats.clone(),
                         Arc::clone(&progress),
                         shared.max_queued_bytes,
+                        pool.is_server_runtime(),
                     );
                     drop(pool.spawn_on(thread, run));
                     crate::flusher::FlusherEnd::new(flusher, progress)

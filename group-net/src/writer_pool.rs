@@ -1,4 +1,4 @@
-//! `server.writerThreads`: TCP connections' writers on threads of their own.
+//! `server.writerThreads`: where TCP connections' writes run.
 //!
 //! Why: on the server's multi-thread runtime a member's writer runs as soon as the node task hands it a
 //! turn's frames, on whichever worker is free, so workers park and wake all the time and each write
@@ -8,8 +8,19 @@
 //! per writer. On the 2-core benchmark VM one writer thread gave up to 40% more deliveries per server
 //! core-second flat out, and was level or a little better at fixed rates, with the same or a lower p99
 //! (docs/BENCHMARKS.md).
-//! So `"auto"` (the default) starts one beside a runtime of two workers or fewer; with more it starts
-//! none until measured there, since one thread also bounds the writes to one core.
+//!
+//! Beside a runtime of one worker, a thread of its own costs a hand-over between threads (a wake-up)
+//! for every turn. There the pool's one "thread" is the server's own runtime, and the
+//! flusher writes between the node's turns on the same thread, the way redis does everything: no
+//! hand-over between threads and no sleep between reading a broadcast and writing it. On the 2-core VM,
+//! against one worker with a writer thread, that cost 16-39% less CPU per delivery to a group of 100
+//! members (flat out and at steady rates, p99 the same or lower), was level with 100 groups of 10 all
+//! sending, and cost 15-20% more with 1,000 members at 1,000 msg/s, with a lower p50
+//! (docs/DEPLOYING.md, "Threads and cores").
+//!
+//! So `"auto"` (the default) writes on the runtime itself when it has one worker (or is a
+//! current-thread runtime), starts one writer thread beside two workers, and none beside more until
+//! measured there, since one thread also bounds the writes to one core.
 //!
 //! The threads are the server runtime's blocking threads, so whatever the embedder set up for that
 //! runtime's threads (the C ABI blocks SIGPIPE on them) applies. Each runs a current-thread runtime until
@@ -27,15 +38,41 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 /// How long the server's start waits for a writer thread to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `server.writerThreads: "auto"`: one writer thread when the server runs on a multi-thread runtime of
-/// at most two workers, where it measured better on every load; none on a single-threaded runtime
-/// (its writers already run between the node's turns) or on more workers (not measured yet).
-pub(crate) fn auto_threads() -> usize {
-    let Ok(runtime) = Handle::try_current() else {
-        return 0;
-    };
-    let multi_thread = runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
-    usize::from(multi_thread && runtime.metrics().num_workers() <= 2)
+/// Where the writes of `server.writerThreads` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writers {
+    /// Each connection's writer task, on the server's runtime, gets its frames from the node.
+    Tasks,
+    /// One flusher on the server's runtime writes every plain TCP connection between the node's turns.
+    OnRuntime,
+    /// This many threads of their own, each with a flusher.
+    Threads(usize),
+}
+
+impl Writers {
+    /// `server.writerThreads`: a number of threads (0: the connections' writer tasks), or `None` for
+    /// `"auto"`: on the runtime itself when it has one worker or is single-threaded; one thread beside
+    /// a runtime of two workers, where that measured better on every load; none beside more (not
+    /// measured yet).
+    pub fn from_config(threads: Option<usize>) -> Writers {
+        match threads {
+            Some(0) => Writers::Tasks,
+            Some(threads) => Writers::Threads(threads),
+            None => {
+                let Ok(runtime) = Handle::try_current() else {
+                    return Writers::Tasks;
+                };
+                let multi_thread =
+                    runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+                match runtime.metrics().num_workers() {
+                    _ if !multi_thread => Writers::OnRuntime,
+                    1 => Writers::OnRuntime,
+                    2 => Writers::Threads(1),
+                    _ => Writers::Tasks,
+                }
+            }
+        }
+    }
 }
 
 /// The writer threads' runtimes. The threads stop when the server stops or when the pool is dropped,
@@ -43,10 +80,21 @@ pub(crate) fn auto_threads() -> usize {
 /// host dropping its runtime waits for every blocking thread).
 pub(crate) struct WriterPool {
     threads: Vec<Handle>,
+    /// The one "thread" is the server's own runtime ([`Writers::OnRuntime`]).
+    on_runtime: bool,
     _stop: DropGuard,
 }
 
 impl WriterPool {
+    /// A pool whose one thread is the current runtime: its flusher writes between the node's turns.
+    pub fn on_server_runtime(stop: &CancellationToken) -> WriterPool {
+        WriterPool {
+            threads: vec![Handle::current()],
+            on_runtime: true,
+            _stop: stop.child_token().drop_guard(),
+        }
+    }
+
     /// Starts `threads` writer threads (at least one) on the current runtime's blocking pool, and returns
     /// once each has its runtime. The writers still running when they stop are dropped (their
     /// connections are ending).
@@ -85,8 +133,15 @@ impl WriterPool {
         }
         Ok(WriterPool {
             threads: handles,
+            on_runtime: false,
             _stop: stop.drop_guard(),
         })
+    }
+
+    /// True when the pool's one thread is the server's own runtime, whose other tasks (the node's
+    /// turns among them) run only when its flusher lets them.
+    pub fn is_server_runtime(&self) -> bool {
+        self.on_runtime
     }
 
     /// How many threads the pool has.

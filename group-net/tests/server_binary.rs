@@ -245,8 +245,8 @@ fn workers_sets_the_runtime_threads() {
     assert!(stderr.contains("--workers"), "{stderr}");
 }
 
-/// `server.writerThreads` starts that many writer threads; `"auto"` one beside two workers or fewer,
-/// none beside more.
+/// `server.writerThreads` starts that many writer threads; `"auto"` one beside two workers, none beside
+/// more, and none beside one (the one worker writes itself).
 #[test]
 fn writer_threads_start_beside_the_workers() {
     let none = threads_with(Some("2"), "0");
@@ -254,6 +254,8 @@ fn writer_threads_start_beside_the_workers() {
     assert_eq!(threads_with(Some("2"), "\"auto\"") - none, 1);
     let three = threads_with(Some("3"), "0");
     assert_eq!(threads_with(Some("3"), "\"auto\""), three);
+    let one = threads_with(Some("1"), "0");
+    assert_eq!(threads_with(Some("1"), "\"auto\""), one);
 }
 
 /// `--group-config` reads a Diarkis Group configuration file as it is: its static groups exist.

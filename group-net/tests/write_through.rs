@@ -99,6 +99,13 @@ async fn with_writer_threads_every_broadcast_arrives_whole_and_in_order() {
     fill_and_drain(Some(1)).await;
 }
 
+/// The same on a runtime of one worker, where `"auto"` has the flusher write on the runtime itself,
+/// between the node's turns: what it could not write still goes to the writer, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn with_the_writes_on_a_one_worker_runtime_every_broadcast_arrives_whole_and_in_order() {
+    fill_and_drain(None).await;
+}
+
 /// Three rounds: the slow member reads nothing while 1500 broadcasts go out, then reads them all.
 async fn fill_and_drain(writer_threads: Option<usize>) {
     const ROUNDS: u32 = 3;
@@ -231,6 +238,17 @@ async fn quiet_broadcasts(writer_threads: usize) {
 /// the flusher's and the writer's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_groups_fan_outs_and_a_small_groups_writes_through_keep_their_order() {
+    fan_outs_and_writes_through(Some(1)).await;
+}
+
+/// The same with the flusher on a one-worker runtime (`"auto"`), where it shares the thread with the
+/// node task and lets the node's turns join its rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn on_a_one_worker_runtime_fan_outs_and_writes_through_keep_their_order() {
+    fan_outs_and_writes_through(None).await;
+}
+
+async fn fan_outs_and_writes_through(writer_threads: Option<usize>) {
     const ROUNDS: u32 = 3;
     const PER_ROUND: u32 = 600;
     const SIZE: usize = 1001;
@@ -241,7 +259,7 @@ async fn a_big_groups_fan_outs_and_a_small_groups_writes_through_keep_their_orde
     cfg.limits.max_inbound_bytes_per_second = 1 << 30;
     cfg.limits.max_queued_bytes_per_connection = 32 << 20;
     cfg.outbound_queue = 4096;
-    cfg.writer_threads = Some(1);
+    cfg.writer_threads = writer_threads;
     let server = start(ServerBuilder::new(cfg)).await;
     let mut sender = user(&server, Transport::Tcp, "sender").await;
     let big = bounded("create", sender.create(kept_group()))
