@@ -6,12 +6,13 @@
 #
 # Usage: group-net/scripts/compare-fanout.sh [--rounds N] [--duration S] [--loads "CLIENTS:RATE ..."]
 #                                            [--profile release|dev] [--out FILE] [--pin]
-#                                            [--count-writes]
+#                                            [--count-writes] [--workers N]
 # A load is members:rate, rate 0 meaning flat out (group-bench's window of 32). --pin runs the servers
 # on the first CPU and group-bench on the others (taskset), as in production, where the clients are not on
 # the server's machine; without it they share every CPU. --count-writes counts each server's write
 # syscalls over each run with perf (group-bench --count-writes; needs perf and root) and adds
-# deliveries per write to the tables. Machines are noisy: compare within a round, never across runs.
+# deliveries per write to the tables. --workers N starts group-server with N runtime workers (default:
+# its own, one per CPU it may use). Machines are noisy: compare within a round, never across runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,6 +23,7 @@ profile=release
 out=target/compare-fanout.jsonl
 pin=false
 count_writes=()
+workers=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift 2 ;;
         --pin) pin=true; shift ;;
         --count-writes) count_writes=(--count-writes); shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --workers) workers=(--workers "$2"); shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare-fanout: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -111,7 +114,8 @@ cat >"$work/group.json" <<EOF
             "connectionTtl": 600}}
 EOF
 group_port=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["server"]["tcp"].split(":")[1])' "$work/group.json")
-RUST_LOG=error "${server_cpus[@]}" "$bin/group-server" --config "$work/group.json" >"$work/group.log" 2>&1 &
+echo "group-server workers: ${workers[1]:-one per CPU it may use}"
+RUST_LOG=error "${server_cpus[@]}" "$bin/group-server" --config "$work/group.json" "${workers[@]}" >"$work/group.log" 2>&1 &
 pids+=($!)
 targets=("group 127.0.0.1:$group_port $!")
 wait_for_port "$group_port" group-server
