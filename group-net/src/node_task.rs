@@ -35,6 +35,9 @@ use crate::throttle::Throttle;
 pub(crate) struct NodeTask {
     node: Node,
     start: TokioInstant,
+    /// The node shares one thread with the connections' readers (a runtime of one worker): it lets
+    /// them run before each turn, so that a turn takes every input they had ready.
+    shares_a_thread: bool,
     io: Io,
 }
 
@@ -139,6 +142,7 @@ impl NodeTask {
         NodeTask {
             node,
             start: TokioInstant::now(),
+            shares_a_thread: false,
             io: Io {
                 writers: HashMap::default(),
                 pending: HashMap::default(),
@@ -165,6 +169,18 @@ impl NodeTask {
     /// node's `clock_origin_ns`, so that origin plus core time is the wall clock.
     pub fn clock_from(mut self, start: TokioInstant) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Set when the server's runtime runs every task on one thread (`writer_pool::single_threaded`).
+    ///
+    /// Why: woken by a reader's input, the node task runs next on that thread (tokio's LIFO slot),
+    /// before the other readers whose sockets were ready at the same time. Each turn then took one
+    /// input, small enough to be written through, so every delivery was a write of its own: with 1,000
+    /// members in 100 groups all sending at 20 msg/s, one worker spent 2.5x the CPU of one that yields
+    /// once before its turn and takes the readers' inputs together (docs/benchmarks/FANOUT-LOG.md).
+    pub fn sharing_a_thread(mut self, shares: bool) -> Self {
+        self.shares_a_thread = shares;
         self
     }
 
@@ -781,6 +797,10 @@ pub(crate) async fn run(
             },
             () = &mut sleep, if armed.is_some() => None,
         };
+        if task.shares_a_thread && woke.is_some() {
+            // The readers ready beside the one that woke the node hand their inputs over first.
+            tokio::task::yield_now().await;
+        }
         // Busy from here to the end of the hand-over: the node task's share of one core.
         let began = std::time::Instant::now();
         let mut taken = 1;

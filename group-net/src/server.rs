@@ -379,7 +379,8 @@ impl ServerBuilder {
             flushers,
             spares,
         )
-        .clock_from(clock_start);
+        .clock_from(clock_start)
+        .sharing_a_thread(crate::writer_pool::single_threaded());
         let tasks = TaskTracker::new();
         tasks.spawn(node_task::run(task, receiver, stop_node.clone()));
         tasks.spawn(links.accept_loop(mesh_tcp));

@@ -58,21 +58,23 @@ impl Writers {
         match threads {
             Some(0) => Writers::Tasks,
             Some(threads) => Writers::Threads(threads),
-            None => {
-                let Ok(runtime) = Handle::try_current() else {
-                    return Writers::Tasks;
-                };
-                let multi_thread =
-                    runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
-                match runtime.metrics().num_workers() {
-                    _ if !multi_thread => Writers::OnRuntime,
-                    1 => Writers::OnRuntime,
-                    2 => Writers::Threads(1),
-                    _ => Writers::Tasks,
-                }
-            }
+            None if single_threaded() => Writers::OnRuntime,
+            None => match Handle::try_current().map(|runtime| runtime.metrics().num_workers()) {
+                Ok(2) => Writers::Threads(1),
+                _ => Writers::Tasks,
+            },
         }
     }
+}
+
+/// True when the current runtime runs its tasks on one thread: a current-thread runtime, or a
+/// multi-thread runtime of one worker. The node task and the flusher then take turns with the
+/// readers on that thread instead of waking other threads.
+pub(crate) fn single_threaded() -> bool {
+    Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread
+            || runtime.metrics().num_workers() == 1
+    })
 }
 
 /// The writer threads' runtimes. The threads stop when the server stops or when the pool is dropped,
