@@ -177,7 +177,7 @@ impl NodeTask {
     /// Why: woken by a reader's input, the node task runs next on that thread (tokio's LIFO slot),
     /// before the other readers whose sockets were ready at the same time. Each turn then took one
     /// input, small enough to be written through, so every delivery was a write of its own: with 1,000
-    /// members in 100 groups all sending at 20 msg/s, one worker spent 2.5x the CPU of one that yields
+    /// members in 100 groups all sending at 20 msg/s, one worker spent 2.2-2.8x the CPU of one that yields
     /// once before its turn and takes the readers' inputs together (docs/benchmarks/FANOUT-LOG.md).
     pub fn sharing_a_thread(mut self, shares: bool) -> Self {
         self.shares_a_thread = shares;

@@ -303,8 +303,7 @@ impl ServerBuilder {
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
         let handle = ServerHandle::new(inputs.clone());
         let stop = CancellationToken::new();
-        let writer_pool = match crate::writer_pool::Writers::from_config(self.config.writer_threads)
-        {
+        let writer_pool = match Writers::from_config(self.config.writer_threads) {
             Writers::Tasks => None,
             Writers::OnRuntime => Some(WriterPool::on_server_runtime(&stop)),
             Writers::Threads(threads) => Some(
