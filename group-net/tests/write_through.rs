@@ -315,3 +315,96 @@ async fn fan_outs_and_writes_through(writer_threads: Option<usize>) {
         reader.abort();
     }
 }
+
+/// On a runtime of one worker, inputs that reach the server together are handled in one node turn:
+/// woken by the first reader's input, the node task lets the other ready readers hand theirs over
+/// first. A turn of one input each would write every broadcast through on its own (one write per
+/// delivery); a turn of several hands them to the flusher, which writes each member once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn on_a_one_worker_runtime_inputs_ready_together_are_one_turn() {
+    const SENDERS: usize = 8;
+    let server = start(ServerBuilder::new(config())).await;
+    let mut owner = user(&server, Transport::Tcp, "owner").await;
+    let group = bounded("create", owner.create(kept_group())).await.unwrap();
+    let mut senders = Vec::new();
+    for n in 0..SENDERS {
+        let mut sender = raw_slow_member(&server, &format!("sender-{n}"), group).await;
+        let mut buf = BytesMut::new();
+        bounded(
+            "the join's answer",
+            read_until(&mut sender, &mut buf, |frame| {
+                (frame.ver, frame.cmd) == (VER_GROUP, cmd::JOIN) && frame.status != Status::Push
+            }),
+        )
+        .await;
+        let sender = sender.into_std().unwrap();
+        sender.set_nonblocking(false).unwrap();
+        senders.push(sender);
+    }
+
+    // Hold the worker while every sender's broadcast reaches the server's sockets.
+    let (held, worker_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    drop(tokio::spawn(async move {
+        held.send(()).unwrap();
+        let _ = released.recv_timeout(std::time::Duration::from_secs(10));
+    }));
+    worker_held
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let before = server.frames_written_through();
+    for (n, sender) in senders.iter_mut().enumerate() {
+        let mut frame = BytesMut::new();
+        group_core::proto::Request::Broadcast {
+            group,
+            reliable: true,
+            message: message(u32::try_from(n).unwrap(), 32),
+        }
+        .encode(&mut frame);
+        std::io::Write::write_all(sender, &frame).unwrap();
+    }
+    // The kernel may hand loopback data over a little after the write: release the worker only once
+    // every broadcast waits in its server-side socket, so that they are all ready together.
+    let server_port = server.tcp_addr().unwrap().port();
+    for sender in &senders {
+        let sender_port = sender.local_addr().unwrap().port();
+        let waited = std::time::Instant::now();
+        while !waiting_at_server(server_port, sender_port) {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(10),
+                "a broadcast never reached the server's socket"
+            );
+            std::thread::yield_now();
+        }
+    }
+    release.send(()).unwrap();
+    for _ in 0..SENDERS {
+        while !matches!(next_push(&mut owner).await, Push::Broadcast { .. }) {}
+    }
+    // A broadcast handled in a turn of its own is written through to its SENDERS other members. One
+    // turn per input wrote all of them through (64 frames, every run); the gathered turns write none,
+    // or, when the kernel woke the server for the first socket alone, one broadcast's.
+    let alone = (server.frames_written_through() - before) / SENDERS as u64;
+    assert!(
+        alone <= SENDERS as u64 / 2,
+        "{alone} of {SENDERS} broadcasts were handled in a turn of their own"
+    );
+}
+
+/// True when the server's end of the loopback connection from `client_port` has bytes not yet read
+/// (its `rx_queue` in /proc/net/tcp).
+fn waiting_at_server(server_port: u16, client_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{server_port:04X}");
+    let remote = format!("0100007F:{client_port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 4
+            && fields[1] == local
+            && fields[2] == remote
+            && fields[4]
+                .split(':')
+                .nth(1)
+                .is_some_and(|rx| rx != "00000000")
+    })
+}
