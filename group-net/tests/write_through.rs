@@ -398,13 +398,11 @@ fn waiting_at_server(server_port: u16, client_port: u16) -> bool {
     let local = format!("0100007F:{server_port:04X}");
     let remote = format!("0100007F:{client_port:04X}");
     table.lines().skip(1).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.len() > 4
-            && fields[1] == local
-            && fields[2] == remote
-            && fields[4]
-                .split(':')
-                .nth(1)
-                .is_some_and(|rx| rx != "00000000")
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(at), Some(from), Some(queues)) = (fields.next(), fields.next(), fields.nth(1))
+        else {
+            return false;
+        };
+        at == local && from == remote && queues.split(':').nth(1).is_some_and(|rx| rx != "00000000")
     })
 }
