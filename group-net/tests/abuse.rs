@@ -178,8 +178,8 @@ async fn a_slow_consumer_in_a_big_group_is_cut_by_its_byte_bound_while_others_re
     let mut cfg = config();
     cfg.writer_threads = Some(1);
     cfg.outbound_queue = 4096;
-    // 64 broadcasts of 16 KiB: a reader's task starved for a while on a busy machine (its socket
-    // takes 4 KiB) must not fall that far behind. At 16 broadcasts one did, and was cut, in CI.
+    // 64 broadcasts of 16 KiB: a reader's task starved for a while on a busy machine must not fall
+    // that far behind. At 16 broadcasts, with the readers on 4 KiB sockets, one did and was cut in CI.
     cfg.limits.max_queued_bytes_per_connection = 1024 * 1024;
     slow_consumer_is_cut(cfg, 68).await;
 }

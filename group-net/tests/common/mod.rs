@@ -85,10 +85,23 @@ pub async fn raw_slow_member(
     uid: &str,
     group: group_core::GroupId,
 ) -> tokio::net::TcpStream {
+    raw_member(server, uid, group, Some(4096)).await
+}
+
+/// A member on a raw TCP socket, joined to `group` as `uid`, with the kernel's receive buffer unless
+/// `recv_buffer` asks for one. Its Join's answer is not read here.
+async fn raw_member(
+    server: &Server,
+    uid: &str,
+    group: group_core::GroupId,
+    recv_buffer: Option<u32>,
+) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(server.tcp_addr().unwrap()).await.unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let mut member = socket.connect(server.tcp_addr().unwrap()).await.unwrap();
     let mut frames = bytes::BytesMut::new();
     group_core::proto::Request::Hello {
         uid: uid.into(),
@@ -100,12 +113,13 @@ pub async fn raw_slow_member(
         message: bytes::Bytes::new(),
     }
     .encode(&mut frames);
-    slow.write_all(&frames).await.unwrap();
-    slow
+    member.write_all(&frames).await.unwrap();
+    member
 }
 
 /// `count` raw TCP members of `group` (uids `{prefix}-0`, `{prefix}-1`, ...) that read and drop
-/// everything as it comes: the tasks reading them, to abort when done.
+/// everything as it comes, on sockets of the kernel's usual size (a reader's task starved for a moment
+/// on a busy machine must not look like a slow consumer): the tasks reading them, to abort when done.
 pub async fn draining_members(
     server: &Server,
     prefix: &str,
@@ -115,7 +129,7 @@ pub async fn draining_members(
     use tokio::io::AsyncReadExt;
     let mut reading = Vec::new();
     for n in 0..count {
-        let mut member = raw_slow_member(server, &format!("{prefix}-{n}"), group).await;
+        let mut member = raw_member(server, &format!("{prefix}-{n}"), group, None).await;
         reading.push(tokio::spawn(async move {
             let mut sink = Vec::new();
             let _ = member.read_to_end(&mut sink).await;
