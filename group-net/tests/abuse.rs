@@ -184,6 +184,18 @@ async fn a_slow_consumer_in_a_big_group_is_cut_by_its_byte_bound_while_others_re
     slow_consumer_is_cut(cfg, 68).await;
 }
 
+/// The same on a runtime of one worker, where `"auto"` has the flusher write on that worker between
+/// the node's turns (an engine host's set-up): the flusher there cuts the slow member by its byte
+/// bound, and the readers, sharing the thread with the server, still receive everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn on_one_worker_a_slow_consumer_in_a_big_group_is_cut_while_others_receive_everything() {
+    let mut cfg = config();
+    cfg.writer_threads = None;
+    cfg.outbound_queue = 4096;
+    cfg.limits.max_queued_bytes_per_connection = 1024 * 1024;
+    slow_consumer_is_cut(cfg, 68).await;
+}
+
 /// A sender, a WebSocket receiver that keeps up, `readers` TCP members that read everything, and a
 /// TCP member that reads nothing until it is cut.
 async fn slow_consumer_is_cut(cfg: ServerConfig, readers: usize) {
