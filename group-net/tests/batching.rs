@@ -1,6 +1,7 @@
 //! The node task hands each connection one turn's frames at once (a turn takes every ready input), and
 //! a turn's broadcasts to the same members as one frame to a plain TCP member. What must not change:
-//! every member gets every broadcast, in each sender's order, over every transport.
+//! every member gets every broadcast, in each sender's order, over every transport. A WebSocket member
+//! gets a turn's broadcasts in one socket write.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,10 +9,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use common::{Transport, bounded, config, kept_group, next_push, start, user};
+use group_core::proto::Request;
 use group_net::ServerBuilder;
 use group_net::client::Push;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_broadcasts_from_several_senders_arrive_whole_and_in_order() {
@@ -144,4 +148,87 @@ async fn a_turns_broadcasts_reach_a_tcp_member_as_one_frame_in_order() {
         joined,
         "no turn joined two broadcasts into one frame in 20 bursts of {SENT}"
     );
+}
+
+/// A WebSocket member gets a node turn's broadcasts as one binary message each, but in one socket
+/// write, not one write per message (tungstenite's eager writes made one `sendto` per delivery and cost
+/// 4x the CPU per delivery flat out). Counted from the kernel: the server side's data segments on the
+/// WebSocket connection (`ss`), which with TCP_NODELAY are one per write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_turns_broadcasts_reach_a_websocket_member_in_one_write() {
+    const SENT: u32 = 64;
+    let mut cfg = config();
+    cfg.limits.max_requests_per_second = 1_000_000;
+    cfg.limits.max_inbound_bytes_per_second = 1 << 30;
+    let server = start(ServerBuilder::new(cfg)).await;
+    let ws_port = server.ws_addr().unwrap().port();
+    let mut member = user(&server, Transport::Ws, "ws").await;
+    let group = bounded("create", member.create(kept_group()))
+        .await
+        .unwrap();
+    // The sender writes its Hello, its Join and every broadcast at once: on one worker the reader hands
+    // them all to the node before the node's turn, so the member's writer gets them in one batch.
+    let mut sender = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    let mut frames = BytesMut::new();
+    Request::Hello {
+        uid: "sender".into(),
+        token: Bytes::new(),
+    }
+    .encode(&mut frames);
+    Request::Join {
+        group,
+        message: Bytes::from_static(b"hi"),
+    }
+    .encode(&mut frames);
+    sender.write_all(&frames).await.unwrap();
+    // A join with a message is announced: once the member has it, the sender is in the group.
+    while !matches!(next_push(&mut member).await, Push::Joined { uid, .. } if uid == "sender") {}
+    let before = data_segments_sent(ws_port);
+
+    let mut burst = BytesMut::new();
+    for n in 0..SENT {
+        Request::Broadcast {
+            group,
+            reliable: true,
+            message: Bytes::from(n.to_be_bytes().to_vec()),
+        }
+        .encode(&mut burst);
+    }
+    sender.write_all(&burst).await.unwrap();
+    let mut expected = 0;
+    while expected < SENT {
+        let Push::Broadcast { entries, .. } = next_push(&mut member).await else {
+            continue;
+        };
+        for entry in entries {
+            let n = u32::from_be_bytes(entry.message.get(..4).unwrap().try_into().unwrap());
+            assert_eq!(n, expected, "out of order");
+            expected += 1;
+        }
+    }
+    let writes = data_segments_sent(ws_port) - before;
+    assert!(
+        writes <= 4,
+        "{SENT} broadcasts took {writes} writes to the WebSocket member"
+    );
+}
+
+/// Data segments the server sent on its one WebSocket connection so far, as `ss` reads them from the
+/// kernel (`data_segs_out`).
+fn data_segments_sent(ws_port: u16) -> u64 {
+    let output = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established"])
+        .arg(format!("( sport = :{ws_port} )"))
+        .output()
+        .expect("ss (iproute2) reads the kernel's TCP counters for this test");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let counts: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|field| field.strip_prefix("data_segs_out:"))
+        .map(|count| count.parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 1, "one WebSocket connection: {text}");
+    counts.into_iter().next().unwrap()
 }
