@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +32,10 @@ struct Raw {
     kcp: Kcp,
     cookie: u32,
     start: tokio::time::Instant,
+    /// Frames of a reliable data message not yet returned by `next` (a message holds one or more).
+    frames: VecDeque<ServerFrame>,
+    /// Reliable data messages received.
+    data_messages: usize,
 }
 
 /// What arrived, and on which channel.
@@ -51,6 +56,8 @@ impl Raw {
             kcp: Kcp::new(CONV, KcpConfig::default()),
             cookie: 0,
             start: tokio::time::Instant::now(),
+            frames: VecDeque::new(),
+            data_messages: 0,
         };
         raw.kcp.send(&[KIND_HELLO]).unwrap();
         raw.flush().await;
@@ -88,12 +95,19 @@ impl Raw {
     async fn next(&mut self) -> Got {
         let mut buf = vec![0u8; 65_536];
         loop {
+            if let Some(frame) = self.frames.pop_front() {
+                return Got::Reliable(frame);
+            }
             if let Some(message) = self.kcp.recv() {
-                return match message.split_first() {
-                    Some((&KIND_HELLO, _)) => Got::Hello,
-                    Some((&KIND_DATA, frame)) => Got::Reliable(decode(frame)),
+                match message.split_first() {
+                    Some((&KIND_HELLO, _)) => return Got::Hello,
+                    Some((&KIND_DATA, frames)) => {
+                        self.data_messages += 1;
+                        self.frames = decode_all(frames);
+                        continue;
+                    }
                     other => panic!("unexpected reliable message {other:?}"),
-                };
+                }
             }
             let received =
                 tokio::time::timeout(Duration::from_millis(10), self.socket.recv(&mut buf)).await;
@@ -125,6 +139,17 @@ fn decode(bytes: &[u8]) -> ServerFrame {
     let frame = decode_server_frame(&mut buf, u32::MAX).unwrap().unwrap();
     assert!(buf.is_empty(), "whole frames only");
     frame
+}
+
+/// A reliable data message's frames: one or more, whole.
+fn decode_all(bytes: &[u8]) -> VecDeque<ServerFrame> {
+    let mut buf = BytesMut::from(bytes);
+    let mut frames = VecDeque::new();
+    while let Some(frame) = decode_server_frame(&mut buf, u32::MAX).unwrap() {
+        frames.push_back(frame);
+    }
+    assert!(!frames.is_empty() && buf.is_empty(), "whole frames only");
+    frames
 }
 
 #[tokio::test]
@@ -231,4 +256,85 @@ async fn stray_datagrams_open_no_session() {
     .unwrap();
     bounded("hello", client.hello("fine", "")).await.unwrap();
     assert_eq!(server.accepted_connections(), 1);
+}
+
+/// A UDP member gets a node turn's reliable broadcasts gathered into KCP messages of up to a segment
+/// each, not one message (and one segment, header and ACK) per broadcast; each arrives whole and in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_turns_reliable_broadcasts_share_kcp_messages() {
+    use tokio::io::AsyncWriteExt;
+    const SENT: u32 = 64;
+    let mut cfg = config();
+    cfg.limits.max_requests_per_second = 1_000_000;
+    cfg.limits.max_inbound_bytes_per_second = 1 << 30;
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut owner = user(&server, Transport::Tcp, "owner").await;
+    let group = bounded("create", owner.create(common::kept_group()))
+        .await
+        .unwrap();
+    let mut raw = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
+    raw.request(Request::Hello {
+        uid: "raw".into(),
+        token: Bytes::new(),
+    })
+    .await;
+    let Got::Reliable(hello) = bounded("hello", raw.next()).await else {
+        panic!()
+    };
+    assert_eq!(hello.status, Status::Ok);
+    raw.request(Request::Join {
+        group,
+        message: Bytes::new(),
+    })
+    .await;
+    let Got::Reliable(joined) = bounded("join", raw.next()).await else {
+        panic!()
+    };
+    assert_eq!(joined.status, Status::Ok);
+
+    // The sender writes its Hello, its Join and, once it is in, every broadcast at once: on one worker
+    // the reader hands them all to the node before its turn.
+    let mut sender = tokio::net::TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    let mut frames = BytesMut::new();
+    Request::Hello {
+        uid: "sender".into(),
+        token: Bytes::new(),
+    }
+    .encode(&mut frames);
+    Request::Join {
+        group,
+        message: Bytes::from_static(b"hi"),
+    }
+    .encode(&mut frames);
+    sender.write_all(&frames).await.unwrap();
+    let Got::Reliable(announced) = bounded("the sender's join", raw.next()).await else {
+        panic!()
+    };
+    assert_eq!(announced.status, Status::Push);
+    let before = raw.data_messages;
+    let mut burst = BytesMut::new();
+    for n in 0..SENT {
+        Request::Broadcast {
+            group,
+            reliable: true,
+            message: Bytes::from(n.to_be_bytes().to_vec()),
+        }
+        .encode(&mut burst);
+    }
+    sender.write_all(&burst).await.unwrap();
+    for n in 0..SENT {
+        let Got::Reliable(push) = bounded("broadcast", raw.next()).await else {
+            panic!()
+        };
+        assert_eq!(push.cmd, 113);
+        assert!(push.payload.ends_with(&n.to_be_bytes()), "out of order");
+    }
+    let messages = raw.data_messages - before;
+    assert!(
+        messages <= 8,
+        "{SENT} broadcasts came in {messages} KCP messages"
+    );
 }

@@ -130,6 +130,11 @@ impl Kcp {
         self.conv
     }
 
+    /// The bytes one segment carries: a message no longer than this goes out whole in one segment.
+    pub fn mss(&self) -> usize {
+        self.mss
+    }
+
     /// True once a segment was sent `dead_link` times without an ACK: the peer is gone.
     pub fn is_dead(&self) -> bool {
         self.dead

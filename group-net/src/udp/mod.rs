@@ -20,7 +20,7 @@ use group_core::kcp::envelope::{
     KIND_HELLO, KIND_PING, KIND_UNRELIABLE_DATA, wrap,
 };
 use group_core::kcp::handshake::{STATELESS_HELLO_LEN, is_opening, stateless_hello};
-use group_core::kcp::{Kcp, KcpConfig};
+use group_core::kcp::{Kcp, KcpConfig, KcpError};
 use group_core::proto::{ClientFrame, FrameError, code, decode_client_frame};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -216,6 +216,7 @@ async fn engine(
     let mtu = config.mtu;
     // The handshake already happened, without state, in the accept loop.
     let mut kcp = Kcp::after_stateless_hello(CONV, config);
+    let mut data = DataMessages::new(kcp.mss());
     let mut closing = false;
     let mut linger_until = None;
     loop {
@@ -275,14 +276,12 @@ async fn engine(
                             body.push(KIND_UNRELIABLE_DATA);
                             body.extend_from_slice(frame);
                             send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
-                        } else {
-                            let mut message = BytesMut::with_capacity(1 + frame.len());
-                            message.extend_from_slice(&[KIND_DATA]);
-                            message.extend_from_slice(frame);
-                            if kcp.send(&message).is_err() {
-                                return; // the client is not keeping up: drop the session
-                            }
+                        } else if data.push(&mut kcp, frame).is_err() {
+                            return; // the client is not keeping up: drop the session
                         }
+                    }
+                    if data.finish(&mut kcp).is_err() {
+                        return;
                     }
                     kcp.flush();
                 }
@@ -312,6 +311,50 @@ async fn engine(
             kill.cancel();
             return;
         }
+    }
+}
+
+/// Gathers a batch's reliable frames into KCP data messages of at most one segment each (a data message
+/// may hold several whole frames): a small broadcast to a busy member then costs a share of a segment,
+/// of its header and of its ACK, not one of each. A frame longer than a segment goes in a message of its
+/// own, which KCP fragments.
+struct DataMessages {
+    /// The message being gathered: the kind, then whole frames; kept between batches.
+    message: BytesMut,
+    mss: usize,
+}
+
+impl DataMessages {
+    fn new(mss: usize) -> Self {
+        DataMessages {
+            message: BytesMut::new(),
+            mss,
+        }
+    }
+
+    /// Adds `frame`, first handing KCP the message gathered so far if `frame` would not fit in its
+    /// segment.
+    fn push(&mut self, kcp: &mut Kcp, frame: &[u8]) -> Result<(), KcpError> {
+        if self.message.len() > 1 && self.message.len() + frame.len() > self.mss {
+            self.finish(kcp)?;
+        }
+        if self.message.is_empty() {
+            self.message.extend_from_slice(&[KIND_DATA]);
+        }
+        self.message.extend_from_slice(frame);
+        Ok(())
+    }
+
+    /// Hands KCP the message gathered so far (it copies it).
+    fn finish(&mut self, kcp: &mut Kcp) -> Result<(), KcpError> {
+        if self.message.len() > 1 {
+            kcp.send(&self.message)?;
+        }
+        self.message.clear();
+        if self.message.capacity() > 4 * self.mss {
+            self.message = BytesMut::new(); // a big frame's room is not kept
+        }
+        Ok(())
     }
 }
 
