@@ -34,6 +34,8 @@ use crate::throttle::Throttle;
 const SESSION_INBOX: usize = 256;
 /// How long a closing session keeps retransmitting what it still has to say.
 const LINGER: Duration = Duration::from_secs(2);
+/// Queue entries (node turns) a session's engine takes into one KCP flush at most.
+const ENTRIES_PER_FLUSH: usize = 64;
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
 
@@ -268,16 +270,26 @@ async fn engine(
                 kcp.update(now_ms());
             }
             outgoing = queue.recv(), if !closing => match outgoing {
-                Some(outgoing) => {
-                    for frame in outgoing.frames.as_slice() {
-                        let unreliable_fits = ENVELOPE_LEN + 1 + frame.len() <= mtu;
-                        if !outgoing.reliable && unreliable_fits {
-                            let mut body = Vec::with_capacity(1 + frame.len());
-                            body.push(KIND_UNRELIABLE_DATA);
-                            body.extend_from_slice(frame);
-                            send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
-                        } else if data.push(&mut kcp, frame).is_err() {
-                            return; // the client is not keeping up: drop the session
+                Some(first) => {
+                    // What else is queued joins this flush (a few turns' worth at most), so that a
+                    // busy member's frames fill segments and datagrams.
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    while let Some(outgoing) = next.take() {
+                        for frame in outgoing.frames.as_slice() {
+                            let unreliable_fits = ENVELOPE_LEN + 1 + frame.len() <= mtu;
+                            if !outgoing.reliable && unreliable_fits {
+                                let mut body = Vec::with_capacity(1 + frame.len());
+                                body.push(KIND_UNRELIABLE_DATA);
+                                body.extend_from_slice(frame);
+                                send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
+                            } else if data.push(&mut kcp, frame).is_err() {
+                                return; // the client is not keeping up: drop the session
+                            }
+                        }
+                        taken += 1;
+                        if taken < ENTRIES_PER_FLUSH {
+                            next = queue.try_recv().ok();
                         }
                     }
                     if data.finish(&mut kcp).is_err() {
