@@ -147,18 +147,22 @@ impl Kcp {
 
     /// Queues one message. It arrives whole, in order, as one [`Kcp::recv`] on the other side.
     pub fn send(&mut self, data: &[u8]) -> Result<(), KcpError> {
-        let count = data.len().div_ceil(self.mss).max(1);
+        self.send_bytes(Bytes::copy_from_slice(data))
+    }
+
+    /// [`Kcp::send`] for a message the caller owns: its segments share it, nothing is copied.
+    pub fn send_bytes(&mut self, whole: Bytes) -> Result<(), KcpError> {
+        let count = whole.len().div_ceil(self.mss).max(1);
         let max_fragments = usize::from(self.config.rcv_wnd).min(256) - 1;
         if count > max_fragments {
             return Err(KcpError::MessageTooLarge {
-                len: data.len(),
+                len: whole.len(),
                 max_fragments,
             });
         }
         if self.snd_queue.len() + count > self.config.max_send_queue {
             return Err(KcpError::SendQueueFull(self.config.max_send_queue));
         }
-        let whole = Bytes::copy_from_slice(data);
         for i in 0..count {
             let start = (i * self.mss).min(whole.len());
             let end = (start + self.mss).min(whole.len());

@@ -331,7 +331,8 @@ async fn engine(
 /// of its header and of its ACK, not one of each. A frame longer than a segment goes in a message of its
 /// own, which KCP fragments.
 struct DataMessages {
-    /// The message being gathered: the kind, then whole frames; kept between batches.
+    /// The message being gathered: the kind, then whole frames. Handed to KCP as it is (no copy), so
+    /// an idle session holds no buffer.
     message: BytesMut,
     mss: usize,
 }
@@ -351,20 +352,18 @@ impl DataMessages {
             self.finish(kcp)?;
         }
         if self.message.is_empty() {
+            self.message.reserve(self.mss.max(1 + frame.len()));
             self.message.extend_from_slice(&[KIND_DATA]);
         }
         self.message.extend_from_slice(frame);
         Ok(())
     }
 
-    /// Hands KCP the message gathered so far (it copies it).
+    /// Hands KCP the message gathered so far.
     fn finish(&mut self, kcp: &mut Kcp) -> Result<(), KcpError> {
-        if self.message.len() > 1 {
-            kcp.send(&self.message)?;
-        }
-        self.message.clear();
-        if self.message.capacity() > 4 * self.mss {
-            self.message = BytesMut::new(); // a big frame's room is not kept
+        let message = std::mem::take(&mut self.message);
+        if message.len() > 1 {
+            kcp.send_bytes(message.freeze())?;
         }
         Ok(())
     }
