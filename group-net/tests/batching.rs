@@ -9,13 +9,14 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
-use common::{Transport, bounded, config, kept_group, next_push, start, user};
-use group_core::proto::Request;
+use bytes::Bytes;
+use common::{
+    Transport, bounded, config, kept_group, next_push, numbered_broadcasts, raw_burst_sender,
+    start, user,
+};
 use group_net::ServerBuilder;
 use group_net::client::Push;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_broadcasts_from_several_senders_arrive_whole_and_in_order() {
@@ -168,35 +169,14 @@ async fn a_turns_broadcasts_reach_a_websocket_member_in_one_write() {
         .unwrap();
     // The sender writes its Hello, its Join and every broadcast at once: on one worker the reader hands
     // them all to the node before the node's turn, so the member's writer gets them in one batch.
-    let mut sender = TcpStream::connect(server.tcp_addr().unwrap())
-        .await
-        .unwrap();
-    let mut frames = BytesMut::new();
-    Request::Hello {
-        uid: "sender".into(),
-        token: Bytes::new(),
-    }
-    .encode(&mut frames);
-    Request::Join {
-        group,
-        message: Bytes::from_static(b"hi"),
-    }
-    .encode(&mut frames);
-    sender.write_all(&frames).await.unwrap();
+    let mut sender = raw_burst_sender(&server, "sender", group).await;
     // A join with a message is announced: once the member has it, the sender is in the group.
     while !matches!(next_push(&mut member).await, Push::Joined { uid, .. } if uid == "sender") {}
     let before = data_segments_sent(ws_port);
-
-    let mut burst = BytesMut::new();
-    for n in 0..SENT {
-        Request::Broadcast {
-            group,
-            reliable: true,
-            message: Bytes::from(n.to_be_bytes().to_vec()),
-        }
-        .encode(&mut burst);
-    }
-    sender.write_all(&burst).await.unwrap();
+    sender
+        .write_all(&numbered_broadcasts(group, SENT))
+        .await
+        .unwrap();
     let mut expected = 0;
     while expected < SENT {
         let Push::Broadcast { entries, .. } = next_push(&mut member).await else {

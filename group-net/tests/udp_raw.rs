@@ -91,6 +91,19 @@ impl Raw {
         self.flush().await;
     }
 
+    /// Joins `group` (without an announcement) and checks the answer.
+    async fn join(&mut self, group: group_core::GroupId) {
+        self.request(Request::Join {
+            group,
+            message: Bytes::new(),
+        })
+        .await;
+        let Got::Reliable(joined) = bounded("join", self.next()).await else {
+            panic!()
+        };
+        assert_eq!(joined.status, Status::Ok);
+    }
+
     /// The next thing from the server, keeping KCP running meanwhile.
     async fn next(&mut self) -> Got {
         let mut buf = vec![0u8; 65_536];
@@ -174,15 +187,7 @@ async fn cookies_guard_sessions_and_the_reliable_flag_picks_the_channel() {
         interval_ms: 0,
     };
     let group = bounded("create", tcp.create(params)).await.unwrap();
-    raw.request(Request::Join {
-        group,
-        message: Bytes::new(),
-    })
-    .await;
-    let Got::Reliable(joined) = bounded("join", raw.next()).await else {
-        panic!()
-    };
-    assert_eq!(joined.status, Status::Ok);
+    raw.join(group).await;
 
     bounded(
         "send",
@@ -283,48 +288,20 @@ async fn a_turns_reliable_broadcasts_share_kcp_messages() {
         panic!()
     };
     assert_eq!(hello.status, Status::Ok);
-    raw.request(Request::Join {
-        group,
-        message: Bytes::new(),
-    })
-    .await;
-    let Got::Reliable(joined) = bounded("join", raw.next()).await else {
-        panic!()
-    };
-    assert_eq!(joined.status, Status::Ok);
+    raw.join(group).await;
 
     // The sender writes its Hello, its Join and, once it is in, every broadcast at once: on one worker
     // the reader hands them all to the node before its turn.
-    let mut sender = tokio::net::TcpStream::connect(server.tcp_addr().unwrap())
-        .await
-        .unwrap();
-    let mut frames = BytesMut::new();
-    Request::Hello {
-        uid: "sender".into(),
-        token: Bytes::new(),
-    }
-    .encode(&mut frames);
-    Request::Join {
-        group,
-        message: Bytes::from_static(b"hi"),
-    }
-    .encode(&mut frames);
-    sender.write_all(&frames).await.unwrap();
+    let mut sender = common::raw_burst_sender(&server, "sender", group).await;
     let Got::Reliable(announced) = bounded("the sender's join", raw.next()).await else {
         panic!()
     };
     assert_eq!(announced.status, Status::Push);
     let before = raw.data_messages;
-    let mut burst = BytesMut::new();
-    for n in 0..SENT {
-        Request::Broadcast {
-            group,
-            reliable: true,
-            message: Bytes::from(n.to_be_bytes().to_vec()),
-        }
-        .encode(&mut burst);
-    }
-    sender.write_all(&burst).await.unwrap();
+    sender
+        .write_all(&common::numbered_broadcasts(group, SENT))
+        .await
+        .unwrap();
     for n in 0..SENT {
         let Got::Reliable(push) = bounded("broadcast", raw.next()).await else {
             panic!()

@@ -147,3 +147,44 @@ pub fn kept_group() -> group_core::proto::CreateRequest {
         interval_ms: 0,
     }
 }
+
+/// A sender on a raw TCP socket that has written its Hello and a Join of `group` announced with "hi"
+/// (the members hear `Joined`), for tests that write a burst of requests in one go: on a one-worker
+/// runtime the server's reader hands a burst to the node before the node's turn.
+pub async fn raw_burst_sender(
+    server: &Server,
+    uid: &str,
+    group: group_core::GroupId,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut sender = tokio::net::TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    let mut frames = bytes::BytesMut::new();
+    group_core::proto::Request::Hello {
+        uid: uid.into(),
+        token: bytes::Bytes::new(),
+    }
+    .encode(&mut frames);
+    group_core::proto::Request::Join {
+        group,
+        message: bytes::Bytes::from_static(b"hi"),
+    }
+    .encode(&mut frames);
+    sender.write_all(&frames).await.unwrap();
+    sender
+}
+
+/// `count` reliable broadcasts to `group`, numbered from 0 (big-endian u32), encoded back to back.
+pub fn numbered_broadcasts(group: group_core::GroupId, count: u32) -> bytes::BytesMut {
+    let mut burst = bytes::BytesMut::new();
+    for n in 0..count {
+        group_core::proto::Request::Broadcast {
+            group,
+            reliable: true,
+            message: bytes::Bytes::from(n.to_be_bytes().to_vec()),
+        }
+        .encode(&mut burst);
+    }
+    burst
+}
