@@ -85,16 +85,18 @@ pub async fn raw_slow_member(
     uid: &str,
     group: group_core::GroupId,
 ) -> tokio::net::TcpStream {
-    raw_member(server, uid, group, Some(4096)).await
+    raw_member(server, uid, group, Some(4096), b"").await
 }
 
-/// A member on a raw TCP socket, joined to `group` as `uid`, with the kernel's receive buffer unless
-/// `recv_buffer` asks for one. Its Join's answer is not read here.
+/// A member on a raw TCP socket, joined to `group` as `uid` (announced with `join_message` unless it is
+/// empty), with the kernel's receive buffer unless `recv_buffer` asks for one. Its Join's answer is not
+/// read here.
 async fn raw_member(
     server: &Server,
     uid: &str,
     group: group_core::GroupId,
     recv_buffer: Option<u32>,
+    join_message: &'static [u8],
 ) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -110,7 +112,7 @@ async fn raw_member(
     .encode(&mut frames);
     group_core::proto::Request::Join {
         group,
-        message: bytes::Bytes::new(),
+        message: bytes::Bytes::from_static(join_message),
     }
     .encode(&mut frames);
     member.write_all(&frames).await.unwrap();
@@ -129,7 +131,7 @@ pub async fn draining_members(
     use tokio::io::AsyncReadExt;
     let mut reading = Vec::new();
     for n in 0..count {
-        let mut member = raw_member(server, &format!("{prefix}-{n}"), group, None).await;
+        let mut member = raw_member(server, &format!("{prefix}-{n}"), group, None, b"").await;
         reading.push(tokio::spawn(async move {
             let mut sink = Vec::new();
             let _ = member.read_to_end(&mut sink).await;
@@ -156,23 +158,7 @@ pub async fn raw_burst_sender(
     uid: &str,
     group: group_core::GroupId,
 ) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let mut sender = tokio::net::TcpStream::connect(server.tcp_addr().unwrap())
-        .await
-        .unwrap();
-    let mut frames = bytes::BytesMut::new();
-    group_core::proto::Request::Hello {
-        uid: uid.into(),
-        token: bytes::Bytes::new(),
-    }
-    .encode(&mut frames);
-    group_core::proto::Request::Join {
-        group,
-        message: bytes::Bytes::from_static(b"hi"),
-    }
-    .encode(&mut frames);
-    sender.write_all(&frames).await.unwrap();
-    sender
+    raw_member(server, uid, group, None, b"hi").await
 }
 
 /// `count` reliable broadcasts to `group`, numbered from 0 (big-endian u32), encoded back to back.
