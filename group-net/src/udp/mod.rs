@@ -26,7 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::conn::Connection;
-use crate::inbox::{TransportKind, WriterEnd};
+use crate::inbox::{Outgoing, TransportKind, WriterEnd};
 use crate::listener::Listeners;
 use crate::throttle::Throttle;
 
@@ -276,16 +276,9 @@ async fn engine(
                     let mut next = Some(first);
                     let mut taken = 0;
                     while let Some(outgoing) = next.take() {
-                        for frame in outgoing.frames.as_slice() {
-                            let unreliable_fits = ENVELOPE_LEN + 1 + frame.len() <= mtu;
-                            if !outgoing.reliable && unreliable_fits {
-                                let mut body = Vec::with_capacity(1 + frame.len());
-                                body.push(KIND_UNRELIABLE_DATA);
-                                body.extend_from_slice(frame);
-                                send(&socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
-                            } else if data.push(&mut kcp, frame).is_err() {
-                                return; // the client is not keeping up: drop the session
-                            }
+                        let sent = take_frames(&outgoing, mtu, &mut kcp, &mut data, &socket, peer, cookie);
+                        if sent.await.is_err() {
+                            return; // the client is not keeping up: drop the session
                         }
                         taken += 1;
                         if taken < ENTRIES_PER_FLUSH {
@@ -326,6 +319,34 @@ async fn engine(
     }
 }
 
+/// Sends an entry's unreliable frames, one datagram each, and gathers its reliable ones (and those too
+/// big for one datagram) into `data`'s KCP messages. An error: KCP's send queue is full.
+async fn take_frames(
+    outgoing: &Outgoing,
+    mtu: usize,
+    kcp: &mut Kcp,
+    data: &mut DataMessages,
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    cookie: u32,
+) -> Result<(), KcpError> {
+    let frames = outgoing.frames.as_slice();
+    let mut left: usize = frames.iter().map(Bytes::len).sum();
+    for frame in frames {
+        let unreliable_fits = ENVELOPE_LEN + 1 + frame.len() <= mtu;
+        if !outgoing.reliable && unreliable_fits {
+            let mut body = Vec::with_capacity(1 + frame.len());
+            body.push(KIND_UNRELIABLE_DATA);
+            body.extend_from_slice(frame);
+            send(socket, peer, &wrap(CHANNEL_UNRELIABLE, cookie, &body)).await;
+        } else {
+            data.push(kcp, frame, left)?;
+        }
+        left -= frame.len();
+    }
+    Ok(())
+}
+
 /// Gathers a batch's reliable frames into KCP data messages of at most one segment each (a data message
 /// may hold several whole frames): a small broadcast to a busy member then costs a share of a segment,
 /// of its header and of its ACK, not one of each. A frame longer than a segment goes in a message of its
@@ -346,13 +367,16 @@ impl DataMessages {
     }
 
     /// Adds `frame`, first handing KCP the message gathered so far if `frame` would not fit in its
-    /// segment.
-    fn push(&mut self, kcp: &mut Kcp, frame: &[u8]) -> Result<(), KcpError> {
+    /// segment. `left`: the bytes of this frame and those after it in the entry, so that a new message
+    /// is sized for what will fill it (KCP holds it until it is acknowledged: a lone small frame must not
+    /// pin a segment's worth of memory).
+    fn push(&mut self, kcp: &mut Kcp, frame: &[u8], left: usize) -> Result<(), KcpError> {
         if self.message.len() > 1 && self.message.len() + frame.len() > self.mss {
             self.finish(kcp)?;
         }
         if self.message.is_empty() {
-            self.message.reserve(self.mss.max(1 + frame.len()));
+            self.message
+                .reserve(1 + left.min(self.mss - 1).max(frame.len()));
             self.message.extend_from_slice(&[KIND_DATA]);
         }
         self.message.extend_from_slice(frame);
