@@ -123,3 +123,33 @@ async fn a_cookie_proves_only_the_address_it_was_sent_to() {
     })
     .await;
 }
+
+/// The client takes its cookie from the server's hello, not from the first datagram to arrive: at an
+/// address and port another client used, an older session's datagrams may come first.
+#[tokio::test]
+async fn the_client_takes_its_cookie_from_the_servers_hello() {
+    use group_core::kcp::envelope::{CHANNEL_UNRELIABLE, KIND_DISCONNECT};
+    use group_core::kcp::handshake::stateless_hello;
+    let fake = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = fake.local_addr().unwrap();
+    let connecting = tokio::spawn(group_net::client::Client::connect_udp(to));
+    let mut buf = [0u8; 2048];
+    let (_, client) = bounded("the opening", fake.recv_from(&mut buf))
+        .await
+        .unwrap();
+    // An older session's goodbye, then the hello for this one.
+    let old = wrap(CHANNEL_UNRELIABLE, 0x0BAD_0BAD, &[KIND_DISCONNECT]);
+    fake.send_to(&old, client).await.unwrap();
+    fake.send_to(&stateless_hello(0xBEEF, 256, 0), client)
+        .await
+        .unwrap();
+    let _client = bounded("connected", connecting)
+        .await
+        .unwrap()
+        .expect("the older session's goodbye is not this session's");
+    // The client acknowledges the hello under the hello's cookie.
+    let (len, _) = bounded("the acknowledgement", fake.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(Envelope::parse(&buf[..len]).unwrap().cookie, 0xBEEF);
+}

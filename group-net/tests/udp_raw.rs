@@ -12,6 +12,7 @@
 mod common;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +21,7 @@ use group_core::kcp::envelope::{
     CHANNEL_RELIABLE, CHANNEL_UNRELIABLE, CONV, Envelope, KIND_DATA, KIND_DISCONNECT, KIND_HELLO,
     KIND_UNRELIABLE_DATA, wrap,
 };
+use group_core::kcp::handshake::is_server_hello;
 use group_core::kcp::{Kcp, KcpConfig};
 use group_core::proto::{CreateRequest, Request, ServerFrame, Status, decode_server_frame};
 use group_net::ServerBuilder;
@@ -48,8 +50,14 @@ enum Got {
 }
 
 impl Raw {
-    async fn connect(server: std::net::SocketAddr) -> Raw {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    async fn connect(server: SocketAddr) -> Raw {
+        Raw::connect_from(server, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Connects from `local`: a port another client used before stands for a restarted app behind
+    /// the same NAT mapping.
+    async fn connect_from(server: SocketAddr, local: SocketAddr) -> Raw {
+        let socket = UdpSocket::bind(local).await.unwrap();
         socket.connect(server).await.unwrap();
         let mut raw = Raw {
             socket,
@@ -65,6 +73,19 @@ impl Raw {
         assert!(matches!(got, Got::Hello), "{got:?}");
         assert_ne!(raw.cookie, 0, "the server hands out a non-zero cookie");
         raw
+    }
+
+    /// Says Hello as `uid` and checks the answer.
+    async fn hello(&mut self, uid: &str) {
+        self.request(Request::Hello {
+            uid: uid.into(),
+            token: Bytes::new(),
+        })
+        .await;
+        let Got::Reliable(ok) = bounded("hello", self.next()).await else {
+            panic!()
+        };
+        assert_eq!((ok.cmd, ok.status, ok.payload.len()), (4, Status::Ok, 16));
     }
 
     fn now(&self) -> u32 {
@@ -127,6 +148,9 @@ impl Raw {
             if let Ok(Ok(len)) = received {
                 let envelope = Envelope::parse(&buf[..len]).unwrap();
                 if self.cookie == 0 {
+                    if !is_server_hello(&envelope) {
+                        continue; // an older session's, to this address before ours
+                    }
                     self.cookie = envelope.cookie;
                 }
                 assert_eq!(
@@ -170,15 +194,7 @@ async fn cookies_guard_sessions_and_the_reliable_flag_picks_the_channel() {
     let server = start(ServerBuilder::new(config())).await;
     let mut tcp = user(&server, Transport::Tcp, "tcp").await;
     let mut raw = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
-    raw.request(Request::Hello {
-        uid: "raw".into(),
-        token: Bytes::new(),
-    })
-    .await;
-    let Got::Reliable(ok) = bounded("hello", raw.next()).await else {
-        panic!()
-    };
-    assert_eq!((ok.cmd, ok.status, ok.payload.len()), (4, Status::Ok, 16));
+    raw.hello("raw").await;
 
     let params = CreateRequest {
         allow_empty: false,
@@ -279,15 +295,7 @@ async fn a_turns_reliable_broadcasts_share_kcp_messages() {
         .await
         .unwrap();
     let mut raw = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
-    raw.request(Request::Hello {
-        uid: "raw".into(),
-        token: Bytes::new(),
-    })
-    .await;
-    let Got::Reliable(hello) = bounded("hello", raw.next()).await else {
-        panic!()
-    };
-    assert_eq!(hello.status, Status::Ok);
+    raw.hello("raw").await;
     raw.join(group).await;
 
     // The sender writes its Hello, its Join and, once it is in, every broadcast at once: on one worker
@@ -314,4 +322,101 @@ async fn a_turns_reliable_broadcasts_share_kcp_messages() {
         messages <= 8,
         "{SENT} broadcasts came in {messages} KCP messages"
     );
+}
+
+/// An app restarted behind the same NAT mapping opens again from its old address and port while the
+/// server still holds the old session: the new client gets in at once, the old session ends (its
+/// groups hear it leave), and the old cookie can neither reach the new session nor replace it again.
+#[tokio::test]
+async fn a_client_opening_again_from_a_live_sessions_address_replaces_it() {
+    let server = start(ServerBuilder::new(config())).await;
+    let udp = server.udp_addr().unwrap();
+    let mut owner = user(&server, Transport::Tcp, "owner").await;
+    let group = bounded("create", owner.create(common::kept_group()))
+        .await
+        .unwrap();
+    let mut first = bounded("first handshake", Raw::connect(udp)).await;
+    first.hello("first").await;
+    first
+        .request(Request::Join {
+            group,
+            message: Bytes::from_static(b"hi"),
+        })
+        .await;
+    let Got::Reliable(joined) = bounded("join", first.next()).await else {
+        panic!()
+    };
+    assert_eq!(joined.status, Status::Ok);
+    assert!(matches!(next_push(&mut owner).await, Push::Joined { .. }));
+    let (address, old_cookie) = (first.socket.local_addr().unwrap(), first.cookie);
+    drop(first); // the app dies without a goodbye
+
+    let mut second = bounded("second handshake", Raw::connect_from(udp, address)).await;
+    assert_ne!(second.cookie, old_cookie, "a new session, a new cookie");
+    second.hello("second").await;
+    let Push::Left { uid, .. } = next_push(&mut owner).await else {
+        panic!()
+    };
+    assert_eq!(
+        uid, "first",
+        "the old session ended when the new one opened"
+    );
+    assert_eq!(server.accepted_connections(), 3);
+
+    // A datagram left over from the old session: it opens nothing and reaches nothing.
+    let stale = wrap(CHANNEL_UNRELIABLE, old_cookie, &[KIND_DISCONNECT]);
+    second.socket.send(&stale).await.unwrap();
+    second.join(group).await;
+    bounded(
+        "send",
+        owner.broadcast(group, Bytes::from_static(b"still"), true),
+    )
+    .await
+    .unwrap();
+    let got = bounded("broadcast", second.next()).await;
+    assert!(
+        matches!(&got, Got::Reliable(f) if f.payload.ends_with(b"still")),
+        "{got:?}"
+    );
+    assert_eq!(server.accepted_connections(), 3);
+}
+
+/// An opening datagram from a live session's address (spoofed, or a duplicate) is answered with a hello
+/// under another cookie, and the session goes on: only that cookie's echo replaces it.
+#[tokio::test]
+async fn an_opening_from_a_live_sessions_address_alone_ends_nothing() {
+    let server = start(ServerBuilder::new(config())).await;
+    let mut owner = user(&server, Transport::Tcp, "owner").await;
+    let group = bounded("create", owner.create(common::kept_group()))
+        .await
+        .unwrap();
+    let mut raw = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
+    raw.hello("raw").await;
+    raw.join(group).await;
+
+    let mut opener = Kcp::new(CONV, KcpConfig::default());
+    opener.send(&[KIND_HELLO]).unwrap();
+    opener.update(0);
+    let opening = wrap(CHANNEL_RELIABLE, 0, &opener.poll_transmit().unwrap());
+    raw.socket.send(&opening).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let len = bounded("the answer", raw.socket.recv(&mut buf))
+        .await
+        .unwrap();
+    let answer = Envelope::parse(&buf[..len]).unwrap();
+    assert!(is_server_hello(&answer));
+    assert_ne!(answer.cookie, raw.cookie, "not the live session's cookie");
+
+    bounded(
+        "send",
+        owner.broadcast(group, Bytes::from_static(b"on"), true),
+    )
+    .await
+    .unwrap();
+    let got = bounded("broadcast", raw.next()).await;
+    assert!(
+        matches!(&got, Got::Reliable(f) if f.payload.ends_with(b"on")),
+        "{got:?}"
+    );
+    assert_eq!(server.accepted_connections(), 2);
 }

@@ -21,7 +21,20 @@ pub const STATELESS_HELLO_LEN: usize = ENVELOPE_LEN + OVERHEAD + 1;
 /// True for a client's opening datagram: reliable channel, cookie 0, and a KCP push with sn 0, in one
 /// fragment, carrying the one-byte hello.
 pub fn is_opening(envelope: &Envelope<'_>) -> bool {
-    if envelope.channel != CHANNEL_RELIABLE || envelope.cookie != 0 {
+    envelope.cookie == 0 && carries_hello(envelope)
+}
+
+/// True for the server's answer to an opening: the same push of its hello, under a non-zero cookie.
+/// A client takes its session cookie from this datagram and from no other: a server may still be sending
+/// to the client's address under an older session's cookie (an earlier client on the same address and
+/// port, whose session the new one has not replaced yet).
+pub fn is_server_hello(envelope: &Envelope<'_>) -> bool {
+    envelope.cookie != 0 && carries_hello(envelope)
+}
+
+/// Reliable channel and a KCP push with sn 0, in one fragment, carrying the one-byte hello.
+fn carries_hello(envelope: &Envelope<'_>) -> bool {
+    if envelope.channel != CHANNEL_RELIABLE {
         return false;
     }
     let (segments, error) = split(envelope.body, CONV);
@@ -94,6 +107,27 @@ mod tests {
         let mut later = opening.clone();
         later[ENVELOPE_LEN + 12] = 1; // sn, little-endian, at offset 12 of the segment
         assert!(!is_opening(&Envelope::parse(&later).unwrap()));
+    }
+
+    #[test]
+    fn the_servers_answer_is_a_server_hello_and_nothing_else_is() {
+        let answer = stateless_hello(7, 256, 0);
+        assert!(is_server_hello(&Envelope::parse(&answer).unwrap()));
+        let (_, opening) = client_opening();
+        assert!(
+            !is_server_hello(&Envelope::parse(&opening).unwrap()),
+            "cookie 0"
+        );
+        let disconnect = wrap(CHANNEL_UNRELIABLE, 7, &[5]);
+        assert!(!is_server_hello(&Envelope::parse(&disconnect).unwrap()));
+        let mut data = Kcp::after_stateless_hello(CONV, KcpConfig::default());
+        data.send(&[KIND_DATA, 1]).unwrap();
+        data.update(0);
+        let later = wrap(CHANNEL_RELIABLE, 7, &data.poll_transmit().unwrap());
+        assert!(
+            !is_server_hello(&Envelope::parse(&later).unwrap()),
+            "a push after sn 0"
+        );
     }
 
     /// The client cannot tell a stateless server from one that kept state: it gets the hello, its own

@@ -1,5 +1,5 @@
 //! The UDP side of the Rust client: one task owns the socket and the client's KCP, performs the handshake
-//! (learning the session cookie from the server's first datagram), sends each queued request as one
+//! (learning the session cookie from the server's hello), sends each queued request as one
 //! reliable message, and turns received messages and unreliable datagrams into server frames.
 
 use std::time::Duration;
@@ -10,6 +10,7 @@ use group_core::kcp::envelope::{
     CHANNEL_RELIABLE, CHANNEL_UNRELIABLE, CONV, Envelope, KIND_DATA, KIND_DISCONNECT, KIND_HELLO,
     KIND_UNRELIABLE_DATA, wrap,
 };
+use group_core::kcp::handshake::is_server_hello;
 use group_core::kcp::{Kcp, KcpConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -66,7 +67,12 @@ async fn exchange(
                 };
                 let Some(Ok(envelope)) = buf.get(..len).map(Envelope::parse) else { continue };
                 if cookie == 0 {
-                    cookie = envelope.cookie; // the server's first datagram names the session
+                    if !is_server_hello(&envelope) {
+                        // Before the server's hello, a datagram to this address and port can only be
+                        // an older session's (a client here before us, not yet replaced).
+                        continue;
+                    }
+                    cookie = envelope.cookie; // the server's hello names the session
                 } else if envelope.cookie != cookie {
                     continue;
                 }

@@ -7,6 +7,12 @@
 //! slot, exist. Without the key, nobody can compute a cookie for an address whose datagrams they do not
 //! receive; seeing one's own cookies reveals nothing about the key. The cookie then stays the session's
 //! for its whole life, so a spoofed datagram still needs it to touch the session.
+//!
+//! Each address and window has a second cookie, for a client that opens again from the address of a live
+//! session (an app restarted behind the same NAT mapping): its hello must carry a cookie other than the
+//! session's, or its echo would be taken for the old session's traffic. The second is the first XOR a
+//! secret drawn with the key; knowing one's own pair reveals that secret, which does not help compute
+//! another address's first cookie.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +28,8 @@ const WINDOW: Duration = Duration::from_secs(10);
 pub(crate) struct CookieMinter {
     /// HMAC-SHA256 already keyed; cloned for each cookie.
     keyed: Hmac<Sha256>,
+    /// What turns an address's first cookie into its second; its top bit is set, so the two differ.
+    second: u32,
     start: Instant,
 }
 
@@ -32,8 +40,11 @@ impl CookieMinter {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).ok()?;
         let keyed = Hmac::<Sha256>::new_from_slice(&key).ok()?;
+        let mut second = [0u8; 4];
+        getrandom::fill(&mut second).ok()?;
         Some(CookieMinter {
             keyed,
+            second: u32::from_be_bytes(second) | 1 << 31,
             start: Instant::now(),
         })
     }
@@ -43,13 +54,30 @@ impl CookieMinter {
         self.mac(peer, self.window())
     }
 
-    /// True if `cookie` is the one minted for `peer` in this window or the one before.
+    /// A cookie for `peer` now that is not `taken` (the cookie of the session `peer` already has).
+    pub(crate) fn mint_other_than(&self, peer: SocketAddr, taken: u32) -> u32 {
+        let first = self.mint(peer);
+        if first == taken {
+            self.second_of(first)
+        } else {
+            first
+        }
+    }
+
+    /// True if `cookie` is one of those minted for `peer` in this window or the one before.
     pub(crate) fn check(&self, peer: SocketAddr, cookie: u32) -> bool {
         let window = self.window();
-        cookie == self.mac(peer, window)
-            || window
-                .checked_sub(1)
-                .is_some_and(|before| cookie == self.mac(peer, before))
+        let minted = |window: u64| {
+            let first = self.mac(peer, window);
+            cookie == first || cookie == self.second_of(first)
+        };
+        minted(window) || window.checked_sub(1).is_some_and(minted)
+    }
+
+    /// An address's second cookie: never 0, never its first (`second`'s top bit differs, or, where
+    /// the XOR is 0, the first is `second` and the result 1 is not).
+    fn second_of(&self, first: u32) -> u32 {
+        (first ^ self.second).max(1)
     }
 
     /// Milliseconds since the minter started, wrapping: the timestamp of a stateless hello.
@@ -96,6 +124,20 @@ mod tests {
         assert!(!minter.check(addr("127.0.0.1:4001"), cookie));
         assert!(!minter.check(addr("127.0.0.2:4000"), cookie));
         assert!(!minter.check(peer, cookie ^ 1));
+    }
+
+    #[test]
+    fn the_cookie_other_than_a_sessions_is_also_good_for_its_address_only() {
+        let minter = CookieMinter::new().unwrap();
+        let peer = addr("127.0.0.1:4000");
+        let taken = minter.mint(peer);
+        let other = minter.mint_other_than(peer, taken);
+        assert_ne!(other, taken);
+        assert_ne!(other, 0);
+        assert!(minter.check(peer, other));
+        assert!(!minter.check(addr("127.0.0.1:4001"), other));
+        // A session from an earlier window: the fresh first cookie is already another.
+        assert_eq!(minter.mint_other_than(peer, taken ^ 1), taken);
     }
 
     #[test]

@@ -42,6 +42,21 @@ type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
 struct Session {
     cookie: u32,
     datagrams: mpsc::Sender<Bytes>,
+    /// Tells this session from a later one at the same address, whose entry its end must not remove.
+    serial: u64,
+    /// The cookie in the hello last sent to this address for a new session (another client now at
+    /// this session's address and port): the first datagram that carries it replaces this session.
+    replacement: Option<u32>,
+}
+
+/// What the accept loop does with a datagram from an address that has a session.
+enum ForSession {
+    Deliver(mpsc::Sender<Bytes>),
+    /// An opening from the session's address: answered with a hello under another cookie.
+    Hello(u32),
+    /// The echo of that cookie: the new client has the address now.
+    Replace,
+    Drop,
 }
 
 /// What the engine hands the dispatch task.
@@ -61,6 +76,7 @@ pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kc
     };
     let socket = Arc::new(socket);
     let sessions: Sessions = Arc::default();
+    let mut serial = 0u64;
     let mut buf = vec![0u8; 65_536];
     loop {
         let received = tokio::select! {
@@ -74,28 +90,39 @@ pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kc
         let Ok(envelope) = Envelope::parse(datagram) else {
             continue;
         };
-        let existing = sessions
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&peer).map(|s| (s.cookie, s.datagrams.clone())));
-        if let Some((cookie, inbox)) = existing {
-            if envelope.cookie == cookie {
+        let existing = sessions.lock().ok().and_then(|mut map| {
+            let session = map.get_mut(&peer)?;
+            let what = for_session(session, &envelope, peer, &minter);
+            if matches!(what, ForSession::Replace) {
+                // The old session's engine ends when its inbox closes, without a word to the address.
+                map.remove(&peer);
+            }
+            Some(what)
+        });
+        let mut proven = false;
+        match existing {
+            Some(ForSession::Deliver(inbox)) => {
                 let _ = inbox.try_send(Bytes::copy_from_slice(datagram));
+                continue;
+            }
+            Some(ForSession::Hello(cookie)) => {
+                answer_opening(&socket, peer, datagram, cookie, &kcp, &minter).await;
+                continue;
+            }
+            Some(ForSession::Replace) => {
+                tracing::debug!(%peer, "UDP session replaced by a new one from the same address");
+                proven = true; // the cookie was the one sent to this address, however long ago
             }
             // A wrong cookie is a spoofed or stale datagram: dropped without a word.
-            continue;
+            Some(ForSession::Drop) => continue,
+            None => {}
         }
         if is_opening(&envelope) {
-            // Answered without state: one datagram, no longer than the one received (see
-            // group_core::kcp::handshake). Nothing exists for this address until it echoes the cookie.
-            if datagram.len() >= STATELESS_HELLO_LEN {
-                let window = kcp.rcv_wnd;
-                let hello = stateless_hello(minter.mint(peer), window, minter.now_ms());
-                send(&socket, peer, &hello).await;
-            }
+            // Nothing exists for this address until it echoes the cookie.
+            answer_opening(&socket, peer, datagram, minter.mint(peer), &kcp, &minter).await;
             continue;
         }
-        if envelope.cookie == 0 || !minter.check(peer, envelope.cookie) {
+        if !proven && (envelope.cookie == 0 || !minter.check(peer, envelope.cookie)) {
             continue; // neither an opening nor a proof of address: a stray or a guess
         }
         let permit = match listeners.admit() {
@@ -111,25 +138,71 @@ pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kc
         let cookie = envelope.cookie;
         let (tx, rx) = mpsc::channel(SESSION_INBOX);
         let _ = tx.try_send(Bytes::copy_from_slice(datagram));
+        serial += 1;
         if let Ok(mut map) = sessions.lock() {
             map.insert(
                 peer,
                 Session {
                     cookie,
                     datagrams: tx,
+                    serial,
+                    replacement: None,
                 },
             );
         }
         let conn = listeners.next_conn();
         let shared = listeners.shared.clone();
         let (socket, sessions, kcp) = (socket.clone(), sessions.clone(), kcp.clone());
+        let ours = serial;
         tokio::spawn(async move {
             let _permit = permit;
             serve(socket, peer, cookie, rx, conn, shared, kcp).await;
-            if let Ok(mut map) = sessions.lock() {
+            if let Ok(mut map) = sessions.lock()
+                && map.get(&peer).is_some_and(|session| session.serial == ours)
+            {
                 map.remove(&peer);
             }
         });
+    }
+}
+
+/// Answers an opening datagram without state: one datagram, no longer than the one received (see
+/// group_core::kcp::handshake).
+async fn answer_opening(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    opening: &[u8],
+    cookie: u32,
+    kcp: &KcpConfig,
+    minter: &CookieMinter,
+) {
+    if opening.len() >= STATELESS_HELLO_LEN {
+        let hello = stateless_hello(cookie, kcp.rcv_wnd, minter.now_ms());
+        send(socket, peer, &hello).await;
+    }
+}
+
+/// Routes a datagram from `peer`, which has `session`. Only the session's cookie reaches it. An opening
+/// datagram from its address is answered with a hello under another cookie, and the session is replaced
+/// only when a datagram carries that cookie back: a client at that address and port received the hello,
+/// so the old session's client is gone from there. An opening alone changes nothing, so one with a
+/// spoofed source address cannot end a session; nor can a stale datagram under an older cookie.
+fn for_session(
+    session: &mut Session,
+    envelope: &Envelope<'_>,
+    peer: SocketAddr,
+    minter: &CookieMinter,
+) -> ForSession {
+    if envelope.cookie == session.cookie {
+        ForSession::Deliver(session.datagrams.clone())
+    } else if is_opening(envelope) {
+        let cookie = minter.mint_other_than(peer, session.cookie);
+        session.replacement = Some(cookie);
+        ForSession::Hello(cookie)
+    } else if session.replacement == Some(envelope.cookie) {
+        ForSession::Replace
+    } else {
+        ForSession::Drop
     }
 }
 
