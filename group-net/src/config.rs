@@ -8,7 +8,8 @@
 //!   "limits": { "maxPayload": 65536, "connectionTtl": 10, "maxGroupsCreatedPerUser": 64 },
 //!   "server": { "tcp": "127.0.0.1:7100", "ws": "127.0.0.1:7200", "udp": "127.0.0.1:7100",
 //!               "authSecret": null, "outboundQueue": 1024, "hookTimeout": 10,
-//!               "wsReadBuffer": 4096, "helloTimeout": 5000, "authClockSkew": 5 },
+//!               "wsReadBuffer": 4096, "udpReceiveBuffer": 4194304, "helloTimeout": 5000,
+//!               "authClockSkew": 5 },
 //!   "mesh":   { "bind": "127.0.0.1:8100", "advertise": null, "seeds": ["127.0.0.1:8101"],
 //!               "secret": null, "probeInterval": 1000, "suspectTimeout": 3000,
 //!               "tls": { "cert": "node.pem", "key": "node-key.pem", "ca": "cluster-ca.pem",
@@ -80,6 +81,12 @@ pub struct ServerConfig {
     pub hook_timeout: std::time::Duration,
     /// Initial read buffer per WebSocket connection, in bytes (it grows for larger messages).
     pub ws_read_buffer: usize,
+    /// `udpReceiveBuffer`: the UDP socket's receive buffer, in bytes (default 4 MiB). Every UDP
+    /// client's datagrams (KCP acknowledgements included) arrive on this one socket; with the operating
+    /// system's usual 208 KiB, 1,000 members at 100 broadcasts/s lost 5-7k datagrams a run to a full
+    /// buffer, each costing a KCP resend 30 ms later. The kernel caps it at `net.core.rmem_max`; the
+    /// server warns at start when it got less than asked.
+    pub udp_receive_buffer: usize,
     /// `tls.cert` and `tls.key`: PEM files. With both, the TCP and WebSocket listeners speak TLS (the
     /// WebSocket one is then `wss://`); UDP is unchanged.
     pub tls_cert: Option<std::path::PathBuf>,
@@ -187,6 +194,7 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             hook_timeout: std::time::Duration::from_secs(10),
             ws_read_buffer: 4096,
+            udp_receive_buffer: 4 << 20,
             tls_cert: None,
             tls_key: None,
             ws_allowed_origins: None,
@@ -277,6 +285,9 @@ impl ServerConfig {
                         std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(3600));
                 }
                 "wsReadBuffer" => self.ws_read_buffer = int_in(&path, value, 1024, 1 << 20)?,
+                "udpReceiveBuffer" => {
+                    self.udp_receive_buffer = int_in(&path, value, 64 << 10, 1 << 30)?;
+                }
                 "drainTimeout" => self.drain_timeout = millis(&path, value, 0, 3_600_000)?,
                 "helloTimeout" => self.limits.hello_timeout = millis(&path, value, 100, 600_000)?,
                 "authClockSkew" => {
@@ -305,8 +316,8 @@ impl ServerConfig {
                 }
                 _ => {
                     let known = "tcp, ws, udp, authSecret, outboundQueue, hookTimeout, \
-                                 wsReadBuffer, drainTimeout, helloTimeout, authClockSkew, \
-                                 exposeCommands, writerThreads";
+                                 wsReadBuffer, udpReceiveBuffer, drainTimeout, helloTimeout, \
+                                 authClockSkew, exposeCommands, writerThreads";
                     return Err(error(
                         &path,
                         &format!("unknown key (known keys: {known})"),
@@ -682,6 +693,19 @@ mod tests {
             let text = format!(r#"{{"server": {{"writerThreads": {bad}}}}}"#);
             let error = ServerConfig::from_json(&text).unwrap_err();
             assert_eq!(error.key, "server.writerThreads", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_udp_receive_buffer_is_bounded() {
+        assert_eq!(ServerConfig::default().udp_receive_buffer, 4 << 20);
+        let config =
+            ServerConfig::from_json(r#"{"server": {"udpReceiveBuffer": 1048576}}"#).unwrap();
+        assert_eq!(config.udp_receive_buffer, 1 << 20);
+        for bad in ["1000", "2147483648", "\"4M\"", "null"] {
+            let text = format!(r#"{{"server": {{"udpReceiveBuffer": {bad}}}}}"#);
+            let error = ServerConfig::from_json(&text).unwrap_err();
+            assert_eq!(error.key, "server.udpReceiveBuffer", "{bad}");
         }
     }
 

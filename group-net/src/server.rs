@@ -436,6 +436,7 @@ impl ServerBuilder {
             ));
         }
         if let Some(socket) = udp {
+            crate::udp::size_receive_buffer(&socket, self.config.udp_receive_buffer);
             let kcp = group_core::kcp::KcpConfig::default();
             tasks.spawn(crate::udp::accept_loop(socket, listeners.clone(), kcp));
         }

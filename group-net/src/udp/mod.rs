@@ -66,6 +66,25 @@ enum Inbound {
     Malformed(&'static str),
 }
 
+/// Asks for a receive buffer of `bytes` (`server.udpReceiveBuffer`) on the socket every UDP client's
+/// datagrams arrive on, and says once if the kernel gave less (it caps the size at
+/// `net.core.rmem_max`; Linux reports twice what it was asked, the other half being its own overhead).
+pub(crate) fn size_receive_buffer(socket: &UdpSocket, bytes: usize) {
+    let socket = socket2::SockRef::from(socket);
+    let got = socket
+        .set_recv_buffer_size(bytes)
+        .and_then(|()| socket.recv_buffer_size());
+    match got {
+        Ok(got) if got >= bytes => {}
+        Ok(got) => tracing::warn!(
+            "UDP receive buffer is {got} bytes, not the {bytes} of server.udpReceiveBuffer: the \
+             kernel caps it at net.core.rmem_max (raise that with sysctl), and under load a full \
+             buffer drops datagrams, which KCP resends 30 ms or more later"
+        ),
+        Err(e) => tracing::warn!("UDP receive buffer not set ({e}); the system's default stays"),
+    }
+}
+
 /// Receives datagrams until `stop` fires.
 pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kcp: KcpConfig) {
     let Some(minter) = CookieMinter::new() else {
@@ -488,5 +507,28 @@ async fn deliver(payload: &[u8], max_payload: u32, inbound: &mpsc::Sender<Inboun
 async fn send(socket: &UdpSocket, peer: SocketAddr, datagram: &[u8]) {
     if let Err(e) = socket.send_to(datagram, peer).await {
         tracing::debug!(%peer, "UDP send failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The socket gets the buffer asked for, up to what the kernel allows.
+    #[tokio::test]
+    async fn the_receive_buffer_is_what_was_asked_up_to_the_kernels_cap() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(usize::MAX);
+        let asked = (before * 4).min(cap);
+        size_receive_buffer(&socket, asked);
+        let got = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        assert!(got >= asked, "asked {asked}, got {got} (was {before})");
+        // Beyond the cap: the kernel gives less, and the server goes on.
+        size_receive_buffer(&socket, 1 << 30);
     }
 }
