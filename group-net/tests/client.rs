@@ -1,6 +1,6 @@
 //! The Rust client: a dropped or timed-out request never steals the next request's answer, the client
 //! keeps a listening session alive, it gives up on a silent server after its request timeout, and its
-//! undecoded frames come in the order its pushes do.
+//! undecoded frames come in the order its pushes do; dropped, over UDP too, it ends its session at once.
 
 mod common;
 
@@ -167,4 +167,29 @@ async fn frames_held_during_a_request_come_first_from_next_frame() {
         None,
         "nothing more has arrived"
     );
+}
+
+/// A UDP client dropped without closing says goodbye: its session ends at once, as a TCP client's does
+/// when its socket closes, not at `connectionTtl` (a minute here).
+#[tokio::test]
+async fn a_dropped_udp_client_ends_its_session_at_once() {
+    let mut cfg = config();
+    cfg.limits.connection_ttl = Duration::from_secs(60);
+    let server = start(ServerBuilder::new(cfg)).await;
+    let mut owner = user(&server, Transport::Tcp, "owner").await;
+    let group = bounded("create", owner.create(kept_group())).await.unwrap();
+    let mut member = user(&server, Transport::Udp, "member").await;
+    bounded("join", member.join(group, b"hi")).await.unwrap();
+    assert!(matches!(
+        common::next_push(&mut owner).await,
+        group_net::client::Push::Joined { .. }
+    ));
+    drop(member);
+    // Without the goodbye the server would notice by KCP's dead link (about 3 s after a send the
+    // client did not acknowledge, as its last push may be) or at connectionTtl; with it, at once.
+    let left = tokio::time::timeout(Duration::from_secs(2), common::next_push(&mut owner)).await;
+    let Ok(group_net::client::Push::Left { uid, .. }) = left else {
+        panic!("no Left push within 2 s: {left:?}")
+    };
+    assert_eq!(uid, "member");
 }

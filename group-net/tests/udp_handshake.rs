@@ -153,3 +153,41 @@ async fn the_client_takes_its_cookie_from_the_servers_hello() {
         .unwrap();
     assert_eq!(Envelope::parse(&buf[..len]).unwrap().cookie, 0xBEEF);
 }
+
+/// A good cookie on the unreliable channel from an address with no session (a late datagram of a
+/// session already gone) opens nothing: a session starts with KCP.
+#[tokio::test]
+async fn a_session_opens_only_with_a_reliable_datagram() {
+    use group_core::kcp::envelope::{CHANNEL_UNRELIABLE, KIND_DISCONNECT};
+    let server = start(ServerBuilder::new(config())).await;
+    let udp = server.udp_addr().unwrap();
+    let (alice, bob) = (socket_at(3).await, socket_at(4).await);
+    let alices = stateless_hello_to(&alice, udp).await;
+    let bobs = stateless_hello_to(&bob, udp).await;
+    let cookie = Envelope::parse(&alices).unwrap().cookie;
+    let late = wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT]);
+    alice.send_to(&late, udp).await.unwrap();
+    // The accept loop takes datagrams in order and counts a session when it admits it: once Bob's
+    // opens, Alice's datagram, sent before, was handled.
+    let mut ack = Kcp::new(CONV, KcpConfig::default());
+    ack.input(Envelope::parse(&bobs).unwrap().body).unwrap();
+    ack.update(10);
+    let bob_cookie = Envelope::parse(&bobs).unwrap().cookie;
+    let ack = wrap(CHANNEL_RELIABLE, bob_cookie, &ack.poll_transmit().unwrap());
+    bob.send_to(&ack, udp).await.unwrap();
+    bounded("Bob's session opens", async {
+        while server.accepted_connections() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(server.accepted_connections(), 1, "only Bob's opened");
+}
+
+/// Sends an opening from `socket` and returns the server's answer.
+async fn stateless_hello_to(socket: &UdpSocket, server: SocketAddr) -> Vec<u8> {
+    socket.send_to(&opening(), server).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (len, _) = bounded("hello", socket.recv_from(&mut buf)).await.unwrap();
+    buf[..len].to_vec()
+}

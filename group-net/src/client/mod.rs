@@ -189,7 +189,9 @@ pub enum Push {
     Other(ServerFrame),
 }
 
-/// A connection to a group server.
+/// A connection to a group server. Dropping it closes the connection: over TCP and WebSocket the
+/// socket closes; over UDP it sends the session's disconnect datagram, so the server ends the session
+/// (and its memberships) at once rather than at `connectionTtl`.
 ///
 /// Calls are cancellation-safe: a request whose future is dropped (or times out) has either been queued
 /// whole or not at all, and its answer, when it comes, is recognised and dropped instead of answering
@@ -226,10 +228,15 @@ pub struct ClientReceiver {
     /// The task reading the socket. It owns the read half, so it is aborted on drop: dropping a client
     /// must close its connection.
     reader: tokio::task::JoinHandle<()>,
+    /// Over UDP, where nothing closes when the task goes: the session's goodbye, said on drop.
+    goodbye: Option<udp::Goodbye>,
 }
 
 impl Drop for ClientReceiver {
     fn drop(&mut self) {
+        if let Some(goodbye) = &self.goodbye {
+            goodbye.say();
+        }
         self.reader.abort();
     }
 }
@@ -397,7 +404,7 @@ impl Client {
         let (frames, inbox) = mpsc::channel(INBOX);
         let closed = CloseSlot::default();
         let reader = tokio::spawn(io::read_tcp(reader, frames, closed.clone()));
-        Client::new(Writer::Tcp(writer), inbox, reader, closed, options)
+        Client::new(Writer::Tcp(writer), inbox, (reader, None), closed, options)
     }
 
     /// Connects over WebSocket (`ws://addr/`) with the default [`ClientOptions`].
@@ -455,7 +462,7 @@ impl Client {
         Ok(Client::new(
             Writer::Ws(sink),
             inbox,
-            reader,
+            (reader, None),
             closed,
             options,
         ))
@@ -464,7 +471,7 @@ impl Client {
     fn new(
         writer: Writer,
         inbox: mpsc::Receiver<Arrived>,
-        reader: tokio::task::JoinHandle<()>,
+        (reader, goodbye): (tokio::task::JoinHandle<()>, Option<udp::Goodbye>),
         closed: CloseSlot,
         options: ClientOptions,
     ) -> Client {
@@ -481,6 +488,7 @@ impl Client {
                 keep_alives,
                 closed,
                 reader,
+                goodbye,
             },
             waiting: VecDeque::new(),
             request_timeout: options.request_timeout,
@@ -524,12 +532,21 @@ impl Client {
         let (outgoing, requests) = mpsc::channel(OUTBOX);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let closed = CloseSlot::default();
-        let reader = tokio::spawn(udp::run(socket, requests, tx, ready_tx, closed.clone()));
+        let socket = Arc::new(socket);
+        let goodbye = udp::Goodbye::new(socket.clone());
+        let reader = tokio::spawn(udp::run(
+            socket,
+            requests,
+            tx,
+            ready_tx,
+            closed.clone(),
+            goodbye.clone(),
+        ));
         match tokio::time::timeout(options.connect_timeout, ready).await {
             Ok(Ok(())) => Ok(Client::new(
                 Writer::Udp(outgoing),
                 inbox,
-                reader,
+                (reader, Some(goodbye)),
                 closed,
                 options,
             )),

@@ -2,6 +2,8 @@
 //! (learning the session cookie from the server's hello), sends each queued request as one
 //! reliable message, and turns received messages and unreliable datagrams into server frames.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::io::{Arrived, PassOn, pass_on};
@@ -17,24 +19,57 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{CloseReason, CloseSlot};
 
+/// The session's goodbye for a client dropped while its task runs: the task is aborted, not awaited,
+/// and over UDP nothing else would tell the server, which would keep the session (and its place in its
+/// groups) until `connectionTtl`. One unreliable disconnect, sent without waiting: if it is lost, the
+/// server still ends the session by its TTL.
+#[derive(Clone)]
+pub(crate) struct Goodbye {
+    socket: Arc<UdpSocket>,
+    /// The session's cookie; 0 before the handshake and once the session has ended.
+    cookie: Arc<AtomicU32>,
+}
+
+impl Goodbye {
+    pub(crate) fn new(socket: Arc<UdpSocket>) -> Goodbye {
+        Goodbye {
+            socket,
+            cookie: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// Sends the disconnect if the session is open.
+    pub(crate) fn say(&self) {
+        let cookie = self.cookie.swap(0, Ordering::Relaxed);
+        if cookie != 0 {
+            let _ = self
+                .socket
+                .try_send(&wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT]));
+        }
+    }
+}
+
 /// Owns the socket and the KCP session; records why the session ended in `closed`.
 pub(crate) async fn run(
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     requests: mpsc::Receiver<Bytes>,
     frames: mpsc::Sender<Arrived>,
     ready: oneshot::Sender<()>,
     closed: CloseSlot,
+    goodbye: Goodbye,
 ) {
-    let reason = exchange(socket, requests, frames, ready).await;
+    let reason = exchange(&socket, requests, frames, ready, &goodbye.cookie).await;
+    goodbye.cookie.store(0, Ordering::Relaxed); // ended: nothing left to say
     let _ = closed.set(reason);
 }
 
-/// Runs the KCP session until it ends, and says why.
+/// Runs the KCP session until it ends, and says why. `session`: where the cookie goes once known.
 async fn exchange(
-    socket: UdpSocket,
+    socket: &UdpSocket,
     mut requests: mpsc::Receiver<Bytes>,
     frames: mpsc::Sender<Arrived>,
     ready: oneshot::Sender<()>,
+    session: &AtomicU32,
 ) -> CloseReason {
     let start = tokio::time::Instant::now();
     let now_ms = || u32::try_from(start.elapsed().as_millis() % (1 << 32)).unwrap_or(0);
@@ -73,6 +108,7 @@ async fn exchange(
                         continue;
                     }
                     cookie = envelope.cookie; // the server's hello names the session
+                    session.store(cookie, Ordering::Relaxed);
                 } else if envelope.cookie != cookie {
                     continue;
                 }

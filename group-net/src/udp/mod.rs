@@ -141,7 +141,10 @@ pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kc
             answer_opening(&socket, peer, datagram, minter.mint(peer), &kcp, &minter).await;
             continue;
         }
-        if !proven && (envelope.cookie == 0 || !minter.check(peer, envelope.cookie)) {
+        let proof = proven || (envelope.cookie != 0 && minter.check(peer, envelope.cookie));
+        // A session's first datagram is KCP (the client's acknowledgement of the hello, its first
+        // request); an unreliable one with a good cookie is a late one of a session already gone.
+        if !proof || envelope.channel != CHANNEL_RELIABLE {
             continue; // neither an opening nor a proof of address: a stray or a guess
         }
         let permit = match listeners.admit() {
@@ -218,7 +221,7 @@ fn for_session(
         let cookie = minter.mint_other_than(peer, session.cookie);
         session.replacement = Some(cookie);
         ForSession::Hello(cookie)
-    } else if session.replacement == Some(envelope.cookie) {
+    } else if session.replacement == Some(envelope.cookie) && envelope.channel == CHANNEL_RELIABLE {
         ForSession::Replace
     } else {
         ForSession::Drop
