@@ -367,17 +367,7 @@ async fn a_client_opening_again_from_a_live_sessions_address_replaces_it() {
     let stale = wrap(CHANNEL_UNRELIABLE, old_cookie, &[KIND_DISCONNECT]);
     second.socket.send(&stale).await.unwrap();
     second.join(group).await;
-    bounded(
-        "send",
-        owner.broadcast(group, Bytes::from_static(b"still"), true),
-    )
-    .await
-    .unwrap();
-    let got = bounded("broadcast", second.next()).await;
-    assert!(
-        matches!(&got, Got::Reliable(f) if f.payload.ends_with(b"still")),
-        "{got:?}"
-    );
+    reaches(&mut owner, group, &mut second, b"still").await;
     assert_eq!(server.accepted_connections(), 3);
 }
 
@@ -407,16 +397,26 @@ async fn an_opening_from_a_live_sessions_address_alone_ends_nothing() {
     assert!(is_server_hello(&answer));
     assert_ne!(answer.cookie, raw.cookie, "not the live session's cookie");
 
+    reaches(&mut owner, group, &mut raw, b"on").await;
+    assert_eq!(server.accepted_connections(), 2);
+}
+
+/// `owner` broadcasts `text` reliably to `group`, and `raw` gets it next.
+async fn reaches(
+    owner: &mut group_net::client::Client,
+    group: group_core::GroupId,
+    raw: &mut Raw,
+    text: &'static [u8],
+) {
     bounded(
         "send",
-        owner.broadcast(group, Bytes::from_static(b"on"), true),
+        owner.broadcast(group, Bytes::from_static(text), true),
     )
     .await
     .unwrap();
     let got = bounded("broadcast", raw.next()).await;
     assert!(
-        matches!(&got, Got::Reliable(f) if f.payload.ends_with(b"on")),
+        matches!(&got, Got::Reliable(f) if f.payload.ends_with(text)),
         "{got:?}"
     );
-    assert_eq!(server.accepted_connections(), 2);
 }
