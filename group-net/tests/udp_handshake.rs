@@ -14,19 +14,11 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::{Transport, bounded, config, start, user};
-use group_core::kcp::envelope::{CHANNEL_RELIABLE, CONV, Envelope, KIND_HELLO, wrap};
+use common::{Transport, bounded, config, opening, start, user};
+use group_core::kcp::envelope::{CHANNEL_RELIABLE, CONV, Envelope, wrap};
 use group_core::kcp::{Kcp, KcpConfig};
 use group_net::ServerBuilder;
 use tokio::net::UdpSocket;
-
-/// A client's opening datagram, as our KCP writes it.
-fn opening() -> Vec<u8> {
-    let mut kcp = Kcp::new(CONV, KcpConfig::default());
-    kcp.send(&[KIND_HELLO]).unwrap();
-    kcp.update(0);
-    wrap(CHANNEL_RELIABLE, 0, &kcp.poll_transmit().unwrap())
-}
 
 /// A socket on a loopback address of its own (127.1.x.y), standing in for one spoofed source address.
 async fn socket_at(n: u32) -> UdpSocket {

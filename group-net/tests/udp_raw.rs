@@ -290,13 +290,7 @@ async fn a_turns_reliable_broadcasts_share_kcp_messages() {
     cfg.limits.max_requests_per_second = 1_000_000;
     cfg.limits.max_inbound_bytes_per_second = 1 << 30;
     let server = start(ServerBuilder::new(cfg)).await;
-    let mut owner = user(&server, Transport::Tcp, "owner").await;
-    let group = bounded("create", owner.create(common::kept_group()))
-        .await
-        .unwrap();
-    let mut raw = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
-    raw.hello("raw").await;
-    raw.join(group).await;
+    let (_owner, group, mut raw) = raw_member_of_owners_group(&server).await;
 
     // The sender writes its Hello, its Join and, once it is in, every broadcast at once: on one worker
     // the reader hands them all to the node before its turn.
@@ -376,19 +370,9 @@ async fn a_client_opening_again_from_a_live_sessions_address_replaces_it() {
 #[tokio::test]
 async fn an_opening_from_a_live_sessions_address_alone_ends_nothing() {
     let server = start(ServerBuilder::new(config())).await;
-    let mut owner = user(&server, Transport::Tcp, "owner").await;
-    let group = bounded("create", owner.create(common::kept_group()))
-        .await
-        .unwrap();
-    let mut raw = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
-    raw.hello("raw").await;
-    raw.join(group).await;
+    let (mut owner, group, mut raw) = raw_member_of_owners_group(&server).await;
 
-    let mut opener = Kcp::new(CONV, KcpConfig::default());
-    opener.send(&[KIND_HELLO]).unwrap();
-    opener.update(0);
-    let opening = wrap(CHANNEL_RELIABLE, 0, &opener.poll_transmit().unwrap());
-    raw.socket.send(&opening).await.unwrap();
+    raw.socket.send(&common::opening()).await.unwrap();
     let mut buf = [0u8; 2048];
     let len = bounded("the answer", raw.socket.recv(&mut buf))
         .await
@@ -399,6 +383,20 @@ async fn an_opening_from_a_live_sessions_address_alone_ends_nothing() {
 
     reaches(&mut owner, group, &mut raw, b"on").await;
     assert_eq!(server.accepted_connections(), 2);
+}
+
+/// A TCP user "owner" with a kept group, and a raw UDP client "raw" in it (joined unannounced).
+async fn raw_member_of_owners_group(
+    server: &group_net::Server,
+) -> (group_net::client::Client, group_core::GroupId, Raw) {
+    let mut owner = user(server, Transport::Tcp, "owner").await;
+    let group = bounded("create", owner.create(common::kept_group()))
+        .await
+        .unwrap();
+    let mut raw = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
+    raw.hello("raw").await;
+    raw.join(group).await;
+    (owner, group, raw)
 }
 
 /// `owner` broadcasts `text` reliably to `group`, and `raw` gets it next.

@@ -70,12 +70,15 @@ enum Inbound {
 
 /// Asks for a receive buffer of `bytes` (`server.udpReceiveBuffer`) on the socket every UDP client's
 /// datagrams arrive on, and says once if the kernel gave less (it caps the size at
-/// `net.core.rmem_max`; Linux reports twice what it was asked, the other half being its own overhead).
+/// `net.core.rmem_max`).
 pub(crate) fn size_receive_buffer(socket: &UdpSocket, bytes: usize) {
     let socket = socket2::SockRef::from(socket);
+    // Linux reports twice what it granted (the other half is its own bookkeeping).
+    let reported_per_granted = if cfg!(target_os = "linux") { 2 } else { 1 };
     let got = socket
         .set_recv_buffer_size(bytes)
-        .and_then(|()| socket.recv_buffer_size());
+        .and_then(|()| socket.recv_buffer_size())
+        .map(|reported| reported / reported_per_granted);
     match got {
         Ok(got) if got >= bytes => {}
         Ok(got) => tracing::warn!(

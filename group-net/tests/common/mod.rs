@@ -174,3 +174,12 @@ pub fn numbered_broadcasts(group: group_core::GroupId, count: u32) -> bytes::Byt
     }
     burst
 }
+
+/// A UDP client's opening datagram (cookie 0, the KCP push of its hello), as our KCP writes it.
+pub fn opening() -> Vec<u8> {
+    use group_core::kcp::envelope::{CHANNEL_RELIABLE, CONV, KIND_HELLO, wrap};
+    let mut kcp = group_core::kcp::Kcp::new(CONV, group_core::kcp::KcpConfig::default());
+    kcp.send(&[KIND_HELLO]).unwrap();
+    kcp.update(0);
+    wrap(CHANNEL_RELIABLE, 0, &kcp.poll_transmit().unwrap())
+}
