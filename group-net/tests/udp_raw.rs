@@ -38,6 +38,8 @@ struct Raw {
     frames: VecDeque<ServerFrame>,
     /// Reliable data messages received.
     data_messages: usize,
+    /// The server's clock stamp (KCP `ts`) on the last data segment received.
+    last_stamp: Option<u32>,
 }
 
 /// What arrived, and on which channel.
@@ -66,6 +68,7 @@ impl Raw {
             start: tokio::time::Instant::now(),
             frames: VecDeque::new(),
             data_messages: 0,
+            last_stamp: None,
         };
         raw.kcp.send(&[KIND_HELLO]).unwrap();
         raw.flush().await;
@@ -164,11 +167,27 @@ impl Raw {
                         other => panic!("unexpected unreliable datagram {other:?}"),
                     };
                 }
+                self.last_stamp = data_stamp(envelope.body).or(self.last_stamp);
                 self.kcp.input(envelope.body).unwrap();
             }
             self.flush().await;
         }
     }
+}
+
+/// The stamp of the last data segment in a KCP datagram.
+fn data_stamp(mut datagram: &[u8]) -> Option<u32> {
+    use group_core::kcp::segment::{CMD_PUSH, Header, OVERHEAD};
+    let mut stamp = None;
+    while let Ok(header) = Header::decode(datagram) {
+        if header.cmd == CMD_PUSH {
+            stamp = Some(header.ts);
+        }
+        datagram = datagram
+            .get(OVERHEAD + header.len as usize..)
+            .unwrap_or_default();
+    }
+    stamp
 }
 
 fn decode(bytes: &[u8]) -> ServerFrame {
@@ -383,6 +402,28 @@ async fn an_opening_from_a_live_sessions_address_alone_ends_nothing() {
 
     reaches(&mut owner, group, &mut raw, b"on").await;
     assert_eq!(server.accepted_connections(), 2);
+}
+
+/// A reliable frame after a quiet spell goes out stamped with the time it is sent, not with the time
+/// the session last woke. KCP times the frame's resend from that stamp: a stale one made the frame
+/// overdue at once, so every message after a pause went out twice on any network slower than
+/// loopback (and round trips were measured as long as the pause).
+#[tokio::test]
+async fn a_reliable_frame_after_a_quiet_spell_carries_the_time_it_is_sent() {
+    const QUIET_MS: u32 = 300;
+    let server = start(ServerBuilder::new(config())).await;
+    let (mut owner, group, mut raw) = raw_member_of_owners_group(&server).await;
+    reaches(&mut owner, group, &mut raw, b"before").await;
+    let before = raw.last_stamp.unwrap();
+    // Everything is acknowledged: the session has nothing to time until the next frame.
+    tokio::time::sleep(Duration::from_millis(QUIET_MS.into())).await;
+    reaches(&mut owner, group, &mut raw, b"after").await;
+    let after = raw.last_stamp.unwrap();
+    assert!(
+        after.wrapping_sub(before) >= QUIET_MS,
+        "stamped {} ms after the last frame, sent {QUIET_MS} ms or more after it",
+        after.wrapping_sub(before)
+    );
 }
 
 /// A TCP user "owner" with a kept group, and a raw UDP client "raw" in it (joined unannounced).

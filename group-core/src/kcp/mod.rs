@@ -387,6 +387,17 @@ impl Kcp {
         }
     }
 
+    /// Sets KCP's clock without flushing. Call it before [`Kcp::input`] and [`Kcp::flush`] when time
+    /// has passed since the last [`Kcp::update`]: a segment sent by `flush` is stamped and timed from
+    /// this clock, so after a quiet spell a stale clock made a new segment look overdue, and the next
+    /// `update` sent it a second time (and shrank the congestion window); `input` measures round trips
+    /// with it.
+    pub fn set_clock(&mut self, now_ms: u32) {
+        if self.updated {
+            self.current = now_ms;
+        }
+    }
+
     /// False when nothing is unacknowledged, queued, to acknowledge or to probe: no timer is needed until
     /// the next `send` or `input`. ikcp keeps flushing every interval regardless; a server with thousands
     /// of quiet sessions should not wake for each of them a hundred times a second.

@@ -212,3 +212,46 @@ fn a_quiet_endpoint_needs_no_timer_until_there_is_something_to_do() {
         "all acknowledged: both quiet"
     );
 }
+
+/// Drives a sender the way the server drives a quiet session: updated while it has something in
+/// flight, then left alone (no timer) once everything is acknowledged. After the pause, a message is
+/// sent with a flush, then the timer's next update comes. Returns the datagrams that update sent.
+fn resent_after_a_pause(set_clock: bool) -> usize {
+    let (mut sender, mut receiver) = (
+        Kcp::new(7, KcpConfig::default()),
+        Kcp::new(7, KcpConfig::default()),
+    );
+    let mut now = 0;
+    sender.send(b"first").unwrap();
+    while now < 100 {
+        sender.update(now);
+        receiver.update(now);
+        while let Some(d) = sender.poll_transmit() {
+            receiver.input(&d).unwrap();
+        }
+        while let Some(d) = receiver.poll_transmit() {
+            sender.input(&d).unwrap();
+        }
+        now += 10;
+    }
+    assert!(!sender.needs_timer(), "everything acknowledged");
+    let later = now + 5_000;
+    sender.send(b"after the pause").unwrap();
+    if set_clock {
+        sender.set_clock(later);
+    }
+    sender.flush();
+    assert!(sender.poll_transmit().is_some_and(|d| !d.is_empty()));
+    // The timer, set from `check`, fires a millisecond later: the answer has not come back yet.
+    let wake = sender.check(later).max(later + 1);
+    sender.update(wake);
+    std::iter::from_fn(|| sender.poll_transmit()).count()
+}
+
+/// A segment flushed after a pause is timed from the clock set for it: the timer's next update does
+/// not send it again. With the clock left at the last update, it looked overdue and went out twice.
+#[test]
+fn a_segment_sent_after_a_pause_is_not_resent_at_once() {
+    assert_eq!(resent_after_a_pause(true), 0);
+    assert_eq!(resent_after_a_pause(false), 1, "the stale clock's resend");
+}

@@ -124,6 +124,7 @@ async fn exchange(
                     }
                     continue;
                 }
+                kcp.set_clock(now_ms()); // round trips measured on the time of arrival
                 if kcp.input(envelope.body).is_err() {
                     continue;
                 }

@@ -352,6 +352,7 @@ async fn engine(
                     }
                     continue;
                 }
+                kcp.set_clock(now_ms()); // round trips measured on the time of arrival
                 if kcp.input(envelope.body).is_err() {
                     continue;
                 }
@@ -373,6 +374,8 @@ async fn engine(
                 Some(first) => {
                     // What else is queued joins this flush (a few turns' worth at most), so that a
                     // busy member's frames fill segments and datagrams.
+                    // Stamped and timed from now, not from the last update (Kcp::set_clock).
+                    kcp.set_clock(now_ms());
                     let mut next = Some(first);
                     let mut taken = 0;
                     while let Some(outgoing) = next.take() {
