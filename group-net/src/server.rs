@@ -437,7 +437,13 @@ impl ServerBuilder {
         }
         if let Some(socket) = udp {
             crate::udp::size_receive_buffer(&socket, self.config.udp_receive_buffer);
-            let kcp = group_core::kcp::KcpConfig::default();
+            // A client whose app stalls sends no acknowledgements: its session lives as long as a
+            // silent TCP connection's, `connectionTtl`, not just KCP's 20 unanswered sends.
+            let ttl_ms = self.config.limits.connection_ttl.as_millis();
+            let kcp = group_core::kcp::KcpConfig {
+                dead_after_ms: u32::try_from(ttl_ms).unwrap_or(u32::MAX),
+                ..group_core::kcp::KcpConfig::default()
+            };
             tasks.spawn(crate::udp::accept_loop(socket, listeners.clone(), kcp));
         }
         if let Some(listener) = tcp {

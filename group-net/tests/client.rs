@@ -185,8 +185,8 @@ async fn a_dropped_udp_client_ends_its_session_at_once() {
         group_net::client::Push::Joined { .. }
     ));
     drop(member);
-    // Without the goodbye the server would notice by KCP's dead link (about 3 s after a send the
-    // client did not acknowledge, as its last push may be) or at connectionTtl; with it, at once.
+    // Without the goodbye the server would notice only at connectionTtl (its KCP gives a silent client
+    // that long too); with it, at once.
     let left = tokio::time::timeout(Duration::from_secs(2), common::next_push(&mut owner)).await;
     let Ok(group_net::client::Push::Left { uid, .. }) = left else {
         panic!("no Left push within 2 s: {left:?}")

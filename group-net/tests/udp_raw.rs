@@ -426,6 +426,35 @@ async fn a_reliable_frame_after_a_quiet_spell_carries_the_time_it_is_sent() {
     );
 }
 
+/// A UDP member whose app stalls (a scene loading, a debugger, an app in the background) sends no
+/// acknowledgements, unlike a TCP member whose kernel acknowledges for it. Its session lives as long as
+/// a TCP member's would, `connectionTtl` (10 s by default): after a 6 s stall it gets every broadcast
+/// of the stall in order, and its group never hears it leave. KCP's dead link alone (20 sends of one
+/// segment) ended it after about 3.2 s.
+#[tokio::test]
+async fn a_udp_member_stalled_for_less_than_connection_ttl_keeps_its_session() {
+    let server = start(ServerBuilder::new(config())).await;
+    let (mut owner, group, mut raw) = raw_member_of_owners_group(&server).await;
+    for n in 0u8..3 {
+        let message = Bytes::from(vec![b'0' + n]);
+        bounded("send", owner.broadcast(group, message, true))
+            .await
+            .unwrap();
+    }
+    // The raw client neither reads nor acknowledges meanwhile.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for n in 0u8..3 {
+        let got = bounded("a broadcast of the stall", raw.next()).await;
+        assert!(
+            matches!(&got, Got::Reliable(f) if f.payload.ends_with(&[b'0' + n])),
+            "{got:?}"
+        );
+    }
+    reaches(&mut owner, group, &mut raw, b"after").await;
+    let pushed = tokio::time::timeout(Duration::from_millis(100), next_push(&mut owner)).await;
+    assert!(pushed.is_err(), "the group heard {pushed:?}");
+}
+
 /// A TCP user "owner" with a kept group, and a raw UDP client "raw" in it (joined unannounced).
 async fn raw_member_of_owners_group(
     server: &group_net::Server,

@@ -21,6 +21,12 @@ pub struct KcpConfig {
     pub no_congestion_window: bool,
     /// Transmissions of one segment before the link counts as dead.
     pub dead_link: u32,
+    /// Milliseconds one segment must also have gone unacknowledged before the link counts as dead
+    /// (0: the transmissions alone). A peer whose application stalls (a scene loading, a debugger, an
+    /// app in the background) acknowledges nothing, and on a fast path (an RTO of 30 ms) 20
+    /// transmissions take only about 3.5 s; a server sets this to its idle timeout so that a UDP
+    /// client survives what a TCP one would.
+    pub dead_after_ms: u32,
     /// Segments waiting to enter the send window, at most: `send` refuses beyond it.
     pub max_send_queue: usize,
 }
@@ -37,6 +43,7 @@ impl Default for KcpConfig {
             fast_resend: 2,
             no_congestion_window: true,
             dead_link: 20,
+            dead_after_ms: 0,
             max_send_queue: 8192,
         }
     }

@@ -44,6 +44,8 @@ struct Segment {
     rto: u32,
     fastack: u32,
     xmit: u32,
+    /// When it was first sent (for `dead_after_ms`).
+    first_sent: u32,
     data: Bytes,
 }
 
@@ -135,7 +137,8 @@ impl Kcp {
         self.mss
     }
 
-    /// True once a segment was sent `dead_link` times without an ACK: the peer is gone.
+    /// True once a segment was sent `dead_link` times, over at least `dead_after_ms`, without an ACK:
+    /// the peer is gone.
     pub fn is_dead(&self) -> bool {
         self.dead
     }
@@ -175,6 +178,7 @@ impl Kcp {
                 rto: 0,
                 fastack: 0,
                 xmit: 0,
+                first_sent: 0,
                 data: whole.slice(start..end),
             };
             self.snd_queue.push_back(seg);
@@ -269,6 +273,7 @@ impl Kcp {
             rto: 0,
             fastack: 0,
             xmit: 0,
+            first_sent: 0,
             data: Bytes::copy_from_slice(data),
         };
         self.rcv_buf.insert(position.map_or(0, |p| p + 1), seg);
@@ -536,6 +541,7 @@ impl Kcp {
             if seg.xmit == 0 {
                 needsend = true;
                 seg.xmit = 1;
+                seg.first_sent = current;
                 seg.rto = self.rx_rto;
                 seg.resend_ts = current.wrapping_add(seg.rto).wrapping_add(rtomin);
             } else if diff(current, seg.resend_ts) >= 0 {
@@ -562,7 +568,9 @@ impl Kcp {
                 emit(&mut out, OVERHEAD + seg.data.len());
                 h.encode(&mut out);
                 out.extend_from_slice(&seg.data);
-                if seg.xmit >= self.config.dead_link {
+                let unacknowledged = u32::try_from(diff(current, seg.first_sent)).unwrap_or(0);
+                if seg.xmit >= self.config.dead_link && unacknowledged >= self.config.dead_after_ms
+                {
                     self.dead = true;
                 }
             }

@@ -142,17 +142,39 @@ fn bounds_hold() {
     );
 }
 
-#[test]
-fn a_silent_peer_is_declared_dead() {
-    let mut kcp = Kcp::new(1, KcpConfig::default());
+/// The time a silent peer takes to be declared dead, and the transmissions sent to it meanwhile.
+fn until_dead(config: KcpConfig) -> (u32, usize) {
+    let mut kcp = Kcp::new(1, config);
     kcp.send(b"hello?").unwrap();
-    let mut now = 0;
+    let (mut now, mut sent) = (0, 0);
     while !kcp.is_dead() {
         assert!(now < 600_000, "never declared dead");
         kcp.update(now);
-        while kcp.poll_transmit().is_some() {}
+        sent += std::iter::from_fn(|| kcp.poll_transmit()).count();
         now += 10;
     }
+    (now, sent)
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead() {
+    let (_, sent) = until_dead(KcpConfig::default());
+    assert_eq!(sent, 20, "dead_link transmissions");
+}
+
+/// With `dead_after_ms`, a peer that stops acknowledging (an application stalled) is not declared dead
+/// before that time, however many transmissions went unanswered, and is declared dead soon after.
+#[test]
+fn a_silent_peer_is_declared_dead_no_sooner_than_dead_after() {
+    let (count_alone, _) = until_dead(KcpConfig::default());
+    let config = KcpConfig {
+        dead_after_ms: count_alone * 3,
+        ..KcpConfig::default()
+    };
+    let (after, sent) = until_dead(config);
+    assert!(after >= count_alone * 3, "{after} ms");
+    assert!(after <= count_alone * 3 + 2_000, "{after} ms");
+    assert!(sent > 20, "{sent} transmissions");
 }
 
 #[test]

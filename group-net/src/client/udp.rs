@@ -49,6 +49,15 @@ impl Goodbye {
     }
 }
 
+/// The client's KCP: it gives a silent server as long as the server gives a silent client, the
+/// default `connectionTtl` (10 s), so a node that stalls for a few seconds does not lose its clients.
+fn client_kcp_config() -> KcpConfig {
+    KcpConfig {
+        dead_after_ms: 10_000,
+        ..KcpConfig::default()
+    }
+}
+
 /// Owns the socket and the KCP session; records why the session ended in `closed`.
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
@@ -73,7 +82,7 @@ async fn exchange(
 ) -> CloseReason {
     let start = tokio::time::Instant::now();
     let now_ms = || u32::try_from(start.elapsed().as_millis() % (1 << 32)).unwrap_or(0);
-    let mut kcp = Kcp::new(CONV, KcpConfig::default());
+    let mut kcp = Kcp::new(CONV, client_kcp_config());
     let mut cookie = 0u32;
     let mut ready = Some(ready);
     let mut buf = vec![0u8; 65_536];
