@@ -455,6 +455,33 @@ async fn a_udp_member_stalled_for_less_than_connection_ttl_keeps_its_session() {
     assert!(pushed.is_err(), "the group heard {pushed:?}");
 }
 
+/// A client's datagram that comes after its session ended (the client was stalled, or its goodbye
+/// crossed the server's), under a cookie the server still accepts, opens no new session: it
+/// acknowledges more than a new session's first datagram can. The old server opened one that its
+/// client knew nothing of, holding a connection slot until it timed out waiting for a Hello.
+#[tokio::test]
+async fn a_late_datagram_of_an_ended_session_opens_nothing() {
+    let server = start(ServerBuilder::new(config())).await;
+    let (mut owner, group, mut late) = raw_member_of_owners_group(&server).await;
+    let goodbye = wrap(CHANNEL_UNRELIABLE, late.cookie, &[KIND_DISCONNECT]);
+    late.socket.send(&goodbye).await.unwrap();
+    let Push::Left { uid, .. } = next_push(&mut owner).await else {
+        panic!("the owner did not hear the member leave")
+    };
+    assert_eq!(uid, "raw");
+    // Its KCP goes on as if nothing had happened: a KeepAlive, acknowledging what it received.
+    late.request(Request::KeepAlive).await;
+    // Datagrams are taken in order: once another client's session opens, the late one was handled.
+    let mut other = bounded("handshake", Raw::connect(server.udp_addr().unwrap())).await;
+    other.hello("other").await;
+    other.join(group).await;
+    assert_eq!(
+        server.accepted_connections(),
+        3,
+        "the owner, the member and the other client; the late datagram opened a session"
+    );
+}
+
 /// A TCP user "owner" with a kept group, and a raw UDP client "raw" in it (joined unannounced).
 async fn raw_member_of_owners_group(
     server: &group_net::Server,

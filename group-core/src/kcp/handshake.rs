@@ -32,6 +32,19 @@ pub fn is_server_hello(envelope: &Envelope<'_>) -> bool {
     envelope.cookie != 0 && carries_hello(envelope)
 }
 
+/// True for a datagram that can be a session's first after the stateless hello: reliable, and every KCP
+/// segment in it acknowledges nothing past the server's hello (`una` at most 1), since the server sends
+/// nothing else before the session opens. A datagram of a session that got further (a client's late
+/// one, after that session ended, under a cookie still valid) acknowledges more, and must not open a
+/// new session that its client knows nothing of.
+pub fn can_open_session(envelope: &Envelope<'_>) -> bool {
+    if envelope.channel != CHANNEL_RELIABLE {
+        return false;
+    }
+    let (segments, error) = split(envelope.body, CONV);
+    error.is_none() && !segments.is_empty() && segments.iter().all(|(h, _)| h.una <= 1)
+}
+
 /// Reliable channel and a KCP push with sn 0, in one fragment, carrying the one-byte hello.
 fn carries_hello(envelope: &Envelope<'_>) -> bool {
     if envelope.channel != CHANNEL_RELIABLE {
@@ -128,6 +141,34 @@ mod tests {
             !is_server_hello(&Envelope::parse(&later).unwrap()),
             "a push after sn 0"
         );
+    }
+
+    /// A client's datagrams right after the hello acknowledge only the hello and may open a session;
+    /// once the client has received a response (sn 1), its datagrams acknowledge that too and may not.
+    #[test]
+    fn only_a_datagram_from_right_after_the_hello_can_open_a_session() {
+        let (mut client, _) = client_opening();
+        client
+            .input(Envelope::parse(&stateless_hello(7, 256, 0)).unwrap().body)
+            .unwrap();
+        client.send(&[KIND_DATA, 1]).unwrap();
+        client.update(10);
+        let first = wrap(CHANNEL_RELIABLE, 7, &client.poll_transmit().unwrap());
+        assert!(can_open_session(&Envelope::parse(&first).unwrap()));
+
+        let mut server = Kcp::after_stateless_hello(CONV, KcpConfig::default());
+        server.send(&[KIND_DATA, 2]).unwrap();
+        server.update(10);
+        client.input(&server.poll_transmit().unwrap()).unwrap();
+        client.send(&[KIND_DATA, 3]).unwrap();
+        client.update(20);
+        let later = wrap(CHANNEL_RELIABLE, 7, &client.poll_transmit().unwrap());
+        assert!(!can_open_session(&Envelope::parse(&later).unwrap()));
+
+        let unreliable = wrap(CHANNEL_UNRELIABLE, 7, &[5]);
+        assert!(!can_open_session(&Envelope::parse(&unreliable).unwrap()));
+        let empty = wrap(CHANNEL_RELIABLE, 7, &[]);
+        assert!(!can_open_session(&Envelope::parse(&empty).unwrap()));
     }
 
     /// The client cannot tell a stateless server from one that kept state: it gets the hello, its own

@@ -21,7 +21,9 @@ use group_core::kcp::envelope::{
     CHANNEL_RELIABLE, CHANNEL_UNRELIABLE, CONV, ENVELOPE_LEN, Envelope, KIND_DATA, KIND_DISCONNECT,
     KIND_HELLO, KIND_PING, KIND_UNRELIABLE_DATA, wrap,
 };
-use group_core::kcp::handshake::{STATELESS_HELLO_LEN, is_opening, stateless_hello};
+use group_core::kcp::handshake::{
+    STATELESS_HELLO_LEN, can_open_session, is_opening, stateless_hello,
+};
 use group_core::kcp::{Kcp, KcpConfig};
 use group_core::proto::{ClientFrame, FrameError, code, decode_client_frame};
 use tokio::net::UdpSocket;
@@ -147,9 +149,10 @@ pub(crate) async fn accept_loop(socket: UdpSocket, listeners: Arc<Listeners>, kc
             continue;
         }
         let proof = proven || (envelope.cookie != 0 && minter.check(peer, envelope.cookie));
-        // A session's first datagram is KCP (the client's acknowledgement of the hello, its first
-        // request); an unreliable one with a good cookie is a late one of a session already gone.
-        if !proof || envelope.channel != CHANNEL_RELIABLE {
+        // A session's first datagram is KCP acknowledging only the hello (the client's acknowledgement
+        // of it, its first request); an unreliable one with a good cookie, or one acknowledging more,
+        // is a late one of a session already gone.
+        if !proof || !can_open_session(&envelope) {
             continue; // neither an opening nor a proof of address: a stray or a guess
         }
         let permit = match listeners.admit() {
@@ -226,7 +229,7 @@ fn for_session(
         let cookie = minter.mint_other_than(peer, session.cookie);
         session.replacement = Some(cookie);
         ForSession::Hello(cookie)
-    } else if session.replacement == Some(envelope.cookie) && envelope.channel == CHANNEL_RELIABLE {
+    } else if session.replacement == Some(envelope.cookie) && can_open_session(envelope) {
         ForSession::Replace
     } else {
         ForSession::Drop
@@ -406,6 +409,9 @@ async fn engine(
         }
         if kcp.is_dead() {
             tracing::debug!(%peer, "KCP link dead");
+            // A client that was only stalled reads this when it wakes, and knows at once.
+            let goodbye = wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT]);
+            send(&socket, peer, &goodbye).await;
             return;
         }
         let drained = kcp.waiting() == 0;
