@@ -455,6 +455,50 @@ async fn a_udp_member_stalled_for_less_than_connection_ttl_keeps_its_session() {
     assert!(pushed.is_err(), "the group heard {pushed:?}");
 }
 
+/// A member whose KCP stops acknowledging, though it keeps its session from going idle (unreliable
+/// KeepAlives; the owner keeps its own), has its link declared dead no sooner than `connectionTtl`, and is told so: the server
+/// sends the session's disconnect, which a client that was only stalled reads when it wakes.
+#[tokio::test]
+async fn a_dead_link_ends_the_session_with_a_goodbye_no_sooner_than_connection_ttl() {
+    const TTL: Duration = Duration::from_secs(2);
+    let mut cfg = config();
+    cfg.limits.connection_ttl = TTL;
+    let server = start(ServerBuilder::new(cfg)).await;
+    let (mut owner, group, raw) = raw_member_of_owners_group(&server).await;
+    let stalled = tokio::time::Instant::now();
+    reliable_broadcast(&mut owner, group, b"unacknowledged").await;
+    let mut keep_alive = BytesMut::new();
+    Request::KeepAlive.encode(&mut keep_alive);
+    let mut frame = vec![KIND_UNRELIABLE_DATA];
+    frame.extend_from_slice(&keep_alive);
+    let keep_alive = wrap(CHANNEL_UNRELIABLE, raw.cookie, &frame);
+    let mut buf = [0u8; 2048];
+    bounded("the goodbye", async {
+        loop {
+            raw.socket.send(&keep_alive).await.unwrap();
+            owner.keep_alive().await.unwrap();
+            let wait = Duration::from_millis(300);
+            if let Ok(Ok(len)) = tokio::time::timeout(wait, raw.socket.recv(&mut buf)).await {
+                let envelope = Envelope::parse(&buf[..len]).unwrap();
+                if envelope.channel == CHANNEL_UNRELIABLE && envelope.body == [KIND_DISCONNECT] {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        stalled.elapsed() >= TTL,
+        "dead after {:?}",
+        stalled.elapsed()
+    );
+    let left = next_push(&mut owner).await;
+    let Push::Left { uid, .. } = left else {
+        panic!("the owner did not hear the member leave: {left:?}")
+    };
+    assert_eq!(uid, "raw");
+}
+
 /// A client's datagram that comes after its session ended (the client was stalled, or its goodbye
 /// crossed the server's), under a cookie the server still accepts, opens no new session: it
 /// acknowledges more than a new session's first datagram can. The old server opened one that its
@@ -494,6 +538,20 @@ async fn raw_member_of_owners_group(
     raw.hello("raw").await;
     raw.join(group).await;
     (owner, group, raw)
+}
+
+/// `owner` broadcasts `text` reliably to `group`.
+async fn reliable_broadcast(
+    owner: &mut group_net::client::Client,
+    group: group_core::GroupId,
+    text: &'static [u8],
+) {
+    bounded(
+        "send",
+        owner.broadcast(group, Bytes::from_static(text), true),
+    )
+    .await
+    .unwrap();
 }
 
 /// `owner` broadcasts `text` reliably to `group`, and `raw` gets it next.
