@@ -561,12 +561,7 @@ async fn reaches(
     raw: &mut Raw,
     text: &'static [u8],
 ) {
-    bounded(
-        "send",
-        owner.broadcast(group, Bytes::from_static(text), true),
-    )
-    .await
-    .unwrap();
+    reliable_broadcast(owner, group, text).await;
     let got = bounded("broadcast", raw.next()).await;
     assert!(
         matches!(&got, Got::Reliable(f) if f.payload.ends_with(text)),
