@@ -78,6 +78,8 @@ pub struct Kcp {
     probe_wait: u32,
     updated: bool,
     dead: bool,
+    /// The clock when a segment last came from the peer (see [`Kcp::peer_silent`]).
+    heard_at: u32,
     snd_queue: VecDeque<Segment>,
     snd_buf: VecDeque<Segment>,
     rcv_queue: VecDeque<Segment>,
@@ -113,6 +115,7 @@ impl Kcp {
             probe_wait: 0,
             updated: false,
             dead: false,
+            heard_at: 0,
             snd_queue: VecDeque::new(),
             snd_buf: VecDeque::new(),
             rcv_queue: VecDeque::new(),
@@ -215,6 +218,9 @@ impl Kcp {
     pub fn input(&mut self, datagram: &[u8]) -> Result<(), KcpError> {
         let prev_una = self.snd_una;
         let (segments, error) = segment::split(datagram, self.conv);
+        if !segments.is_empty() {
+            self.heard_from_peer();
+        }
         let mut newest_ack: Option<(u32, u32)> = None;
         for (header, data) in segments {
             self.rmt_wnd = u32::from(header.wnd);
@@ -243,6 +249,26 @@ impl Kcp {
             self.grow_cwnd();
         }
         error.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// True while the peer has sent nothing since the oldest unacknowledged segment was first sent, and
+    /// that segment has timed out once already: the peer is stalled or gone, not just losing the odd
+    /// datagram (a live peer acknowledges something within a round trip).
+    fn peer_silent(&self) -> bool {
+        self.snd_buf
+            .front()
+            .is_some_and(|oldest| oldest.xmit >= 2 && diff(self.heard_at, oldest.first_sent) <= 0)
+    }
+
+    /// A segment came from the peer. If it had been silent, everything still unacknowledged is due at
+    /// once: while silent only the oldest segment was resent (see `flush`), so the rest may be missing.
+    fn heard_from_peer(&mut self) {
+        if self.peer_silent() {
+            for seg in &mut self.snd_buf {
+                seg.resend_ts = self.current;
+            }
+        }
+        self.heard_at = self.current;
     }
 
     fn accept_push(&mut self, header: &Header, data: &[u8]) {
@@ -533,12 +559,20 @@ impl Kcp {
             self.rx_rto >> 3
         };
         let (mut change, mut lost) = (false, false);
+        // A silent peer (stalled, or gone) gets the oldest segment again as a probe each time it is
+        // due, not the whole window: a stalled client with 256 segments in flight was sent all 256 at
+        // every timeout until its link was declared dead.
+        let probing = self.peer_silent();
         for i in 0..self.snd_buf.len() {
             let Some(seg) = self.snd_buf.get_mut(i) else {
                 break;
             };
             let mut needsend = false;
-            if seg.xmit == 0 {
+            if probing && i > 0 && seg.xmit > 0 {
+                if diff(current, seg.resend_ts) >= 0 {
+                    seg.resend_ts = current.wrapping_add(seg.rto);
+                }
+            } else if seg.xmit == 0 {
                 needsend = true;
                 seg.xmit = 1;
                 seg.first_sent = current;

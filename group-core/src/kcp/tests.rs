@@ -277,3 +277,79 @@ fn a_segment_sent_after_a_pause_is_not_resent_at_once() {
     assert_eq!(resent_after_a_pause(true), 0);
     assert_eq!(resent_after_a_pause(false), 1, "the stale clock's resend");
 }
+
+/// Two ends on a lossless 10 ms link that goes down from `down` to `up` (ms); the sender sends
+/// `count` segment-sized messages at time 0 and both run every 10 ms until `until`. Returns the
+/// datagrams the sender sent while the link was down, when the first datagram crossed after it came
+/// back, and when the receiver had every message.
+fn through_an_outage(
+    count: usize,
+    down: u32,
+    up: u32,
+    until: u32,
+) -> (usize, Option<u32>, Option<u32>) {
+    let (mut sender, mut receiver) = (
+        Kcp::new(3, KcpConfig::default()),
+        Kcp::new(3, KcpConfig::default()),
+    );
+    let mss = sender.mss();
+    for i in 0..count {
+        sender.send(&vec![i as u8; mss]).unwrap();
+    }
+    let (mut sent_while_down, mut received) = (0, 0);
+    let (mut back, mut complete) = (None, None);
+    let mut in_flight: InFlight = Vec::new();
+    for now in (0..until).step_by(10) {
+        let link_down = (down..up).contains(&now);
+        for (side, end) in [&mut sender, &mut receiver].into_iter().enumerate() {
+            end.update(now);
+            while let Some(datagram) = end.poll_transmit() {
+                if side == 0 && link_down {
+                    sent_while_down += 1;
+                }
+                if !link_down {
+                    in_flight.push((now + 10, 1 - side, datagram));
+                }
+            }
+        }
+        let (due, later): (InFlight, InFlight) = in_flight
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now + 10);
+        in_flight = later;
+        for (_, to, datagram) in due {
+            if now >= up && back.is_none() {
+                back = Some(now + 10);
+            }
+            let end = if to == 0 { &mut sender } else { &mut receiver };
+            end.set_clock(now + 10);
+            end.input(&datagram).unwrap();
+        }
+        while receiver.recv().is_some() {
+            received += 1;
+        }
+        if received == count && complete.is_none() {
+            complete = Some(now);
+        }
+    }
+    (sent_while_down, back, complete)
+}
+
+/// A peer that stops answering (an app stalled, a network outage) gets the oldest unacknowledged
+/// segment as a probe at each timeout, not the whole window each time; once it answers, what it is
+/// missing is sent at once, not at each segment's next timeout.
+#[test]
+fn a_silent_peer_is_probed_with_one_segment_and_caught_up_when_it_answers() {
+    // 100 segments in flight, every one lost: the link goes down before the first arrives.
+    let (sent, back, complete) = through_an_outage(100, 0, 5_000, 8_000);
+    // The window twice (the first send and its first timeout), then one probe per timeout.
+    assert!(
+        sent <= 2 * 100 + 20,
+        "{sent} datagrams to a silent peer in 5 s"
+    );
+    let (back, complete) = (back.unwrap(), complete.unwrap());
+    // The probe arrives, its acknowledgement comes back, everything else follows: a few link delays.
+    assert!(
+        complete <= back + 50,
+        "the probe crossed at {back} ms, complete at {complete} ms"
+    );
+}
