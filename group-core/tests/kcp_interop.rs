@@ -85,7 +85,7 @@ fn interop(seed: u64, loss: u64) {
         link = later;
         for (_, to_ours, datagram) in due {
             if to_ours {
-                ours.input(&datagram).expect("ikcp's datagrams parse");
+                ours.input(now, &datagram).expect("ikcp's datagrams parse");
                 while let Some(m) = ours.recv() {
                     at_ours.push(m.to_vec());
                 }

@@ -94,7 +94,7 @@ async fn a_cookie_proves_only_the_address_it_was_sent_to() {
 
     // Mallory learned Alice's cookie (say, by sniffing): from her own address it opens nothing.
     let mut ack = Kcp::new(CONV, KcpConfig::default());
-    ack.input(Envelope::parse(&buf[..len]).unwrap().body)
+    ack.input(0, Envelope::parse(&buf[..len]).unwrap().body)
         .unwrap();
     ack.update(10);
     let ack = wrap(CHANNEL_RELIABLE, cookie, &ack.poll_transmit().unwrap());
@@ -162,7 +162,7 @@ async fn a_session_opens_only_with_a_reliable_datagram() {
     // The accept loop takes datagrams in order and counts a session when it admits it: once Bob's
     // opens, Alice's datagram, sent before, was handled.
     let mut ack = Kcp::new(CONV, KcpConfig::default());
-    ack.input(Envelope::parse(&bobs).unwrap().body).unwrap();
+    ack.input(0, Envelope::parse(&bobs).unwrap().body).unwrap();
     ack.update(10);
     let bob_cookie = Envelope::parse(&bobs).unwrap().cookie;
     let ack = wrap(CHANNEL_RELIABLE, bob_cookie, &ack.poll_transmit().unwrap());

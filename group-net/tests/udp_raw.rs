@@ -97,7 +97,7 @@ impl Raw {
 
     async fn flush(&mut self) {
         self.kcp.update(self.now());
-        self.kcp.flush();
+        self.kcp.flush(self.now());
         while let Some(d) = self.kcp.poll_transmit() {
             self.socket
                 .send(&wrap(CHANNEL_RELIABLE, self.cookie, &d))
@@ -168,7 +168,7 @@ impl Raw {
                     };
                 }
                 self.last_stamp = data_stamp(envelope.body).or(self.last_stamp);
-                self.kcp.input(envelope.body).unwrap();
+                self.kcp.input(self.now(), envelope.body).unwrap();
             }
             self.flush().await;
         }

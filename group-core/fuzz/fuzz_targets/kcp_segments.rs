@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     while let Some((&len, tail)) = rest.split_first() {
         let take = usize::from(len).min(tail.len());
         let (datagram, after) = tail.split_at(take);
-        let _ = kcp.input(datagram);
+        let _ = kcp.input(now, datagram);
         now = now.wrapping_add(u32::from(len) * 7);
         kcp.update(now);
         while let Some(out) = kcp.poll_transmit() {

@@ -149,7 +149,10 @@ mod tests {
     fn only_a_datagram_from_right_after_the_hello_can_open_a_session() {
         let (mut client, _) = client_opening();
         client
-            .input(Envelope::parse(&stateless_hello(7, 256, 0)).unwrap().body)
+            .input(
+                0,
+                Envelope::parse(&stateless_hello(7, 256, 0)).unwrap().body,
+            )
             .unwrap();
         client.send(&[KIND_DATA, 1]).unwrap();
         client.update(10);
@@ -159,7 +162,7 @@ mod tests {
         let mut server = Kcp::after_stateless_hello(CONV, KcpConfig::default());
         server.send(&[KIND_DATA, 2]).unwrap();
         server.update(10);
-        client.input(&server.poll_transmit().unwrap()).unwrap();
+        client.input(15, &server.poll_transmit().unwrap()).unwrap();
         client.send(&[KIND_DATA, 3]).unwrap();
         client.update(20);
         let later = wrap(CHANNEL_RELIABLE, 7, &client.poll_transmit().unwrap());
@@ -179,7 +182,7 @@ mod tests {
         let answer = stateless_hello(0xDEAD_BEEF, 256, 0);
         let envelope = Envelope::parse(&answer).unwrap();
         assert_eq!(envelope.cookie, 0xDEAD_BEEF);
-        client.input(envelope.body).unwrap();
+        client.input(0, envelope.body).unwrap();
         assert_eq!(client.recv().as_deref(), Some(&[KIND_HELLO][..]));
         assert_eq!(
             client.waiting(),
@@ -194,10 +197,10 @@ mod tests {
             client.update(now);
             server.update(now);
             while let Some(d) = client.poll_transmit() {
-                server.input(&d).unwrap();
+                server.input(now, &d).unwrap();
             }
             while let Some(d) = server.poll_transmit() {
-                client.input(&d).unwrap();
+                client.input(now, &d).unwrap();
             }
         }
         assert_eq!(server.recv().as_deref(), Some(&[KIND_DATA, 1, 2, 3][..]));

@@ -214,8 +214,10 @@ impl Kcp {
         Some(message.freeze())
     }
 
-    /// Feeds one datagram from the peer. Segments before a malformed one are still applied, as ikcp does.
-    pub fn input(&mut self, datagram: &[u8]) -> Result<(), KcpError> {
+    /// Feeds one datagram from the peer, received at `now_ms` (the clock of [`Kcp::update`]): round trips
+    /// are measured to it. Segments before a malformed one are still applied, as ikcp does.
+    pub fn input(&mut self, now_ms: u32, datagram: &[u8]) -> Result<(), KcpError> {
+        self.set_clock(now_ms);
         let prev_una = self.snd_una;
         let (segments, error) = segment::split(datagram, self.conv);
         if !segments.is_empty() {
@@ -414,16 +416,16 @@ impl Kcp {
             if diff(now_ms, self.ts_flush) >= 0 {
                 self.ts_flush = now_ms.wrapping_add(self.config.interval);
             }
-            self.flush();
+            self.flush_at_current();
         }
     }
 
-    /// Sets KCP's clock without flushing. Call it before [`Kcp::input`] and [`Kcp::flush`] when time
-    /// has passed since the last [`Kcp::update`]: a segment sent by `flush` is stamped and timed from
-    /// this clock, so after a quiet spell a stale clock made a new segment look overdue, and the next
-    /// `update` sent it a second time (and shrank the congestion window); `input` measures round trips
-    /// with it.
-    pub fn set_clock(&mut self, now_ms: u32) {
+    /// Moves the clock to `now_ms` without flushing. `input` and `flush` take the time because a
+    /// session with nothing in flight gets no `update` (see [`Kcp::needs_timer`]): with the clock left
+    /// at the last update, a segment sent after a quiet spell was stamped and timed from then, looked
+    /// overdue at once, and the next `update` sent it a second time; its acknowledgement measured a
+    /// round trip as long as the spell.
+    fn set_clock(&mut self, now_ms: u32) {
         if self.updated {
             self.current = now_ms;
         }
@@ -472,8 +474,14 @@ impl Kcp {
         self.transmits.pop_front()
     }
 
-    /// Sends pending ACKs, window probes, and data within the window; retransmits what is due.
-    pub fn flush(&mut self) {
+    /// Sends pending ACKs, window probes, and data within the window, at `now_ms`; retransmits what is
+    /// due.
+    pub fn flush(&mut self, now_ms: u32) {
+        self.set_clock(now_ms);
+        self.flush_at_current();
+    }
+
+    fn flush_at_current(&mut self) {
         if !self.updated {
             return;
         }

@@ -52,7 +52,7 @@ fn exchange(seed: u64, loss: u64, messages: &[Vec<u8>]) -> (Vec<Bytes>, Vec<Byte
             in_flight.into_iter().partition(|(at, _, _)| *at <= now);
         in_flight = later;
         for (_, to, datagram) in due {
-            ends[to].input(&datagram).unwrap();
+            ends[to].input(now, &datagram).unwrap();
             while let Some(message) = ends[to].recv() {
                 received[to].push(message);
             }
@@ -131,13 +131,13 @@ fn bounds_hold() {
         h.encode(&mut flood);
         flood.push(0);
         if flood.len() > 1000 {
-            let _ = kcp.input(&flood);
+            let _ = kcp.input(0, &flood);
             flood.clear();
         }
     }
     assert!(kcp.rcv_buf.len() <= 16 && kcp.acks.len() <= 32);
     assert_eq!(
-        kcp.input(&[1, 2, 3]),
+        kcp.input(0, &[1, 2, 3]),
         Err(KcpError::Segment(SegmentError::TooShort))
     );
 }
@@ -197,7 +197,7 @@ fn time_and_sequence_numbers_wrap_without_panicking() {
         for side in 0..2 {
             ends[side].update(now);
             while let Some(d) = ends[side].poll_transmit() {
-                ends[1 - side].input(&d).unwrap();
+                ends[1 - side].input(now, &d).unwrap();
             }
         }
         while let Some(m) = ends[1].recv() {
@@ -223,7 +223,7 @@ fn a_quiet_endpoint_needs_no_timer_until_there_is_something_to_do() {
         for side in 0..2 {
             ends[side].update(now);
             while let Some(d) = ends[side].poll_transmit() {
-                ends[1 - side].input(&d).unwrap();
+                ends[1 - side].input(now, &d).unwrap();
             }
         }
         now += 10;
@@ -237,8 +237,9 @@ fn a_quiet_endpoint_needs_no_timer_until_there_is_something_to_do() {
 
 /// Drives a sender the way the server drives a quiet session: updated while it has something in
 /// flight, then left alone (no timer) once everything is acknowledged. After the pause, a message is
-/// sent with a flush, then the timer's next update comes. Returns the datagrams that update sent.
-fn resent_after_a_pause(set_clock: bool) -> usize {
+/// sent and flushed (at the time of the flush, or at the last update's), then the timer's next update comes. Returns the datagrams that
+/// update sent.
+fn resent_after_a_pause(fresh_clock: bool) -> usize {
     let (mut sender, mut receiver) = (
         Kcp::new(7, KcpConfig::default()),
         Kcp::new(7, KcpConfig::default()),
@@ -249,20 +250,19 @@ fn resent_after_a_pause(set_clock: bool) -> usize {
         sender.update(now);
         receiver.update(now);
         while let Some(d) = sender.poll_transmit() {
-            receiver.input(&d).unwrap();
+            receiver.input(now, &d).unwrap();
         }
         while let Some(d) = receiver.poll_transmit() {
-            sender.input(&d).unwrap();
+            sender.input(now, &d).unwrap();
         }
         now += 10;
     }
     assert!(!sender.needs_timer(), "everything acknowledged");
+    let last_update = now - 10;
     let later = now + 5_000;
     sender.send(b"after the pause").unwrap();
-    if set_clock {
-        sender.set_clock(later);
-    }
-    sender.flush();
+    // The old server flushed with the clock of the last update.
+    sender.flush(if fresh_clock { later } else { last_update });
     assert!(sender.poll_transmit().is_some_and(|d| !d.is_empty()));
     // The timer, set from `check`, fires a millisecond later: the answer has not come back yet.
     let wake = sender.check(later).max(later + 1);
@@ -270,8 +270,8 @@ fn resent_after_a_pause(set_clock: bool) -> usize {
     std::iter::from_fn(|| sender.poll_transmit()).count()
 }
 
-/// A segment flushed after a pause is timed from the clock set for it: the timer's next update does
-/// not send it again. With the clock left at the last update, it looked overdue and went out twice.
+/// A segment flushed after a pause is timed from the time of the flush: the timer's next update does
+/// not send it again. Flushed on the clock of the last update, it looked overdue and went out twice.
 #[test]
 fn a_segment_sent_after_a_pause_is_not_resent_at_once() {
     assert_eq!(resent_after_a_pause(true), 0);
@@ -321,8 +321,7 @@ fn through_an_outage(
                 back = Some(now + 10);
             }
             let end = if to == 0 { &mut sender } else { &mut receiver };
-            end.set_clock(now + 10);
-            end.input(&datagram).unwrap();
+            end.input(now + 10, &datagram).unwrap();
         }
         while receiver.recv().is_some() {
             received += 1;

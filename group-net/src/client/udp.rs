@@ -133,8 +133,7 @@ async fn exchange(
                     }
                     continue;
                 }
-                kcp.set_clock(now_ms()); // round trips measured on the time of arrival
-                if kcp.input(envelope.body).is_err() {
+                if kcp.input(now_ms(), envelope.body).is_err() {
                     continue;
                 }
                 while let Some(message) = kcp.recv() {
@@ -163,7 +162,7 @@ async fn exchange(
                         return CloseReason::Protocol(format!("request not sendable over KCP: {e:?}"));
                     }
                     kcp.update(now_ms());
-                    kcp.flush();
+                    kcp.flush(now_ms());
                 }
                 None => {
                     let _ = socket.send(&wrap(CHANNEL_UNRELIABLE, cookie, &[KIND_DISCONNECT])).await;
